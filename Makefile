@@ -1,0 +1,59 @@
+# cryo — checkpoint/restore for Linux process trees.
+#
+#   make demo   build cryo, checkpoint a running counter, restore it, watch it count on
+#   make test   install what the tests need, then vet, lint and run every test
+#
+# Both install their own dependencies (Go modules; Debian packages through apt-get).
+
+GO      ?= go
+BIN     := bin
+CRYO    := $(BIN)/cryo
+TARGETS := $(patsubst test/targets/%.c,$(BIN)/targets/%,$(wildcard test/targets/*.c))
+STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
+
+.PHONY: all build targets deps demo test lint unit bench fuzz clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(CRYO) ./cmd/cryo
+
+$(BIN)/targets/%: test/targets/%.c test/targets/common.h
+	@mkdir -p $(BIN)/targets
+	gcc -O1 -g -Wall -Werror -pthread -o $@ $< -lrt
+
+targets: $(TARGETS)
+
+# Debian packages: gcc for the C test targets, criu for its `crit` image decoder,
+# libcap2-bin for setcap (non-root tests), python3 for Python targets.
+deps:
+	@missing=""; \
+	for p in gcc criu libcap2-bin python3 make; do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	$(GO) mod download
+
+demo: deps build targets
+	./demo/demo.sh
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@latest
+	$(STATICCHECK) ./...
+
+unit:
+	$(GO) test -count=1 ./internal/...
+
+test: deps build targets lint
+	$(GO) test -count=1 -timeout 40m ./...
+
+bench: deps build targets
+	$(GO) run ./bench
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cryo-project/cryo/internal/dump"
+)
+
+func init() {
+	var (
+		opts dump.Options
+		log  logOptions
+	)
+	cmd := &cobra.Command{
+		Use:   "dump -t PID -D DIR",
+		Short: "Checkpoint a running process into an image directory",
+		Long: `Freeze every thread of PID, write its state into DIR as CRIU-format images,
+and kill it (unless --leave-running). If the dump fails, the process is left
+running exactly as it was.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if opts.Pid == 0 || opts.Dir == "" {
+				return fmt.Errorf("dump needs -t PID and -D DIR")
+			}
+			l, closeLog, err := log.open(opts.Dir)
+			if err != nil {
+				return err
+			}
+			defer closeLog()
+			opts.Log = l
+			pr := newProgress("dump")
+			opts.Progress = pr.update
+			st, err := dump.Run(opts)
+			pr.finish()
+			if err != nil {
+				l.Error("dump failed", "pid", opts.Pid, "err", err)
+				return fmt.Errorf("dump of %d: %w", opts.Pid, err)
+			}
+			l.Info("dump done", "pid", opts.Pid, "frozen", st.Frozen, "pages", st.PagesWritten, "vmas", st.VMAs, "threads", st.Threads)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVarP(&opts.Pid, "tree", "t", 0, "pid of the process to dump")
+	f.StringVarP(&opts.Dir, "images-dir", "D", "", "directory for the image files")
+	f.BoolVarP(&opts.LeaveRunning, "leave-running", "R", false, "leave the process running after the dump")
+	f.BoolVarP(&opts.ShellJob, "shell-job", "j", false, "allow stdio on a terminal (re-attached on restore)")
+	log.register(f)
+	root.AddCommand(cmd)
+}

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cryo-project/cryo/internal/restore"
+)
+
+func init() {
+	var (
+		opts restore.Options
+		log  logOptions
+	)
+	cmd := &cobra.Command{
+		Use:   "restore -D DIR",
+		Short: "Restore a process from an image directory",
+		Long: `Rebuild the process of DIR with its pid, threads, memory, registers, files and
+signal state. Without -d, cryo waits for it and exits with its exit status.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if opts.Dir == "" {
+				return fmt.Errorf("restore needs -D DIR")
+			}
+			l, closeLog, err := log.open(opts.Dir)
+			if err != nil {
+				return err
+			}
+			defer closeLog()
+			opts.Log = l
+			pr := newProgress("restore")
+			opts.Progress = pr.update
+			res, err := restore.Run(opts)
+			pr.finish()
+			if err != nil {
+				l.Error("restore failed", "err", err)
+				return fmt.Errorf("restore from %s: %w", opts.Dir, err)
+			}
+			if opts.Detached {
+				return nil
+			}
+			if res.Status != 0 {
+				return &exitStatus{code: res.Status, err: fmt.Errorf("restored process %d exited with status %d", res.Pid, res.Status)}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&opts.Dir, "images-dir", "D", "", "directory of the image files")
+	f.BoolVarP(&opts.Detached, "restore-detached", "d", false, "return once the process runs, do not wait for it")
+	f.BoolVarP(&opts.ShellJob, "shell-job", "j", false, "attach terminal fds to this terminal")
+	log.register(f)
+	root.AddCommand(cmd)
+}

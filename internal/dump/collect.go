@@ -1,0 +1,147 @@
+package dump
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cryo-project/cryo/internal/procfs"
+	"github.com/cryo-project/cryo/internal/ptrace"
+)
+
+// snapshot is everything read from the frozen process, ready to be written.
+type snapshot struct {
+	areas    []*area
+	runs     []run
+	proc     *procInfo
+	auxv     []byte
+	exeID    uint32
+	cwdID    uint32
+	rootID   uint32
+	rlimits  [16]unix.Rlimit
+	persona  uint32
+	oomAdj   int
+	seccomp  [][]byte // filters of the leader, most recent first
+	vdsoHash string
+	cmdline  string
+}
+
+func (p *process) collect() (*snapshot, error) {
+	s := &snapshot{}
+	var err error
+	pidDir := "/proc/" + strconv.Itoa(p.pid)
+	if p.stat, err = procfs.StatPid(p.pid); err != nil {
+		return nil, err
+	}
+	maps, err := procfs.SmapsPid(p.pid)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.findSyscallIP(maps); err != nil {
+		return nil, err
+	}
+	if s.areas, err = p.classify(maps); err != nil {
+		return nil, err
+	}
+	for _, a := range s.areas {
+		if a.m.Kind == procfs.KindVdso {
+			if s.vdsoHash, err = p.hashMapping(a.m); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if s.runs, err = p.findRuns(s.areas); err != nil {
+		return nil, err
+	}
+	for _, th := range p.threads {
+		if err := p.collectThread(th); err != nil {
+			return nil, err
+		}
+	}
+	if s.proc, err = p.collectProcess(); err != nil {
+		return nil, err
+	}
+	// The injections used stack bytes below each red zone as scratch: put
+	// them back before the memory is read, so the image holds the stacks
+	// exactly as the program left them.
+	for _, th := range p.threads {
+		if err := th.putBackScratch(p.pid); err != nil {
+			return nil, err
+		}
+	}
+	if s.auxv, err = os.ReadFile(pidDir + "/auxv"); err != nil {
+		return nil, fmt.Errorf("auxv of %d: %w", p.pid, err)
+	}
+	cmd, _ := os.ReadFile(pidDir + "/cmdline")
+	s.cmdline = strings.ReplaceAll(strings.TrimRight(string(cmd), "\x00"), "\x00", " ")
+	for _, l := range []struct {
+		name string
+		id   *uint32
+		flag uint32
+	}{{"exe", &s.exeID, unix.O_RDONLY}, {"cwd", &s.cwdID, unix.O_RDONLY | unix.O_DIRECTORY}, {"root", &s.rootID, unix.O_RDONLY | unix.O_DIRECTORY}} {
+		path := pidDir + "/" + l.name
+		link, err := os.Readlink(path)
+		if err != nil {
+			return nil, fmt.Errorf("%s of %d: %w", l.name, p.pid, err)
+		}
+		if *l.id, err = p.files.byPath(p, l.name, link, l.flag, func() (*os.File, error) { return os.Open(path) }); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.collectFds(); err != nil {
+		return nil, err
+	}
+	for r := range s.rlimits {
+		if err := unix.Prlimit(p.pid, r, nil, &s.rlimits[r]); err != nil {
+			return nil, fmt.Errorf("rlimit %d of %d: %w", r, p.pid, err)
+		}
+	}
+	if b, err := os.ReadFile(pidDir + "/personality"); err == nil {
+		v, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 16, 32)
+		s.persona = uint32(v)
+	}
+	if b, err := os.ReadFile(pidDir + "/oom_score_adj"); err == nil {
+		s.oomAdj, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	if p.status.Seccomp == 2 {
+		if s.seccomp, err = seccompFilters(p.pid); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// findSyscallIP finds a syscall instruction in [vdso] for the injections:
+// the vdso is mapped executable in every process and reading it changes
+// nothing, unlike writing an instruction into the program's text.
+func (p *process) findSyscallIP(maps []procfs.Mapping) error {
+	for _, m := range maps {
+		if m.Kind != procfs.KindVdso {
+			continue
+		}
+		b := make([]byte, m.Len())
+		if err := ptrace.ReadMem(p.pid, m.Start, b); err != nil {
+			return fmt.Errorf("read [vdso] of %d: %w", p.pid, err)
+		}
+		if i := bytes.Index(b, []byte{0x0f, 0x05}); i >= 0 {
+			for _, th := range p.threads {
+				th.t.SyscallIP = m.Start + uint64(i)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("process %d has no [vdso] with a syscall instruction to inject through: %w", p.pid, ErrNotSupported)
+}
+
+func (p *process) hashMapping(m procfs.Mapping) (string, error) {
+	b := make([]byte, m.Len())
+	if err := ptrace.ReadMem(p.pid, m.Start, b); err != nil {
+		return "", fmt.Errorf("read %s of %d: %w", m.Path, p.pid, err)
+	}
+	return fmt.Sprintf("%x", sha256.Sum256(b)), nil
+}

@@ -1,0 +1,291 @@
+package dump
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/procfs"
+	"github.com/cryo-project/cryo/internal/ptrace"
+)
+
+// ErrNotSupported marks state cryo cannot checkpoint yet. The dump stops
+// before writing anything and the process goes on untouched.
+var ErrNotSupported = errors.New("not supported yet")
+
+// Options says what to dump and how.
+type Options struct {
+	// Pid is the process to dump (a thread-group leader).
+	Pid int
+	// Dir is the image directory; created if missing.
+	Dir string
+	// LeaveRunning lets the process go on after a successful dump. The zero
+	// value kills it, as criu does.
+	LeaveRunning bool
+	// ShellJob allows stdio on a terminal; restore re-attaches it to the
+	// terminal of cryo restore. Without it a terminal fd fails the dump.
+	ShellJob bool
+	// Log receives progress messages; nil discards them.
+	Log *slog.Logger
+	// Progress, if set, is called as pages are written (done, total).
+	Progress func(done, total uint64)
+}
+
+// Stats are the figures of a dump, also written to stats-dump.img.
+type Stats struct {
+	Freezing     time.Duration // from first seize until every thread stood still
+	Frozen       time.Duration // how long the process was stopped
+	MemDump      time.Duration
+	PagesScanned uint64
+	PagesWritten uint64
+	VMAs         int
+	Threads      int
+}
+
+// process is the dump's working state for one process.
+type process struct {
+	pid     int
+	log     *slog.Logger
+	opts    Options
+	status  *procfs.Status
+	stat    *procfs.Stat
+	threads []*thread // leader first
+	files   *fileTable
+	closers []io.Closer
+}
+
+// Run dumps opts.Pid. On error the process is left running as it was.
+func Run(opts Options) (st *Stats, err error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	p := &process{pid: opts.Pid, log: opts.Log, opts: opts, files: newFileTable()}
+	st = &Stats{}
+
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	dir, err := image.Create(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("image directory: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			dir.Abort()
+		}
+	}()
+
+	// ptrace ties tracees to this OS thread (see package ptrace).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+
+	t0 := time.Now()
+	if err := p.freeze(); err != nil {
+		p.release()
+		return nil, err
+	}
+	st.Freezing = time.Since(t0)
+	defer func() {
+		if err != nil {
+			if rerr := p.release(); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
+		for _, c := range p.closers {
+			c.Close()
+		}
+	}()
+	p.log.Info("frozen", "pid", p.pid, "threads", len(p.threads), "took", st.Freezing)
+
+	img, err := p.collect()
+	if err != nil {
+		return nil, err
+	}
+	st.Threads = len(p.threads)
+	st.VMAs = len(img.areas)
+
+	tm := time.Now()
+	if err := p.writeImages(dir, img, st); err != nil {
+		return nil, err
+	}
+	st.MemDump = time.Since(tm)
+	st.Frozen = time.Since(t0)
+	if err := writeStats(dir, st); err != nil {
+		return nil, err
+	}
+	if err := dir.Commit(); err != nil {
+		return nil, fmt.Errorf("commit images: %w", err)
+	}
+	committed = true
+	p.log.Info("images written", "dir", opts.Dir, "pages", st.PagesWritten, "frozen", st.Frozen)
+
+	if opts.LeaveRunning {
+		if err := p.release(); err != nil {
+			return st, fmt.Errorf("images are complete, but resuming %d failed: %w", p.pid, err)
+		}
+		return st, nil
+	}
+	return st, p.kill()
+}
+
+// check refuses what cannot be dumped before anything is touched.
+func (p *process) check() error {
+	if p.pid <= 0 {
+		return fmt.Errorf("bad pid %d", p.pid)
+	}
+	if p.pid == os.Getpid() {
+		return fmt.Errorf("pid %d is cryo itself", p.pid)
+	}
+	st, err := procfs.StatusPid(p.pid)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("no process with pid %d", p.pid)
+		}
+		return fmt.Errorf("process %d: %w", p.pid, err)
+	}
+	if st.Tgid != p.pid {
+		return fmt.Errorf("pid %d is a thread of process %d: dump the process", p.pid, st.Tgid)
+	}
+	if st.Kthread {
+		return fmt.Errorf("pid %d (%s) is a kernel thread", p.pid, st.Name)
+	}
+	if st.State == 'Z' || st.State == 'X' {
+		return fmt.Errorf("pid %d (%s) is a zombie", p.pid, st.Name)
+	}
+	if st.TracerPid != 0 {
+		return fmt.Errorf("pid %d (%s) is already traced by pid %d", p.pid, st.Name, st.TracerPid)
+	}
+	p.status = st
+	return nil
+}
+
+// freeze seizes every thread, re-reading the thread list until a pass finds
+// none new: a thread may create another while it is being seized.
+func (p *process) freeze() error {
+	seen := map[int]bool{}
+	opts := kabi.PTRACE_O_TRACESYSGOOD | ptraceSuspendSeccomp
+	for pass := 0; ; pass++ {
+		if pass > 1000 {
+			return fmt.Errorf("process %d keeps creating threads faster than they can be stopped", p.pid)
+		}
+		tids, err := listTasks(p.pid)
+		if err != nil {
+			return err
+		}
+		added := 0
+		for _, tid := range tids {
+			if seen[tid] {
+				continue
+			}
+			seen[tid] = true
+			t, err := ptrace.Seize(tid, opts)
+			if err != nil && opts&ptraceSuspendSeccomp != 0 && errors.Is(err, unix.EPERM) {
+				// Suspending seccomp needs CAP_SYS_ADMIN; do without.
+				opts &^= ptraceSuspendSeccomp
+				t, err = ptrace.Seize(tid, opts)
+			}
+			if errors.Is(err, ptrace.ErrGone) {
+				continue // the thread exited on its own
+			}
+			if err != nil {
+				return permissionHint(p.pid, err)
+			}
+			th := &thread{t: t}
+			if tid == p.pid {
+				p.threads = append([]*thread{th}, p.threads...)
+			} else {
+				p.threads = append(p.threads, th)
+			}
+			added++
+		}
+		if added == 0 {
+			break
+		}
+	}
+	if len(p.threads) == 0 || p.threads[0].t.Tid != p.pid {
+		return fmt.Errorf("process %d: %w", p.pid, ptrace.ErrGone)
+	}
+	for _, th := range p.threads {
+		if th.t.GroupStopped {
+			return fmt.Errorf("process %d is stopped (job control, SIGSTOP): %w", p.pid, ErrNotSupported)
+		}
+	}
+	return nil
+}
+
+// ptraceSuspendSeccomp keeps the target's seccomp filters from judging
+// cryo's injected syscalls.
+const ptraceSuspendSeccomp = 1 << 21
+
+func permissionHint(pid int, err error) error {
+	if errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("%w: cryo may not trace pid %d (another user's process, a setuid program, or kernel.yama.ptrace_scope forbids it; see `cryo check`)", err, pid)
+	}
+	return err
+}
+
+func listTasks(pid int) ([]int, error) {
+	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("process %d: %w", pid, ptrace.ErrGone)
+		}
+		return nil, err
+	}
+	tids := make([]int, 0, len(ents))
+	for _, e := range ents {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	sort.Ints(tids)
+	return tids, nil
+}
+
+// release undoes everything the dump did to the process and lets it run.
+func (p *process) release() error {
+	var errs []error
+	for _, th := range p.threads {
+		if err := th.release(p.pid); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	p.threads = nil
+	return errors.Join(errs...)
+}
+
+// kill ends the dumped process and reaps the ptrace notifications of its
+// threads, which stay zombies until their tracer has seen them exit.
+func (p *process) kill() error {
+	if err := unix.Kill(p.pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("kill %d after dump: %w", p.pid, err)
+	}
+	for _, th := range p.threads {
+		var ws unix.WaitStatus
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			pid, err := unix.Wait4(th.t.Tid, &ws, unix.WALL|unix.WNOHANG, nil)
+			if err != nil || (pid == th.t.Tid && (ws.Exited() || ws.Signaled())) {
+				break
+			}
+			if pid == th.t.Tid && ws.Stopped() {
+				kabi.Cont(th.t.Tid, 0)
+				continue
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	p.threads = nil
+	return nil
+}

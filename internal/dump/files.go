@@ -1,0 +1,255 @@
+package dump
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fown"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/ghost-file"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/regfile"
+
+	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/procfs"
+)
+
+// fileTable assigns ids to the files a process uses (through fds, mappings,
+// its exe, cwd and root) and remembers which must be copied as ghosts.
+type fileTable struct {
+	next    uint32
+	entries []*fdinfo.FileEntry
+	byKey   map[fileKey]uint32
+	ghosts  map[uint32]ghost
+	fds     []*fdinfo.FdinfoEntry
+}
+
+// fileKey identifies a file opened with given flags, for files reached
+// through mappings, exe, cwd and root, where no open file description has to
+// be shared.
+type fileKey struct {
+	dev, ino uint64
+	flags    uint32
+}
+
+type ghost struct {
+	src   *os.File
+	entry *ghost_file.GhostFileEntry
+}
+
+func newFileTable() *fileTable {
+	return &fileTable{next: 1, byKey: map[fileKey]uint32{}, ghosts: map[uint32]ghost{}}
+}
+
+func (ft *fileTable) add(e *fdinfo.FileEntry) uint32 {
+	id := ft.next
+	ft.next++
+	e.Id = proto.Uint32(id)
+	if e.Reg != nil {
+		e.Reg.Id = proto.Uint32(id)
+	}
+	ft.entries = append(ft.entries, e)
+	return id
+}
+
+func regEntry(name string, flags uint32, pos uint64, st *unix.Stat_t) *fdinfo.FileEntry {
+	return &fdinfo.FileEntry{
+		Type: fdinfo.FdTypes_REG.Enum(),
+		Reg: &regfile.RegFileEntry{
+			Flags: proto.Uint32(flags),
+			Pos:   proto.Uint64(pos),
+			Fown:  &fown.FownEntry{Uid: proto.Uint32(0), Euid: proto.Uint32(0), Signum: proto.Uint32(0), PidType: proto.Uint32(0), Pid: proto.Uint32(0)},
+			Name:  proto.String(name),
+			Size:  proto.Uint64(uint64(st.Size)),
+			Mode:  proto.Uint32(st.Mode),
+		},
+	}
+}
+
+// byPath registers a file reached through a path-like link (exe, cwd, root,
+// a mapping). open gives a handle on the very inode, for ghosts.
+func (ft *fileTable) byPath(p *process, what, link string, flags uint32, open func() (*os.File, error)) (uint32, error) {
+	f, err := open()
+	if err != nil {
+		return 0, fmt.Errorf("%s of %d (%s): %w", what, p.pid, link, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return 0, fmt.Errorf("%s of %d (%s): %w", what, p.pid, link, err)
+	}
+	key := fileKey{dev: st.Dev, ino: st.Ino, flags: flags}
+	if id, ok := ft.byKey[key]; ok {
+		f.Close()
+		return id, nil
+	}
+	name := strings.TrimSuffix(link, " (deleted)")
+	e := regEntry(name, flags, 0, &st)
+	id := ft.add(e)
+	ft.byKey[key] = id
+	if st.Nlink == 0 && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		ft.addGhost(id, f, &st)
+	} else {
+		f.Close()
+	}
+	return id, nil
+}
+
+// addGhost records that file id is unlinked: its whole contents go into the
+// image, whatever their size (no ghost limit: a restore that cannot bring the
+// file back is worse than a large image).
+func (ft *fileTable) addGhost(id uint32, f *os.File, st *unix.Stat_t) {
+	ft.ghosts[id] = ghost{src: f, entry: &ghost_file.GhostFileEntry{
+		Uid:  proto.Uint32(st.Uid),
+		Gid:  proto.Uint32(st.Gid),
+		Mode: proto.Uint32(st.Mode),
+		Dev:  proto.Uint32(uint32(st.Dev)),
+		Ino:  proto.Uint64(st.Ino),
+		Size: proto.Uint64(uint64(st.Size)),
+	}}
+}
+
+func (ft *fileTable) regForVMA(p *process, m procfs.Mapping) (uint32, error) {
+	flags := uint32(unix.O_RDONLY)
+	if m.Perms.Shared && m.Perms.Write {
+		flags = unix.O_RDWR
+	}
+	return ft.byPath(p, "mapping "+fmt.Sprintf("%#x-%#x", m.Start, m.End), m.RawPath, flags, func() (*os.File, error) {
+		return p.mapFile(m)
+	})
+}
+
+func (ft *fileTable) memfdForVMA(p *process, m procfs.Mapping) (uint32, error) {
+	return ft.byPath(p, "memfd mapping "+fmt.Sprintf("%#x-%#x", m.Start, m.End), m.Path, unix.O_RDWR, func() (*os.File, error) {
+		return p.mapFile(m)
+	})
+}
+
+// ttyMajors are the character devices of terminals: /dev/tty (5), the
+// console and virtual terminals (4), and pseudo-terminal slaves (136-143).
+func isTTY(rdev uint64) bool {
+	maj := unix.Major(rdev)
+	return maj == 4 || maj == 5 || (maj >= 136 && maj <= 143)
+}
+
+// simpleDevices are character devices that carry no state: reopening them
+// by path restores them.
+var simpleDevices = map[[2]uint32]bool{
+	{1, 3}: true, // null
+	{1, 5}: true, // zero
+	{1, 7}: true, // full
+	{1, 8}: true, // random
+	{1, 9}: true, // urandom
+}
+
+// collectFds dumps the fd table. An fd of a type cryo cannot restore yet
+// fails the dump, naming the fd, its type and link.
+func (p *process) collectFds() error {
+	dir := "/proc/" + strconv.Itoa(p.pid) + "/fd"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("fds of %d: %w", p.pid, err)
+	}
+	fds := make([]int, 0, len(ents))
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil {
+			fds = append(fds, fd)
+		}
+	}
+	sort.Ints(fds)
+	type open struct {
+		fd int
+		id uint32
+		st unix.Stat_t
+	}
+	var opened []open
+	for _, fd := range fds {
+		path := dir + "/" + strconv.Itoa(fd)
+		link, err := os.Readlink(path)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue // closed by now: the process was running until frozen... not possible once frozen
+			}
+			return fmt.Errorf("fd %d of %d: %w", fd, p.pid, err)
+		}
+		info, err := procfs.FdinfoPid(p.pid, fd)
+		if err != nil {
+			return fmt.Errorf("fd %d (%s) of %d: %w", fd, link, p.pid, err)
+		}
+		unsupported := func(kind string) error {
+			return fmt.Errorf("fd %d (%s, %s) of pid %d: %w", fd, kind, link, p.pid, ErrNotSupported)
+		}
+		if strings.HasPrefix(link, "anon_inode:") || strings.HasPrefix(link, "socket:") || strings.HasPrefix(link, "pipe:") {
+			return unsupported(strings.SplitN(strings.TrimPrefix(link, "anon_inode:"), ":", 2)[0])
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err != nil {
+			return fmt.Errorf("fd %d (%s) of %d: %w", fd, link, p.pid, err)
+		}
+		fdFlags := uint32(0)
+		if info.Flags&unix.O_CLOEXEC != 0 {
+			fdFlags = unix.FD_CLOEXEC
+		}
+		fileFlags := info.Flags &^ unix.O_CLOEXEC
+		// An open file description shared by two fds (dup) must stay one.
+		shared := uint32(0)
+		for _, o := range opened {
+			if o.st.Dev == st.Dev && o.st.Ino == st.Ino {
+				if r, err := kabi.Kcmp(p.pid, p.pid, kabi.KCMP_FILE, uintptr(o.fd), uintptr(fd)); err == nil && r == 0 {
+					shared = o.id
+					break
+				}
+			}
+		}
+		var id uint32
+		switch {
+		case shared != 0:
+			id = shared
+		case st.Mode&unix.S_IFMT == unix.S_IFREG || st.Mode&unix.S_IFMT == unix.S_IFDIR:
+			if strings.HasPrefix(link, "/memfd:") {
+				return unsupported("memfd")
+			}
+			e := regEntry(strings.TrimSuffix(link, " (deleted)"), fileFlags, uint64(info.Pos), &st)
+			id = p.files.add(e)
+			if st.Nlink == 0 && st.Mode&unix.S_IFMT == unix.S_IFREG {
+				f, err := os.Open(path)
+				if err != nil {
+					return fmt.Errorf("fd %d (%s) of %d: open deleted file: %w", fd, link, p.pid, err)
+				}
+				p.closers = append(p.closers, f)
+				p.files.addGhost(id, f, &st)
+			}
+		case st.Mode&unix.S_IFMT == unix.S_IFCHR && simpleDevices[[2]uint32{unix.Major(st.Rdev), unix.Minor(st.Rdev)}]:
+			id = p.files.add(regEntry(link, fileFlags, uint64(info.Pos), &st))
+		case st.Mode&unix.S_IFMT == unix.S_IFCHR && isTTY(st.Rdev):
+			if !p.opts.ShellJob {
+				return fmt.Errorf("fd %d of pid %d is a terminal (%s): dump with --shell-job to re-attach it to the terminal of cryo restore: %w", fd, p.pid, link, ErrNotSupported)
+			}
+			e := regEntry(link, fileFlags, 0, &st)
+			e.Type = fdinfo.FdTypes_TTY.Enum()
+			id = p.files.add(e)
+		default:
+			return unsupported(fmt.Sprintf("mode %#o", st.Mode&unix.S_IFMT))
+		}
+		opened = append(opened, open{fd: fd, id: id, st: st})
+		typ := fdinfo.FdTypes_REG
+		for _, e := range p.files.entries {
+			if e.GetId() == id {
+				typ = e.GetType()
+			}
+		}
+		p.files.fds = append(p.files.fds, &fdinfo.FdinfoEntry{
+			Id:    proto.Uint32(id),
+			Flags: proto.Uint32(fdFlags),
+			Type:  typ.Enum(),
+			Fd:    proto.Uint32(uint32(fd)),
+		})
+	}
+	return nil
+}

@@ -1,0 +1,439 @@
+package dump
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
+
+	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/procfs"
+)
+
+const pageSize = 4096
+
+// area is one VMA as the dump sees it: the image entry plus how its pages
+// are to be found.
+type area struct {
+	m     procfs.Mapping
+	entry *vma.VmaEntry
+	// pages says where the contents come from: not at all (file-backed
+	// shared, vdso...), from pagemap of the process (private memory), or
+	// from the shmem object behind it (shared anonymous, memfd).
+	pages pageSource
+}
+
+type pageSource int
+
+const (
+	noPages      pageSource = iota
+	privatePages            // present or swapped pages, read with process_vm_readv
+	cowPages                // private file mapping: only pages no longer the file's
+	shmemPages              // data extents of the shmem object, read through map_files
+)
+
+// madvise advice that shows in VmFlags and must be replayed on restore; the
+// image keeps them as a bitmap of advice numbers, as CRIU does.
+var madvOf = []struct {
+	flag procfs.VmFlags
+	adv  int
+}{
+	{procfs.VmHugePage, unix.MADV_HUGEPAGE},
+	{procfs.VmNoHugePage, unix.MADV_NOHUGEPAGE},
+	{procfs.VmDontCopy, unix.MADV_DONTFORK},
+	{procfs.VmWipeOnFork, unix.MADV_WIPEONFORK},
+	{procfs.VmDontDump, unix.MADV_DONTDUMP},
+	{procfs.VmMergeable, unix.MADV_MERGEABLE},
+	{procfs.VmSeqRead, unix.MADV_SEQUENTIAL},
+	{procfs.VmRandRead, unix.MADV_RANDOM},
+}
+
+// classify builds the image entry of each mapping and decides how its
+// contents are dumped. Mappings cryo cannot restore fail the dump here,
+// before anything is written.
+func (p *process) classify(maps []procfs.Mapping) ([]*area, error) {
+	areas := make([]*area, 0, len(maps))
+	for _, m := range maps {
+		e := &vma.VmaEntry{
+			Start: proto.Uint64(m.Start),
+			End:   proto.Uint64(m.End),
+			Pgoff: proto.Uint64(m.Offset),
+			Shmid: proto.Uint64(0),
+			Fd:    proto.Int64(-1),
+		}
+		var prot, flags, status uint32
+		if m.Perms.Read {
+			prot |= unix.PROT_READ
+		}
+		if m.Perms.Write {
+			prot |= unix.PROT_WRITE
+		}
+		if m.Perms.Exec {
+			prot |= unix.PROT_EXEC
+		}
+		if m.Perms.Shared {
+			flags |= unix.MAP_SHARED
+		} else {
+			flags |= unix.MAP_PRIVATE
+		}
+		if m.VmFlags.Has(procfs.VmGrowsDown) {
+			flags |= unix.MAP_GROWSDOWN
+		}
+		if m.VmFlags.Has(procfs.VmNoReserve) {
+			flags |= unix.MAP_NORESERVE
+		}
+		var madv uint64
+		for _, a := range madvOf {
+			if m.VmFlags.Has(a.flag) {
+				madv |= 1 << uint(a.adv)
+			}
+		}
+		if madv != 0 {
+			e.Madv = proto.Uint64(madv)
+		}
+		a := &area{m: m, entry: e}
+		status = kabi.VMA_AREA_REGULAR
+		switch {
+		case m.Kind == procfs.KindVsyscall:
+			status = kabi.VMA_AREA_VSYSCALL
+		case m.Kind == procfs.KindVdso:
+			status |= kabi.VMA_AREA_VDSO
+			flags |= unix.MAP_ANONYMOUS
+		case m.Kind == procfs.KindVvar || m.Kind == procfs.KindVvarVclock:
+			status |= kabi.VMA_AREA_VVAR
+			flags |= unix.MAP_ANONYMOUS
+		case m.VmFlags.Has(procfs.VmIO) || m.VmFlags.Has(procfs.VmPFNMap):
+			return nil, fmt.Errorf("mapping %#x-%#x (%s): device memory (VM_IO/VM_PFNMAP): %w", m.Start, m.End, m.RawPath, ErrNotSupported)
+		case m.VmFlags.Has(procfs.VmHugeTLB):
+			return nil, fmt.Errorf("mapping %#x-%#x (%s): hugetlbfs: %w", m.Start, m.End, m.RawPath, ErrNotSupported)
+		case m.Kind == procfs.KindUprobes:
+			return nil, fmt.Errorf("mapping %#x-%#x [uprobes]: %w", m.Start, m.End, ErrNotSupported)
+		case m.Kind == procfs.KindAnonShmemNamed || (m.Kind == procfs.KindFile && m.Perms.Shared && isShmemAnon(m)):
+			status |= kabi.VMA_ANON_SHARED
+			flags |= unix.MAP_ANONYMOUS
+			e.Shmid = proto.Uint64(m.Inode)
+			a.pages = shmemPages
+		case m.Kind == procfs.KindFile && strings.HasPrefix(m.Path, "/memfd:"):
+			status |= kabi.VMA_AREA_MEMFD
+			id, err := p.files.memfdForVMA(p, m)
+			if err != nil {
+				return nil, err
+			}
+			e.Shmid = proto.Uint64(uint64(id))
+			a.pages = shmemPages
+			if !m.Perms.Shared {
+				a.pages = cowPages
+			}
+		case m.Kind == procfs.KindFile:
+			id, err := p.files.regForVMA(p, m)
+			if err != nil {
+				return nil, err
+			}
+			e.Shmid = proto.Uint64(uint64(id))
+			if m.Perms.Shared {
+				status |= kabi.VMA_FILE_SHARED
+			} else {
+				status |= kabi.VMA_FILE_PRIVATE
+				a.pages = cowPages
+			}
+		case m.Kind == procfs.KindFile || m.Kind == procfs.KindSpecial:
+			return nil, fmt.Errorf("mapping %#x-%#x (%s): %w", m.Start, m.End, m.RawPath, ErrNotSupported)
+		default: // anonymous private: [heap], [stack], [anon:NAME], unnamed
+			if m.Perms.Shared {
+				status |= kabi.VMA_ANON_SHARED
+				flags |= unix.MAP_ANONYMOUS
+				e.Shmid = proto.Uint64(m.Inode)
+				a.pages = shmemPages
+				break
+			}
+			status |= kabi.VMA_ANON_PRIVATE
+			flags |= unix.MAP_ANONYMOUS
+			if m.Kind == procfs.KindHeap {
+				status |= kabi.VMA_AREA_HEAP
+			}
+			if m.Kind == procfs.KindStack {
+				status |= kabi.VMA_AREA_STACK
+			}
+			a.pages = privatePages
+		}
+		e.Prot = proto.Uint32(prot)
+		e.Flags = proto.Uint32(flags)
+		e.Status = proto.Uint32(status)
+		areas = append(areas, a)
+	}
+	return areas, nil
+}
+
+// isShmemAnon tells shared anonymous memory (mmap MAP_SHARED|MAP_ANONYMOUS,
+// which the kernel backs by a shmem file it names /dev/zero) from a real
+// mapping of /dev/zero, which is also anonymous shared memory in effect.
+func isShmemAnon(m procfs.Mapping) bool {
+	return m.Path == "/dev/zero" || strings.HasPrefix(m.Path, "/SYSV")
+}
+
+// run is a stretch of consecutive pages to dump.
+type run struct {
+	addr  uint64
+	pages uint64
+	// from says how to read it: process memory, or an offset in a file.
+	file *os.File
+	off  int64
+	// force reads through /proc/PID/mem, for mappings the process itself
+	// cannot read (PROT_NONE after being written).
+	force bool
+}
+
+// findRuns lists the pages of every area that must go into the image.
+func (p *process) findRuns(areas []*area) ([]run, error) {
+	pm, err := os.Open("/proc/" + strconv.Itoa(p.pid) + "/pagemap")
+	if err != nil {
+		return nil, fmt.Errorf("open pagemap of %d: %w", p.pid, err)
+	}
+	defer pm.Close()
+	var runs []run
+	buf := make([]byte, 8*8192)
+	for _, a := range areas {
+		switch a.pages {
+		case noPages:
+			continue
+		case shmemPages:
+			r, err := p.shmemRuns(a)
+			if err != nil {
+				return nil, err
+			}
+			runs = append(runs, r...)
+			continue
+		}
+		force := !a.m.Perms.Read
+		first := len(runs) // runs never span two areas: restore writes each area its own way
+		for addr := a.m.Start; addr < a.m.End; {
+			n := min((a.m.End-addr)/pageSize, uint64(len(buf)/8))
+			if _, err := pm.ReadAt(buf[:n*8], int64(addr/pageSize*8)); err != nil {
+				return nil, fmt.Errorf("read pagemap of %d at %#x: %w", p.pid, addr, err)
+			}
+			for i := uint64(0); i < n; i++ {
+				e := binary.LittleEndian.Uint64(buf[i*8:])
+				want := e&(kabi.PM_PRESENT|kabi.PM_SWAP) != 0
+				if a.pages == cowPages && e&kabi.PM_FILE != 0 {
+					want = false // still the file's page: restored by mapping the file
+				}
+				if !want {
+					continue
+				}
+				va := addr + i*pageSize
+				if l := len(runs); l > first && runs[l-1].addr+runs[l-1].pages*pageSize == va {
+					runs[l-1].pages++
+				} else {
+					runs = append(runs, run{addr: va, pages: 1, force: force})
+				}
+			}
+			addr += n * pageSize
+		}
+	}
+	return runs, nil
+}
+
+// shmemRuns lists the data extents of the shmem object behind a shared
+// anonymous or memfd mapping, within the range the mapping covers. Reading
+// the object rather than the process's page table also finds pages that
+// other processes (or write(2) on a memfd) populated but this one never
+// touched.
+func (p *process) shmemRuns(a *area) ([]run, error) {
+	f, err := p.mapFile(a.m)
+	if err != nil {
+		return nil, err
+	}
+	p.closers = append(p.closers, f)
+	lo := int64(a.m.Offset)
+	hi := lo + int64(a.m.Len())
+	var runs []run
+	for off := lo; off < hi; {
+		data, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("find data of mapping %#x-%#x of %d: %w", a.m.Start, a.m.End, p.pid, err)
+		}
+		if data >= hi {
+			break
+		}
+		hole, err := unix.Seek(int(f.Fd()), data, unix.SEEK_HOLE)
+		if err != nil {
+			return nil, fmt.Errorf("find hole of mapping %#x-%#x of %d: %w", a.m.Start, a.m.End, p.pid, err)
+		}
+		hole = min(hole, hi)
+		data &^= pageSize - 1
+		runs = append(runs, run{
+			addr:  a.m.Start + uint64(data-lo),
+			pages: uint64(hole-data+pageSize-1) / pageSize,
+			file:  f,
+			off:   data,
+		})
+		off = hole
+	}
+	return runs, nil
+}
+
+// mapFile opens the object behind a mapping through /proc/PID/map_files,
+// which works for deleted files and shmem that no path reaches (seed 002).
+func (p *process) mapFile(m procfs.Mapping) (*os.File, error) {
+	name := fmt.Sprintf("/proc/%d/map_files/%x-%x", p.pid, m.Start, m.End)
+	f, err := os.Open(name)
+	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("open %s: %w (following map_files needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN)", name, err)
+		}
+		return nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	return f, nil
+}
+
+// pageBatch is what the reader hands the writer: bytes for consecutive runs.
+type pageBatch struct {
+	buf []byte
+	err error
+}
+
+const (
+	batchBytes = 4 << 20
+	maxIov     = 1024 // UIO_MAXIOV
+)
+
+// writePages streams the runs' contents into w in pagemap order. One
+// goroutine reads (process_vm_readv, or pread for shmem) while the caller
+// writes, with two buffers in flight: the dump runs at the speed of the
+// slower of the two instead of their sum, and memory stays bounded at
+// 3 × batchBytes whatever the size of the process.
+func (p *process) writePages(runs []run, w io.Writer) (uint64, error) {
+	free := make(chan []byte, 3)
+	for range 3 {
+		free <- make([]byte, batchBytes)
+	}
+	full := make(chan pageBatch, 2)
+	stop := make(chan struct{})
+	go func() {
+		defer close(full)
+		var mem *os.File
+		defer func() {
+			if mem != nil {
+				mem.Close()
+			}
+		}()
+		var buf []byte
+		var local, remote []kabi.Iovec
+		flush := func() bool {
+			if len(remote) > 0 {
+				n, err := kabi.ProcessVMReadv(p.pid, local, remote)
+				want := 0
+				for _, r := range remote {
+					want += int(r.Len)
+				}
+				if err == nil && n != want {
+					err = fmt.Errorf("short read %d of %d bytes", n, want)
+				}
+				if err != nil {
+					full <- pageBatch{err: fmt.Errorf("read memory of %d at %#x: %w", p.pid, remote[0].Base, err)}
+					return false
+				}
+				local, remote = local[:0], remote[:0]
+			}
+			if len(buf) > 0 {
+				select {
+				case full <- pageBatch{buf: buf}:
+				case <-stop:
+					return false
+				}
+				buf = nil
+			}
+			return true
+		}
+		for _, r := range runs {
+			for done := uint64(0); done < r.pages; {
+				if buf == nil {
+					select {
+					case buf = <-free:
+						buf = buf[:0]
+					case <-stop:
+						return
+					}
+				}
+				n := min(r.pages-done, uint64(cap(buf)-len(buf))/pageSize)
+				start := len(buf)
+				buf = buf[:start+int(n*pageSize)]
+				dst := buf[start:]
+				addr := r.addr + done*pageSize
+				switch {
+				case r.file != nil:
+					if _, err := r.file.ReadAt(dst, r.off+int64(done*pageSize)); err != nil && !errors.Is(err, io.EOF) {
+						full <- pageBatch{err: fmt.Errorf("read shared memory of %d at %#x: %w", p.pid, addr, err)}
+						return
+					}
+				case r.force:
+					if mem == nil {
+						var err error
+						if mem, err = os.Open("/proc/" + strconv.Itoa(p.pid) + "/mem"); err != nil {
+							full <- pageBatch{err: err}
+							return
+						}
+					}
+					if _, err := mem.ReadAt(dst, int64(addr)); err != nil {
+						full <- pageBatch{err: fmt.Errorf("read memory of %d at %#x: %w", p.pid, addr, err)}
+						return
+					}
+				default:
+					local = append(local, kabi.LocalIovec(dst))
+					remote = append(remote, kabi.Iovec{Base: addr, Len: uint64(len(dst))})
+					if len(remote) == maxIov && !flush() {
+						return
+					}
+				}
+				done += n
+				if len(buf) == cap(buf) && !flush() {
+					return
+				}
+			}
+		}
+		flush()
+	}()
+	defer func() {
+		close(stop)
+		for range full { // let the reader finish before its buffers go
+		}
+	}()
+	var written uint64
+	for b := range full {
+		if b.err != nil {
+			return written, b.err
+		}
+		if _, err := w.Write(b.buf); err != nil {
+			return written, err
+		}
+		written += uint64(len(b.buf))
+		free <- b.buf
+	}
+	return written / pageSize, nil
+}
+
+// pagemapEntries turns runs into the image's pagemap entries.
+func pagemapEntries(runs []run) []*pagemap.PagemapEntry {
+	out := make([]*pagemap.PagemapEntry, 0, len(runs))
+	for _, r := range runs {
+		out = append(out, &pagemap.PagemapEntry{
+			Vaddr:         proto.Uint64(r.addr),
+			CompatNrPages: proto.Uint32(uint32(min(r.pages, 1<<31))),
+			NrPages:       proto.Uint64(r.pages),
+			Flags:         proto.Uint32(kabi.PE_PRESENT),
+		})
+	}
+	return out
+}

@@ -1,0 +1,356 @@
+package dump
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/procfs"
+	"github.com/cryo-project/cryo/internal/ptrace"
+)
+
+// scratchSize is the stack space an injected syscall may use for its
+// arguments and results: enough for the largest (a 128-byte siginfo).
+const scratchSize = 256
+
+// redZone is the part of the stack below rsp that the x86_64 ABI lets leaf
+// functions use without moving rsp: scratch goes below it.
+const redZone = 128
+
+// thread is the dump's state for one seized thread.
+type thread struct {
+	t *ptrace.Task
+
+	scratch uint64 // address of the scratch area, 0 until first used
+	saved   []byte // what the scratch area held before
+
+	xsave   []byte
+	sigmask uint64
+	pending []kabi.Siginfo
+	sas     kabi.Stack
+	tidAddr uint64
+	pdeath  uint64
+	rseq    kabi.RseqConfiguration
+	robust  [2]uint64 // head, len
+	comm    string
+	status  *procfs.Status
+	stat    *procfs.Stat
+	policy  int
+	rtprio  int
+	seccomp int
+}
+
+// useScratch readies the scratch area below the thread's red zone, saving
+// its bytes so release can put them back.
+func (th *thread) useScratch(pid int) (uint64, error) {
+	if th.scratch != 0 {
+		return th.scratch, nil
+	}
+	addr := (th.t.Regs.Rsp - redZone - scratchSize) &^ 15
+	saved := make([]byte, scratchSize)
+	if err := ptrace.ReadMem(pid, addr, saved); err != nil {
+		return 0, fmt.Errorf("thread %d: stack scratch: %w", th.t.Tid, err)
+	}
+	th.scratch, th.saved = addr, saved
+	return addr, nil
+}
+
+// call injects a syscall whose result is written by the kernel into the
+// scratch area, and returns those out bytes.
+func (th *thread) call(pid int, name string, out int, nr uintptr, args func(scratch uint64) []uint64) ([]byte, uint64, error) {
+	s, err := th.useScratch(pid)
+	if err != nil {
+		return nil, 0, err
+	}
+	ret, err := th.t.Call(name, nr, args(s)...)
+	if err != nil {
+		return nil, 0, err
+	}
+	if out == 0 {
+		return nil, ret, nil
+	}
+	b := make([]byte, out)
+	if err := ptrace.ReadMem(pid, s, b); err != nil {
+		return nil, 0, err
+	}
+	return b, ret, nil
+}
+
+// putBackScratch restores the bytes the scratch area held.
+func (th *thread) putBackScratch(pid int) error {
+	if th.saved == nil {
+		return nil
+	}
+	if err := ptrace.WriteMem(pid, th.scratch, th.saved); err != nil {
+		return err
+	}
+	th.scratch, th.saved = 0, nil
+	return nil
+}
+
+// release puts back the scratch bytes and the registers, re-queues signals
+// dequeued while stopping the thread, and detaches.
+func (th *thread) release(pid int) error {
+	var errs []error
+	for _, si := range th.t.Caught {
+		if err := th.requeue(pid, si); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	th.t.Caught = nil
+	if err := th.putBackScratch(pid); err != nil {
+		errs = append(errs, err)
+	}
+	if err := th.t.Release(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// requeue hands a signal the kernel dequeued while the thread was being
+// stopped back to the thread, siginfo intact.
+func (th *thread) requeue(pid int, si kabi.Siginfo) error {
+	s, err := th.useScratch(pid)
+	if err != nil {
+		return err
+	}
+	if err := ptrace.WriteMem(pid, s, si[:]); err != nil {
+		return err
+	}
+	_, err = th.t.Call("rt_tgsigqueueinfo", unix.SYS_RT_TGSIGQUEUEINFO, uint64(pid), uint64(th.t.Tid), uint64(si.Signo()), s)
+	return err
+}
+
+// collectThread reads what the kernel tells from outside about one thread,
+// and asks the thread itself (by injection) for the rest.
+func (p *process) collectThread(th *thread) error {
+	tid := th.t.Tid
+	var err error
+	buf := make([]byte, kabi.XstateMaxSize)
+	n, err := kabi.GetRegset(tid, kabi.NT_X86_XSTATE, buf)
+	if err != nil {
+		return fmt.Errorf("thread %d: xstate: %w", tid, err)
+	}
+	th.xsave = buf[:n]
+	if th.sigmask, err = kabi.GetSigmask(tid); err != nil {
+		return fmt.Errorf("thread %d: signal mask: %w", tid, err)
+	}
+	if th.pending, err = peekSignals(tid, false); err != nil {
+		return err
+	}
+	// Signals the kernel dequeued while the thread was being stopped are
+	// pending as far as the program can tell.
+	th.pending = append(th.pending, th.t.Caught...)
+	if th.rseq, err = kabi.GetRseqConfiguration(tid); err != nil {
+		return fmt.Errorf("thread %d: rseq: %w", tid, err)
+	}
+	var head, size uint64
+	if _, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(tid), uintptr(unsafe.Pointer(&head)), uintptr(unsafe.Pointer(&size))); e != 0 {
+		return fmt.Errorf("thread %d: get_robust_list: %w", tid, e)
+	}
+	th.robust = [2]uint64{head, size}
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", p.pid, tid))
+	if err != nil {
+		return fmt.Errorf("thread %d: comm: %w", tid, err)
+	}
+	th.comm = strings.TrimSuffix(string(comm), "\n")
+	if th.status, err = procfs.TaskStatusPid(p.pid, tid); err != nil {
+		return err
+	}
+	if th.stat, err = procfs.TaskStatPid(p.pid, tid); err != nil {
+		return err
+	}
+	th.seccomp = th.status.Seccomp
+
+	b, _, err := th.call(p.pid, "sigaltstack", 24, unix.SYS_SIGALTSTACK, func(s uint64) []uint64 { return []uint64{0, s} })
+	if err != nil {
+		return err
+	}
+	th.sas = kabi.FromBytes[kabi.Stack](b)
+	b, _, err = th.call(p.pid, "prctl(PR_GET_TID_ADDRESS)", 8, unix.SYS_PRCTL, func(s uint64) []uint64 { return []uint64{unix.PR_GET_TID_ADDRESS, s} })
+	if err != nil {
+		return err
+	}
+	th.tidAddr = binary.LittleEndian.Uint64(b)
+	b, _, err = th.call(p.pid, "prctl(PR_GET_PDEATHSIG)", 4, unix.SYS_PRCTL, func(s uint64) []uint64 { return []uint64{unix.PR_GET_PDEATHSIG, s} })
+	if err != nil {
+		return err
+	}
+	th.pdeath = uint64(binary.LittleEndian.Uint32(b))
+	return nil
+}
+
+// peekSignals copies a queue of pending signals without dequeuing them.
+func peekSignals(tid int, shared bool) ([]kabi.Siginfo, error) {
+	var out []kabi.Siginfo
+	buf := make([]kabi.Siginfo, 32)
+	for {
+		n, err := kabi.PeekSiginfo(tid, uint64(len(out)), shared, buf)
+		if err != nil {
+			return nil, fmt.Errorf("thread %d: pending signals: %w", tid, err)
+		}
+		out = append(out, buf[:n]...)
+		if n < len(buf) {
+			return out, nil
+		}
+		if len(out) > 1<<16 {
+			return nil, fmt.Errorf("thread %d: more than %d pending signals", tid, 1<<16)
+		}
+	}
+}
+
+// procInfo is what the leader is asked on behalf of the whole process.
+type procInfo struct {
+	sigactions [64]kabi.Sigaction
+	brk        uint64
+	itimers    [3]kabi.Itimerval
+	timers     []posixTimer
+	subreaper  bool
+	dumpable   int
+	thpOff     bool
+	shared     []kabi.Siginfo
+}
+
+type posixTimer struct {
+	id        int
+	clock     int
+	signo     int
+	notify    int
+	notifyTid int
+	sival     uint64
+	spec      kabi.Itimerspec
+	overrun   int
+}
+
+func (p *process) collectProcess() (*procInfo, error) {
+	l := p.threads[0]
+	pi := &procInfo{}
+	var err error
+	if pi.shared, err = peekSignals(l.t.Tid, true); err != nil {
+		return nil, err
+	}
+	for sig := 1; sig <= 64; sig++ {
+		bit := uint64(1) << uint(sig-1)
+		switch {
+		case sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP):
+			continue
+		case p.status.SigIgn&bit != 0:
+			pi.sigactions[sig-1].Handler = 1 // SIG_IGN
+			continue
+		case p.status.SigCgt&bit == 0:
+			continue // SIG_DFL with no flags worth keeping
+		}
+		b, _, err := l.call(p.pid, "rt_sigaction", 32, unix.SYS_RT_SIGACTION, func(s uint64) []uint64 { return []uint64{uint64(sig), 0, s, 8} })
+		if err != nil {
+			return nil, err
+		}
+		pi.sigactions[sig-1] = kabi.FromBytes[kabi.Sigaction](b)
+	}
+	if _, pi.brk, err = l.call(p.pid, "brk", 0, unix.SYS_BRK, func(uint64) []uint64 { return []uint64{0} }); err != nil {
+		return nil, err
+	}
+	for which := range 3 {
+		b, _, err := l.call(p.pid, "getitimer", 32, unix.SYS_GETITIMER, func(s uint64) []uint64 { return []uint64{uint64(which), s} })
+		if err != nil {
+			return nil, err
+		}
+		pi.itimers[which] = kabi.FromBytes[kabi.Itimerval](b)
+	}
+	b, _, err := l.call(p.pid, "prctl(PR_GET_CHILD_SUBREAPER)", 4, unix.SYS_PRCTL, func(s uint64) []uint64 { return []uint64{unix.PR_GET_CHILD_SUBREAPER, s} })
+	if err != nil {
+		return nil, err
+	}
+	pi.subreaper = binary.LittleEndian.Uint32(b) != 0
+	if _, v, err := l.call(p.pid, "prctl(PR_GET_DUMPABLE)", 0, unix.SYS_PRCTL, func(uint64) []uint64 { return []uint64{unix.PR_GET_DUMPABLE} }); err != nil {
+		return nil, err
+	} else {
+		pi.dumpable = int(v)
+	}
+	if _, v, err := l.call(p.pid, "prctl(PR_GET_THP_DISABLE)", 0, unix.SYS_PRCTL, func(uint64) []uint64 { return []uint64{unix.PR_GET_THP_DISABLE} }); err != nil {
+		return nil, err
+	} else {
+		pi.thpOff = v != 0
+	}
+	timers, err := readTimers(p.pid)
+	if err != nil {
+		return nil, err
+	}
+	for i := range timers {
+		tm := &timers[i]
+		b, _, err := l.call(p.pid, "timer_gettime", 32, unix.SYS_TIMER_GETTIME, func(s uint64) []uint64 { return []uint64{uint64(tm.id), s} })
+		if err != nil {
+			return nil, err
+		}
+		tm.spec = kabi.FromBytes[kabi.Itimerspec](b)
+		if _, v, err := l.call(p.pid, "timer_getoverrun", 0, unix.SYS_TIMER_GETOVERRUN, func(uint64) []uint64 { return []uint64{uint64(tm.id)} }); err == nil {
+			tm.overrun = int(v)
+		}
+	}
+	pi.timers = timers
+	return pi, nil
+}
+
+// readTimers parses /proc/PID/timers: the POSIX timers and how they notify.
+func readTimers(pid int) ([]posixTimer, error) {
+	data, err := procfs.ReadFileBounded("/proc/"+strconv.Itoa(pid)+"/timers", 16<<20)
+	if err != nil {
+		return nil, err
+	}
+	var out []posixTimer
+	var cur *posixTimer
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		switch k {
+		case "ID":
+			id, err := strconv.Atoi(v)
+			if err != nil {
+				return nil, fmt.Errorf("/proc/%d/timers: bad ID %q", pid, v)
+			}
+			out = append(out, posixTimer{id: id})
+			cur = &out[len(out)-1]
+		case "signal":
+			if cur == nil {
+				continue
+			}
+			sig, val, _ := strings.Cut(v, "/")
+			cur.signo, _ = strconv.Atoi(sig)
+			cur.sival, _ = strconv.ParseUint(strings.TrimPrefix(val, "0x"), 16, 64)
+		case "notify":
+			if cur == nil {
+				continue
+			}
+			// "signal/pid.123", "none/pid.123", "signal/tid.456" (SIGEV_THREAD_ID)
+			how, who, _ := strings.Cut(v, "/")
+			switch how {
+			case "signal":
+				cur.notify = kabi.SIGEV_SIGNAL
+			case "none":
+				cur.notify = kabi.SIGEV_NONE
+			case "thread":
+				cur.notify = 2 // SIGEV_THREAD
+			}
+			if t, ok := strings.CutPrefix(who, "tid."); ok {
+				cur.notify |= kabi.SIGEV_THREAD_ID
+				cur.notifyTid, _ = strconv.Atoi(t)
+			} else if t, ok := strings.CutPrefix(who, "pid."); ok {
+				cur.notifyTid, _ = strconv.Atoi(t)
+			}
+		case "ClockID":
+			if cur != nil {
+				cur.clock, _ = strconv.Atoi(v)
+			}
+		}
+	}
+	return out, nil
+}

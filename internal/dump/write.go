@@ -1,0 +1,378 @@
+package dump
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	x86 "github.com/checkpoint-restore/go-criu/v8/crit/images/core-x86"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
+	core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	sa "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-sa"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/rlimit"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/rseq"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/timer"
+
+	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/meta"
+	"github.com/cryo-project/cryo/internal/xstate"
+)
+
+// The ids of the kernel objects a process uses. With one process, each
+// object has one id; the tree dump will give shared objects shared ids.
+const (
+	vmID      = 1
+	filesID   = 1
+	fsID      = 1
+	sighandID = 1
+	pagesID   = 1
+	// CRIU's task_state for a live task (criu/include/task-entries: TASK_ALIVE).
+	taskAlive = 1
+)
+
+func writeOne(dir *image.Dir, name, magic string, msgs ...proto.Message) error {
+	w, err := dir.Create(name, magic)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if err := w.Write(m); err != nil {
+			w.Close()
+			return fmt.Errorf("write %s: %w", name, err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return nil
+}
+
+func ids() *core.TaskKobjIdsEntry {
+	return &core.TaskKobjIdsEntry{
+		VmId: proto.Uint32(vmID), FilesId: proto.Uint32(filesID),
+		FsId: proto.Uint32(fsID), SighandId: proto.Uint32(sighandID),
+	}
+}
+
+func (p *process) writeImages(dir *image.Dir, s *snapshot, st *Stats) error {
+	pid := p.pid
+	threads := make([]uint32, len(p.threads))
+	for i, th := range p.threads {
+		threads[i] = uint32(th.t.Tid)
+	}
+	if err := writeOne(dir, "pstree.img", "PSTREE", &pstree.PstreeEntry{
+		Pid: proto.Uint32(uint32(pid)), Ppid: proto.Uint32(0), // the root of the dumped tree, as criu writes it
+		Pgid: proto.Uint32(uint32(p.stat.Pgrp)), Sid: proto.Uint32(uint32(p.stat.Session)),
+		Threads: threads,
+	}); err != nil {
+		return err
+	}
+	for i, th := range p.threads {
+		c, err := p.coreEntry(th, i == 0, s)
+		if err != nil {
+			return err
+		}
+		if err := writeOne(dir, fmt.Sprintf("core-%d.img", th.t.Tid), "CORE", c); err != nil {
+			return err
+		}
+	}
+	if err := writeOne(dir, fmt.Sprintf("mm-%d.img", pid), "MM", p.mmEntry(s)); err != nil {
+		return err
+	}
+	if err := writeOne(dir, fmt.Sprintf("fs-%d.img", pid), "FS", &fs.FsEntry{
+		CwdId: proto.Uint32(s.cwdID), RootId: proto.Uint32(s.rootID), Umask: proto.Uint32(uint32(p.status.Umask)),
+	}); err != nil {
+		return err
+	}
+	files := make([]proto.Message, len(p.files.entries))
+	for i, e := range p.files.entries {
+		files[i] = e
+	}
+	if err := writeOne(dir, "files.img", "FILES", files...); err != nil {
+		return err
+	}
+	fds := make([]proto.Message, len(p.files.fds))
+	for i, e := range p.files.fds {
+		fds[i] = e
+	}
+	if err := writeOne(dir, fmt.Sprintf("fdinfo-%d.img", filesID), "FDINFO", fds...); err != nil {
+		return err
+	}
+	for id, g := range p.files.ghosts {
+		if err := dir.WriteGhostFile(id, g.entry, g.src); err != nil {
+			return fmt.Errorf("copy deleted file %d: %w", id, err)
+		}
+	}
+	if len(s.seccomp) > 0 {
+		if err := writeOne(dir, "seccomp.img", "SECCOMP", seccompEntry(s.seccomp)); err != nil {
+			return err
+		}
+	}
+
+	// Pages last: the big part, streamed.
+	pm := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(pagesID)}}
+	var total uint64
+	for _, e := range pagemapEntries(s.runs) {
+		pm = append(pm, e)
+		total += e.GetNrPages()
+	}
+	if err := writeOne(dir, fmt.Sprintf("pagemap-%d.img", pid), "PAGEMAP", pm...); err != nil {
+		return err
+	}
+	pw, err := dir.CreatePages(pagesID)
+	if err != nil {
+		return err
+	}
+	var w interface{ Write([]byte) (int, error) } = pw
+	if p.opts.Progress != nil {
+		w = &progressWriter{w: pw, total: total, f: p.opts.Progress}
+	}
+	n, err := p.writePages(s.runs, w)
+	if err != nil {
+		pw.Close()
+		return err
+	}
+	if err := pw.Close(); err != nil {
+		return err
+	}
+	st.PagesScanned = 0
+	for _, a := range s.areas {
+		st.PagesScanned += a.m.Len() / pageSize
+	}
+	st.PagesWritten = n
+
+	if err := meta.Write(dir, p.metaOf(s)); err != nil {
+		return err
+	}
+	return writeOne(dir, "inventory.img", "INVENTORY", &inventory.InventoryEntry{
+		ImgVersion:  proto.Uint32(2), // CRTOOLS_IMAGES_V1_1
+		FdinfoPerId: proto.Bool(true),
+		RootIds:     ids(),
+		NsPerId:     proto.Bool(true),
+		Lsmtype:     inventory.Lsmtype_NO_LSM.Enum(),
+		DumpUptime:  proto.Uint64(uint64(time.Now().UnixMicro())),
+	})
+}
+
+type progressWriter struct {
+	w           interface{ Write([]byte) (int, error) }
+	done, total uint64
+	f           func(done, total uint64)
+}
+
+func (pw *progressWriter) Write(b []byte) (int, error) {
+	n, err := pw.w.Write(b)
+	pw.done += uint64(n) / pageSize
+	pw.f(pw.done, pw.total)
+	return n, err
+}
+
+func (p *process) metaOf(s *snapshot) *meta.Meta {
+	var uts unix.Utsname
+	unix.Uname(&uts)
+	return &meta.Meta{
+		Kernel:    unix.ByteSliceToString(uts.Release[:]),
+		Machine:   unix.ByteSliceToString(uts.Machine[:]),
+		VdsoHash:  s.vdsoHash,
+		XFeatures: xstate.HostFeatures(),
+		Cmdline:   s.cmdline,
+		Created:   time.Now().UTC(),
+	}
+}
+
+func gpregs(r *unix.PtraceRegs) *x86.UserX86RegsEntry {
+	return &x86.UserX86RegsEntry{
+		R15: proto.Uint64(r.R15), R14: proto.Uint64(r.R14), R13: proto.Uint64(r.R13), R12: proto.Uint64(r.R12),
+		Bp: proto.Uint64(r.Rbp), Bx: proto.Uint64(r.Rbx), R11: proto.Uint64(r.R11), R10: proto.Uint64(r.R10),
+		R9: proto.Uint64(r.R9), R8: proto.Uint64(r.R8), Ax: proto.Uint64(r.Rax), Cx: proto.Uint64(r.Rcx),
+		Dx: proto.Uint64(r.Rdx), Si: proto.Uint64(r.Rsi), Di: proto.Uint64(r.Rdi), OrigAx: proto.Uint64(r.Orig_rax),
+		Ip: proto.Uint64(r.Rip), Cs: proto.Uint64(r.Cs), Flags: proto.Uint64(r.Eflags), Sp: proto.Uint64(r.Rsp),
+		Ss: proto.Uint64(r.Ss), FsBase: proto.Uint64(r.Fs_base), GsBase: proto.Uint64(r.Gs_base),
+		Ds: proto.Uint64(r.Ds), Es: proto.Uint64(r.Es), Fs: proto.Uint64(r.Fs), Gs: proto.Uint64(r.Gs),
+		Mode: x86.UserX86RegsMode_NATIVE.Enum(),
+	}
+}
+
+func signalQueue(sis []kabi.Siginfo) *siginfo.SignalQueueEntry {
+	q := &siginfo.SignalQueueEntry{}
+	for _, si := range sis {
+		q.Signals = append(q.Signals, &siginfo.SiginfoEntry{Siginfo: append([]byte(nil), si[:]...)})
+	}
+	return q
+}
+
+func capWords(v uint64) []uint32 { return []uint32{uint32(v), uint32(v >> 32)} }
+
+func (p *process) coreEntry(th *thread, leader bool, s *snapshot) (*core.CoreEntry, error) {
+	fp, err := xstate.Encode(th.xsave)
+	if err != nil {
+		return nil, fmt.Errorf("thread %d: %w", th.t.Tid, err)
+	}
+	st := th.status
+	tc := &core.ThreadCoreEntry{
+		FutexRla:    proto.Uint64(th.robust[0]),
+		FutexRlaLen: proto.Uint32(uint32(th.robust[1])),
+		SchedNice:   proto.Int32(int32(th.stat.Nice)),
+		SchedPolicy: proto.Uint32(th.stat.Policy),
+		SchedPrio:   proto.Uint32(th.stat.RtPriority),
+		BlkSigset:   proto.Uint64(th.sigmask),
+		Sas: &core.ThreadSasEntry{
+			SsSp: proto.Uint64(th.sas.Sp), SsSize: proto.Uint64(th.sas.Size), SsFlags: proto.Uint32(uint32(th.sas.Flags)),
+		},
+		PdeathSig: proto.Uint32(uint32(th.pdeath)),
+		SignalsP:  signalQueue(th.pending),
+		Creds: &creds.CredsEntry{
+			Uid: proto.Uint32(st.Uid[0]), Euid: proto.Uint32(st.Uid[1]), Suid: proto.Uint32(st.Uid[2]), Fsuid: proto.Uint32(st.Uid[3]),
+			Gid: proto.Uint32(st.Gid[0]), Egid: proto.Uint32(st.Gid[1]), Sgid: proto.Uint32(st.Gid[2]), Fsgid: proto.Uint32(st.Gid[3]),
+			CapInh: capWords(st.CapInh), CapPrm: capWords(st.CapPrm), CapEff: capWords(st.CapEff),
+			CapBnd: capWords(st.CapBnd), CapAmb: capWords(st.CapAmb),
+			Secbits: proto.Uint32(0), Groups: st.Groups,
+			NoNewPrivs: proto.Uint32(boolU32(st.NoNewPrivs)),
+		},
+		SeccompMode: core.SeccompMode(st.Seccomp).Enum(),
+		Comm:        proto.String(th.comm),
+	}
+	if st.Seccomp == 2 && len(s.seccomp) > 0 {
+		tc.SeccompFilter = proto.Uint32(uint32(len(s.seccomp) - 1))
+	}
+	if th.rseq.RseqAbiPointer != 0 {
+		tc.RseqEntry = &rseq.RseqEntry{
+			RseqAbiPointer: proto.Uint64(th.rseq.RseqAbiPointer),
+			RseqAbiSize:    proto.Uint32(th.rseq.RseqAbiSize),
+			Signature:      proto.Uint32(th.rseq.Signature),
+		}
+	}
+	c := &core.CoreEntry{
+		Mtype: core.CoreEntry_X86_64.Enum(),
+		ThreadInfo: &x86.ThreadInfoX86{
+			ClearTidAddr: proto.Uint64(th.tidAddr),
+			Gpregs:       gpregs(&th.t.Regs),
+			Fpregs:       fp,
+		},
+		ThreadCore: tc,
+	}
+	if !leader {
+		return c, nil
+	}
+	pi := s.proc
+	task := &core.TaskCoreEntry{
+		TaskState:      proto.Uint32(taskAlive),
+		ExitCode:       proto.Uint32(0),
+		Personality:    proto.Uint32(s.persona),
+		Flags:          proto.Uint32(p.stat.Flags),
+		BlkSigset:      proto.Uint64(th.sigmask),
+		Comm:           proto.String(th.comm),
+		SignalsS:       signalQueue(pi.shared),
+		OomScoreAdj:    proto.Int32(int32(s.oomAdj)),
+		ChildSubreaper: proto.Bool(pi.subreaper),
+		Timers:         timersEntry(pi),
+		Rlimits:        &core.TaskRlimitsEntry{},
+	}
+	for _, r := range s.rlimits {
+		task.Rlimits.Rlimits = append(task.Rlimits.Rlimits, &rlimit.RlimitEntry{Cur: proto.Uint64(r.Cur), Max: proto.Uint64(r.Max)})
+	}
+	for sig := 1; sig <= 64; sig++ {
+		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+			continue
+		}
+		a := pi.sigactions[sig-1]
+		task.Sigactions = append(task.Sigactions, &sa.SaEntry{
+			Sigaction: proto.Uint64(a.Handler), Flags: proto.Uint64(a.Flags),
+			Restorer: proto.Uint64(a.Restorer), Mask: proto.Uint64(a.Mask),
+		})
+	}
+	c.Tc = task
+	c.Ids = ids()
+	return c, nil
+}
+
+func boolU32(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func itimer(v kabi.Itimerval) *timer.ItimerEntry {
+	return &timer.ItimerEntry{
+		Isec: proto.Uint64(uint64(v.IntervalSec)), Iusec: proto.Uint64(uint64(v.IntervalUsec)),
+		Vsec: proto.Uint64(uint64(v.ValueSec)), Vusec: proto.Uint64(uint64(v.ValueUsec)),
+	}
+}
+
+func timersEntry(pi *procInfo) *timer.TaskTimersEntry {
+	t := &timer.TaskTimersEntry{Real: itimer(pi.itimers[0]), Virt: itimer(pi.itimers[1]), Prof: itimer(pi.itimers[2])}
+	for _, pt := range pi.timers {
+		t.Posix = append(t.Posix, &timer.PosixTimerEntry{
+			ItId: proto.Uint32(uint32(pt.id)), ClockId: proto.Uint32(uint32(pt.clock)),
+			SiSigno: proto.Uint32(uint32(pt.signo)), ItSigevNotify: proto.Uint32(uint32(pt.notify)),
+			SivalPtr: proto.Uint64(pt.sival), Overrun: proto.Uint32(uint32(pt.overrun)),
+			Isec: proto.Uint64(uint64(pt.spec.IntervalSec)), Insec: proto.Uint64(uint64(pt.spec.IntervalNsec)),
+			Vsec: proto.Uint64(uint64(pt.spec.ValueSec)), Vnsec: proto.Uint64(uint64(pt.spec.ValueNsec)),
+			NotifyThreadId: proto.Int32(int32(pt.notifyTid)),
+		})
+	}
+	return t
+}
+
+func (p *process) mmEntry(s *snapshot) *mm.MmEntry {
+	st := p.stat
+	e := &mm.MmEntry{
+		MmStartCode: proto.Uint64(st.Startcode), MmEndCode: proto.Uint64(st.Endcode),
+		MmStartData: proto.Uint64(st.StartData), MmEndData: proto.Uint64(st.EndData),
+		MmStartStack: proto.Uint64(st.Startstack), MmStartBrk: proto.Uint64(st.StartBrk),
+		MmBrk: proto.Uint64(s.proc.brk), MmArgStart: proto.Uint64(st.ArgStart), MmArgEnd: proto.Uint64(st.ArgEnd),
+		MmEnvStart: proto.Uint64(st.EnvStart), MmEnvEnd: proto.Uint64(st.EnvEnd),
+		ExeFileId:   proto.Uint32(s.exeID),
+		Dumpable:    proto.Int32(int32(s.proc.dumpable)),
+		ThpDisabled: proto.Bool(s.proc.thpOff),
+	}
+	for i := 0; i+8 <= len(s.auxv); i += 8 {
+		e.MmSavedAuxv = append(e.MmSavedAuxv, binary.LittleEndian.Uint64(s.auxv[i:]))
+	}
+	for _, a := range s.areas {
+		e.Vmas = append(e.Vmas, a.entry)
+	}
+	return e
+}
+
+// seccompEntry stores the filters oldest first; each names the one
+// installed before it by 1-based index in prev (0: none), and a thread's
+// seccomp_filter is the index of its newest.
+func seccompEntry(newestFirst [][]byte) *seccomp.SeccompEntry {
+	e := &seccomp.SeccompEntry{}
+	n := len(newestFirst)
+	for i := n - 1; i >= 0; i-- {
+		k := uint32(n - 1 - i)
+		e.SeccompFilters = append(e.SeccompFilters, &seccomp.SeccompFilter{
+			Filter: newestFirst[i], Prev: proto.Uint32(k), Flags: proto.Uint32(0),
+		})
+	}
+	return e
+}
+
+func writeStats(dir *image.Dir, st *Stats) error {
+	return writeOne(dir, "stats-dump.img", "STATS", &stats.StatsEntry{Dump: &stats.DumpStatsEntry{
+		FreezingTime:       proto.Uint32(uint32(st.Freezing.Microseconds())),
+		FrozenTime:         proto.Uint32(uint32(st.Frozen.Microseconds())),
+		MemdumpTime:        proto.Uint32(uint32(st.MemDump.Microseconds())),
+		MemwriteTime:       proto.Uint32(uint32(st.MemDump.Microseconds())),
+		PagesScanned:       proto.Uint64(st.PagesScanned),
+		PagesSkippedParent: proto.Uint64(0),
+		PagesWritten:       proto.Uint64(st.PagesWritten),
+		PagesLazy:          proto.Uint64(0),
+	}})
+}
+

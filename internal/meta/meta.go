@@ -1,0 +1,66 @@
+// Package meta reads and writes cryo-meta.json, cryo's own note beside the
+// CRIU images: the kernel, CPU features and vdso the image was taken on, so
+// that restore can refuse an image this machine cannot run, with a reason,
+// before it starts anything. CRIU tools ignore the file.
+//
+// # Security
+//
+// The file is untrusted input like every image file: it is size-bounded and
+// its integrity is covered by the image directory's checksums.
+package meta
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/cryo-project/cryo/internal/image"
+)
+
+// Name is the file name in the image directory.
+const Name = "cryo-meta.json"
+
+// Meta describes the machine an image was taken on.
+type Meta struct {
+	// Kernel is the release (uname -r) and Machine the architecture.
+	Kernel  string `json:"kernel"`
+	Machine string `json:"machine"`
+	// VdsoHash is the SHA-256 of the dumped process's [vdso]; empty if it
+	// had none. Restore re-creates the running kernel's vdso at the same
+	// address, so the two must be the same code.
+	VdsoHash string `json:"vdso_sha256,omitempty"`
+	// XFeatures is the XCR0 of the dumping CPU.
+	XFeatures uint64    `json:"xfeatures"`
+	Cmdline   string    `json:"cmdline"`
+	Created   time.Time `json:"created"`
+}
+
+// Write stores m in dir.
+func Write(dir *image.Dir, m *Meta) error {
+	w, err := dir.CreateRaw(Name)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(m); err != nil {
+		w.Close()
+		return fmt.Errorf("write %s: %w", Name, err)
+	}
+	return w.Close()
+}
+
+// Read loads the note from dir.
+func Read(dir *image.Dir) (*Meta, error) {
+	r, err := dir.OpenRaw(Name)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	var m Meta
+	if err := json.NewDecoder(io.LimitReader(r, 1<<20)).Decode(&m); err != nil {
+		return nil, fmt.Errorf("%s: %w", Name, err)
+	}
+	return &m, nil
+}

@@ -1,0 +1,275 @@
+package ptrace
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cryo-project/cryo/internal/kabi"
+)
+
+// ErrGone reports that a task exited while cryo was working on it.
+var ErrGone = errors.New("task exited")
+
+// StopTimeout bounds every wait for a task to reach a stop. A task that does
+// not stop in this time is stuck in the kernel (D state, NFS, a frozen
+// cgroup): cryo gives up rather than hang.
+var StopTimeout = 10 * time.Second
+
+// Task is a seized thread, stopped and under cryo's control.
+type Task struct {
+	Tid int
+	// Regs are the registers the task had when it stopped: what it will get
+	// back when released.
+	Regs unix.PtraceRegs
+	// SyscallIP is the address of a syscall instruction used for injection.
+	SyscallIP uint64
+	// Caught holds signals that arrived while the task was being stopped. The
+	// kernel had already dequeued them: they must be queued again (on release,
+	// or in the image as pending signals).
+	Caught []kabi.Siginfo
+	// GroupStopped is set when the task was in a group stop (SIGSTOP) when seized.
+	GroupStopped bool
+
+	dirty bool // registers were changed by an injection
+}
+
+// Seize attaches to tid and waits until it is stopped.
+func Seize(tid int, opts int) (*Task, error) {
+	if err := kabi.Seize(tid, opts); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return nil, fmt.Errorf("seize %d: %w", tid, ErrGone)
+		}
+		return nil, fmt.Errorf("seize %d: %w", tid, err)
+	}
+	t := &Task{Tid: tid}
+	if err := kabi.Interrupt(tid); err != nil {
+		kabi.Detach(tid, 0)
+		return nil, fmt.Errorf("interrupt %d: %w", tid, err)
+	}
+	if err := t.waitEventStop(); err != nil {
+		kabi.Detach(tid, 0)
+		return nil, err
+	}
+	if err := kabi.GetRegs(tid, &t.Regs); err != nil {
+		kabi.Detach(tid, 0)
+		return nil, fmt.Errorf("read registers of %d: %w", tid, err)
+	}
+	return t, nil
+}
+
+// Attached wraps a task that the kernel attached automatically (a child or
+// thread created by an injected clone with PTRACE_O_TRACEFORK/TRACECLONE) and
+// waits for its first stop.
+func Attached(tid int) (*Task, error) {
+	t := &Task{Tid: tid}
+	if err := t.waitEventStop(); err != nil {
+		return nil, err
+	}
+	if err := kabi.GetRegs(tid, &t.Regs); err != nil {
+		return nil, fmt.Errorf("read registers of %d: %w", tid, err)
+	}
+	return t, nil
+}
+
+// waitEventStop waits for the PTRACE_EVENT_STOP that PTRACE_INTERRUPT (or an
+// automatic attach) produces. Signals that arrive first show up as
+// signal-delivery stops: they are recorded in Caught and suppressed.
+func (t *Task) waitEventStop() error {
+	for {
+		ws, err := wait(t.Tid)
+		if err != nil {
+			return err
+		}
+		if !ws.Stopped() {
+			return fmt.Errorf("task %d: %w", t.Tid, ErrGone)
+		}
+		sig := ws.StopSignal()
+		if ws.TrapCause() == kabi.PTRACE_EVENT_STOP {
+			if sig != unix.SIGTRAP {
+				// Group stop: the process had been stopped by SIGSTOP & co.
+				t.GroupStopped = true
+			}
+			return nil
+		}
+		if ws.TrapCause() > 0 {
+			// Some other event (exec, exit...): let it go on to the stop.
+			if err := kabi.Cont(t.Tid, 0); err != nil {
+				return fmt.Errorf("continue %d: %w", t.Tid, err)
+			}
+			continue
+		}
+		si, err := kabi.GetSiginfo(t.Tid)
+		if err != nil {
+			return fmt.Errorf("siginfo of %d: %w", t.Tid, err)
+		}
+		t.Caught = append(t.Caught, si)
+		if err := kabi.Cont(t.Tid, 0); err != nil {
+			return fmt.Errorf("continue %d: %w", t.Tid, err)
+		}
+	}
+}
+
+// wait waits for a state change of tid, bounded by StopTimeout.
+func wait(tid int) (unix.WaitStatus, error) {
+	var ws unix.WaitStatus
+	deadline := time.Now().Add(StopTimeout)
+	sleep := 20 * time.Microsecond
+	for {
+		pid, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, unix.ECHILD) {
+				return ws, fmt.Errorf("task %d: %w", tid, ErrGone)
+			}
+			return ws, fmt.Errorf("wait for %d: %w", tid, err)
+		}
+		if pid == tid {
+			return ws, nil
+		}
+		if time.Now().After(deadline) {
+			return ws, fmt.Errorf("task %d did not stop within %v", tid, StopTimeout)
+		}
+		time.Sleep(sleep)
+		if sleep < time.Millisecond {
+			sleep *= 2
+		}
+	}
+}
+
+// Syscall runs syscall nr with args inside the stopped task and returns the
+// kernel's raw result (negative errno on failure, as an int64).
+func (t *Task) Syscall(nr uintptr, args ...uint64) (int64, error) {
+	if t.SyscallIP == 0 {
+		return 0, fmt.Errorf("task %d: no syscall instruction to inject from", t.Tid)
+	}
+	r := t.Regs
+	r.Rax = uint64(nr)
+	r.Orig_rax = ^uint64(0)
+	r.Rip = t.SyscallIP
+	if len(args) > 6 {
+		return 0, fmt.Errorf("syscall %d: %d arguments", nr, len(args))
+	}
+	// Unused arguments are zero, not whatever the thread had: some
+	// syscalls (prctl) insist on it.
+	var a [6]uint64
+	copy(a[:], args)
+	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	if err := kabi.SetRegs(t.Tid, &r); err != nil {
+		return 0, fmt.Errorf("set registers of %d: %w", t.Tid, err)
+	}
+	t.dirty = true
+	// Two syscall stops: entry, then exit. Fork/clone events may come between.
+	for stops := 0; stops < 2; {
+		if err := kabi.SyscallStep(t.Tid, 0); err != nil {
+			return 0, fmt.Errorf("step %d: %w", t.Tid, err)
+		}
+		ws, err := wait(t.Tid)
+		if err != nil {
+			return 0, err
+		}
+		if !ws.Stopped() {
+			return 0, fmt.Errorf("task %d during injected syscall %d: %w", t.Tid, nr, ErrGone)
+		}
+		switch {
+		case ws.StopSignal() == unix.SIGTRAP|0x80:
+			stops++
+		case ws.TrapCause() > 0:
+			// PTRACE_EVENT_FORK/CLONE: the new task is reported to its own wait.
+		default:
+			si, err := kabi.GetSiginfo(t.Tid)
+			if err == nil {
+				t.Caught = append(t.Caught, si)
+			}
+		}
+	}
+	var out unix.PtraceRegs
+	if err := kabi.GetRegs(t.Tid, &out); err != nil {
+		return 0, fmt.Errorf("read registers of %d: %w", t.Tid, err)
+	}
+	return int64(out.Rax), nil
+}
+
+// Errno turns a raw syscall result into an error (nil when it is not a
+// negative errno).
+func Errno(ret int64) error {
+	if ret < 0 && ret > -4096 {
+		return unix.Errno(-ret)
+	}
+	return nil
+}
+
+// Call is Syscall followed by Errno, for the common case.
+func (t *Task) Call(name string, nr uintptr, args ...uint64) (uint64, error) {
+	ret, err := t.Syscall(nr, args...)
+	if err != nil {
+		return 0, fmt.Errorf("%s in %d: %w", name, t.Tid, err)
+	}
+	if err := Errno(ret); err != nil {
+		return 0, fmt.Errorf("%s in %d: %w", name, t.Tid, err)
+	}
+	return uint64(ret), nil
+}
+
+// ResumeRegs turns registers saved while a task stood in a syscall that the
+// kernel means to restart into registers that restart it without the kernel's
+// help: after injections, the restart logic of the stop is no longer the
+// kernel's to run. restartBlock says whether -ERESTART_RESTARTBLOCK may use
+// the kernel's saved restart block (only on the very task that was stopped);
+// otherwise the syscall is simply issued again with its original arguments.
+func ResumeRegs(r unix.PtraceRegs, restartBlock bool) unix.PtraceRegs {
+	if int64(r.Orig_rax) >= 0 && kabi.IsRestart(r.Rax) {
+		if int64(r.Rax) == -kabi.ERESTART_RESTARTBLOCK && restartBlock {
+			r.Rax = unix.SYS_RESTART_SYSCALL
+		} else {
+			r.Rax = r.Orig_rax
+		}
+		r.Rip -= 2
+	}
+	r.Orig_rax = ^uint64(0)
+	return r
+}
+
+// Release puts the task's registers back (if injection changed them), queues
+// again the signals caught while stopping it, and detaches.
+func (t *Task) Release() error {
+	var errs []error
+	if t.dirty || len(t.Caught) > 0 {
+		r := ResumeRegs(t.Regs, true)
+		if err := kabi.SetRegs(t.Tid, &r); err != nil {
+			errs = append(errs, fmt.Errorf("restore registers of %d: %w", t.Tid, err))
+		}
+	}
+	// A signal caught in a signal-delivery stop was dequeued by the kernel;
+	// the first one can be handed back through detach, the others are
+	// re-queued by the caller before (see Requeue).
+	sig := 0
+	if len(t.Caught) > 0 {
+		sig = t.Caught[0].Signo()
+	}
+	if err := kabi.Detach(t.Tid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+		errs = append(errs, fmt.Errorf("detach %d: %w", t.Tid, err))
+	}
+	return errors.Join(errs...)
+}
+
+// Detach lets the task go without touching its registers (used on tasks
+// that are about to be killed, or restored ones whose registers are set).
+func (t *Task) Detach() error {
+	if err := kabi.Detach(t.Tid, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("detach %d: %w", t.Tid, err)
+	}
+	return nil
+}
+
+// SetRegs sets the registers the task will run with.
+func (t *Task) SetRegs(r *unix.PtraceRegs) error {
+	if err := kabi.SetRegs(t.Tid, r); err != nil {
+		return fmt.Errorf("set registers of %d: %w", t.Tid, err)
+	}
+	return nil
+}

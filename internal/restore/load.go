@@ -1,0 +1,193 @@
+package restore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
+
+	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/meta"
+)
+
+// ErrNotSupported marks image content this version cannot restore.
+var ErrNotSupported = errors.New("not supported yet")
+
+// ErrPidTaken reports that a pid the image needs is in use.
+var ErrPidTaken = errors.New("pid in use")
+
+// loaded is a whole image, read and checked.
+type loaded struct {
+	dir     *image.Dir
+	meta    *meta.Meta
+	inv     *inventory.InventoryEntry
+	tree    *pstree.PstreeEntry
+	cores   []*core.CoreEntry // threads in pstree order, leader first
+	mm      *mm.MmEntry
+	pagemap []*pagemap.PagemapEntry
+	pagesID uint32
+	files   map[uint32]*fdinfo.FileEntry
+	fds     []*fdinfo.FdinfoEntry
+	fs      *fs.FsEntry
+	seccomp *seccomp.SeccompEntry
+}
+
+func readAll[T proto.Message](dir *image.Dir, name, magic string, mk func() T) ([]T, error) {
+	r, err := dir.Open(name, magic)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	var out []T
+	for {
+		m := mk()
+		if err := r.Next(m); err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return nil, err
+		}
+		out = append(out, m)
+	}
+}
+
+func load(path string) (*loaded, error) {
+	dir, err := image.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	l := &loaded{dir: dir, files: map[uint32]*fdinfo.FileEntry{}}
+	if l.meta, err = meta.Read(dir); err != nil {
+		return nil, err
+	}
+	l.inv = &inventory.InventoryEntry{}
+	if err := dir.ReadOne("inventory.img", "INVENTORY", l.inv); err != nil {
+		return nil, err
+	}
+	trees, err := readAll(dir, "pstree.img", "PSTREE", func() *pstree.PstreeEntry { return &pstree.PstreeEntry{} })
+	if err != nil {
+		return nil, err
+	}
+	if len(trees) != 1 {
+		return nil, fmt.Errorf("pstree.img holds %d processes; restoring process trees: %w", len(trees), ErrNotSupported)
+	}
+	l.tree = trees[0]
+	pid := l.tree.GetPid()
+	if len(l.tree.Threads) == 0 || l.tree.Threads[0] != pid {
+		return nil, &image.FormatError{File: "pstree.img", Offset: -1, Err: fmt.Errorf("thread list %v does not start with pid %d: %w", l.tree.Threads, pid, image.ErrImageCorrupt)}
+	}
+	for i, tid := range l.tree.Threads {
+		name := fmt.Sprintf("core-%d.img", tid)
+		c := &core.CoreEntry{}
+		if err := dir.ReadOne(name, "CORE", c); err != nil {
+			return nil, err
+		}
+		if c.GetMtype() != core.CoreEntry_X86_64 || c.GetThreadInfo() == nil || c.GetThreadCore() == nil {
+			return nil, &image.FormatError{File: name, Offset: -1, Err: fmt.Errorf("not an x86_64 thread (machine %v): %w", c.GetMtype(), ErrNotSupported)}
+		}
+		if i == 0 && c.GetTc() == nil {
+			return nil, &image.FormatError{File: name, Offset: -1, Err: fmt.Errorf("leader without task_core: %w", image.ErrImageCorrupt)}
+		}
+		l.cores = append(l.cores, c)
+	}
+	l.mm = &mm.MmEntry{}
+	if err := dir.ReadOne(fmt.Sprintf("mm-%d.img", pid), "MM", l.mm); err != nil {
+		return nil, err
+	}
+	pmName := fmt.Sprintf("pagemap-%d.img", pid)
+	r, err := dir.Open(pmName, "PAGEMAP")
+	if err != nil {
+		return nil, err
+	}
+	head := &pagemap.PagemapHead{}
+	if err := r.Next(head); err != nil {
+		r.Close()
+		return nil, err
+	}
+	l.pagesID = head.GetPagesId()
+	for {
+		e := &pagemap.PagemapEntry{}
+		if err := r.Next(e); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			r.Close()
+			return nil, err
+		}
+		if e.GetInParent() {
+			r.Close()
+			return nil, &image.FormatError{File: pmName, Offset: r.Offset(), Err: fmt.Errorf("pages in a parent image (incremental dumps): %w", ErrNotSupported)}
+		}
+		l.pagemap = append(l.pagemap, e)
+	}
+	r.Close()
+	files, err := readAll(dir, "files.img", "FILES", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		l.files[f.GetId()] = f
+	}
+	filesID := l.cores[0].GetIds().GetFilesId()
+	if l.fds, err = readAll(dir, fmt.Sprintf("fdinfo-%d.img", filesID), "FDINFO", func() *fdinfo.FdinfoEntry { return &fdinfo.FdinfoEntry{} }); err != nil {
+		return nil, err
+	}
+	for _, fd := range l.fds {
+		if _, ok := l.files[fd.GetId()]; !ok {
+			return nil, &image.FormatError{File: fmt.Sprintf("fdinfo-%d.img", filesID), Offset: -1, Err: fmt.Errorf("fd %d names file %d, not in files.img: %w", fd.GetFd(), fd.GetId(), image.ErrImageCorrupt)}
+		}
+	}
+	l.fs = &fs.FsEntry{}
+	if err := dir.ReadOne(fmt.Sprintf("fs-%d.img", pid), "FS", l.fs); err != nil {
+		return nil, err
+	}
+	if dir.Has("seccomp.img") {
+		l.seccomp = &seccomp.SeccompEntry{}
+		if err := dir.ReadOne("seccomp.img", "SECCOMP", l.seccomp); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// checkPids fails with the holder's name if a pid or tid the image needs is
+// taken. clone3 would say EEXIST later anyway, but only after a stub was
+// started, and without saying who holds it.
+func (l *loaded) checkPids() error {
+	for _, tid := range l.tree.Threads {
+		if err := pidFree(int(tid)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func pidFree(pid int) error {
+	comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	if err != nil {
+		return nil
+	}
+	holder := strings.TrimSpace(string(comm))
+	// A thread's /proc entry is reachable by its tid too: name its process.
+	if st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status"); err == nil {
+		for _, line := range strings.Split(string(st), "\n") {
+			if v, ok := strings.CutPrefix(line, "Tgid:"); ok && strings.TrimSpace(v) != strconv.Itoa(pid) {
+				return fmt.Errorf("pid %d is taken by a thread of process %s (%s): %w", pid, strings.TrimSpace(v), holder, ErrPidTaken)
+			}
+		}
+	}
+	return fmt.Errorf("pid %d is taken by process %d (%s): %w", pid, pid, holder, ErrPidTaken)
+}

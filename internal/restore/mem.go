@@ -1,0 +1,479 @@
+package restore
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
+
+	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/ptrace"
+)
+
+const (
+	pageSize = 4096
+	taskSize = 0x7ffffffff000 // TASK_SIZE_MAX with 4-level page tables
+)
+
+// clearAddressSpace unmaps everything the child inherited from the stub
+// except the scratch area.
+func (c *child) clearAddressSpace() error {
+	if _, err := c.call(c.leader, "munmap below scratch", unix.SYS_MUNMAP, 0, c.scratch); err != nil {
+		return err
+	}
+	hi := c.scratch + scratchSize
+	_, err := c.call(c.leader, "munmap above scratch", unix.SYS_MUNMAP, hi, taskSize-hi)
+	return err
+}
+
+// mapping is a VMA of the image with what restore needs to know of it.
+type mapping struct {
+	e     *vma.VmaEntry
+	shmem bool // contents written through the shmem object, not the process
+}
+
+func has(e *vma.VmaEntry, bit uint32) bool { return e.GetStatus()&bit != 0 }
+
+// mapAll creates every VMA of the image at its address. files opens a
+// file of files.img in the child and returns the fd.
+func (r *restorer) mapAll() ([]mapping, error) {
+	c := r.c
+	vmas := r.l.mm.GetVmas()
+	out := make([]mapping, 0, len(vmas))
+	fileFds := map[uint64]uint64{} // file id → fd in the child
+	shmFds := map[uint64]uint64{}  // shmid → fd of the shmem object
+	defer func() {
+		for _, fd := range fileFds {
+			c.call(c.leader, "close", unix.SYS_CLOSE, fd)
+		}
+		for _, fd := range shmFds {
+			c.call(c.leader, "close", unix.SYS_CLOSE, fd)
+		}
+	}()
+	// Each shared anonymous object is made once, as big as the furthest
+	// offset any of its VMAs maps, then mapped by every VMA that uses it.
+	shmSize := map[uint64]uint64{}
+	for _, e := range vmas {
+		if has(e, kabi.VMA_ANON_SHARED) {
+			shmSize[e.GetShmid()] = max(shmSize[e.GetShmid()], e.GetPgoff()+e.GetEnd()-e.GetStart())
+		}
+	}
+	for _, e := range vmas {
+		start, end := e.GetStart(), e.GetEnd()
+		if has(e, kabi.VMA_AREA_VSYSCALL) || has(e, kabi.VMA_AREA_VDSO) || has(e, kabi.VMA_AREA_VVAR) {
+			continue // the kernel's own; the vdso is re-created by mapVdso
+		}
+		if end <= start || start&(pageSize-1) != 0 || end&(pageSize-1) != 0 || end > taskSize {
+			return nil, &image.FormatError{File: r.mmName(), Offset: -1, Err: fmt.Errorf("vma %#x-%#x out of range: %w", start, end, image.ErrImageCorrupt)}
+		}
+		if start < c.scratch+scratchSize && end > c.scratch {
+			return nil, fmt.Errorf("vma %#x-%#x overlaps the scratch area", start, end)
+		}
+		length := end - start
+		prot := uint64(e.GetProt())
+		flags := uint64(e.GetFlags()) | unix.MAP_FIXED
+		fd := ^uint64(0)
+		pgoff := e.GetPgoff()
+		m := mapping{e: e}
+		switch {
+		case has(e, kabi.VMA_ANON_SHARED):
+			id := e.GetShmid()
+			sfd, ok := shmFds[id]
+			if !ok {
+				var err error
+				if sfd, err = r.newShmem(shmSize[id]); err != nil {
+					return nil, err
+				}
+				shmFds[id] = sfd
+			}
+			fd = sfd
+			flags &^= unix.MAP_ANONYMOUS
+			m.shmem = true
+		case has(e, kabi.VMA_AREA_MEMFD):
+			id := e.GetShmid()
+			mfd, ok := fileFds[id]
+			if !ok {
+				f := r.l.files[uint32(id)]
+				if f == nil || f.GetReg() == nil {
+					return nil, &image.FormatError{File: r.mmName(), Offset: -1, Err: fmt.Errorf("vma %#x-%#x names memfd %d, not in files.img: %w", start, end, id, image.ErrImageCorrupt)}
+				}
+				var err error
+				if mfd, err = r.newMemfd(f); err != nil {
+					return nil, err
+				}
+				fileFds[id] = mfd
+			}
+			fd = mfd
+			m.shmem = e.GetFlags()&unix.MAP_SHARED != 0
+		case has(e, kabi.VMA_FILE_PRIVATE) || has(e, kabi.VMA_FILE_SHARED):
+			id := e.GetShmid()
+			ffd, ok := fileFds[id]
+			if !ok {
+				f := r.l.files[uint32(id)]
+				if f == nil || f.GetReg() == nil {
+					return nil, &image.FormatError{File: r.mmName(), Offset: -1, Err: fmt.Errorf("vma %#x-%#x names file %d, not in files.img: %w", start, end, id, image.ErrImageCorrupt)}
+				}
+				var err error
+				if ffd, err = r.openFile(f, f.GetReg().GetFlags()); err != nil {
+					return nil, fmt.Errorf("mapping %#x-%#x: %w", start, end, err)
+				}
+				fileFds[id] = ffd
+			}
+			fd = ffd
+		case has(e, kabi.VMA_ANON_PRIVATE):
+			pgoff = 0
+		default:
+			return nil, fmt.Errorf("vma %#x-%#x with status %#x: %w", start, end, e.GetStatus(), ErrNotSupported)
+		}
+		ret, err := c.call(c.leader, "mmap", unix.SYS_MMAP, start, length, prot, flags, fd, pgoff)
+		if err != nil {
+			return nil, fmt.Errorf("map %#x-%#x: %w", start, end, err)
+		}
+		if ret != start {
+			return nil, fmt.Errorf("map %#x-%#x: kernel placed it at %#x", start, end, ret)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func (r *restorer) mmName() string { return fmt.Sprintf("mm-%d.img", r.c.pid) }
+
+// newShmem creates a shared anonymous object of size bytes in the child and
+// returns an fd on it. The object is what mmap(MAP_SHARED|MAP_ANONYMOUS)
+// makes (it shows as "/dev/zero (deleted)" in maps, as before the dump);
+// mapping it once at the scratch-free top of the range and reopening it
+// through /proc/self/map_files gives an fd that every VMA sharing it can map
+// at its own offset (seed 002).
+func (r *restorer) newShmem(size uint64) (uint64, error) {
+	c := r.c
+	size = (size + pageSize - 1) &^ (pageSize - 1)
+	tmp, err := c.call(c.leader, "mmap shared", unix.SYS_MMAP, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+	if err != nil {
+		return 0, err
+	}
+	path, err := c.str(fmt.Sprintf("/proc/self/map_files/%x-%x", tmp, tmp+size))
+	if err != nil {
+		return 0, err
+	}
+	fd, err := c.call(c.leader, "open shared memory", unix.SYS_OPENAT, uint64(unixAtFdcwd), path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := c.call(c.leader, "munmap", unix.SYS_MUNMAP, tmp, size); err != nil {
+		return 0, err
+	}
+	return fd, nil
+}
+
+const unixAtFdcwd = uint64(0xffffffffffffff9c) // AT_FDCWD (-100)
+
+// newMemfd re-creates a memfd of the image (name and size) and returns its fd.
+func (r *restorer) newMemfd(f *fdinfo.FileEntry) (uint64, error) {
+	c := r.c
+	name := strings.TrimPrefix(f.GetReg().GetName(), "/memfd:")
+	p, err := c.str(name)
+	if err != nil {
+		return 0, err
+	}
+	fd, err := c.call(c.leader, "memfd_create", unix.SYS_MEMFD_CREATE, p, unix.MFD_CLOEXEC)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := c.call(c.leader, "ftruncate memfd", unix.SYS_FTRUNCATE, fd, f.GetReg().GetSize()); err != nil {
+		return 0, err
+	}
+	return fd, nil
+}
+
+// fillPages writes the image's pages into the child: private memory with
+// process_vm_writev (or /proc/PID/mem where the mapping is not writable),
+// shared memory through its object, so other mappers see it too.
+func (r *restorer) fillPages(maps []mapping, progress func(done, total uint64)) (uint64, error) {
+	pr, err := r.l.dir.OpenPages(r.l.pagesID)
+	if err != nil {
+		return 0, err
+	}
+	defer pr.Close()
+	sort.Slice(maps, func(i, j int) bool { return maps[i].e.GetStart() < maps[j].e.GetStart() })
+	find := func(addr uint64) *mapping {
+		i := sort.Search(len(maps), func(i int) bool { return maps[i].e.GetEnd() > addr })
+		if i < len(maps) && maps[i].e.GetStart() <= addr {
+			return &maps[i]
+		}
+		return nil
+	}
+	mem, err := ptrace.OpenMem(r.c.pid)
+	if err != nil {
+		return 0, err
+	}
+	defer mem.Close()
+	shm := map[uint64]*os.File{}
+	defer func() {
+		for _, f := range shm {
+			f.Close()
+		}
+	}()
+	var total uint64
+	for _, e := range r.l.pagemap {
+		total += e.GetNrPages()
+	}
+	w := newBatchWriter(r.c.pid)
+	buf := make([]byte, 4<<20)
+	var done uint64
+	pmName := fmt.Sprintf("pagemap-%d.img", r.c.pid)
+	for _, e := range r.l.pagemap {
+		addr, n := e.GetVaddr(), e.GetNrPages()
+		m := find(addr)
+		if m == nil || addr+n*pageSize > m.e.GetEnd() || n > 1<<36 {
+			return done, &image.FormatError{File: pmName, Offset: -1, Err: fmt.Errorf("pages %#x+%d outside any single mapping: %w", addr, n, image.ErrImageCorrupt)}
+		}
+		for n > 0 {
+			k := min(n, uint64(len(buf))/pageSize)
+			if w.room() < k*pageSize {
+				if err := w.flush(); err != nil {
+					return done, err
+				}
+			}
+			var dst []byte
+			writable := m.e.GetProt()&unix.PROT_WRITE != 0 && !m.shmem
+			if writable {
+				dst = w.take(k * pageSize)
+			} else {
+				dst = buf[:k*pageSize]
+			}
+			if _, err := io.ReadFull(pr, dst); err != nil {
+				return done, fmt.Errorf("pages for %#x: %w", addr, err)
+			}
+			switch {
+			case m.shmem:
+				f, err := r.shmFile(shm, m)
+				if err != nil {
+					return done, err
+				}
+				if _, err := f.WriteAt(dst, int64(addr-m.e.GetStart()+m.e.GetPgoff())); err != nil {
+					return done, fmt.Errorf("write shared memory at %#x: %w", addr, err)
+				}
+			case writable:
+				w.add(addr, k*pageSize)
+			default:
+				if err := mem.WriteAt(dst, addr); err != nil {
+					return done, err
+				}
+			}
+			addr += k * pageSize
+			n -= k
+			done += k
+			if progress != nil {
+				progress(done, total)
+			}
+		}
+	}
+	if err := w.flush(); err != nil {
+		return done, err
+	}
+	return done, nil
+}
+
+// shmFile opens the object behind a shared mapping of the child through
+// map_files, so its pages are written into the object itself.
+func (r *restorer) shmFile(cache map[uint64]*os.File, m *mapping) (*os.File, error) {
+	if f, ok := cache[m.e.GetStart()]; ok {
+		return f, nil
+	}
+	name := fmt.Sprintf("/proc/%d/map_files/%x-%x", r.c.pid, m.e.GetStart(), m.e.GetEnd())
+	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	cache[m.e.GetStart()] = f
+	return f, nil
+}
+
+// batchWriter gathers writes to writable private memory into few
+// process_vm_writev calls.
+type batchWriter struct {
+	pid    int
+	buf    []byte
+	local  []kabi.Iovec
+	remote []kabi.Iovec
+}
+
+func newBatchWriter(pid int) *batchWriter {
+	return &batchWriter{pid: pid, buf: make([]byte, 0, 8<<20)}
+}
+
+func (w *batchWriter) room() uint64 {
+	if len(w.remote) >= 1024 {
+		return 0
+	}
+	return uint64(cap(w.buf) - len(w.buf))
+}
+
+func (w *batchWriter) take(n uint64) []byte {
+	s := len(w.buf)
+	w.buf = w.buf[:s+int(n)]
+	return w.buf[s:]
+}
+
+func (w *batchWriter) add(addr, n uint64) {
+	b := w.buf[len(w.buf)-int(n):]
+	w.local = append(w.local, kabi.LocalIovec(b))
+	w.remote = append(w.remote, kabi.Iovec{Base: addr, Len: n})
+}
+
+func (w *batchWriter) flush() error {
+	if len(w.remote) == 0 {
+		w.buf = w.buf[:0]
+		return nil
+	}
+	want := 0
+	for _, r := range w.remote {
+		want += int(r.Len)
+	}
+	n, err := kabi.ProcessVMWritev(w.pid, w.local, w.remote)
+	if err == nil && n != want {
+		err = fmt.Errorf("short write %d of %d bytes", n, want)
+	}
+	if err != nil {
+		return fmt.Errorf("write memory of %d at %#x: %w", w.pid, w.remote[0].Base, err)
+	}
+	w.buf, w.local, w.remote = w.buf[:0], w.local[:0], w.remote[:0]
+	return nil
+}
+
+// adviseAll replays the madvise advice that shows in VmFlags.
+func (r *restorer) adviseAll() error {
+	for _, e := range r.l.mm.GetVmas() {
+		if has(e, kabi.VMA_AREA_VSYSCALL) || has(e, kabi.VMA_AREA_VDSO) || has(e, kabi.VMA_AREA_VVAR) {
+			continue // their flags are the kernel's
+		}
+		madv := e.GetMadv()
+		for adv := 0; madv != 0 && adv < 64; adv++ {
+			if madv&(1<<uint(adv)) == 0 {
+				continue
+			}
+			if _, err := r.c.call(r.c.leader, "madvise", unix.SYS_MADVISE, e.GetStart(), e.GetEnd()-e.GetStart(), uint64(adv)); err != nil {
+				return fmt.Errorf("vma %#x-%#x: %w", e.GetStart(), e.GetEnd(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// mapVdso re-creates [vvar], [vvar_vclock] and [vdso] where the image had
+// them. They must move together: the vdso code finds its data at fixed
+// offsets from itself.
+func (r *restorer) mapVdso() error {
+	var lo, vdso uint64
+	for _, e := range r.l.mm.GetVmas() {
+		if has(e, kabi.VMA_AREA_VDSO) || has(e, kabi.VMA_AREA_VVAR) {
+			if lo == 0 || e.GetStart() < lo {
+				lo = e.GetStart()
+			}
+			if has(e, kabi.VMA_AREA_VDSO) {
+				vdso = e.GetStart()
+			}
+		}
+	}
+	if lo == 0 {
+		return nil
+	}
+	ret, err := r.c.leader.Syscall(unix.SYS_ARCH_PRCTL, kabi.ARCH_MAP_VDSO_64, lo)
+	if err != nil {
+		return err
+	}
+	if err := ptrace.Errno(ret); err != nil {
+		return fmt.Errorf("arch_prctl(ARCH_MAP_VDSO_64, %#x): %w", lo, err)
+	}
+	// Check the kernel laid them out as the image has them.
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", r.c.pid))
+	if err != nil {
+		return err
+	}
+	want := fmt.Sprintf("%x-", vdso)
+	for _, line := range strings.Split(string(maps), "\n") {
+		if strings.HasSuffix(line, "[vdso]") {
+			if !strings.HasPrefix(line, want) {
+				return fmt.Errorf("this kernel puts [vdso] at %s, the image at %#x: the image comes from a kernel with another vdso layout: %w", strings.Fields(line)[0], vdso, ErrNotSupported)
+			}
+			r.vdso = vdso
+			return nil
+		}
+	}
+	return fmt.Errorf("no [vdso] after ARCH_MAP_VDSO_64")
+}
+
+// findSyscall returns the address of a syscall instruction in the new vdso,
+// for the injections that follow the removal of the scratch area.
+func (r *restorer) findSyscall() (uint64, error) {
+	if r.vdso == 0 {
+		return 0, fmt.Errorf("image has no [vdso] to inject the last syscalls through: %w", ErrNotSupported)
+	}
+	b := make([]byte, 2*pageSize)
+	if err := ptrace.ReadMem(r.c.pid, r.vdso, b); err != nil {
+		return 0, err
+	}
+	for i := 0; i+1 < len(b); i++ {
+		if b[i] == 0x0f && b[i+1] == 0x05 {
+			return r.vdso + uint64(i), nil
+		}
+	}
+	return 0, fmt.Errorf("no syscall instruction in [vdso]")
+}
+
+// setMM puts back the mm bounds, auxv and exe link in one PR_SET_MM_MAP.
+func (r *restorer) setMM() error {
+	c, mm := r.c, r.l.mm
+	exe := r.l.files[mm.GetExeFileId()]
+	if exe == nil || exe.GetReg() == nil {
+		return &image.FormatError{File: r.mmName(), Offset: -1, Err: fmt.Errorf("exe file %d not in files.img: %w", mm.GetExeFileId(), image.ErrImageCorrupt)}
+	}
+	exeFd, err := r.openFile(exe, unix.O_RDONLY)
+	if err != nil {
+		return fmt.Errorf("exe: %w", err)
+	}
+	defer c.call(c.leader, "close", unix.SYS_CLOSE, exeFd)
+	auxv := make([]byte, 8*len(mm.GetMmSavedAuxv()))
+	for i, v := range mm.GetMmSavedAuxv() {
+		binary.LittleEndian.PutUint64(auxv[i*8:], v)
+	}
+	m := kabi.PrctlMmMap{
+		StartCode: mm.GetMmStartCode(), EndCode: mm.GetMmEndCode(),
+		StartData: mm.GetMmStartData(), EndData: mm.GetMmEndData(),
+		StartBrk: mm.GetMmStartBrk(), Brk: mm.GetMmBrk(),
+		StartStack: mm.GetMmStartStack(),
+		ArgStart:   mm.GetMmArgStart(), ArgEnd: mm.GetMmArgEnd(),
+		EnvStart: mm.GetMmEnvStart(), EnvEnd: mm.GetMmEnvEnd(),
+		AuxvSize: uint32(len(auxv)), ExeFd: uint32(exeFd),
+	}
+	if len(auxv) > 0 {
+		if m.Auxv, err = c.arg(auxv); err != nil {
+			return err
+		}
+	}
+	addr, err := c.arg(kabi.Bytes(&m))
+	if err != nil {
+		return err
+	}
+	if _, err := c.call(c.leader, "prctl(PR_SET_MM_MAP)", unix.SYS_PRCTL, unix.PR_SET_MM, kabi.PR_SET_MM_MAP, addr, uint64(len(kabi.Bytes(&m))), 0); err != nil {
+		return err
+	}
+	if mm.GetDumpable() != 1 && mm.Dumpable != nil {
+		c.call(c.leader, "prctl(PR_SET_DUMPABLE)", unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(mm.GetDumpable()))
+	}
+	if mm.GetThpDisabled() {
+		if _, err := c.call(c.leader, "prctl(PR_SET_THP_DISABLE)", unix.SYS_PRCTL, unix.PR_SET_THP_DISABLE, 1, 0, 0, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}

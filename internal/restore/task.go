@@ -1,0 +1,388 @@
+package restore
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	x86 "github.com/checkpoint-restore/go-criu/v8/crit/images/core-x86"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/timer"
+
+	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/ptrace"
+	"github.com/cryo-project/cryo/internal/xstate"
+)
+
+func gpregs(g *x86.UserX86RegsEntry) unix.PtraceRegs {
+	return unix.PtraceRegs{
+		R15: g.GetR15(), R14: g.GetR14(), R13: g.GetR13(), R12: g.GetR12(),
+		Rbp: g.GetBp(), Rbx: g.GetBx(), R11: g.GetR11(), R10: g.GetR10(),
+		R9: g.GetR9(), R8: g.GetR8(), Rax: g.GetAx(), Rcx: g.GetCx(),
+		Rdx: g.GetDx(), Rsi: g.GetSi(), Rdi: g.GetDi(), Orig_rax: g.GetOrigAx(),
+		Rip: g.GetIp(), Cs: g.GetCs(), Eflags: g.GetFlags(), Rsp: g.GetSp(),
+		Ss: g.GetSs(), Fs_base: g.GetFsBase(), Gs_base: g.GetGsBase(),
+		Ds: g.GetDs(), Es: g.GetEs(), Fs: g.GetFs(), Gs: g.GetGs(),
+	}
+}
+
+// hostXCR0 is what a fresh thread of cryo's own reports as xfeatures: the
+// components this CPU and kernel save.
+func hostXCR0() uint64 { return xstate.HostFeatures() }
+
+// vdsoHashOf hashes the [vdso] of pid, to compare with an image's.
+func vdsoHashOf(pid int) (string, error) {
+	maps, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/maps")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(maps), "\n") {
+		if !strings.HasSuffix(line, "[vdso]") {
+			continue
+		}
+		var lo, hi uint64
+		if _, err := fmt.Sscanf(line, "%x-%x", &lo, &hi); err != nil {
+			return "", err
+		}
+		b := make([]byte, hi-lo)
+		if err := ptrace.ReadMem(pid, lo, b); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%x", sha256.Sum256(b)), nil
+	}
+	return "", nil
+}
+
+// restoreProcess puts back what the threads share: signal handlers,
+// itimers, POSIX timers, rlimits, personality, oom_score_adj, and the
+// process-wide pending signals (queued last but for thread ones).
+func (r *restorer) restoreProcess() error {
+	c, tc := r.c, r.l.cores[0].GetTc()
+	sig := 0
+	for _, a := range tc.GetSigactions() {
+		sig++
+		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+			sig++
+		}
+		if a.GetSigaction() == 0 && a.GetFlags() == 0 && a.GetMask() == 0 {
+			continue // SIG_DFL, as the new process has it
+		}
+		act := kabi.Sigaction{Handler: a.GetSigaction(), Flags: a.GetFlags(), Restorer: a.GetRestorer(), Mask: a.GetMask()}
+		p, err := c.arg(kabi.Bytes(&act))
+		if err != nil {
+			return err
+		}
+		if _, err := c.call(c.leader, "rt_sigaction "+strconv.Itoa(sig), unix.SYS_RT_SIGACTION, uint64(sig), p, 0, 8); err != nil {
+			return err
+		}
+	}
+	if t := tc.GetTimers(); t != nil {
+		for which, it := range []*itimerEntry{t.GetReal(), t.GetVirt(), t.GetProf()} {
+			v := kabi.Itimerval{IntervalSec: int64(it.GetIsec()), IntervalUsec: int64(it.GetIusec()), ValueSec: int64(it.GetVsec()), ValueUsec: int64(it.GetVusec())}
+			if v.ValueSec == 0 && v.ValueUsec == 0 {
+				continue
+			}
+			p, err := c.arg(kabi.Bytes(&v))
+			if err != nil {
+				return err
+			}
+			if _, err := c.call(c.leader, "setitimer", unix.SYS_SETITIMER, uint64(which), p, 0); err != nil {
+				return err
+			}
+		}
+		if err := r.restoreTimers(); err != nil {
+			return err
+		}
+	}
+	for i, rl := range tc.GetRlimits().GetRlimits() {
+		lim := unix.Rlimit{Cur: rl.GetCur(), Max: rl.GetMax()}
+		if err := unix.Prlimit(c.pid, i, &lim, nil); err != nil {
+			return fmt.Errorf("rlimit %d of %d: %w", i, c.pid, err)
+		}
+	}
+	if p := tc.GetPersonality(); p != 0 {
+		if _, err := c.call(c.leader, "personality", unix.SYS_PERSONALITY, uint64(p)); err != nil {
+			return err
+		}
+	}
+	if tc.OomScoreAdj != nil {
+		path := fmt.Sprintf("/proc/%d/oom_score_adj", c.pid)
+		if err := os.WriteFile(path, []byte(strconv.Itoa(int(tc.GetOomScoreAdj()))), 0); err != nil {
+			return fmt.Errorf("oom_score_adj %d: %w", tc.GetOomScoreAdj(), err)
+		}
+	}
+	if tc.GetChildSubreaper() {
+		if _, err := c.call(c.leader, "prctl(PR_SET_CHILD_SUBREAPER)", unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
+			return err
+		}
+	}
+	return r.queueSignals(c.leader, tc.GetSignalsS(), true)
+}
+
+type itimerEntry = timer.ItimerEntry
+
+// restoreTimers re-creates POSIX timers with their ids (the kernel hands
+// out the id asked for while PR_TIMER_CREATE_RESTORE_IDS is on, 6.15+),
+// notification, and remaining time.
+func (r *restorer) restoreTimers() error {
+	c := r.c
+	timers := r.l.cores[0].GetTc().GetTimers().GetPosix()
+	if len(timers) == 0 {
+		return nil
+	}
+	if _, err := c.call(c.leader, "prctl(PR_TIMER_CREATE_RESTORE_IDS)", unix.SYS_PRCTL, unix.PR_TIMER_CREATE_RESTORE_IDS, unix.PR_TIMER_CREATE_RESTORE_IDS_ON); err != nil {
+		return fmt.Errorf("%w: restoring POSIX timer ids needs PR_TIMER_CREATE_RESTORE_IDS (Linux 6.15)", err)
+	}
+	for _, t := range timers {
+		ev := kabi.Sigevent{Value: t.GetSivalPtr(), Signo: int32(t.GetSiSigno()), Notify: int32(t.GetItSigevNotify()), Tid: t.GetNotifyThreadId()}
+		evp, err := c.arg(kabi.Bytes(&ev))
+		if err != nil {
+			return err
+		}
+		var id [4]byte
+		binary.LittleEndian.PutUint32(id[:], t.GetItId())
+		idp, err := c.arg(id[:])
+		if err != nil {
+			return err
+		}
+		if _, err := c.leader.Call("timer_create", unix.SYS_TIMER_CREATE, uint64(t.GetClockId()), evp, idp); err != nil {
+			c.cursor = 0
+			return err
+		}
+		got, err := c.out(idp, 4)
+		c.cursor = 0
+		if err != nil {
+			return err
+		}
+		if binary.LittleEndian.Uint32(got) != t.GetItId() {
+			return fmt.Errorf("timer_create gave id %d, wanted %d", binary.LittleEndian.Uint32(got), t.GetItId())
+		}
+		spec := kabi.Itimerspec{IntervalSec: int64(t.GetIsec()), IntervalNsec: int64(t.GetInsec()), ValueSec: int64(t.GetVsec()), ValueNsec: int64(t.GetVnsec())}
+		if spec.ValueSec == 0 && spec.ValueNsec == 0 {
+			continue
+		}
+		sp, err := c.arg(kabi.Bytes(&spec))
+		if err != nil {
+			return err
+		}
+		if _, err := c.call(c.leader, "timer_settime", unix.SYS_TIMER_SETTIME, uint64(t.GetItId()), 0, sp, 0); err != nil {
+			return err
+		}
+	}
+	_, err := c.call(c.leader, "prctl(PR_TIMER_CREATE_RESTORE_IDS)", unix.SYS_PRCTL, unix.PR_TIMER_CREATE_RESTORE_IDS, unix.PR_TIMER_CREATE_RESTORE_IDS_OFF)
+	return err
+}
+
+// queueSignals puts pending signals back, siginfo intact. They stay pending:
+// every signal is blocked until finish.
+func (r *restorer) queueSignals(t *ptrace.Task, q *siginfo.SignalQueueEntry, shared bool) error {
+	c := r.c
+	for _, s := range q.GetSignals() {
+		raw := s.GetSiginfo()
+		if len(raw) != kabi.SiginfoSize {
+			return fmt.Errorf("pending signal of %d: siginfo of %d bytes", t.Tid, len(raw))
+		}
+		var si kabi.Siginfo
+		copy(si[:], raw)
+		p, err := c.arg(raw)
+		if err != nil {
+			return err
+		}
+		if shared {
+			_, err = c.call(t, "rt_sigqueueinfo", unix.SYS_RT_SIGQUEUEINFO, uint64(c.pid), uint64(si.Signo()), p)
+		} else {
+			_, err = c.call(t, "rt_tgsigqueueinfo", unix.SYS_RT_TGSIGQUEUEINFO, uint64(c.pid), uint64(t.Tid), uint64(si.Signo()), p)
+		}
+		if err != nil {
+			return fmt.Errorf("re-queue signal %d: %w", si.Signo(), err)
+		}
+	}
+	return nil
+}
+
+// createThreads makes every thread but the leader with its dumped tid.
+func (r *restorer) createThreads() error {
+	c := r.c
+	for _, tid := range r.l.tree.Threads[1:] {
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], uint64(tid))
+		tp, err := c.arg(b[:])
+		if err != nil {
+			return err
+		}
+		args := kabi.CloneArgs{
+			Flags:  unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND | unix.CLONE_THREAD | unix.CLONE_SYSVSEM,
+			SetTid: tp, SetTidSize: 1,
+		}
+		ap, err := c.arg(kabi.Bytes(&args))
+		if err != nil {
+			return err
+		}
+		ret, err := c.call(c.leader, "clone3 thread "+strconv.Itoa(int(tid)), unix.SYS_CLONE3, ap, uint64(len(kabi.Bytes(&args))))
+		if err != nil {
+			if pe := pidFree(int(tid)); pe != nil {
+				return pe
+			}
+			return err
+		}
+		t, err := ptrace.Attached(int(ret))
+		if err != nil {
+			return fmt.Errorf("new thread %d: %w", ret, err)
+		}
+		t.SyscallIP = c.scratch
+		c.threads = append(c.threads, t)
+	}
+	return nil
+}
+
+// restoreThread puts back the state each thread has of its own.
+func (r *restorer) restoreThread(t *ptrace.Task, i int) error {
+	c := r.c
+	core := r.l.cores[i]
+	tc := core.GetThreadCore()
+	if sas := tc.GetSas(); sas != nil && sas.GetSsFlags()&ssDisable == 0 && sas.GetSsSize() != 0 {
+		st := kabi.Stack{Sp: sas.GetSsSp(), Size: sas.GetSsSize(), Flags: int32(sas.GetSsFlags() &^ ssOnstack)}
+		p, err := c.arg(kabi.Bytes(&st))
+		if err != nil {
+			return err
+		}
+		if _, err := c.call(t, "sigaltstack", unix.SYS_SIGALTSTACK, p, 0); err != nil {
+			return err
+		}
+	}
+	if tc.GetFutexRla() != 0 {
+		if _, err := c.call(t, "set_robust_list", unix.SYS_SET_ROBUST_LIST, tc.GetFutexRla(), uint64(tc.GetFutexRlaLen())); err != nil {
+			return err
+		}
+	}
+	if _, err := c.call(t, "set_tid_address", unix.SYS_SET_TID_ADDRESS, core.GetThreadInfo().GetClearTidAddr()); err != nil {
+		return err
+	}
+	if rs := tc.GetRseqEntry(); rs != nil && rs.GetRseqAbiPointer() != 0 {
+		if _, err := c.call(t, "rseq", unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature())); err != nil {
+			return err
+		}
+	}
+	comm := tc.GetComm()
+	if comm == "" && core.GetTc() != nil {
+		comm = core.GetTc().GetComm()
+	}
+	if comm != "" {
+		p, err := c.str(comm)
+		if err != nil {
+			return err
+		}
+		if _, err := c.call(t, "prctl(PR_SET_NAME)", unix.SYS_PRCTL, unix.PR_SET_NAME, p); err != nil {
+			return err
+		}
+	}
+	if d := tc.GetPdeathSig(); d != 0 {
+		if _, err := c.call(t, "prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(d)); err != nil {
+			return err
+		}
+	}
+	if tc.SchedNice != nil && tc.GetSchedPolicy() == 0 /* SCHED_OTHER */ {
+		if err := unix.Setpriority(unix.PRIO_PROCESS, t.Tid, int(tc.GetSchedNice())); err != nil {
+			return fmt.Errorf("thread %d: nice %d: %w", t.Tid, tc.GetSchedNice(), err)
+		}
+	}
+	return r.queueSignals(t, tc.GetSignalsP(), false)
+}
+
+// restoreCreds applies no_new_privs, seccomp filters and credentials last:
+// each may take away what the steps before needed.
+func (r *restorer) restoreCreds() error {
+	c := r.c
+	for i, t := range c.threads {
+		tc := r.l.cores[i].GetThreadCore()
+		if tc.GetCreds().GetNoNewPrivs() != 0 {
+			if _, err := c.call(t, "prctl(PR_SET_NO_NEW_PRIVS)", unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1); err != nil {
+				return err
+			}
+		}
+		if tc.GetSeccompMode() == 2 {
+			if err := r.installSeccomp(t, tc.GetSeccompFilter()); err != nil {
+				return fmt.Errorf("thread %d: %w", t.Tid, err)
+			}
+		}
+	}
+	cr := r.l.cores[0].GetThreadCore().GetCreds()
+	if cr == nil {
+		return nil
+	}
+	if uint32(os.Getuid()) == cr.GetUid() && cr.GetEuid() == cr.GetUid() && cr.GetSuid() == cr.GetUid() &&
+		uint32(os.Getgid()) == cr.GetGid() && cr.GetEgid() == cr.GetGid() && cr.GetSgid() == cr.GetGid() {
+		return nil
+	}
+	for _, t := range c.threads {
+		groups := make([]byte, 4*len(cr.GetGroups()))
+		for i, g := range cr.GetGroups() {
+			binary.LittleEndian.PutUint32(groups[i*4:], g)
+		}
+		gp := uint64(0)
+		if len(groups) > 0 {
+			var err error
+			if gp, err = c.arg(groups); err != nil {
+				return err
+			}
+		}
+		if _, err := c.call(t, "setgroups", unix.SYS_SETGROUPS, uint64(len(cr.GetGroups())), gp); err != nil {
+			return err
+		}
+		if _, err := c.call(t, "setresgid", unix.SYS_SETRESGID, uint64(cr.GetGid()), uint64(cr.GetEgid()), uint64(cr.GetSgid())); err != nil {
+			return err
+		}
+		if _, err := c.call(t, "setresuid", unix.SYS_SETRESUID, uint64(cr.GetUid()), uint64(cr.GetEuid()), uint64(cr.GetSuid())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// installSeccomp installs the chain ending in filter idx, oldest first.
+func (r *restorer) installSeccomp(t *ptrace.Task, idx uint32) error {
+	if r.l.seccomp == nil {
+		return fmt.Errorf("seccomp filter %d, but no seccomp.img", idx)
+	}
+	fs := r.l.seccomp.GetSeccompFilters()
+	var chain []int
+	for i := int(idx) + 1; i > 0; i = int(fs[i-1].GetPrev()) {
+		if i > len(fs) || len(chain) > len(fs) {
+			return fmt.Errorf("seccomp.img: bad filter chain at %d", i)
+		}
+		chain = append(chain, i-1)
+	}
+	c := r.c
+	for k := len(chain) - 1; k >= 0; k-- {
+		prog := fs[chain[k]].GetFilter()
+		if len(prog) == 0 || len(prog)%8 != 0 || len(prog)/8 > 4096 {
+			return fmt.Errorf("seccomp.img: filter %d of %d bytes", chain[k], len(prog))
+		}
+		pp, err := c.arg(prog)
+		if err != nil {
+			return err
+		}
+		var fprog [16]byte
+		binary.LittleEndian.PutUint16(fprog[0:], uint16(len(prog)/8))
+		binary.LittleEndian.PutUint64(fprog[8:], pp)
+		fp, err := c.arg(fprog[:])
+		if err != nil {
+			return err
+		}
+		if _, err := c.call(t, "seccomp", unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, fp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sigaltstack flags (include/uapi/linux/signal.h).
+const (
+	ssOnstack = 1
+	ssDisable = 2
+)
