@@ -96,6 +96,9 @@ func (p *process) collect() (*snapshot, error) {
 	if err := p.collectFds(); err != nil {
 		return nil, err
 	}
+	if err := p.files.checkPipes(p.pid); err != nil {
+		return nil, err
+	}
 	for r := range s.rlimits {
 		if err := unix.Prlimit(p.pid, r, nil, &s.rlimits[r]); err != nil {
 			return nil, fmt.Errorf("rlimit %d of %d: %w", r, p.pid, err)

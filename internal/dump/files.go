@@ -28,6 +28,12 @@ type fileTable struct {
 	byKey   map[fileKey]uint32
 	ghosts  map[uint32]ghost
 	fds     []*fdinfo.FdinfoEntry
+
+	pipes       map[uint64]*pipeState
+	pipeOrder   []*pipeState
+	memfdByIno  map[uint64]*memfdInode
+	memfdInodes []*memfdInode
+	nextInode   uint32
 }
 
 // fileKey identifies a file opened with given flags, for files reached
@@ -44,15 +50,25 @@ type ghost struct {
 }
 
 func newFileTable() *fileTable {
-	return &fileTable{next: 1, byKey: map[fileKey]uint32{}, ghosts: map[uint32]ghost{}}
+	return &fileTable{next: 1, byKey: map[fileKey]uint32{}, ghosts: map[uint32]ghost{},
+		pipes: map[uint64]*pipeState{}, memfdByIno: map[uint64]*memfdInode{}}
 }
 
 func (ft *fileTable) add(e *fdinfo.FileEntry) uint32 {
 	id := ft.next
 	ft.next++
 	e.Id = proto.Uint32(id)
-	if e.Reg != nil {
+	switch {
+	case e.Reg != nil:
 		e.Reg.Id = proto.Uint32(id)
+	case e.Memfd != nil:
+		e.Memfd.Id = proto.Uint32(id)
+	case e.Pipe != nil:
+		e.Pipe.Id = proto.Uint32(id)
+	case e.Efd != nil:
+		e.Efd.Id = proto.Uint32(id)
+	case e.Epfd != nil:
+		e.Epfd.Id = proto.Uint32(id)
 	}
 	ft.entries = append(ft.entries, e)
 	return id
@@ -126,9 +142,8 @@ func (ft *fileTable) regForVMA(p *process, m procfs.Mapping) (uint32, error) {
 }
 
 func (ft *fileTable) memfdForVMA(p *process, m procfs.Mapping) (uint32, error) {
-	return ft.byPath(p, "memfd mapping "+fmt.Sprintf("%#x-%#x", m.Start, m.End), m.Path, unix.O_RDWR, func() (*os.File, error) {
-		return p.mapFile(m)
-	})
+	path := fmt.Sprintf("/proc/%d/map_files/%x-%x", p.pid, m.Start, m.End)
+	return ft.memfdFile(p, path, m.RawPath, unix.O_RDWR, 0)
 }
 
 // ttyMajors are the character devices of terminals: /dev/tty (5), the
@@ -185,9 +200,6 @@ func (p *process) collectFds() error {
 		unsupported := func(kind string) error {
 			return fmt.Errorf("fd %d (%s, %s) of pid %d: %w", fd, kind, link, p.pid, ErrNotSupported)
 		}
-		if strings.HasPrefix(link, "anon_inode:") || strings.HasPrefix(link, "socket:") || strings.HasPrefix(link, "pipe:") {
-			return unsupported(strings.SplitN(strings.TrimPrefix(link, "anon_inode:"), ":", 2)[0])
-		}
 		var st unix.Stat_t
 		if err := unix.Stat(path, &st); err != nil {
 			return fmt.Errorf("fd %d (%s) of %d: %w", fd, link, p.pid, err)
@@ -208,42 +220,34 @@ func (p *process) collectFds() error {
 			}
 		}
 		var id uint32
-		switch {
-		case shared != 0:
-			id = shared
-		case st.Mode&unix.S_IFMT == unix.S_IFREG || st.Mode&unix.S_IFMT == unix.S_IFDIR:
-			if strings.HasPrefix(link, "/memfd:") {
-				return unsupported("memfd")
-			}
-			e := regEntry(strings.TrimSuffix(link, " (deleted)"), fileFlags, uint64(info.Pos), &st)
-			id = p.files.add(e)
-			if st.Nlink == 0 && st.Mode&unix.S_IFMT == unix.S_IFREG {
-				f, err := os.Open(path)
-				if err != nil {
-					return fmt.Errorf("fd %d (%s) of %d: open deleted file: %w", fd, link, p.pid, err)
+		var kind *fdKind
+		if shared == 0 {
+			for i := range fdKinds {
+				if fdKinds[i].match(link, &st) {
+					kind = &fdKinds[i]
+					break
 				}
-				p.closers = append(p.closers, f)
-				p.files.addGhost(id, f, &st)
 			}
-		case st.Mode&unix.S_IFMT == unix.S_IFCHR && simpleDevices[[2]uint32{unix.Major(st.Rdev), unix.Minor(st.Rdev)}]:
-			id = p.files.add(regEntry(link, fileFlags, uint64(info.Pos), &st))
-		case st.Mode&unix.S_IFMT == unix.S_IFCHR && isTTY(st.Rdev):
-			if !p.opts.ShellJob {
-				return fmt.Errorf("fd %d of pid %d is a terminal (%s): dump with --shell-job to re-attach it to the terminal of cryo restore: %w", fd, p.pid, link, ErrNotSupported)
+			if kind == nil {
+				typ := strings.SplitN(strings.TrimPrefix(link, "anon_inode:"), ":", 2)[0]
+				if st.Mode&unix.S_IFMT != unix.S_IFREG && !strings.HasPrefix(link, "anon_inode:") && !strings.Contains(link, ":[") {
+					typ = fmt.Sprintf("mode %#o", st.Mode&unix.S_IFMT)
+				}
+				return unsupported(typ)
 			}
-			e := regEntry(link, fileFlags, 0, &st)
-			e.Type = fdinfo.FdTypes_TTY.Enum()
-			id = p.files.add(e)
-		default:
-			return unsupported(fmt.Sprintf("mode %#o", st.Mode&unix.S_IFMT))
+			fe := fdEnv{p: p, fd: fd, path: path, link: link, info: info, st: &st, flags: fileFlags}
+			var err error
+			if id, err = kind.dump(&fe); err != nil {
+				if errors.Is(err, ErrNotSupported) {
+					return fmt.Errorf("fd %d (%s) of pid %d: %w", fd, link, p.pid, err)
+				}
+				return fmt.Errorf("fd %d (%s) of %d: %w", fd, link, p.pid, err)
+			}
+		} else {
+			id = shared
 		}
 		opened = append(opened, open{fd: fd, id: id, st: st})
-		typ := fdinfo.FdTypes_REG
-		for _, e := range p.files.entries {
-			if e.GetId() == id {
-				typ = e.GetType()
-			}
-		}
+		typ := p.files.entries[id-1].GetType()
 		p.files.fds = append(p.files.fds, &fdinfo.FdinfoEntry{
 			Id:    proto.Uint32(id),
 			Flags: proto.Uint32(fdFlags),

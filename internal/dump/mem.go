@@ -129,7 +129,9 @@ func (p *process) classify(maps []procfs.Mapping) ([]*area, error) {
 				return nil, err
 			}
 			e.Shmid = proto.Uint64(uint64(id))
-			a.pages = shmemPages
+			// A shared mapping's contents are the memfd's, dumped with
+			// its inode; a private one has copied-on-write pages of its own.
+			a.pages = noPages
 			if !m.Perms.Shared {
 				a.pages = cowPages
 			}
@@ -374,10 +376,13 @@ func (p *process) writePages(runs []run, w io.Writer) (uint64, error) {
 				addr := r.addr + done*pageSize
 				switch {
 				case r.file != nil:
-					if _, err := r.file.ReadAt(dst, r.off+int64(done*pageSize)); err != nil && !errors.Is(err, io.EOF) {
+					k, err := r.file.ReadAt(dst, r.off+int64(done*pageSize))
+					if err != nil && !errors.Is(err, io.EOF) {
 						full <- pageBatch{err: fmt.Errorf("read shared memory of %d at %#x: %w", p.pid, addr, err)}
 						return
 					}
+					clear(dst[k:]) // past the end of the object: zeros, not a stale buffer
+
 				case r.force:
 					if mem == nil {
 						var err error

@@ -241,11 +241,8 @@ func (p *process) collectProcess() (*procInfo, error) {
 		switch {
 		case sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP):
 			continue
-		case p.status.SigIgn&bit != 0:
-			pi.sigactions[sig-1].Handler = 1 // SIG_IGN
-			continue
-		case p.status.SigCgt&bit == 0:
-			continue // SIG_DFL with no flags worth keeping
+		case (p.status.SigIgn|p.status.SigCgt)&bit == 0:
+			continue // SIG_DFL: flags and mask of a default action never matter
 		}
 		b, _, err := l.call(p.pid, "rt_sigaction", 32, unix.SYS_RT_SIGACTION, func(s uint64) []uint64 { return []uint64{uint64(sig), 0, s, 8} })
 		if err != nil {

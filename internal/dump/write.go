@@ -27,6 +27,7 @@ import (
 	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/meta"
+	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/xstate"
 )
 
@@ -121,6 +122,10 @@ func (p *process) writeImages(dir *image.Dir, s *snapshot, st *Stats) error {
 		}
 	}
 
+	if err := p.writeFileData(dir); err != nil {
+		return err
+	}
+
 	// Pages last: the big part, streamed.
 	pm := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(pagesID)}}
 	var total uint64
@@ -182,13 +187,20 @@ func (pw *progressWriter) Write(b []byte) (int, error) {
 func (p *process) metaOf(s *snapshot) *meta.Meta {
 	var uts unix.Utsname
 	unix.Uname(&uts)
+	acc := map[int][]uint64{}
+	for _, a := range s.areas {
+		if a.m.VmFlags.Has(procfs.VmAccount) && !a.m.Perms.Write && !a.m.Perms.Shared {
+			acc[p.pid] = append(acc[p.pid], a.m.Start)
+		}
+	}
 	return &meta.Meta{
-		Kernel:    unix.ByteSliceToString(uts.Release[:]),
-		Machine:   unix.ByteSliceToString(uts.Machine[:]),
-		VdsoHash:  s.vdsoHash,
-		XFeatures: xstate.HostFeatures(),
-		Cmdline:   s.cmdline,
-		Created:   time.Now().UTC(),
+		AccountedReadOnly: acc,
+		Kernel:            unix.ByteSliceToString(uts.Release[:]),
+		Machine:           unix.ByteSliceToString(uts.Machine[:]),
+		VdsoHash:          s.vdsoHash,
+		XFeatures:         xstate.HostFeatures(),
+		Cmdline:           s.cmdline,
+		Created:           time.Now().UTC(),
 	}
 }
 
@@ -375,4 +387,3 @@ func writeStats(dir *image.Dir, st *Stats) error {
 		PagesLazy:          proto.Uint64(0),
 	}})
 }
-

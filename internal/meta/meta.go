@@ -31,9 +31,15 @@ type Meta struct {
 	// address, so the two must be the same code.
 	VdsoHash string `json:"vdso_sha256,omitempty"`
 	// XFeatures is the XCR0 of the dumping CPU.
-	XFeatures uint64    `json:"xfeatures"`
-	Cmdline   string    `json:"cmdline"`
-	Created   time.Time `json:"created"`
+	XFeatures uint64 `json:"xfeatures"`
+	// AccountedReadOnly lists, by pid, the start of private VMAs that are
+	// not writable now but were (VM_ACCOUNT, "ac" in smaps: RELRO after
+	// relocation). CRIU's vma_entry cannot say so; restore maps them
+	// writable and then takes the write permission away, as the program
+	// did, so their flags and merging match.
+	AccountedReadOnly map[int][]uint64 `json:"accounted_read_only,omitempty"`
+	Cmdline           string           `json:"cmdline"`
+	Created           time.Time        `json:"created"`
 }
 
 // Write stores m in dir.

@@ -117,7 +117,7 @@ func wait(tid int) (unix.WaitStatus, error) {
 	var ws unix.WaitStatus
 	deadline := time.Now().Add(StopTimeout)
 	sleep := 20 * time.Microsecond
-	for {
+	for spins := 0; ; spins++ {
 		pid, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
 		if err == unix.EINTR {
 			continue
@@ -133,6 +133,12 @@ func wait(tid int) (unix.WaitStatus, error) {
 		}
 		if time.Now().After(deadline) {
 			return ws, fmt.Errorf("task %d did not stop within %v", tid, StopTimeout)
+		}
+		// A stop usually comes within microseconds: yield the CPU a few
+		// times before sleeping, which costs a timer slack each time.
+		if spins < 200 {
+			unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+			continue
 		}
 		time.Sleep(sleep)
 		if sleep < time.Millisecond {
@@ -190,6 +196,14 @@ func (t *Task) Syscall(nr uintptr, args ...uint64) (int64, error) {
 	var out unix.PtraceRegs
 	if err := kabi.GetRegs(t.Tid, &out); err != nil {
 		return 0, fmt.Errorf("read registers of %d: %w", t.Tid, err)
+	}
+	// Put the thread's own registers back at once, in the form that resumes
+	// it correctly from here: if cryo dies before the next injection, the
+	// kernel detaches the thread and it carries on as if never stopped.
+	// Only the instants of an injected syscall itself are exposed.
+	rest := ResumeRegs(t.Regs, true)
+	if err := kabi.SetRegs(t.Tid, &rest); err != nil {
+		return 0, fmt.Errorf("restore registers of %d: %w", t.Tid, err)
 	}
 	return int64(out.Rax), nil
 }

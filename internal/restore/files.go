@@ -88,7 +88,7 @@ func (r *restorer) openFile(f *fdinfo.FileEntry, flags uint32) (uint64, error) {
 	}
 	// The dumped flags include how the file was created; opening must not
 	// create or truncate anything.
-	flags &^= unix.O_CREAT | unix.O_TRUNC | unix.O_EXCL | unix.O_TMPFILE
+	flags &^= unix.O_CREAT | unix.O_TRUNC | unix.O_EXCL | oTmpfileOnly
 	fd, err := r.c.call(r.c.leader, "open "+name, unix.SYS_OPENAT, unixAtFdcwd, p, uint64(flags|unix.O_CLOEXEC), 0)
 	if err != nil {
 		return 0, fmt.Errorf("open %s: %w", name, err)
@@ -111,12 +111,11 @@ func ttyPath() (string, error) {
 // sharing one again.
 func (r *restorer) restoreFiles() error {
 	c := r.c
-	if _, err := c.call(c.leader, "close_range", unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>32, 0); err != nil {
-		return err
-	}
 	fds := append([]*fdinfo.FdinfoEntry(nil), r.l.fds...)
 	sort.Slice(fds, func(i, j int) bool { return fds[i].GetFd() < fds[j].GetFd() })
 	first := map[uint32]uint64{} // file id → the fd that holds it
+	epolls := map[uint64]*fdinfo.FileEntry{}
+	r.pipes = map[uint32]*pipeEnds{}
 	for _, e := range fds {
 		want := uint64(e.GetFd())
 		f := r.l.files[e.GetId()]
@@ -131,26 +130,11 @@ func (r *restorer) restoreFiles() error {
 			}
 			continue
 		}
-		var fd uint64
-		var err error
-		switch f.GetType() {
-		case fdinfo.FdTypes_REG:
-			fd, err = r.openFile(f, f.GetReg().GetFlags())
-		case fdinfo.FdTypes_TTY:
-			if !r.opts.ShellJob {
-				return fmt.Errorf("fd %d was a terminal (%s): restore with --shell-job to attach it to this terminal: %w", want, f.GetReg().GetName(), ErrNotSupported)
-			}
-			tty, terr := ttyPath()
-			if terr != nil {
-				return terr
-			}
-			var p uint64
-			if p, err = c.str(tty); err == nil {
-				fd, err = c.call(c.leader, "open "+tty, unix.SYS_OPENAT, unixAtFdcwd, p, uint64(f.GetReg().GetFlags()|unix.O_CLOEXEC|unix.O_NOCTTY), 0)
-			}
-		default:
+		open := fdOpeners[f.GetType()]
+		if open == nil {
 			return fmt.Errorf("fd %d of type %v: %w", want, f.GetType(), ErrNotSupported)
 		}
+		fd, err := open(r, f)
 		if err != nil {
 			return fmt.Errorf("fd %d: %w", want, err)
 		}
@@ -174,6 +158,16 @@ func (r *restorer) restoreFiles() error {
 			}
 		}
 		first[e.GetId()] = want
+		if f.GetType() == fdinfo.FdTypes_EVENTPOLL {
+			epolls[want] = f
+		}
+	}
+	if err := r.fillEpolls(epolls); err != nil {
+		return err
+	}
+	r.closeUnusedPipeEnds()
+	if err := r.sealMemfds(); err != nil {
+		return err
 	}
 	// Where it works: root first (chroot), then cwd, then umask.
 	if root := r.l.files[r.l.fs.GetRootId()]; root != nil && root.GetReg().GetName() != "/" {
@@ -197,3 +191,7 @@ func (r *restorer) restoreFiles() error {
 	_, err := c.call(c.leader, "umask", unix.SYS_UMASK, uint64(r.l.fs.GetUmask()))
 	return err
 }
+
+// oTmpfileOnly is __O_TMPFILE alone: unix.O_TMPFILE includes O_DIRECTORY,
+// which a directory fd must keep.
+const oTmpfileOnly = 0o20000000

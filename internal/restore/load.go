@@ -14,8 +14,10 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
+	pipedata "github.com/checkpoint-restore/go-criu/v8/crit/images/pipe-data"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
 
@@ -43,6 +45,14 @@ type loaded struct {
 	fds     []*fdinfo.FdinfoEntry
 	fs      *fs.FsEntry
 	seccomp *seccomp.SeccompEntry
+	memfds  []*memfd.MemfdInodeEntry
+	// pipeData is the unread data of each pipe, by pipe_id.
+	pipeData map[uint32]pipeData
+}
+
+type pipeData struct {
+	data     []byte
+	capacity uint32
 }
 
 func readAll[T proto.Message](dir *image.Dir, name, magic string, mk func() T) ([]T, error) {
@@ -107,33 +117,9 @@ func load(path string) (*loaded, error) {
 	if err := dir.ReadOne(fmt.Sprintf("mm-%d.img", pid), "MM", l.mm); err != nil {
 		return nil, err
 	}
-	pmName := fmt.Sprintf("pagemap-%d.img", pid)
-	r, err := dir.Open(pmName, "PAGEMAP")
-	if err != nil {
+	if l.pagesID, l.pagemap, err = readPagemap(dir, fmt.Sprintf("pagemap-%d.img", pid)); err != nil {
 		return nil, err
 	}
-	head := &pagemap.PagemapHead{}
-	if err := r.Next(head); err != nil {
-		r.Close()
-		return nil, err
-	}
-	l.pagesID = head.GetPagesId()
-	for {
-		e := &pagemap.PagemapEntry{}
-		if err := r.Next(e); err != nil {
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			r.Close()
-			return nil, err
-		}
-		if e.GetInParent() {
-			r.Close()
-			return nil, &image.FormatError{File: pmName, Offset: r.Offset(), Err: fmt.Errorf("pages in a parent image (incremental dumps): %w", ErrNotSupported)}
-		}
-		l.pagemap = append(l.pagemap, e)
-	}
-	r.Close()
 	files, err := readAll(dir, "files.img", "FILES", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
 	if err != nil {
 		return nil, err
@@ -154,6 +140,17 @@ func load(path string) (*loaded, error) {
 	if err := dir.ReadOne(fmt.Sprintf("fs-%d.img", pid), "FS", l.fs); err != nil {
 		return nil, err
 	}
+	if dir.Has("memfd-inode.img") {
+		if l.memfds, err = readAll(dir, "memfd-inode.img", "MEMFD_INODE", func() *memfd.MemfdInodeEntry { return &memfd.MemfdInodeEntry{} }); err != nil {
+			return nil, err
+		}
+	}
+	l.pipeData = map[uint32]pipeData{}
+	if dir.Has("pipes-data.img") {
+		if err := l.loadPipeData(); err != nil {
+			return nil, err
+		}
+	}
 	if dir.Has("seccomp.img") {
 		l.seccomp = &seccomp.SeccompEntry{}
 		if err := dir.ReadOne("seccomp.img", "SECCOMP", l.seccomp); err != nil {
@@ -161,6 +158,67 @@ func load(path string) (*loaded, error) {
 		}
 	}
 	return l, nil
+}
+
+// readPagemap reads a pagemap image: its head (which pages file) and entries.
+func readPagemap(dir *image.Dir, name string) (uint32, []*pagemap.PagemapEntry, error) {
+	r, err := dir.Open(name, "PAGEMAP")
+	if err != nil {
+		return 0, nil, err
+	}
+	defer r.Close()
+	head := &pagemap.PagemapHead{}
+	if err := r.Next(head); err != nil {
+		if errors.Is(err, io.EOF) {
+			return 0, nil, &image.FormatError{File: name, Offset: r.Offset(), Err: fmt.Errorf("no pagemap head: %w", image.ErrImageCorrupt)}
+		}
+		return 0, nil, err
+	}
+	var out []*pagemap.PagemapEntry
+	for {
+		e := &pagemap.PagemapEntry{}
+		off := r.Offset()
+		if err := r.Next(e); err != nil {
+			if errors.Is(err, io.EOF) {
+				return head.GetPagesId(), out, nil
+			}
+			return 0, nil, err
+		}
+		if e.GetInParent() {
+			return 0, nil, &image.FormatError{File: name, Offset: off, Err: fmt.Errorf("pages in a parent image (incremental dumps): %w", ErrNotSupported)}
+		}
+		out = append(out, e)
+	}
+}
+
+func (l *loaded) loadPipeData() error {
+	r, err := l.dir.Open("pipes-data.img", "PIPES_DATA")
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	for {
+		e := &pipedata.PipeDataEntry{}
+		if err := r.Next(e); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		n := int64(e.GetBytes())
+		if n > r.Remaining() || n > 1<<30 {
+			return &image.FormatError{File: "pipes-data.img", Offset: r.Offset(), Err: fmt.Errorf("pipe data of %d bytes exceeds the file: %w", n, image.ErrImageCorrupt)}
+		}
+		sr, err := r.Raw(n)
+		if err != nil {
+			return err
+		}
+		b := make([]byte, n)
+		if _, err := io.ReadFull(sr, b); err != nil {
+			return &image.FormatError{File: "pipes-data.img", Offset: r.Offset(), Err: err}
+		}
+		l.pipeData[e.GetPipeId()] = pipeData{data: b, capacity: e.GetSize()}
+	}
 }
 
 // checkPids fails with the holder's name if a pid or tid the image needs is

@@ -10,7 +10,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 
 	"github.com/cryo-project/cryo/internal/image"
@@ -38,6 +37,36 @@ func (c *child) clearAddressSpace() error {
 type mapping struct {
 	e     *vma.VmaEntry
 	shmem bool // contents written through the shmem object, not the process
+	// accounted VMAs are mapped writable and lose the write permission
+	// only after their pages are in (see protectAccounted).
+	accounted bool
+}
+
+// protectAccounted takes the write permission away from the VMAs that were
+// writable once (meta.AccountedReadOnly). The kernel keeps VM_ACCOUNT on
+// such a VMA only if it already has an anon_vma, that is if a page of it
+// was ever faulted (mm/mprotect.c, mprotect_fixup): an anonymous one whose
+// pages were all zero gets one page touched and dropped again first.
+func (r *restorer) protectAccounted(maps []mapping, filled map[uint64]bool) error {
+	c := r.c
+	for _, m := range maps {
+		if !m.accounted {
+			continue
+		}
+		start, length := m.e.GetStart(), m.e.GetEnd()-m.e.GetStart()
+		if !filled[start] {
+			if err := ptrace.WriteMem(c.pid, start, []byte{0}); err != nil {
+				return err
+			}
+			if _, err := c.call(c.leader, "madvise(MADV_DONTNEED)", unix.SYS_MADVISE, start, pageSize, unix.MADV_DONTNEED); err != nil {
+				return err
+			}
+		}
+		if _, err := c.call(c.leader, "mprotect", unix.SYS_MPROTECT, start, length, uint64(m.e.GetProt())); err != nil {
+			return fmt.Errorf("vma %#x-%#x: %w", start, start+length, err)
+		}
+	}
+	return nil
 }
 
 func has(e *vma.VmaEntry, bit uint32) bool { return e.GetStatus()&bit != 0 }
@@ -48,6 +77,10 @@ func (r *restorer) mapAll() ([]mapping, error) {
 	c := r.c
 	vmas := r.l.mm.GetVmas()
 	out := make([]mapping, 0, len(vmas))
+	acc := map[uint64]bool{}
+	for _, a := range r.l.meta.AccountedReadOnly[c.pid] {
+		acc[a] = true
+	}
 	fileFds := map[uint64]uint64{} // file id → fd in the child
 	shmFds := map[uint64]uint64{}  // shmid → fd of the shmem object
 	defer func() {
@@ -98,21 +131,12 @@ func (r *restorer) mapAll() ([]mapping, error) {
 			flags &^= unix.MAP_ANONYMOUS
 			m.shmem = true
 		case has(e, kabi.VMA_AREA_MEMFD):
-			id := e.GetShmid()
-			mfd, ok := fileFds[id]
-			if !ok {
-				f := r.l.files[uint32(id)]
-				if f == nil || f.GetReg() == nil {
-					return nil, &image.FormatError{File: r.mmName(), Offset: -1, Err: fmt.Errorf("vma %#x-%#x names memfd %d, not in files.img: %w", start, end, id, image.ErrImageCorrupt)}
-				}
-				var err error
-				if mfd, err = r.newMemfd(f); err != nil {
-					return nil, err
-				}
-				fileFds[id] = mfd
+			f := r.l.files[uint32(e.GetShmid())]
+			mfd, ok := r.memfdFds[f.GetMemfd().GetInodeId()]
+			if f == nil || f.GetMemfd() == nil || !ok {
+				return nil, &image.FormatError{File: r.mmName(), Offset: -1, Err: fmt.Errorf("vma %#x-%#x names memfd file %d, not in the image: %w", start, end, e.GetShmid(), image.ErrImageCorrupt)}
 			}
 			fd = mfd
-			m.shmem = e.GetFlags()&unix.MAP_SHARED != 0
 		case has(e, kabi.VMA_FILE_PRIVATE) || has(e, kabi.VMA_FILE_SHARED):
 			id := e.GetShmid()
 			ffd, ok := fileFds[id]
@@ -133,13 +157,19 @@ func (r *restorer) mapAll() ([]mapping, error) {
 		default:
 			return nil, fmt.Errorf("vma %#x-%#x with status %#x: %w", start, end, e.GetStatus(), ErrNotSupported)
 		}
-		ret, err := c.call(c.leader, "mmap", unix.SYS_MMAP, start, length, prot, flags, fd, pgoff)
+		accounted := prot&unix.PROT_WRITE == 0 && acc[start]
+		mprot := prot
+		if accounted {
+			mprot |= unix.PROT_WRITE
+		}
+		ret, err := c.call(c.leader, "mmap", unix.SYS_MMAP, start, length, mprot, flags, fd, pgoff)
 		if err != nil {
 			return nil, fmt.Errorf("map %#x-%#x: %w", start, end, err)
 		}
 		if ret != start {
 			return nil, fmt.Errorf("map %#x-%#x: kernel placed it at %#x", start, end, ret)
 		}
+		m.accounted = accounted
 		out = append(out, m)
 	}
 	return out, nil
@@ -176,28 +206,10 @@ func (r *restorer) newShmem(size uint64) (uint64, error) {
 
 const unixAtFdcwd = uint64(0xffffffffffffff9c) // AT_FDCWD (-100)
 
-// newMemfd re-creates a memfd of the image (name and size) and returns its fd.
-func (r *restorer) newMemfd(f *fdinfo.FileEntry) (uint64, error) {
-	c := r.c
-	name := strings.TrimPrefix(f.GetReg().GetName(), "/memfd:")
-	p, err := c.str(name)
-	if err != nil {
-		return 0, err
-	}
-	fd, err := c.call(c.leader, "memfd_create", unix.SYS_MEMFD_CREATE, p, unix.MFD_CLOEXEC)
-	if err != nil {
-		return 0, err
-	}
-	if _, err := c.call(c.leader, "ftruncate memfd", unix.SYS_FTRUNCATE, fd, f.GetReg().GetSize()); err != nil {
-		return 0, err
-	}
-	return fd, nil
-}
-
 // fillPages writes the image's pages into the child: private memory with
 // process_vm_writev (or /proc/PID/mem where the mapping is not writable),
 // shared memory through its object, so other mappers see it too.
-func (r *restorer) fillPages(maps []mapping, progress func(done, total uint64)) (uint64, error) {
+func (r *restorer) fillPages(maps []mapping, filled map[uint64]bool, progress func(done, total uint64)) (uint64, error) {
 	pr, err := r.l.dir.OpenPages(r.l.pagesID)
 	if err != nil {
 		return 0, err
@@ -236,6 +248,7 @@ func (r *restorer) fillPages(maps []mapping, progress func(done, total uint64)) 
 		if m == nil || addr+n*pageSize > m.e.GetEnd() || n > 1<<36 {
 			return done, &image.FormatError{File: pmName, Offset: -1, Err: fmt.Errorf("pages %#x+%d outside any single mapping: %w", addr, n, image.ErrImageCorrupt)}
 		}
+		filled[m.e.GetStart()] = true
 		for n > 0 {
 			k := min(n, uint64(len(buf))/pageSize)
 			if w.room() < k*pageSize {
@@ -244,7 +257,7 @@ func (r *restorer) fillPages(maps []mapping, progress func(done, total uint64)) 
 				}
 			}
 			var dst []byte
-			writable := m.e.GetProt()&unix.PROT_WRITE != 0 && !m.shmem
+			writable := (m.e.GetProt()&unix.PROT_WRITE != 0 || m.accounted) && !m.shmem
 			if writable {
 				dst = w.take(k * pageSize)
 			} else {

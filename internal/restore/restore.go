@@ -50,6 +50,12 @@ type restorer struct {
 	c      *child
 	vdso   uint64
 	ghosts *ghosts
+	// memfdFds holds the child's fd on each re-created memfd inode.
+	memfdFds map[uint32]uint64
+	// pipes holds the ends of each pipe made so far, by pipe_id.
+	pipes map[uint32]*pipeEnds
+	// tempFdBase is above every fd number of the image (see park).
+	tempFdBase uint64
 }
 
 // Run restores the image in opts.Dir. On failure, whatever was built is
@@ -64,6 +70,9 @@ func Run(opts Options) (*Result, error) {
 		return nil, err
 	}
 	r := &restorer{opts: opts, log: opts.Log, l: l}
+	for _, fd := range l.fds {
+		r.tempFdBase = max(r.tempFdBase, uint64(fd.GetFd())+1)
+	}
 	if err := r.preflight(); err != nil {
 		return nil, err
 	}
@@ -171,16 +180,27 @@ func (r *restorer) build(res *Result) error {
 	if err := r.session(); err != nil {
 		return err
 	}
+	// The stub's stdio is not the process's: start from an empty fd table.
+	if _, err := c.call(c.leader, "close_range", unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>32, 0); err != nil {
+		return err
+	}
 	if err := c.clearAddressSpace(); err != nil {
 		return err
 	}
-	step("session+clear")
+	if err := r.prepareMemfds(); err != nil {
+		return err
+	}
+	step("session+clear+memfd")
 	maps, err := r.mapAll()
 	if err != nil {
 		return err
 	}
 	step("map")
-	if res.Pages, err = r.fillPages(maps, r.opts.Progress); err != nil {
+	filled := map[uint64]bool{}
+	if res.Pages, err = r.fillPages(maps, filled, r.opts.Progress); err != nil {
+		return err
+	}
+	if err := r.protectAccounted(maps, filled); err != nil {
 		return err
 	}
 	step("pages")

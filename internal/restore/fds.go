@@ -1,0 +1,303 @@
+package restore
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+
+	"github.com/cryo-project/cryo/internal/image"
+)
+
+// fdOpener opens one file of files.img in the child and returns the fd it
+// got; restoreFiles then moves it to its number. One function per fd type,
+// matching the dump's modules.
+type fdOpener func(r *restorer, f *fdinfo.FileEntry) (uint64, error)
+
+var fdOpeners = map[fdinfo.FdTypes]fdOpener{
+	fdinfo.FdTypes_REG:       func(r *restorer, f *fdinfo.FileEntry) (uint64, error) { return r.openFile(f, f.GetReg().GetFlags()) },
+	fdinfo.FdTypes_TTY:       openTTY,
+	fdinfo.FdTypes_MEMFD:     openMemfd,
+	fdinfo.FdTypes_PIPE:      openPipe,
+	fdinfo.FdTypes_EVENTFD:   openEventfd,
+	fdinfo.FdTypes_EVENTPOLL: openEpoll,
+}
+
+// park moves an fd that restore keeps for a while above every fd number of
+// the image, so that putting an image fd at its number never closes it.
+func (r *restorer) park(fd uint64) (uint64, error) {
+	nfd, err := r.c.call(r.c.leader, "fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, fd, unix.F_DUPFD_CLOEXEC, r.tempFdBase)
+	if err != nil {
+		return 0, err
+	}
+	r.c.call(r.c.leader, "close", unix.SYS_CLOSE, fd)
+	return nfd, nil
+}
+
+// efdSemaphore mirrors the dump's marker for EFD_SEMAPHORE in the flags.
+const efdSemaphore = 1
+
+func openTTY(r *restorer, f *fdinfo.FileEntry) (uint64, error) {
+	if !r.opts.ShellJob {
+		return 0, fmt.Errorf("a terminal (%s): restore with --shell-job to attach it to this terminal: %w", f.GetReg().GetName(), ErrNotSupported)
+	}
+	tty, err := ttyPath()
+	if err != nil {
+		return 0, err
+	}
+	p, err := r.c.str(tty)
+	if err != nil {
+		return 0, err
+	}
+	return r.c.call(r.c.leader, "open "+tty, unix.SYS_OPENAT, unixAtFdcwd, p, uint64(f.GetReg().GetFlags()|unix.O_CLOEXEC|unix.O_NOCTTY), 0)
+}
+
+// prepareMemfds re-creates every memfd inode of the image with its name,
+// size and contents, and keeps an fd on each in the child until the end:
+// mappings map it and fds reopen it. Seals come last (sealMemfds), as they
+// may forbid the writes that put the contents back.
+func (r *restorer) prepareMemfds() error {
+	c := r.c
+	r.memfdFds = map[uint32]uint64{}
+	for _, ino := range r.l.memfds {
+		p, err := c.str(ino.GetName())
+		if err != nil {
+			return err
+		}
+		fd, err := c.call(c.leader, "memfd_create "+ino.GetName(), unix.SYS_MEMFD_CREATE, p, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+		if err != nil {
+			return err
+		}
+		if fd, err = r.park(fd); err != nil {
+			return err
+		}
+		r.memfdFds[uint32(ino.GetInodeId())] = fd
+		if _, err := c.call(c.leader, "ftruncate memfd", unix.SYS_FTRUNCATE, fd, ino.GetSize()); err != nil {
+			return err
+		}
+		if err := r.fillShmem(fd, ino.GetShmid()); err != nil {
+			return fmt.Errorf("memfd %s: %w", ino.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// fillShmem writes the contents of a shared object (pagemap-shmem-ID.img)
+// through the child's fd on it, reopened by cryo via /proc.
+func (r *restorer) fillShmem(fd uint64, shmid uint32) error {
+	name := fmt.Sprintf("pagemap-shmem-%d.img", shmid)
+	pagesID, entries, err := readPagemap(r.l.dir, name)
+	if err != nil {
+		return err
+	}
+	pr, err := r.l.dir.OpenPages(pagesID)
+	if err != nil {
+		return err
+	}
+	defer pr.Close()
+	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/%d", r.c.pid, fd), os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for _, e := range entries {
+		off, n := int64(e.GetVaddr()), int64(e.GetNrPages())*pageSize
+		if off < 0 || n < 0 || off+n < off {
+			return &image.FormatError{File: name, Offset: -1, Err: fmt.Errorf("range %#x+%d: %w", off, n, image.ErrImageCorrupt)}
+		}
+		for n > 0 {
+			k := min(n, int64(len(buf)))
+			if _, err := io.ReadFull(pr, buf[:k]); err != nil {
+				return err
+			}
+			if _, err := f.WriteAt(buf[:k], off); err != nil {
+				return err
+			}
+			off += k
+			n -= k
+		}
+	}
+	return nil
+}
+
+// sealMemfds applies the memfds' seals once nothing more is written.
+func (r *restorer) sealMemfds() error {
+	for _, ino := range r.l.memfds {
+		if s := ino.GetSeals(); s != 0 {
+			fd := r.memfdFds[uint32(ino.GetInodeId())]
+			if _, err := r.c.call(r.c.leader, "fcntl(F_ADD_SEALS)", unix.SYS_FCNTL, fd, unix.F_ADD_SEALS, uint64(s)); err != nil {
+				return fmt.Errorf("memfd %s: seals %#x: %w", ino.GetName(), s, err)
+			}
+		}
+	}
+	for _, fd := range r.memfdFds {
+		r.c.call(r.c.leader, "close", unix.SYS_CLOSE, fd)
+	}
+	return nil
+}
+
+// openMemfd opens a new description of a re-created memfd: reopening it
+// through /proc/self/fd gives its own flags and offset, as the original had.
+func openMemfd(r *restorer, f *fdinfo.FileEntry) (uint64, error) {
+	m := f.GetMemfd()
+	ifd, ok := r.memfdFds[m.GetInodeId()]
+	if !ok {
+		return 0, &image.FormatError{File: "files.img", Offset: -1, Err: fmt.Errorf("memfd file %d names inode %d, not in memfd-inode.img: %w", f.GetId(), m.GetInodeId(), image.ErrImageCorrupt)}
+	}
+	p, err := r.c.str(fmt.Sprintf("/proc/self/fd/%d", ifd))
+	if err != nil {
+		return 0, err
+	}
+	fd, err := r.c.call(r.c.leader, "reopen memfd", unix.SYS_OPENAT, unixAtFdcwd, p, uint64(m.GetFlags()&^unix.O_CREAT|unix.O_CLOEXEC), 0)
+	if err != nil {
+		return 0, err
+	}
+	if pos := m.GetPos(); pos != 0 {
+		if _, err := r.c.call(r.c.leader, "lseek", unix.SYS_LSEEK, fd, pos, unix.SEEK_SET); err != nil {
+			return 0, err
+		}
+	}
+	return fd, nil
+}
+
+// openPipe creates each pipe once, with its capacity and unread data, and
+// hands out its ends; ends no fd of the image holds are closed at the end.
+func openPipe(r *restorer, f *fdinfo.FileEntry) (uint64, error) {
+	c := r.c
+	pe := f.GetPipe()
+	ends, ok := r.pipes[pe.GetPipeId()]
+	if !ok {
+		arr, err := c.arg(make([]byte, 8))
+		if err != nil {
+			return 0, err
+		}
+		if _, err := c.leader.Call("pipe2", unix.SYS_PIPE2, arr, unix.O_CLOEXEC); err != nil {
+			c.cursor = 0
+			return 0, err
+		}
+		b, err := c.out(arr, 8)
+		c.cursor = 0
+		if err != nil {
+			return 0, err
+		}
+		ends = &pipeEnds{}
+		for i := range ends.fds {
+			if ends.fds[i], err = r.park(uint64(binary.LittleEndian.Uint32(b[i*4:]))); err != nil {
+				return 0, err
+			}
+		}
+		r.pipes[pe.GetPipeId()] = ends
+		d := r.l.pipeData[pe.GetPipeId()]
+		if d.capacity != 0 {
+			if _, err := c.call(c.leader, "fcntl(F_SETPIPE_SZ)", unix.SYS_FCNTL, ends.fds[1], unix.F_SETPIPE_SZ, uint64(d.capacity)); err != nil {
+				return 0, err
+			}
+		}
+		if len(d.data) > 0 {
+			w, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/%d", c.pid, ends.fds[1]), os.O_WRONLY, 0)
+			if err != nil {
+				return 0, err
+			}
+			_, err = w.Write(d.data)
+			w.Close()
+			if err != nil {
+				return 0, fmt.Errorf("refill pipe:[%d]: %w", pe.GetPipeId(), err)
+			}
+		}
+	}
+	end := 0
+	if pe.GetFlags()&unix.O_ACCMODE == unix.O_WRONLY {
+		end = 1
+	}
+	fd := ends.fds[end]
+	if ends.used[end] {
+		// A second open file description of the same end.
+		p, err := c.str(fmt.Sprintf("/proc/self/fd/%d", fd))
+		if err != nil {
+			return 0, err
+		}
+		return c.call(c.leader, "reopen pipe", unix.SYS_OPENAT, unixAtFdcwd, p, uint64(pe.GetFlags()|unix.O_CLOEXEC), 0)
+	}
+	ends.used[end] = true
+	if fl := pe.GetFlags() & (unix.O_NONBLOCK | unix.O_DIRECT); fl != 0 {
+		if _, err := c.call(c.leader, "fcntl(F_SETFL)", unix.SYS_FCNTL, fd, unix.F_SETFL, uint64(fl)); err != nil {
+			return 0, err
+		}
+	}
+	return fd, nil
+}
+
+type pipeEnds struct {
+	fds  [2]uint64
+	used [2]bool
+}
+
+func openEventfd(r *restorer, f *fdinfo.FileEntry) (uint64, error) {
+	c := r.c
+	e := f.GetEfd()
+	flags := uint64(unix.EFD_CLOEXEC)
+	if e.GetFlags()&unix.O_NONBLOCK != 0 {
+		flags |= unix.EFD_NONBLOCK
+	}
+	if e.GetFlags()&efdSemaphore != 0 {
+		flags |= unix.EFD_SEMAPHORE
+	}
+	fd, err := c.call(c.leader, "eventfd2", unix.SYS_EVENTFD2, 0, flags)
+	if err != nil {
+		return 0, err
+	}
+	if n := e.GetCounter(); n != 0 {
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], n)
+		p, err := c.arg(b[:])
+		if err != nil {
+			return 0, err
+		}
+		if _, err := c.call(c.leader, "write eventfd", unix.SYS_WRITE, fd, p, 8); err != nil {
+			return 0, err
+		}
+	}
+	return fd, nil
+}
+
+// openEpoll creates the set; its watches are added by fillEpolls once every
+// fd they name exists.
+func openEpoll(r *restorer, f *fdinfo.FileEntry) (uint64, error) {
+	return r.c.call(r.c.leader, "epoll_create1", unix.SYS_EPOLL_CREATE1, unix.EPOLL_CLOEXEC)
+}
+
+// fillEpolls adds each epoll set's watches, in the order fdinfo listed them.
+func (r *restorer) fillEpolls(epolls map[uint64]*fdinfo.FileEntry) error {
+	c := r.c
+	for epfd, f := range epolls {
+		for _, t := range f.GetEpfd().GetTfd() {
+			ev := make([]byte, 12) // struct epoll_event is packed on x86_64
+			binary.LittleEndian.PutUint32(ev, t.GetEvents())
+			binary.LittleEndian.PutUint64(ev[4:], t.GetData())
+			p, err := c.arg(ev)
+			if err != nil {
+				return err
+			}
+			if _, err := c.call(c.leader, "epoll_ctl", unix.SYS_EPOLL_CTL, epfd, unix.EPOLL_CTL_ADD, uint64(t.GetTfd()), p); err != nil {
+				return fmt.Errorf("epoll fd %d: watch fd %d: %w", epfd, t.GetTfd(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// closeUnusedPipeEnds closes pipe ends that only restore held.
+func (r *restorer) closeUnusedPipeEnds() {
+	for _, e := range r.pipes {
+		for i := range e.fds {
+			if !e.used[i] {
+				r.c.call(r.c.leader, "close", unix.SYS_CLOSE, e.fds[i])
+			}
+		}
+	}
+}

@@ -1,0 +1,328 @@
+package e2e
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestDumpUnwritableImageDir: a dump that cannot write its images must fail
+// with a clear message and leave the target running and intact.
+func TestDumpUnwritableImageDir(t *testing.T) {
+	cases := []struct {
+		name  string
+		setup func(t *testing.T, base string) string // returns the -D dir
+	}{
+		{"file-as-dir", func(t *testing.T, base string) string {
+			p := filepath.Join(base, "not-a-dir")
+			if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}},
+		{"read-only-fs", func(t *testing.T, base string) string {
+			// Root ignores directory permissions: only a read-only mount
+			// really refuses writes.
+			return mountTmpfs(t, filepath.Join(base, "ro"), "ro,size=16m")
+		}},
+		{"no-space", func(t *testing.T, base string) string {
+			// Far smaller than the memory target's pages: the dump runs
+			// out of space half-way through writing them.
+			return mountTmpfs(t, filepath.Join(base, "full"), "size=2m")
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			requireCryo(t)
+			tg := startTarget(t, "memory")
+			img := c.setup(t, tg.dir)
+			r := dump(t, tg.pid, img)
+			if r.timedOut {
+				t.Fatalf("dump hung: %v", r)
+			}
+			if r.code == 0 {
+				t.Fatalf("dump into an unwritable %s succeeded: %v", img, r)
+			}
+			if !strings.Contains(r.output, img) {
+				t.Errorf("the error must name the image directory %s:\n%s", img, lastLines(r.output, 20))
+			}
+			select {
+			case <-tg.done:
+				t.Fatalf("target died in the failed dump: %v", tg.state)
+			default:
+			}
+			expectAliveUnstopped(t, tg.pid, "after the failed dump")
+			tg.fire()
+			st, ok := tg.waitExit(30 * time.Second)
+			if !ok {
+				t.Fatal("target did not finish its checks within 30 s")
+			}
+			tg.expectPassed(st.ExitCode(), "after the failed dump")
+		})
+	}
+}
+
+func mountTmpfs(t *testing.T, dir, opts string) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	flags := uintptr(0)
+	if strings.HasPrefix(opts, "ro,") {
+		flags, opts = syscall.MS_RDONLY, strings.TrimPrefix(opts, "ro,")
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", flags, opts); err != nil {
+		t.Skipf("cannot mount tmpfs on %s: %v", dir, err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// TestDumpTargetExitsMidDump: the target exits by itself a few ms after READY
+// (its threads one by one before that). cryo may succeed or fail, but must
+// never hang and never leave a stopped process behind.
+func TestDumpTargetExitsMidDump(t *testing.T) {
+	requireCryo(t)
+	outcomes := map[string]int{}
+	for i := range 20 {
+		ms := rand.IntN(30)
+		tg := startTarget(t, "shortlived", strconv.Itoa(ms))
+		img := filepath.Join(tg.dir, "img")
+		_ = os.MkdirAll(img, 0o700)
+		r := dump(t, tg.pid, img)
+		if r.timedOut {
+			t.Fatalf("iteration %d (exit after %d ms): cryo hung: %v", i, ms, r)
+		}
+		if r.code == 0 {
+			outcomes["dumped"]++
+		} else {
+			outcomes["failed"]++
+		}
+		// Whatever happened, the target must end: by itself or killed by
+		// a successful dump. A stopped target would never end.
+		if _, ok := tg.waitExit(5 * time.Second); !ok {
+			t.Fatalf("iteration %d: target pid %d still there 5 s after cryo (%v); threads: %s", i, tg.pid, r, stoppedThreads(tg.pid))
+		}
+		_ = os.RemoveAll(img)
+	}
+	t.Logf("outcomes of 20 dumps racing with exit: %v", outcomes)
+}
+
+// TestKillCryoMidDump: cryo dump --leave-running is SIGKILLed after a random
+// delay; the target must be left running, not stopped, and uncorrupted (no
+// injected code or registers left behind).
+func TestKillCryoMidDump(t *testing.T) {
+	requireCryo(t)
+	loops := 200
+	if s := os.Getenv("CRYO_KILL_LOOPS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("CRYO_KILL_LOOPS=%q: want a positive number", s)
+		}
+		loops = n
+	}
+	intact, reported := 0, 0
+	fail := func(format string, args ...any) {
+		if reported < 5 {
+			t.Errorf(format, args...)
+		} else if reported == 5 {
+			t.Errorf("(more failures not shown)")
+		}
+		reported++
+	}
+	for i := range loops {
+		if ok := killOnce(t, i, fail); ok {
+			intact++
+		}
+	}
+	t.Logf("%d/%d targets intact after SIGKILL of cryo mid-dump", intact, loops)
+	if intact != loops {
+		t.Errorf("%d/%d targets corrupted or stopped", loops-intact, loops)
+	}
+}
+
+func killOnce(t *testing.T, i int, fail func(string, ...any)) bool {
+	tg := startTarget(t, "memory", "lite")
+	img := filepath.Join(tg.dir, "img")
+	_ = os.MkdirAll(img, 0o700)
+	defer os.RemoveAll(img)
+	delay := time.Duration(rand.IntN(51)) * time.Millisecond
+	cp := startCryo(t, "dump", "-t", strconv.Itoa(tg.pid), "-D", img, "--leave-running")
+	time.Sleep(delay)
+	_ = cp.cmd.Process.Signal(syscall.SIGKILL)
+	if r := cp.wait(5 * time.Second); r.timedOut {
+		fail("iteration %d: cryo did not die of SIGKILL", i)
+	}
+	select {
+	case <-tg.done:
+		fail("iteration %d (kill after %v): target died: %v\n%s", i, delay, tg.state, lastLines(tg.log(), 10))
+		return false
+	default:
+	}
+	var bad string
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if bad = stoppedThreads(tg.pid); bad == "" || time.Now().After(deadline) {
+			break
+		}
+	}
+	if bad != "" {
+		fail("iteration %d (kill after %v): target left %s", i, delay, bad)
+		return false
+	}
+	tg.fire()
+	st, ok := tg.waitExit(20 * time.Second)
+	if !ok {
+		fail("iteration %d (kill after %v): target did not finish its checks within 20 s (state %s)", i, delay, procState(tg.pid))
+		return false
+	}
+	if st.ExitCode() != 0 || strings.Contains(tg.log(), "\nFAIL ") {
+		fail("iteration %d (kill after %v): target corrupted (%v):\n%s", i, delay, st, grepFails(tg.log()))
+		return false
+	}
+	return true
+}
+
+func grepFails(log string) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.HasPrefix(l, "FAIL ") || strings.HasPrefix(l, "SETUP-ERROR") || strings.HasPrefix(l, "RESULT") {
+			out = append(out, l)
+		}
+	}
+	if len(out) == 0 {
+		return lastLines(log, 10)
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestRestoreCorruptImage: a restore from a damaged image must fail, name the
+// damaged file, and leave no process with the dumped pid.
+func TestRestoreCorruptImage(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "counter")
+	base := filepath.Join(tg.dir, "img")
+	mustDump(t, tg.pid, base)
+	tg.expectKilled()
+	// Should a restore wrongly succeed, the restored counter verifies and
+	// exits at once instead of running until the timeout.
+	tg.fire()
+
+	cases := []struct {
+		name    string
+		glob    string
+		corrupt func(data []byte) []byte
+		words   []string // besides the file name
+	}{
+		// Raw page data has no framing: only a checksum kept by cryo can
+		// catch this one.
+		{"pages-flip", "pages-*.img", func(b []byte) []byte { b[len(b)/2] ^= 0xff; return b }, []string{"offset"}},
+		{"pages-truncate", "pages-*.img", func(b []byte) []byte { return b[:len(b)/2] }, nil},
+		{"core-magic", "core-*.img", func(b []byte) []byte { b[0] ^= 0xff; return b }, nil},
+		// Bytes 8..11 are the first entry's length: make it huge.
+		{"core-entry-size", "core-*.img", func(b []byte) []byte { b[11] ^= 0x80; return b }, nil},
+		{"core-truncate", "core-*.img", func(b []byte) []byte { return b[:len(b)/2] }, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			img := filepath.Join(tg.dir, "img-"+c.name)
+			if err := copyDir(base, img); err != nil {
+				t.Fatal(err)
+			}
+			files, _ := filepath.Glob(filepath.Join(img, c.glob))
+			if len(files) == 0 {
+				t.Fatalf("the dump wrote no %s", c.glob)
+			}
+			victim := files[0]
+			data, err := os.ReadFile(victim)
+			if err != nil || len(data) < 16 {
+				t.Fatalf("%s: %v (%d bytes)", victim, err, len(data))
+			}
+			if err := os.WriteFile(victim, c.corrupt(data), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			r := runCryo(t, restoreTimeout, restoreArgs(img)...)
+			defer killRestored(t, tg.pid, tg.name)
+			if r.timedOut {
+				t.Fatalf("restore hung on a corrupt image: %v", r)
+			}
+			if r.code == 0 {
+				t.Fatalf("restore from an image with %s damaged exited 0: %v", filepath.Base(victim), r)
+			}
+			if !strings.Contains(r.output, filepath.Base(victim)) {
+				t.Errorf("the error must name %s:\n%s", filepath.Base(victim), lastLines(r.output, 20))
+			}
+			for _, w := range c.words {
+				if !strings.Contains(strings.ToLower(r.output), w) {
+					t.Errorf("the error must say %q:\n%s", w, lastLines(r.output, 20))
+				}
+			}
+			for deadline := time.Now().Add(2 * time.Second); runsTarget(tg.pid, tg.name); time.Sleep(10 * time.Millisecond) {
+				reapIfChild(tg.pid)
+				if time.Now().After(deadline) {
+					t.Fatalf("a failed restore left pid %d running %s (state %s)", tg.pid, tg.name, procState(tg.pid))
+				}
+			}
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", tg.pid)); err == nil {
+				reapIfChild(tg.pid)
+			}
+		})
+	}
+}
+
+func copyDir(src, dst string) error {
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestRestorePidTaken: restoring while the original still runs must fail
+// and name the pid and the process that holds it; the original is unharmed.
+func TestRestorePidTaken(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "counter")
+	img := filepath.Join(tg.dir, "img")
+	mustDump(t, tg.pid, img, "--leave-running")
+	r := runCryo(t, restoreTimeout, restoreArgs(img)...)
+	if r.timedOut {
+		t.Fatalf("restore hung: %v", r)
+	}
+	if r.code == 0 {
+		t.Fatalf("restore succeeded although pid %d is taken: %v", tg.pid, r)
+	}
+	pid := strconv.Itoa(tg.pid)
+	if !strings.Contains(r.output, pid) || !strings.Contains(r.output, "counter") {
+		t.Errorf("the error must name pid %s and its holder's comm (counter):\n%s", pid, lastLines(r.output, 20))
+	}
+	expectAliveUnstopped(t, tg.pid, "original after the refused restore")
+	tg.fire()
+	st, ok := tg.waitExit(10 * time.Second)
+	if !ok {
+		t.Fatal("original did not finish its checks within 10 s")
+	}
+	tg.expectPassed(st.ExitCode(), "original after the refused restore")
+	checkCountSequence(t, tg.log())
+}

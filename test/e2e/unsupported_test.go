@@ -1,0 +1,52 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDumpUnsupportedFd: a dump of a process holding an fd cryo cannot dump
+// must fail, name the fd and its link, write no inventory.img, and leave the
+// process running and intact.
+func TestDumpUnsupportedFd(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "unsupported")
+	m := regexp.MustCompile(`UNSUPPORTED fd=(\d+) link=(\S+)`).FindStringSubmatch(tg.log())
+	if m == nil {
+		t.Fatalf("target did not report its fd:\n%s", tg.log())
+	}
+	fd, link := m[1], m[2]
+	img := filepath.Join(tg.dir, "img")
+	if err := os.MkdirAll(img, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	r := dump(t, tg.pid, img)
+	if r.timedOut {
+		t.Fatalf("dump hung: %v", r)
+	}
+	if r.code == 0 {
+		t.Fatalf("dump of a process with %s at fd %s succeeded; it must refuse: %v", link, fd, r)
+	}
+	if !strings.Contains(r.output, link) || !regexp.MustCompile(`\bfd\s*`+fd+`\b`).MatchString(r.output) {
+		t.Errorf("error must name fd %s and its link %s:\n%v", fd, link, r)
+	}
+	if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
+		t.Errorf("a failed dump left %s/inventory.img: the image looks complete", img)
+	}
+	select {
+	case <-tg.done:
+		t.Fatalf("target died during the failed dump: %v", tg.state)
+	default:
+	}
+	expectAliveUnstopped(t, tg.pid, "after the failed dump")
+	tg.fire()
+	st, ok := tg.waitExit(10 * time.Second)
+	if !ok {
+		t.Fatal("target did not finish its checks within 10 s")
+	}
+	tg.expectPassed(st.ExitCode(), "after the refused dump")
+}
