@@ -24,6 +24,11 @@ running exactly as it was.`,
 			if opts.Pid == 0 || opts.Dir == "" {
 				return fmt.Errorf("dump needs -t PID and -D DIR")
 			}
+			ctx, worker := workerContext()
+			if !worker {
+				return supervise()
+			}
+			opts.Context = ctx
 			l, closeLog, err := log.open(opts.Dir)
 			if err != nil {
 				return err

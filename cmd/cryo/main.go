@@ -6,6 +6,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -54,7 +55,9 @@ func onlyV(s string) bool {
 func main() {
 	root.SetArgs(normalizeArgs(os.Args[1:]))
 	if err := root.Execute(); err != nil {
-		fmt.Fprintf(os.Stderr, "cryo: %v\n", err)
+		if !errors.Is(err, errSilent) {
+			fmt.Fprintf(os.Stderr, "cryo: %v\n", err)
+		}
 		os.Exit(exitCode(err))
 	}
 }

@@ -1,6 +1,7 @@
 package dump
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -39,6 +40,23 @@ type Options struct {
 	Log *slog.Logger
 	// Progress, if set, is called as pages are written (done, total).
 	Progress func(done, total uint64)
+	// Context, if set, aborts the dump when done: the process is released
+	// as it was and no image is left. Checked between steps and between
+	// batches of pages, never in the middle of an injected syscall.
+	Context context.Context
+}
+
+// ErrAborted reports a dump stopped through Options.Context.
+var ErrAborted = errors.New("dump aborted")
+
+func (p *process) aborted() error {
+	if p.opts.Context == nil {
+		return nil
+	}
+	if err := p.opts.Context.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrAborted, context.Cause(p.opts.Context))
+	}
+	return nil
 }
 
 // Stats are the figures of a dump, also written to stats-dump.img.
@@ -108,8 +126,14 @@ func Run(opts Options) (st *Stats, err error) {
 	}()
 	p.log.Info("frozen", "pid", p.pid, "threads", len(p.threads), "took", st.Freezing)
 
+	if err := p.aborted(); err != nil {
+		return nil, err
+	}
 	img, err := p.collect()
 	if err != nil {
+		return nil, err
+	}
+	if err := p.aborted(); err != nil {
 		return nil, err
 	}
 	st.Threads = len(p.threads)
@@ -122,6 +146,9 @@ func Run(opts Options) (st *Stats, err error) {
 	st.MemDump = time.Since(tm)
 	st.Frozen = time.Since(t0)
 	if err := writeStats(dir, st); err != nil {
+		return nil, err
+	}
+	if err := p.aborted(); err != nil {
 		return nil, err
 	}
 	if err := dir.Commit(); err != nil {

@@ -420,6 +420,9 @@ func (p *process) writePages(runs []run, w io.Writer) (uint64, error) {
 		if b.err != nil {
 			return written, b.err
 		}
+		if err := p.aborted(); err != nil {
+			return written, err
+		}
 		if _, err := w.Write(b.buf); err != nil {
 			return written, err
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"unsafe"
 
@@ -131,6 +130,9 @@ func (th *thread) requeue(pid int, si kabi.Siginfo) error {
 // collectThread reads what the kernel tells from outside about one thread,
 // and asks the thread itself (by injection) for the rest.
 func (p *process) collectThread(th *thread) error {
+	if err := p.aborted(); err != nil {
+		return err
+	}
 	tid := th.t.Tid
 	var err error
 	buf := make([]byte, kabi.XstateMaxSize)
@@ -275,9 +277,16 @@ func (p *process) collectProcess() (*procInfo, error) {
 	} else {
 		pi.thpOff = v != 0
 	}
-	timers, err := readTimers(p.pid)
+	pts, err := procfs.TimersPid(p.pid)
 	if err != nil {
 		return nil, err
+	}
+	timers := make([]posixTimer, len(pts))
+	for i := range pts {
+		timers[i] = posixTimer{
+			id: int(pts[i].ID), clock: int(pts[i].ClockID), signo: pts[i].Signal,
+			notify: pts[i].SigevNotify(), notifyTid: pts[i].Target, sival: pts[i].SigValue,
+		}
 	}
 	for i := range timers {
 		tm := &timers[i]
@@ -292,62 +301,4 @@ func (p *process) collectProcess() (*procInfo, error) {
 	}
 	pi.timers = timers
 	return pi, nil
-}
-
-// readTimers parses /proc/PID/timers: the POSIX timers and how they notify.
-func readTimers(pid int) ([]posixTimer, error) {
-	data, err := procfs.ReadFileBounded("/proc/"+strconv.Itoa(pid)+"/timers", 16<<20)
-	if err != nil {
-		return nil, err
-	}
-	var out []posixTimer
-	var cur *posixTimer
-	for _, line := range strings.Split(string(data), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		v = strings.TrimSpace(v)
-		switch k {
-		case "ID":
-			id, err := strconv.Atoi(v)
-			if err != nil {
-				return nil, fmt.Errorf("/proc/%d/timers: bad ID %q", pid, v)
-			}
-			out = append(out, posixTimer{id: id})
-			cur = &out[len(out)-1]
-		case "signal":
-			if cur == nil {
-				continue
-			}
-			sig, val, _ := strings.Cut(v, "/")
-			cur.signo, _ = strconv.Atoi(sig)
-			cur.sival, _ = strconv.ParseUint(strings.TrimPrefix(val, "0x"), 16, 64)
-		case "notify":
-			if cur == nil {
-				continue
-			}
-			// "signal/pid.123", "none/pid.123", "signal/tid.456" (SIGEV_THREAD_ID)
-			how, who, _ := strings.Cut(v, "/")
-			switch how {
-			case "signal":
-				cur.notify = kabi.SIGEV_SIGNAL
-			case "none":
-				cur.notify = kabi.SIGEV_NONE
-			case "thread":
-				cur.notify = 2 // SIGEV_THREAD
-			}
-			if t, ok := strings.CutPrefix(who, "tid."); ok {
-				cur.notify |= kabi.SIGEV_THREAD_ID
-				cur.notifyTid, _ = strconv.Atoi(t)
-			} else if t, ok := strings.CutPrefix(who, "pid."); ok {
-				cur.notifyTid, _ = strconv.Atoi(t)
-			}
-		case "ClockID":
-			if cur != nil {
-				cur.clock, _ = strconv.Atoi(v)
-			}
-		}
-	}
-	return out, nil
 }
