@@ -41,8 +41,6 @@ type thread struct {
 	comm    string
 	status  *procfs.Status
 	stat    *procfs.Stat
-	policy  int
-	rtprio  int
 	seccomp int
 }
 

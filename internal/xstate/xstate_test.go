@@ -2,7 +2,10 @@ package xstate
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/cryo-project/cryo/internal/kabi"
@@ -62,4 +65,33 @@ func startStopped(t *testing.T) (int, error) {
 		return 0, err
 	}
 	return pid, nil
+}
+
+// An image whose threads used AVX-512 must be refused by a CPU (or kernel)
+// that only saves x87/SSE/AVX, with ErrCPU, not loaded half-way.
+func TestDecodeRefusesMissingFeatures(t *testing.T) {
+	raw := make([]byte, 832)
+	binary.LittleEndian.PutUint64(raw[512:], FeatureX87|FeatureSSE|FeatureAVX|FeatureOpmask)
+	e, err := Encode(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := make([]byte, 832)
+	binary.LittleEndian.PutUint64(tmpl[xcr0Off:], FeatureX87|FeatureSSE|FeatureAVX)
+	_, err = Decode(e, tmpl)
+	if !errors.Is(err, ErrCPU) {
+		t.Fatalf("Decode = %v, want ErrCPU", err)
+	}
+	if !strings.Contains(err.Error(), "0x20") {
+		t.Errorf("error %q does not name the missing component 0x20", err)
+	}
+}
+
+// Components cryo cannot carry fail the dump instead of being dropped.
+func TestEncodeRefusesUnknownComponents(t *testing.T) {
+	raw := make([]byte, 832)
+	binary.LittleEndian.PutUint64(raw[512:], FeatureX87|1<<17) // AMX tile data
+	if _, err := Encode(raw); err == nil {
+		t.Fatal("Encode accepted an xstate with AMX in use")
+	}
 }
