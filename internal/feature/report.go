@@ -1,0 +1,96 @@
+package feature
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+// Summary is what `cryo check` concludes from its reports.
+type Summary struct {
+	CanDump    bool      `json:"can_dump"`
+	CanRestore bool      `json:"can_restore"`
+	Micros     int64     `json:"duration_us"`
+	Probes     []*Report `json:"probes"`
+	Caps       *Caps     `json:"caps,omitempty"`
+}
+
+// Summarize derives the verdicts from reports.
+func Summarize(reports []*Report) *Summary {
+	s := &Summary{CanDump: Can(reports, ForDump), CanRestore: Can(reports, ForRestore), Probes: reports}
+	for _, r := range reports {
+		s.Micros += r.Micros
+	}
+	if c, err := ownCaps(); err == nil {
+		s.Caps = &c
+	}
+	return s
+}
+
+func mark(st Status) string {
+	switch st {
+	case Supported:
+		return "✓"
+	case Unsupported, NotPermitted:
+		return "✗"
+	}
+	return "?"
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// WriteText prints the table, what cryo's capabilities allow, and the verdict.
+func WriteText(w io.Writer, s *Summary) error {
+	if err := writeTable(w, s.Probes); err != nil {
+		return err
+	}
+	if s.Caps != nil {
+		fmt.Fprintln(w, "\nCapabilities (effective):")
+		for _, l := range CapLines(*s.Caps) {
+			fmt.Fprintln(w, "  "+l)
+		}
+	}
+	_, err := fmt.Fprintf(w, "\ncryo can dump: %s; restore: %s  (%d probes in %.1f ms)\n",
+		yesNo(s.CanDump), yesNo(s.CanRestore), len(s.Probes), float64(s.Micros)/1000)
+	return err
+}
+
+// WriteReportText prints one probe's row, for `cryo check --feature`.
+func WriteReportText(w io.Writer, r *Report) error {
+	return writeTable(w, []*Report{r})
+}
+
+func writeTable(w io.Writer, reports []*Report) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FEATURE\t\tREQUIRED\tDETAIL")
+	for _, r := range reports {
+		detail := r.Detail
+		if r.Error != "" {
+			detail = r.Error
+		}
+		if detail == "" {
+			detail = r.Description
+		}
+		req := strings.Join(r.RequiredFor, ",")
+		if req == "" {
+			req = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s; needed for: %s\n", r.Name, mark(r.Status), req, detail, r.NeededFor)
+	}
+	return tw.Flush()
+}
+
+// WriteJSON prints s (a *Summary or a *Report) as indented JSON with
+// stable field names.
+func WriteJSON(w io.Writer, s any) error {
+	e := json.NewEncoder(w)
+	e.SetIndent("", "  ")
+	return e.Encode(s)
+}
