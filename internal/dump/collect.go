@@ -16,19 +16,21 @@ import (
 
 // snapshot is everything read from the frozen process, ready to be written.
 type snapshot struct {
-	areas    []*area
-	runs     []run
-	proc     *procInfo
-	auxv     []byte
-	exeID    uint32
-	cwdID    uint32
-	rootID   uint32
-	rlimits  [16]unix.Rlimit
-	persona  uint32
-	oomAdj   int
-	seccomp  [][]byte // filters of the leader, most recent first
-	vdsoHash string
-	cmdline  string
+	areas   []*area
+	runs    []run
+	proc    *procInfo
+	auxv    []byte
+	exeID   uint32
+	cwdID   uint32
+	rootID  uint32
+	rlimits [16]unix.Rlimit
+	persona uint32
+	oomAdj  int
+	seccomp [][]byte // filters of the leader, most recent first
+	// seccompIdx is the index in seccomp.img of the newest filter.
+	seccompIdx uint32
+	vdsoHash   string
+	cmdline    string
 }
 
 func (p *process) collect() (*snapshot, error) {
@@ -94,9 +96,6 @@ func (p *process) collect() (*snapshot, error) {
 		}
 	}
 	if err := p.collectFds(); err != nil {
-		return nil, err
-	}
-	if err := p.files.checkPipes(p.pid); err != nil {
 		return nil, err
 	}
 	for r := range s.rlimits {

@@ -7,14 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"runtime"
 	"sort"
 	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/cryo-project/cryo/internal/image"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/ptrace"
@@ -77,93 +77,13 @@ type process struct {
 	opts    Options
 	status  *procfs.Status
 	stat    *procfs.Stat
-	threads []*thread // leader first
-	files   *fileTable
+	threads []*thread  // leader first
+	files   *fileTable // shared by the whole tree
+	fds     []*fdinfo.FdinfoEntry
 	closers []io.Closer
-}
-
-// Run dumps opts.Pid. On error the process is left running as it was.
-func Run(opts Options) (st *Stats, err error) {
-	if opts.Log == nil {
-		opts.Log = slog.New(slog.DiscardHandler)
-	}
-	p := &process{pid: opts.Pid, log: opts.Log, opts: opts, files: newFileTable()}
-	st = &Stats{}
-
-	if err := p.check(); err != nil {
-		return nil, err
-	}
-	dir, err := image.Create(opts.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("image directory: %w", err)
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			dir.Abort()
-		}
-	}()
-
-	// ptrace ties tracees to this OS thread (see package ptrace).
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-
-	t0 := time.Now()
-	if err := p.freeze(); err != nil {
-		p.release()
-		return nil, err
-	}
-	st.Freezing = time.Since(t0)
-	defer func() {
-		if err != nil {
-			if rerr := p.release(); rerr != nil {
-				err = errors.Join(err, rerr)
-			}
-		}
-		for _, c := range p.closers {
-			c.Close()
-		}
-	}()
-	p.log.Info("frozen", "pid", p.pid, "threads", len(p.threads), "took", st.Freezing)
-
-	if err := p.aborted(); err != nil {
-		return nil, err
-	}
-	img, err := p.collect()
-	if err != nil {
-		return nil, err
-	}
-	if err := p.aborted(); err != nil {
-		return nil, err
-	}
-	st.Threads = len(p.threads)
-	st.VMAs = len(img.areas)
-
-	tm := time.Now()
-	if err := p.writeImages(dir, img, st); err != nil {
-		return nil, err
-	}
-	st.MemDump = time.Since(tm)
-	st.Frozen = time.Since(t0)
-	if err := writeStats(dir, st); err != nil {
-		return nil, err
-	}
-	if err := p.aborted(); err != nil {
-		return nil, err
-	}
-	if err := dir.Commit(); err != nil {
-		return nil, fmt.Errorf("commit images: %w", err)
-	}
-	committed = true
-	p.log.Info("images written", "dir", opts.Dir, "pages", st.PagesWritten, "frozen", st.Frozen)
-
-	if opts.LeaveRunning {
-		if err := p.release(); err != nil {
-			return st, fmt.Errorf("images are complete, but resuming %d failed: %w", p.pid, err)
-		}
-		return st, nil
-	}
-	return st, p.kill()
+	// index is the process's place in the tree (0 for the root): its
+	// kernel objects' ids and its pages file are numbered from it.
+	index int
 }
 
 // check refuses what cannot be dumped before anything is touched.
@@ -194,7 +114,7 @@ func (p *process) check() error {
 		return fmt.Errorf("pid %d (%s) is already traced by pid %d", p.pid, st.Name, st.TracerPid)
 	}
 	p.status = st
-	return nil
+	return checkPrivileges()
 }
 
 // freeze seizes every thread, re-reading the thread list until a pass finds
@@ -255,12 +175,7 @@ func (p *process) freeze() error {
 // cryo's injected syscalls.
 const ptraceSuspendSeccomp = 1 << 21
 
-func permissionHint(pid int, err error) error {
-	if errors.Is(err, unix.EPERM) {
-		return fmt.Errorf("%w: cryo may not trace pid %d (another user's process, a setuid program, or kernel.yama.ptrace_scope forbids it; see `cryo check`)", err, pid)
-	}
-	return err
-}
+func permissionHint(pid int, err error) error { return ptraceDenied(pid, err) }
 
 func listTasks(pid int) ([]int, error) {
 	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
@@ -298,7 +213,9 @@ func (p *process) kill() error {
 	if err := unix.Kill(p.pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("kill %d after dump: %w", p.pid, err)
 	}
-	for _, th := range p.threads {
+	// Leader last: its exit is reported only once the other threads are reaped.
+	for i := len(p.threads) - 1; i >= 0; i-- {
+		th := p.threads[i]
 		var ws unix.WaitStatus
 		deadline := time.Now().Add(5 * time.Second)
 		for time.Now().Before(deadline) {

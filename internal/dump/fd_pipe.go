@@ -90,9 +90,8 @@ func peekPipe(path string, ino uint64) (*pipeState, error) {
 	return &pipeState{ino: ino, data: data, capacity: size}, nil
 }
 
-// checkPipes refuses pipes with an end outside the process: restoring one
-// end alone would cut the process off from its peer. (Pipes between the
-// processes of a tree come with tree dumps.)
+// checkPipes refuses pipes with an end outside the dumped tree: restoring
+// one end alone would cut the processes off from their peer.
 func (ft *fileTable) checkPipes(pid int) error {
 	for _, ps := range ft.pipeOrder {
 		if !ps.ends[0] || !ps.ends[1] {
@@ -100,7 +99,7 @@ func (ft *fileTable) checkPipes(pid int) error {
 			if !ps.ends[1] {
 				which = "write"
 			}
-			return fmt.Errorf("pipe:[%s] of pid %d has its %s end outside the process: %w", strconv.FormatUint(ps.ino, 10), pid, which, ErrNotSupported)
+			return fmt.Errorf("pipe:[%s] in the tree of pid %d has its %s end outside it: %w", strconv.FormatUint(ps.ino, 10), pid, which, ErrNotSupported)
 		}
 	}
 	return nil

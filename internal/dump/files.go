@@ -27,7 +27,9 @@ type fileTable struct {
 	entries []*fdinfo.FileEntry
 	byKey   map[fileKey]uint32
 	ghosts  map[uint32]ghost
-	fds     []*fdinfo.FdinfoEntry
+	// opened lists the fds seen so far in the tree, by inode, to find open
+	// file descriptions shared between fds with kcmp.
+	opened map[fileIno][]openFd
 
 	pipes       map[uint64]*pipeState
 	pipeOrder   []*pipeState
@@ -44,13 +46,31 @@ type fileKey struct {
 	flags    uint32
 }
 
+type fileIno struct{ dev, ino uint64 }
+
+type openFd struct {
+	pid, fd int
+	id      uint32
+}
+
+// sharedWith returns the id of an fd already seen that shares its open file
+// description with fd of pid (kcmp KCMP_FILE), or 0.
+func (ft *fileTable) sharedWith(pid, fd int, st *unix.Stat_t) uint32 {
+	for _, o := range ft.opened[fileIno{st.Dev, st.Ino}] {
+		if r, err := kabi.Kcmp(o.pid, pid, kabi.KCMP_FILE, uintptr(o.fd), uintptr(fd)); err == nil && r == 0 {
+			return o.id
+		}
+	}
+	return 0
+}
+
 type ghost struct {
 	src   *os.File
 	entry *ghost_file.GhostFileEntry
 }
 
 func newFileTable() *fileTable {
-	return &fileTable{next: 1, byKey: map[fileKey]uint32{}, ghosts: map[uint32]ghost{},
+	return &fileTable{next: 1, byKey: map[fileKey]uint32{}, ghosts: map[uint32]ghost{}, opened: map[fileIno][]openFd{},
 		pipes: map[uint64]*pipeState{}, memfdByIno: map[uint64]*memfdInode{}}
 }
 
@@ -178,12 +198,6 @@ func (p *process) collectFds() error {
 		}
 	}
 	sort.Ints(fds)
-	type open struct {
-		fd int
-		id uint32
-		st unix.Stat_t
-	}
-	var opened []open
 	for _, fd := range fds {
 		path := dir + "/" + strconv.Itoa(fd)
 		link, err := os.Readlink(path)
@@ -209,16 +223,10 @@ func (p *process) collectFds() error {
 			fdFlags = unix.FD_CLOEXEC
 		}
 		fileFlags := info.Flags &^ unix.O_CLOEXEC
-		// An open file description shared by two fds (dup) must stay one.
-		shared := uint32(0)
-		for _, o := range opened {
-			if o.st.Dev == st.Dev && o.st.Ino == st.Ino {
-				if r, err := kabi.Kcmp(p.pid, p.pid, kabi.KCMP_FILE, uintptr(o.fd), uintptr(fd)); err == nil && r == 0 {
-					shared = o.id
-					break
-				}
-			}
-		}
+		// An open file description shared by two fds (dup, inherited
+		// across fork, passed over a socket) must stay one, in this
+		// process and across the tree.
+		shared := p.files.sharedWith(p.pid, fd, &st)
 		var id uint32
 		var kind *fdKind
 		if shared == 0 {
@@ -246,9 +254,9 @@ func (p *process) collectFds() error {
 		} else {
 			id = shared
 		}
-		opened = append(opened, open{fd: fd, id: id, st: st})
+		p.files.opened[fileIno{st.Dev, st.Ino}] = append(p.files.opened[fileIno{st.Dev, st.Ino}], openFd{pid: p.pid, fd: fd, id: id})
 		typ := p.files.entries[id-1].GetType()
-		p.files.fds = append(p.files.fds, &fdinfo.FdinfoEntry{
+		p.fds = append(p.fds, &fdinfo.FdinfoEntry{
 			Id:    proto.Uint32(id),
 			Flags: proto.Uint32(fdFlags),
 			Type:  typ.Enum(),

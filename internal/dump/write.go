@@ -3,7 +3,6 @@ package dump
 import (
 	"encoding/binary"
 	"fmt"
-	"time"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -13,10 +12,8 @@ import (
 	core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	sa "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-sa"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/rlimit"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/rseq"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
@@ -26,22 +23,24 @@ import (
 
 	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/kabi"
-	"github.com/cryo-project/cryo/internal/meta"
-	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/xstate"
 )
 
-// The ids of the kernel objects a process uses. With one process, each
-// object has one id; the tree dump will give shared objects shared ids.
+// CRIU's task_state values (criu/include/task-entries.h).
 const (
-	vmID      = 1
-	filesID   = 1
-	fsID      = 1
-	sighandID = 1
-	pagesID   = 1
-	// CRIU's task_state for a live task (criu/include/task-entries: TASK_ALIVE).
 	taskAlive = 1
+	taskDead  = 2
 )
+
+// id numbers the kernel objects of process p (mm, fd table, fs, signal
+// handlers) and its pages file. Each process of the tree has its own; objects
+// shared between processes (CLONE_VM, CLONE_FILES... without CLONE_THREAD)
+// are refused before the dump starts.
+func (p *process) id() uint32 { return uint32(p.index + 1) }
+
+// shmemPagesBase numbers the pages files of shared objects (memfd,
+// shared anonymous memory) after any process's.
+const shmemPagesBase = 1 << 20
 
 func writeOne(dir *image.Dir, name, magic string, msgs ...proto.Message) error {
 	w, err := dir.Create(name, magic)
@@ -60,26 +59,15 @@ func writeOne(dir *image.Dir, name, magic string, msgs ...proto.Message) error {
 	return nil
 }
 
-func ids() *core.TaskKobjIdsEntry {
-	return &core.TaskKobjIdsEntry{
-		VmId: proto.Uint32(vmID), FilesId: proto.Uint32(filesID),
-		FsId: proto.Uint32(fsID), SighandId: proto.Uint32(sighandID),
-	}
+func (p *process) ids() *core.TaskKobjIdsEntry {
+	id := proto.Uint32(p.id())
+	return &core.TaskKobjIdsEntry{VmId: id, FilesId: id, FsId: id, SighandId: id}
 }
 
-func (p *process) writeImages(dir *image.Dir, s *snapshot, st *Stats) error {
+// writeProcess writes the images of one process: its threads' cores, mm,
+// fs, fd table and pages. What the tree shares is written by tree.write.
+func (p *process) writeProcess(dir *image.Dir, s *snapshot, st *Stats) error {
 	pid := p.pid
-	threads := make([]uint32, len(p.threads))
-	for i, th := range p.threads {
-		threads[i] = uint32(th.t.Tid)
-	}
-	if err := writeOne(dir, "pstree.img", "PSTREE", &pstree.PstreeEntry{
-		Pid: proto.Uint32(uint32(pid)), Ppid: proto.Uint32(0), // the root of the dumped tree, as criu writes it
-		Pgid: proto.Uint32(uint32(p.stat.Pgrp)), Sid: proto.Uint32(uint32(p.stat.Session)),
-		Threads: threads,
-	}); err != nil {
-		return err
-	}
 	for i, th := range p.threads {
 		c, err := p.coreEntry(th, i == 0, s)
 		if err != nil {
@@ -97,37 +85,16 @@ func (p *process) writeImages(dir *image.Dir, s *snapshot, st *Stats) error {
 	}); err != nil {
 		return err
 	}
-	files := make([]proto.Message, len(p.files.entries))
-	for i, e := range p.files.entries {
-		files[i] = e
-	}
-	if err := writeOne(dir, "files.img", "FILES", files...); err != nil {
-		return err
-	}
-	fds := make([]proto.Message, len(p.files.fds))
-	for i, e := range p.files.fds {
+	fds := make([]proto.Message, len(p.fds))
+	for i, e := range p.fds {
 		fds[i] = e
 	}
-	if err := writeOne(dir, fmt.Sprintf("fdinfo-%d.img", filesID), "FDINFO", fds...); err != nil {
-		return err
-	}
-	for id, g := range p.files.ghosts {
-		if err := dir.WriteGhostFile(id, g.entry, g.src); err != nil {
-			return fmt.Errorf("copy deleted file %d: %w", id, err)
-		}
-	}
-	if len(s.seccomp) > 0 {
-		if err := writeOne(dir, "seccomp.img", "SECCOMP", seccompEntry(s.seccomp)); err != nil {
-			return err
-		}
-	}
-
-	if err := p.writeFileData(dir); err != nil {
+	if err := writeOne(dir, fmt.Sprintf("fdinfo-%d.img", p.id()), "FDINFO", fds...); err != nil {
 		return err
 	}
 
 	// Pages last: the big part, streamed.
-	pm := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(pagesID)}}
+	pm := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(p.id())}}
 	var total uint64
 	for _, e := range pagemapEntries(s.runs) {
 		pm = append(pm, e)
@@ -136,7 +103,7 @@ func (p *process) writeImages(dir *image.Dir, s *snapshot, st *Stats) error {
 	if err := writeOne(dir, fmt.Sprintf("pagemap-%d.img", pid), "PAGEMAP", pm...); err != nil {
 		return err
 	}
-	pw, err := dir.CreatePages(pagesID)
+	pw, err := dir.CreatePages(p.id())
 	if err != nil {
 		return err
 	}
@@ -152,23 +119,11 @@ func (p *process) writeImages(dir *image.Dir, s *snapshot, st *Stats) error {
 	if err := pw.Close(); err != nil {
 		return err
 	}
-	st.PagesScanned = 0
 	for _, a := range s.areas {
 		st.PagesScanned += a.m.Len() / pageSize
 	}
-	st.PagesWritten = n
-
-	if err := meta.Write(dir, p.metaOf(s)); err != nil {
-		return err
-	}
-	return writeOne(dir, "inventory.img", "INVENTORY", &inventory.InventoryEntry{
-		ImgVersion:  proto.Uint32(2), // CRTOOLS_IMAGES_V1_1
-		FdinfoPerId: proto.Bool(true),
-		RootIds:     ids(),
-		NsPerId:     proto.Bool(true),
-		Lsmtype:     inventory.Lsmtype_NO_LSM.Enum(),
-		DumpUptime:  proto.Uint64(uint64(time.Now().UnixMicro())),
-	})
+	st.PagesWritten += n
+	return nil
 }
 
 type progressWriter struct {
@@ -182,26 +137,6 @@ func (pw *progressWriter) Write(b []byte) (int, error) {
 	pw.done += uint64(n) / pageSize
 	pw.f(pw.done, pw.total)
 	return n, err
-}
-
-func (p *process) metaOf(s *snapshot) *meta.Meta {
-	var uts unix.Utsname
-	unix.Uname(&uts)
-	acc := map[int][]uint64{}
-	for _, a := range s.areas {
-		if a.m.VmFlags.Has(procfs.VmAccount) && !a.m.Perms.Write && !a.m.Perms.Shared {
-			acc[p.pid] = append(acc[p.pid], a.m.Start)
-		}
-	}
-	return &meta.Meta{
-		AccountedReadOnly: acc,
-		Kernel:            unix.ByteSliceToString(uts.Release[:]),
-		Machine:           unix.ByteSliceToString(uts.Machine[:]),
-		VdsoHash:          s.vdsoHash,
-		XFeatures:         xstate.HostFeatures(),
-		Cmdline:           s.cmdline,
-		Created:           time.Now().UTC(),
-	}
 }
 
 func gpregs(r *unix.PtraceRegs) *x86.UserX86RegsEntry {
@@ -257,7 +192,7 @@ func (p *process) coreEntry(th *thread, leader bool, s *snapshot) (*core.CoreEnt
 		Comm:        proto.String(th.comm),
 	}
 	if st.Seccomp == 2 && len(s.seccomp) > 0 {
-		tc.SeccompFilter = proto.Uint32(uint32(len(s.seccomp) - 1))
+		tc.SeccompFilter = proto.Uint32(s.seccompIdx)
 	}
 	if th.rseq.RseqAbiPointer != 0 {
 		tc.RseqEntry = &rseq.RseqEntry{
@@ -306,7 +241,7 @@ func (p *process) coreEntry(th *thread, leader bool, s *snapshot) (*core.CoreEnt
 		})
 	}
 	c.Tc = task
-	c.Ids = ids()
+	c.Ids = p.ids()
 	return c, nil
 }
 
@@ -360,19 +295,19 @@ func (p *process) mmEntry(s *snapshot) *mm.MmEntry {
 	return e
 }
 
-// seccompEntry stores the filters oldest first; each names the one
-// installed before it by 1-based index in prev (0: none), and a thread's
-// seccomp_filter is the index of its newest.
-func seccompEntry(newestFirst [][]byte) *seccomp.SeccompEntry {
-	e := &seccomp.SeccompEntry{}
-	n := len(newestFirst)
-	for i := n - 1; i >= 0; i-- {
-		k := uint32(n - 1 - i)
+// addSeccomp appends a process's filters to the tree's seccomp.img entry,
+// oldest first; each names the one installed before it by 1-based index in
+// prev (0: none). It returns the index of the newest, which is what the
+// process's threads point at.
+func addSeccomp(e *seccomp.SeccompEntry, newestFirst [][]byte) uint32 {
+	prev := uint32(0)
+	for i := len(newestFirst) - 1; i >= 0; i-- {
 		e.SeccompFilters = append(e.SeccompFilters, &seccomp.SeccompFilter{
-			Filter: newestFirst[i], Prev: proto.Uint32(k), Flags: proto.Uint32(0),
+			Filter: newestFirst[i], Prev: proto.Uint32(prev), Flags: proto.Uint32(0),
 		})
+		prev = uint32(len(e.SeccompFilters))
 	}
-	return e
+	return prev - 1
 }
 
 func writeStats(dir *image.Dir, st *Stats) error {

@@ -109,4 +109,4 @@ func (p *process) writeShmem(dir *image.Dir, ino *memfdInode) error {
 
 // shmemPagesID numbers the pages files of shared objects after the
 // process's own.
-func shmemPagesID(shmid uint32) uint32 { return pagesID + shmid }
+func shmemPagesID(shmid uint32) uint32 { return shmemPagesBase + shmid }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -89,6 +90,10 @@ func chooseBase(vmas [][2]uint64) (uint64, error) {
 // returns that child stopped under ptrace. The stub is killed: cryo being
 // a child subreaper, the new process becomes cryo's child.
 func birth(pid int, base uint64, log *slog.Logger) (*child, error) {
+	ambient, err := stubAmbient()
+	if err != nil {
+		return nil, err
+	}
 	elf, err := stub.Build(base)
 	if err != nil {
 		return nil, err
@@ -109,8 +114,13 @@ func birth(pid int, base uint64, log *slog.Logger) (*child, error) {
 	proc, err := os.StartProcess("/proc/self/fd/"+strconv.Itoa(mfd), []string{"cryo-restore-stub"}, &os.ProcAttr{
 		Env:   []string{},
 		Files: []*os.File{devnull, devnull, devnull},
+		// A non-root cryo hands its CAP_CHECKPOINT_RESTORE on (see caps.go).
+		Sys: &syscall.SysProcAttr{AmbientCaps: ambient},
 	})
 	if err != nil {
+		if len(ambient) > 0 {
+			return nil, fmt.Errorf("start stub with ambient %s: %w", kabi.CapNames(1<<ambient[0]), err)
+		}
 		return nil, fmt.Errorf("start stub: %w", err)
 	}
 	stubPid := proc.Pid
@@ -135,7 +145,7 @@ func birth(pid int, base uint64, log *slog.Logger) (*child, error) {
 	}
 	if err != nil {
 		killStub()
-		return nil, fmt.Errorf("seize stub: %w", err)
+		return nil, fmt.Errorf("seize stub: %w", seizeHint(err))
 	}
 	defer killStub()
 	st.SyscallIP = base + stub.SyscallOffset
@@ -168,7 +178,7 @@ func birth(pid int, base uint64, log *slog.Logger) (*child, error) {
 			return nil, fmt.Errorf("%w (taken between the check and the restore)", pidFree(pid))
 		}
 		if errors.Is(err, unix.EPERM) {
-			return nil, fmt.Errorf("clone3 with set_tid %d: %w (needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN)", pid, err)
+			return nil, fmt.Errorf("clone3 with set_tid %d: %w (needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN in the stub, which cryo hands on as an ambient capability; see docs/nonroot.md)", pid, err)
 		}
 		return nil, fmt.Errorf("clone3 with set_tid %d: %w", pid, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
 
 	"github.com/cryo-project/cryo/internal/image"
 )
@@ -56,34 +57,80 @@ func openTTY(r *restorer, f *fdinfo.FileEntry) (uint64, error) {
 	return r.c.call(r.c.leader, "open "+tty, unix.SYS_OPENAT, unixAtFdcwd, p, uint64(f.GetReg().GetFlags()|unix.O_CLOEXEC|unix.O_NOCTTY), 0)
 }
 
-// prepareMemfds re-creates every memfd inode of the image with its name,
-// size and contents, and keeps an fd on each in the child until the end:
-// mappings map it and fds reopen it. Seals come last (sealMemfds), as they
-// may forbid the writes that put the contents back.
-func (r *restorer) prepareMemfds() error {
+// memfdFd returns an fd of the process on memfd inode id, creating the memfd
+// (name, size, contents) if no process of the tree has made it yet, or
+// taking the owner's with pidfd_getfd. Seals come last (closeShared), as
+// they may forbid the writes that put the contents back.
+func (r *restorer) memfdFd(id uint32) (uint64, error) {
+	if fd, ok := r.memfdFds[id]; ok {
+		return fd, nil
+	}
 	c := r.c
-	r.memfdFds = map[uint32]uint64{}
-	for _, ino := range r.l.memfds {
+	var fd uint64
+	if o, ok := r.t.memfds[id]; ok {
+		got, err := r.takeFd(o)
+		if err != nil {
+			return 0, fmt.Errorf("memfd inode %d: %w", id, err)
+		}
+		fd = got
+	} else {
+		var ino *memfd.MemfdInodeEntry
+		for _, m := range r.l.memfds {
+			if uint32(m.GetInodeId()) == id {
+				ino = m
+			}
+		}
+		if ino == nil {
+			return 0, &image.FormatError{File: "memfd-inode.img", Offset: -1, Err: fmt.Errorf("no memfd inode %d: %w", id, image.ErrImageCorrupt)}
+		}
 		p, err := c.str(ino.GetName())
 		if err != nil {
-			return err
+			return 0, err
 		}
-		fd, err := c.call(c.leader, "memfd_create "+ino.GetName(), unix.SYS_MEMFD_CREATE, p, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
-		if err != nil {
-			return err
+		if fd, err = c.call(c.leader, "memfd_create "+ino.GetName(), unix.SYS_MEMFD_CREATE, p, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING); err != nil {
+			return 0, err
 		}
-		if fd, err = r.park(fd); err != nil {
-			return err
-		}
-		r.memfdFds[uint32(ino.GetInodeId())] = fd
 		if _, err := c.call(c.leader, "ftruncate memfd", unix.SYS_FTRUNCATE, fd, ino.GetSize()); err != nil {
-			return err
+			return 0, err
 		}
 		if err := r.fillShmem(fd, ino.GetShmid()); err != nil {
-			return fmt.Errorf("memfd %s: %w", ino.GetName(), err)
+			return 0, fmt.Errorf("memfd %s: %w", ino.GetName(), err)
 		}
 	}
-	return nil
+	fd, err := r.park(fd)
+	if err != nil {
+		return 0, err
+	}
+	if _, ok := r.t.memfds[id]; !ok {
+		r.t.memfds[id] = fdOwner{pid: c.pid, fd: fd}
+	}
+	if r.memfdFds == nil {
+		r.memfdFds = map[uint32]uint64{}
+	}
+	r.memfdFds[id] = fd
+	return fd, nil
+}
+
+// takeFd gets, in this process, the open file description that another
+// process of the tree holds at owner.fd: pidfd_open + pidfd_getfd run by
+// the receiving process itself. The new fd is close-on-exec.
+func (r *restorer) takeFd(owner fdOwner) (uint64, error) {
+	c := r.c
+	if r.pidfds == nil {
+		r.pidfds = map[int]uint64{}
+	}
+	pfd, ok := r.pidfds[owner.pid]
+	if !ok {
+		var err error
+		if pfd, err = c.call(c.leader, "pidfd_open", unix.SYS_PIDFD_OPEN, uint64(owner.pid), 0); err != nil {
+			return 0, err
+		}
+		if pfd, err = r.park(pfd); err != nil {
+			return 0, err
+		}
+		r.pidfds[owner.pid] = pfd
+	}
+	return c.call(c.leader, fmt.Sprintf("pidfd_getfd %d of %d", owner.fd, owner.pid), unix.SYS_PIDFD_GETFD, pfd, owner.fd, 0)
 }
 
 // fillShmem writes the contents of a shared object (pagemap-shmem-ID.img)
@@ -125,18 +172,46 @@ func (r *restorer) fillShmem(fd uint64, shmid uint32) error {
 	return nil
 }
 
-// sealMemfds applies the memfds' seals once nothing more is written.
-func (r *restorer) sealMemfds() error {
-	for _, ino := range r.l.memfds {
-		if s := ino.GetSeals(); s != 0 {
-			fd := r.memfdFds[uint32(ino.GetInodeId())]
-			if _, err := r.c.call(r.c.leader, "fcntl(F_ADD_SEALS)", unix.SYS_FCNTL, fd, unix.F_ADD_SEALS, uint64(s)); err != nil {
-				return fmt.Errorf("memfd %s: seals %#x: %w", ino.GetName(), s, err)
+// closeShared runs once every process has its files: the memfd owners
+// seal their memfds, and every fd restore held for sharing (memfd inodes,
+// pipe ends no fd of the image holds, pidfds) is closed.
+func (t *treeRestorer) closeShared() error {
+	for _, r := range t.rs {
+		if r.l.zombie {
+			continue
+		}
+		for _, ino := range r.l.memfds {
+			o, ok := t.memfds[uint32(ino.GetInodeId())]
+			if s := ino.GetSeals(); s != 0 && ok && o.pid == r.c.pid {
+				if _, err := r.c.call(r.c.leader, "fcntl(F_ADD_SEALS)", unix.SYS_FCNTL, o.fd, unix.F_ADD_SEALS, uint64(s)); err != nil {
+					return fmt.Errorf("memfd %s: seals %#x: %w", ino.GetName(), s, err)
+				}
 			}
 		}
 	}
-	for _, fd := range r.memfdFds {
-		r.c.call(r.c.leader, "close", unix.SYS_CLOSE, fd)
+	for _, r := range t.rs {
+		if r.l.zombie {
+			continue
+		}
+		var fds []uint64
+		for _, fd := range r.memfdFds {
+			fds = append(fds, fd)
+		}
+		for _, fd := range r.pidfds {
+			fds = append(fds, fd)
+		}
+		for _, e := range r.t.pipes {
+			for i := range e.fds {
+				if e.pid == r.c.pid && !e.used[i] {
+					fds = append(fds, e.fds[i])
+				}
+			}
+		}
+		for _, fd := range fds {
+			if _, err := r.c.call(r.c.leader, "close", unix.SYS_CLOSE, fd); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -145,9 +220,9 @@ func (r *restorer) sealMemfds() error {
 // through /proc/self/fd gives its own flags and offset, as the original had.
 func openMemfd(r *restorer, f *fdinfo.FileEntry) (uint64, error) {
 	m := f.GetMemfd()
-	ifd, ok := r.memfdFds[m.GetInodeId()]
-	if !ok {
-		return 0, &image.FormatError{File: "files.img", Offset: -1, Err: fmt.Errorf("memfd file %d names inode %d, not in memfd-inode.img: %w", f.GetId(), m.GetInodeId(), image.ErrImageCorrupt)}
+	ifd, err := r.memfdFd(m.GetInodeId())
+	if err != nil {
+		return 0, err
 	}
 	p, err := r.c.str(fmt.Sprintf("/proc/self/fd/%d", ifd))
 	if err != nil {
@@ -170,7 +245,7 @@ func openMemfd(r *restorer, f *fdinfo.FileEntry) (uint64, error) {
 func openPipe(r *restorer, f *fdinfo.FileEntry) (uint64, error) {
 	c := r.c
 	pe := f.GetPipe()
-	ends, ok := r.pipes[pe.GetPipeId()]
+	ends, ok := r.t.pipes[pe.GetPipeId()]
 	if !ok {
 		arr, err := c.arg(make([]byte, 8))
 		if err != nil {
@@ -185,13 +260,13 @@ func openPipe(r *restorer, f *fdinfo.FileEntry) (uint64, error) {
 		if err != nil {
 			return 0, err
 		}
-		ends = &pipeEnds{}
+		ends = &pipeEnds{pid: c.pid}
 		for i := range ends.fds {
 			if ends.fds[i], err = r.park(uint64(binary.LittleEndian.Uint32(b[i*4:]))); err != nil {
 				return 0, err
 			}
 		}
-		r.pipes[pe.GetPipeId()] = ends
+		r.t.pipes[pe.GetPipeId()] = ends
 		d := r.l.pipeData[pe.GetPipeId()]
 		if d.capacity != 0 {
 			if _, err := c.call(c.leader, "fcntl(F_SETPIPE_SZ)", unix.SYS_FCNTL, ends.fds[1], unix.F_SETPIPE_SZ, uint64(d.capacity)); err != nil {
@@ -214,16 +289,27 @@ func openPipe(r *restorer, f *fdinfo.FileEntry) (uint64, error) {
 	if pe.GetFlags()&unix.O_ACCMODE == unix.O_WRONLY {
 		end = 1
 	}
-	fd := ends.fds[end]
-	if ends.used[end] {
+	var fd uint64
+	switch {
+	case ends.pid != c.pid:
+		// Another process made the pipe; each open file description of
+		// it is one file id, so this is a description of its own: take the
+		// pipe's end and give it this description's flags.
+		var err error
+		if fd, err = r.takeFd(fdOwner{pid: ends.pid, fd: ends.fds[end]}); err != nil {
+			return 0, err
+		}
+	case ends.used[end]:
 		// A second open file description of the same end.
-		p, err := c.str(fmt.Sprintf("/proc/self/fd/%d", fd))
+		p, err := c.str(fmt.Sprintf("/proc/self/fd/%d", ends.fds[end]))
 		if err != nil {
 			return 0, err
 		}
 		return c.call(c.leader, "reopen pipe", unix.SYS_OPENAT, unixAtFdcwd, p, uint64(pe.GetFlags()|unix.O_CLOEXEC), 0)
+	default:
+		ends.used[end] = true
+		fd = ends.fds[end]
 	}
-	ends.used[end] = true
 	if fl := pe.GetFlags() & (unix.O_NONBLOCK | unix.O_DIRECT); fl != 0 {
 		if _, err := c.call(c.leader, "fcntl(F_SETFL)", unix.SYS_FCNTL, fd, unix.F_SETFL, uint64(fl)); err != nil {
 			return 0, err
@@ -233,6 +319,7 @@ func openPipe(r *restorer, f *fdinfo.FileEntry) (uint64, error) {
 }
 
 type pipeEnds struct {
+	pid  int // the process that made the pipe and holds both ends
 	fds  [2]uint64
 	used [2]bool
 }
@@ -289,15 +376,4 @@ func (r *restorer) fillEpolls(epolls map[uint64]*fdinfo.FileEntry) error {
 		}
 	}
 	return nil
-}
-
-// closeUnusedPipeEnds closes pipe ends that only restore held.
-func (r *restorer) closeUnusedPipeEnds() {
-	for _, e := range r.pipes {
-		for i := range e.fds {
-			if !e.used[i] {
-				r.c.call(r.c.leader, "close", unix.SYS_CLOSE, e.fds[i])
-			}
-		}
-	}
 }

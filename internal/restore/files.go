@@ -96,6 +96,27 @@ func (r *restorer) openFile(f *fdinfo.FileEntry, flags uint32) (uint64, error) {
 	return fd, nil
 }
 
+// placeFd moves fd to number want (dup3 then close), with FD_CLOEXEC as asked.
+func (r *restorer) placeFd(fd, want uint64, cloexec bool) error {
+	c := r.c
+	fl := uint64(0)
+	if cloexec {
+		fl = unix.O_CLOEXEC
+	}
+	if fd == want {
+		if !cloexec {
+			_, err := c.call(c.leader, "fcntl(F_SETFD)", unix.SYS_FCNTL, want, unix.F_SETFD, 0)
+			return err
+		}
+		return nil
+	}
+	if _, err := c.call(c.leader, "dup3", unix.SYS_DUP3, fd, want, fl); err != nil {
+		return fmt.Errorf("fd %d: %w", want, err)
+	}
+	_, err := c.call(c.leader, "close", unix.SYS_CLOSE, fd)
+	return err
+}
+
 // ttyPath is the terminal of cryo itself, for --shell-job.
 func ttyPath() (string, error) {
 	for fd := 0; fd < 3; fd++ {
@@ -115,11 +136,23 @@ func (r *restorer) restoreFiles() error {
 	sort.Slice(fds, func(i, j int) bool { return fds[i].GetFd() < fds[j].GetFd() })
 	first := map[uint32]uint64{} // file id → the fd that holds it
 	epolls := map[uint64]*fdinfo.FileEntry{}
-	r.pipes = map[uint32]*pipeEnds{}
 	for _, e := range fds {
 		want := uint64(e.GetFd())
 		f := r.l.files[e.GetId()]
 		cloexec := e.GetFlags()&unix.FD_CLOEXEC != 0
+		if o, ok := r.t.files[e.GetId()]; ok && o.pid != c.pid {
+			// An open file description another process of the tree holds
+			// (inherited, or passed): the very same one, not a new open.
+			fd, err := r.takeFd(o)
+			if err != nil {
+				return fmt.Errorf("fd %d: %w", want, err)
+			}
+			if err := r.placeFd(fd, want, cloexec); err != nil {
+				return err
+			}
+			first[e.GetId()] = want
+			continue
+		}
 		if src, ok := first[e.GetId()]; ok {
 			fl := uint64(0)
 			if cloexec {
@@ -158,15 +191,12 @@ func (r *restorer) restoreFiles() error {
 			}
 		}
 		first[e.GetId()] = want
+		r.t.files[e.GetId()] = fdOwner{pid: c.pid, fd: want}
 		if f.GetType() == fdinfo.FdTypes_EVENTPOLL {
 			epolls[want] = f
 		}
 	}
 	if err := r.fillEpolls(epolls); err != nil {
-		return err
-	}
-	r.closeUnusedPipeEnds()
-	if err := r.sealMemfds(); err != nil {
 		return err
 	}
 	// Where it works: root first (chroot), then cwd, then umask.

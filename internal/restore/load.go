@@ -46,6 +46,10 @@ type loaded struct {
 	fs      *fs.FsEntry
 	seccomp *seccomp.SeccompEntry
 	memfds  []*memfd.MemfdInodeEntry
+	// procs are the tree's processes, parents before children, each a view
+	// of this image with its own pstree entry, cores, mm, pages and fds.
+	procs  []*loaded
+	zombie bool
 	// pipeData is the unread data of each pipe, by pipe_id.
 	pipeData map[uint32]pipeData
 }
@@ -91,34 +95,8 @@ func load(path string) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(trees) != 1 {
-		return nil, fmt.Errorf("pstree.img holds %d processes; restoring process trees: %w", len(trees), ErrNotSupported)
-	}
-	l.tree = trees[0]
-	pid := l.tree.GetPid()
-	if len(l.tree.Threads) == 0 || l.tree.Threads[0] != pid {
-		return nil, &image.FormatError{File: "pstree.img", Offset: -1, Err: fmt.Errorf("thread list %v does not start with pid %d: %w", l.tree.Threads, pid, image.ErrImageCorrupt)}
-	}
-	for i, tid := range l.tree.Threads {
-		name := fmt.Sprintf("core-%d.img", tid)
-		c := &core.CoreEntry{}
-		if err := dir.ReadOne(name, "CORE", c); err != nil {
-			return nil, err
-		}
-		if c.GetMtype() != core.CoreEntry_X86_64 || c.GetThreadInfo() == nil || c.GetThreadCore() == nil {
-			return nil, &image.FormatError{File: name, Offset: -1, Err: fmt.Errorf("not an x86_64 thread (machine %v): %w", c.GetMtype(), ErrNotSupported)}
-		}
-		if i == 0 && c.GetTc() == nil {
-			return nil, &image.FormatError{File: name, Offset: -1, Err: fmt.Errorf("leader without task_core: %w", image.ErrImageCorrupt)}
-		}
-		l.cores = append(l.cores, c)
-	}
-	l.mm = &mm.MmEntry{}
-	if err := dir.ReadOne(fmt.Sprintf("mm-%d.img", pid), "MM", l.mm); err != nil {
-		return nil, err
-	}
-	if l.pagesID, l.pagemap, err = readPagemap(dir, fmt.Sprintf("pagemap-%d.img", pid)); err != nil {
-		return nil, err
+	if len(trees) == 0 {
+		return nil, &image.FormatError{File: "pstree.img", Offset: 0, Err: fmt.Errorf("no process: %w", image.ErrImageCorrupt)}
 	}
 	files, err := readAll(dir, "files.img", "FILES", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
 	if err != nil {
@@ -127,19 +105,22 @@ func load(path string) (*loaded, error) {
 	for _, f := range files {
 		l.files[f.GetId()] = f
 	}
-	filesID := l.cores[0].GetIds().GetFilesId()
-	if l.fds, err = readAll(dir, fmt.Sprintf("fdinfo-%d.img", filesID), "FDINFO", func() *fdinfo.FdinfoEntry { return &fdinfo.FdinfoEntry{} }); err != nil {
-		return nil, err
-	}
-	for _, fd := range l.fds {
-		if _, ok := l.files[fd.GetId()]; !ok {
-			return nil, &image.FormatError{File: fmt.Sprintf("fdinfo-%d.img", filesID), Offset: -1, Err: fmt.Errorf("fd %d names file %d, not in files.img: %w", fd.GetFd(), fd.GetId(), image.ErrImageCorrupt)}
+	seen := map[uint32]bool{}
+	for i, te := range trees {
+		pl, err := l.loadProcess(te, i == 0)
+		if err != nil {
+			return nil, err
 		}
+		if !seen[te.GetPpid()] && i > 0 {
+			return nil, &image.FormatError{File: "pstree.img", Offset: -1, Err: fmt.Errorf("process %d comes before its parent %d: %w", te.GetPid(), te.GetPpid(), image.ErrImageCorrupt)}
+		}
+		seen[te.GetPid()] = true
+		l.procs = append(l.procs, pl)
 	}
-	l.fs = &fs.FsEntry{}
-	if err := dir.ReadOne(fmt.Sprintf("fs-%d.img", pid), "FS", l.fs); err != nil {
-		return nil, err
-	}
+	// The root's view doubles as the tree's for the code that restores one
+	// process.
+	root := l.procs[0]
+	l.tree, l.cores, l.mm, l.pagemap, l.pagesID, l.fds, l.fs = root.tree, root.cores, root.mm, root.pagemap, root.pagesID, root.fds, root.fs
 	if dir.Has("memfd-inode.img") {
 		if l.memfds, err = readAll(dir, "memfd-inode.img", "MEMFD_INODE", func() *memfd.MemfdInodeEntry { return &memfd.MemfdInodeEntry{} }); err != nil {
 			return nil, err
@@ -157,8 +138,73 @@ func load(path string) (*loaded, error) {
 			return nil, err
 		}
 	}
+	for _, p := range l.procs {
+		p.memfds, p.pipeData, p.seccomp = l.memfds, l.pipeData, l.seccomp
+	}
 	return l, nil
 }
+
+// loadProcess reads the images of one process of the tree into a view that
+// shares the tree's files, memfds, pipe data and seccomp filters.
+func (l *loaded) loadProcess(te *pstree.PstreeEntry, root bool) (*loaded, error) {
+	dir := l.dir
+	pl := &loaded{dir: dir, meta: l.meta, inv: l.inv, files: l.files}
+	pl.tree = te
+	pid := te.GetPid()
+	if len(te.Threads) == 0 || te.Threads[0] != pid {
+		return nil, &image.FormatError{File: "pstree.img", Offset: -1, Err: fmt.Errorf("thread list %v does not start with pid %d: %w", te.Threads, pid, image.ErrImageCorrupt)}
+	}
+	for i, tid := range te.Threads {
+		name := fmt.Sprintf("core-%d.img", tid)
+		c := &core.CoreEntry{}
+		if err := dir.ReadOne(name, "CORE", c); err != nil {
+			return nil, err
+		}
+		if c.GetMtype() != core.CoreEntry_X86_64 {
+			return nil, &image.FormatError{File: name, Offset: -1, Err: fmt.Errorf("not an x86_64 thread (machine %v): %w", c.GetMtype(), ErrNotSupported)}
+		}
+		if i == 0 && c.GetTc() == nil {
+			return nil, &image.FormatError{File: name, Offset: -1, Err: fmt.Errorf("leader without task_core: %w", image.ErrImageCorrupt)}
+		}
+		if i == 0 && c.GetTc().GetTaskState() == taskDead {
+			if root || len(te.Threads) != 1 {
+				return nil, &image.FormatError{File: name, Offset: -1, Err: fmt.Errorf("a zombie as root or with threads: %w", image.ErrImageCorrupt)}
+			}
+			pl.zombie = true
+			pl.cores = []*core.CoreEntry{c}
+			return pl, nil
+		}
+		if c.GetThreadInfo() == nil || c.GetThreadCore() == nil {
+			return nil, &image.FormatError{File: name, Offset: -1, Err: fmt.Errorf("thread without registers: %w", image.ErrImageCorrupt)}
+		}
+		pl.cores = append(pl.cores, c)
+	}
+	pl.mm = &mm.MmEntry{}
+	if err := dir.ReadOne(fmt.Sprintf("mm-%d.img", pid), "MM", pl.mm); err != nil {
+		return nil, err
+	}
+	var err error
+	if pl.pagesID, pl.pagemap, err = readPagemap(dir, fmt.Sprintf("pagemap-%d.img", pid)); err != nil {
+		return nil, err
+	}
+	filesID := pl.cores[0].GetIds().GetFilesId()
+	if pl.fds, err = readAll(dir, fmt.Sprintf("fdinfo-%d.img", filesID), "FDINFO", func() *fdinfo.FdinfoEntry { return &fdinfo.FdinfoEntry{} }); err != nil {
+		return nil, err
+	}
+	for _, fd := range pl.fds {
+		if _, ok := l.files[fd.GetId()]; !ok {
+			return nil, &image.FormatError{File: fmt.Sprintf("fdinfo-%d.img", filesID), Offset: -1, Err: fmt.Errorf("fd %d names file %d, not in files.img: %w", fd.GetFd(), fd.GetId(), image.ErrImageCorrupt)}
+		}
+	}
+	pl.fs = &fs.FsEntry{}
+	if err := dir.ReadOne(fmt.Sprintf("fs-%d.img", pid), "FS", pl.fs); err != nil {
+		return nil, err
+	}
+	return pl, nil
+}
+
+// CRIU's task_state of a zombie (criu/include/task-entries.h: TASK_DEAD).
+const taskDead = 2
 
 // readPagemap reads a pagemap image: its head (which pages file) and entries.
 func readPagemap(dir *image.Dir, name string) (uint32, []*pagemap.PagemapEntry, error) {
@@ -225,9 +271,11 @@ func (l *loaded) loadPipeData() error {
 // taken. clone3 would say EEXIST later anyway, but only after a stub was
 // started, and without saying who holds it.
 func (l *loaded) checkPids() error {
-	for _, tid := range l.tree.Threads {
-		if err := pidFree(int(tid)); err != nil {
-			return err
+	for _, p := range l.procs {
+		for _, tid := range p.tree.Threads {
+			if err := pidFree(int(tid)); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

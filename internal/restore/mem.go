@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -91,14 +92,6 @@ func (r *restorer) mapAll() ([]mapping, error) {
 			c.call(c.leader, "close", unix.SYS_CLOSE, fd)
 		}
 	}()
-	// Each shared anonymous object is made once, as big as the furthest
-	// offset any of its VMAs maps, then mapped by every VMA that uses it.
-	shmSize := map[uint64]uint64{}
-	for _, e := range vmas {
-		if has(e, kabi.VMA_ANON_SHARED) {
-			shmSize[e.GetShmid()] = max(shmSize[e.GetShmid()], e.GetPgoff()+e.GetEnd()-e.GetStart())
-		}
-	}
 	for _, e := range vmas {
 		start, end := e.GetStart(), e.GetEnd()
 		if has(e, kabi.VMA_AREA_VSYSCALL) || has(e, kabi.VMA_AREA_VDSO) || has(e, kabi.VMA_AREA_VVAR) {
@@ -122,8 +115,8 @@ func (r *restorer) mapAll() ([]mapping, error) {
 			sfd, ok := shmFds[id]
 			if !ok {
 				var err error
-				if sfd, err = r.newShmem(shmSize[id]); err != nil {
-					return nil, err
+				if sfd, err = r.shmemFd(id); err != nil {
+					return nil, fmt.Errorf("map %#x-%#x: %w", start, end, err)
 				}
 				shmFds[id] = sfd
 			}
@@ -132,9 +125,12 @@ func (r *restorer) mapAll() ([]mapping, error) {
 			m.shmem = true
 		case has(e, kabi.VMA_AREA_MEMFD):
 			f := r.l.files[uint32(e.GetShmid())]
-			mfd, ok := r.memfdFds[f.GetMemfd().GetInodeId()]
-			if f == nil || f.GetMemfd() == nil || !ok {
+			if f == nil || f.GetMemfd() == nil {
 				return nil, &image.FormatError{File: r.mmName(), Offset: -1, Err: fmt.Errorf("vma %#x-%#x names memfd file %d, not in the image: %w", start, end, e.GetShmid(), image.ErrImageCorrupt)}
+			}
+			mfd, err := r.memfdFd(f.GetMemfd().GetInodeId())
+			if err != nil {
+				return nil, err
 			}
 			fd = mfd
 		case has(e, kabi.VMA_FILE_PRIVATE) || has(e, kabi.VMA_FILE_SHARED):
@@ -171,8 +167,28 @@ func (r *restorer) mapAll() ([]mapping, error) {
 		}
 		m.accounted = accounted
 		out = append(out, m)
+		if m.shmem && has(e, kabi.VMA_ANON_SHARED) {
+			if _, ok := r.t.shm[e.GetShmid()]; !ok {
+				r.t.shm[e.GetShmid()] = shmOwner{pid: c.pid, start: start, end: end}
+			}
+		}
 	}
 	return out, nil
+}
+
+// shmemFd returns an fd on shared anonymous object shmid: the one a process
+// of the tree already maps, reached through its /proc/PID/map_files entry
+// (seed 002), or a new one as big as the tree needs.
+func (r *restorer) shmemFd(id uint64) (uint64, error) {
+	c := r.c
+	if o, ok := r.t.shm[id]; ok {
+		path, err := c.str(fmt.Sprintf("/proc/%d/map_files/%x-%x", o.pid, o.start, o.end))
+		if err != nil {
+			return 0, err
+		}
+		return c.call(c.leader, "open shared memory of "+strconv.Itoa(o.pid), unix.SYS_OPENAT, uint64(unixAtFdcwd), path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	}
+	return r.newShmem(r.t.shmLen[id])
 }
 
 func (r *restorer) mmName() string { return fmt.Sprintf("mm-%d.img", r.c.pid) }

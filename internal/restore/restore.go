@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -42,80 +41,22 @@ type Result struct {
 	Pages uint64
 }
 
-// restorer carries one restore through its stages.
+// restorer carries one process of the tree through its stages.
 type restorer struct {
 	opts   Options
 	log    *slog.Logger
-	l      *loaded
+	l      *loaded // this process's view of the image
+	t      *treeRestorer
 	c      *child
 	vdso   uint64
 	ghosts *ghosts
 	// memfdFds holds the child's fd on each re-created memfd inode.
 	memfdFds map[uint32]uint64
-	// pipes holds the ends of each pipe made so far, by pipe_id.
-	pipes map[uint32]*pipeEnds
+	// pidfds are this process's pidfds on other processes of the tree, for
+	// pidfd_getfd (see takeFd).
+	pidfds map[int]uint64
 	// tempFdBase is above every fd number of the image (see park).
 	tempFdBase uint64
-}
-
-// Run restores the image in opts.Dir. On failure, whatever was built is
-// killed and nothing runs.
-func Run(opts Options) (*Result, error) {
-	if opts.Log == nil {
-		opts.Log = slog.New(slog.DiscardHandler)
-	}
-	t0 := time.Now()
-	l, err := load(opts.Dir)
-	if err != nil {
-		return nil, err
-	}
-	r := &restorer{opts: opts, log: opts.Log, l: l}
-	for _, fd := range l.fds {
-		r.tempFdBase = max(r.tempFdBase, uint64(fd.GetFd())+1)
-	}
-	if err := r.preflight(); err != nil {
-		return nil, err
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	// The stub that forks the process is killed right after; as a child
-	// subreaper cryo inherits the process, so it can wait for it and, on
-	// failure, reap it.
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		return nil, fmt.Errorf("become child subreaper: %w", err)
-	}
-	res := &Result{Pid: int(l.tree.GetPid())}
-	if err := r.build(res); err != nil {
-		if r.c != nil {
-			r.c.kill()
-		}
-		r.ghosts.cleanup()
-		return nil, err
-	}
-	r.ghosts.cleanup()
-	res.Took = time.Since(t0)
-	r.log.Info("restored", "pid", res.Pid, "took", res.Took)
-	if opts.Detached {
-		return res, nil
-	}
-	var ws unix.WaitStatus
-	for {
-		_, err := unix.Wait4(res.Pid, &ws, 0, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return res, fmt.Errorf("wait for %d: %w", res.Pid, err)
-		}
-		break
-	}
-	switch {
-	case ws.Exited():
-		res.Status = ws.ExitStatus()
-	case ws.Signaled():
-		res.Status = 128 + int(ws.Signal())
-	}
-	return res, nil
 }
 
 // preflight refuses, before anything starts, images this machine cannot run.
@@ -144,41 +85,22 @@ func (r *restorer) preflight() error {
 
 func (r *restorer) usedXFeatures() uint64 {
 	var bv uint64
-	for _, c := range r.l.cores {
-		bv |= c.GetThreadInfo().GetFpregs().GetXsave().GetXstateBv()
+	for _, p := range append([]*loaded{r.l}, r.l.procs...) {
+		for _, c := range p.cores {
+			bv |= c.GetThreadInfo().GetFpregs().GetXsave().GetXstateBv()
+		}
 	}
 	return bv
 }
 
-// build runs the stages of the package doc.
-func (r *restorer) build(res *Result) error {
-	l := r.l
-	pid := int(l.tree.GetPid())
-	var err error
-	if r.ghosts, err = prepareGhosts(l); err != nil {
-		return err
-	}
-	var spans [][2]uint64
-	for _, e := range l.mm.GetVmas() {
-		spans = append(spans, [2]uint64{e.GetStart(), e.GetEnd()})
-	}
-	base, err := chooseBase(spans)
-	if err != nil {
-		return err
-	}
-	if r.c, err = birth(pid, base, r.log); err != nil {
-		return err
-	}
+// build rebuilds one born process (stages 3-5 of the package doc), up to
+// but not including credentials.
+func (r *restorer) build() error {
 	c := r.c
-	r.log.Debug("process born", "pid", pid, "stub", fmt.Sprintf("%#x", base))
 	stage := time.Now()
 	step := func(name string) {
-		r.log.Debug("stage done", "stage", name, "took", time.Since(stage))
+		r.log.Debug("stage done", "pid", c.pid, "stage", name, "took", time.Since(stage))
 		stage = time.Now()
-	}
-	defer step("last")
-	if err := r.session(); err != nil {
-		return err
 	}
 	// The stub's stdio is not the process's: start from an empty fd table.
 	if _, err := c.call(c.leader, "close_range", unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>32, 0); err != nil {
@@ -187,19 +109,18 @@ func (r *restorer) build(res *Result) error {
 	if err := c.clearAddressSpace(); err != nil {
 		return err
 	}
-	if err := r.prepareMemfds(); err != nil {
-		return err
-	}
-	step("session+clear+memfd")
+	step("clear")
 	maps, err := r.mapAll()
 	if err != nil {
 		return err
 	}
 	step("map")
 	filled := map[uint64]bool{}
-	if res.Pages, err = r.fillPages(maps, filled, r.opts.Progress); err != nil {
+	pages, err := r.fillPages(maps, filled, r.opts.Progress)
+	if err != nil {
 		return err
 	}
+	r.t.pages += pages
 	if err := r.protectAccounted(maps, filled); err != nil {
 		return err
 	}
@@ -230,10 +151,7 @@ func (r *restorer) build(res *Result) error {
 		}
 	}
 	step("threads")
-	if err := r.restoreCreds(); err != nil {
-		return err
-	}
-	return r.finish()
+	return nil
 }
 
 // finish removes the scratch area and lets every thread go with its own
@@ -275,8 +193,13 @@ func (r *restorer) finish() error {
 			return fmt.Errorf("thread %d: signal mask: %w", t.Tid, err)
 		}
 	}
+	return nil
+}
+
+// detach lets every thread of the process run.
+func (r *restorer) detach() error {
 	var errs []error
-	for _, t := range c.threads {
+	for _, t := range r.c.threads {
 		if err := t.Detach(); err != nil {
 			errs = append(errs, err)
 		}
@@ -284,19 +207,17 @@ func (r *restorer) finish() error {
 	return errors.Join(errs...)
 }
 
-// session puts the process in the session and group it had, where it
-// led them; otherwise it stays in cryo's (as a shell job does).
+// session makes the process a session leader if it was one. Other
+// processes inherit their session from the process that forks them (see
+// treeRestorer.fork); groups are set once all exist (treeRestorer.groups).
+// A shell job's root stays in the session of cryo restore, as criu does.
 func (r *restorer) session() error {
-	pid := r.l.tree.GetPid()
-	switch {
-	case r.l.tree.GetSid() == pid && !r.opts.ShellJob:
-		_, err := r.c.call(r.c.leader, "setsid", unix.SYS_SETSID)
-		return err
-	case r.l.tree.GetPgid() == pid:
-		_, err := r.c.call(r.c.leader, "setpgid", unix.SYS_SETPGID, 0, 0)
-		return err
+	te := r.l.tree
+	if te.GetSid() != te.GetPid() || (r.opts.ShellJob && r == r.t.rs[0]) {
+		return nil
 	}
-	return nil
+	_, err := r.c.call(r.c.leader, "setsid", unix.SYS_SETSID)
+	return err
 }
 
 var ownVdsoHash = func() (string, error) { return vdsoHashOf(os.Getpid()) }

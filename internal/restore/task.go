@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	x86 "github.com/checkpoint-restore/go-criu/v8/crit/images/core-x86"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timer"
 
@@ -102,7 +103,7 @@ func (r *restorer) restoreProcess() error {
 	for i, rl := range tc.GetRlimits().GetRlimits() {
 		lim := unix.Rlimit{Cur: rl.GetCur(), Max: rl.GetMax()}
 		if err := unix.Prlimit(c.pid, i, &lim, nil); err != nil {
-			return fmt.Errorf("rlimit %d of %d: %w", i, c.pid, err)
+			return fmt.Errorf("rlimit %d of %d: %w", i, c.pid, hintPrivilege(err, "raising a hard limit above cryo's own needs CAP_SYS_RESOURCE"))
 		}
 	}
 	if p := tc.GetPersonality(); p != 0 {
@@ -111,13 +112,7 @@ func (r *restorer) restoreProcess() error {
 		}
 	}
 	if tc.OomScoreAdj != nil {
-		path := fmt.Sprintf("/proc/%d/oom_score_adj", c.pid)
-		if err := os.WriteFile(path, []byte(strconv.Itoa(int(tc.GetOomScoreAdj()))), 0); err != nil {
-			return fmt.Errorf("oom_score_adj %d: %w", tc.GetOomScoreAdj(), err)
-		}
-	}
-	if tc.GetChildSubreaper() {
-		if _, err := c.call(c.leader, "prctl(PR_SET_CHILD_SUBREAPER)", unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
+		if err := setOomScoreAdj(c.pid, int(tc.GetOomScoreAdj())); err != nil {
 			return err
 		}
 	}
@@ -288,16 +283,19 @@ func (r *restorer) restoreThread(t *ptrace.Task, i int) error {
 	}
 	if tc.SchedNice != nil && tc.GetSchedPolicy() == 0 /* SCHED_OTHER */ {
 		if err := unix.Setpriority(unix.PRIO_PROCESS, t.Tid, int(tc.GetSchedNice())); err != nil {
-			return fmt.Errorf("thread %d: nice %d: %w", t.Tid, tc.GetSchedNice(), err)
+			return fmt.Errorf("thread %d: nice %d: %w", t.Tid, tc.GetSchedNice(), hintPrivilege(err, "a nice value below cryo's own needs CAP_SYS_NICE"))
 		}
 	}
 	return r.queueSignals(t, tc.GetSignalsP(), false)
 }
 
-// restoreCreds applies no_new_privs, seccomp filters and credentials last:
-// each may take away what the steps before needed.
+// restoreCreds applies no_new_privs, ids, capabilities and seccomp filters
+// last: each may take away what the steps before needed. A filter that the
+// thread could only have installed with CAP_SYS_ADMIN (no no_new_privs)
+// goes in before the capabilities are lowered.
 func (r *restorer) restoreCreds() error {
 	c := r.c
+	late := make([]bool, len(c.threads))
 	for i, t := range c.threads {
 		tc := r.l.cores[i].GetThreadCore()
 		if tc.GetCreds().GetNoNewPrivs() != 0 {
@@ -305,20 +303,46 @@ func (r *restorer) restoreCreds() error {
 				return err
 			}
 		}
-		if tc.GetSeccompMode() == 2 {
-			if err := r.installSeccomp(t, tc.GetSeccompFilter()); err != nil {
-				return fmt.Errorf("thread %d: %w", t.Tid, err)
-			}
+		if tc.GetSeccompMode() != 2 {
+			continue
+		}
+		if cr := r.threadCreds(i); cr.GetNoNewPrivs() != 0 || imageCaps(cr).Has(unix.CAP_SYS_ADMIN) {
+			late[i] = true
+			continue
+		}
+		if err := r.installSeccomp(t, tc.GetSeccompFilter()); err != nil {
+			return fmt.Errorf("thread %d: %w", t.Tid, err)
 		}
 	}
 	cr := r.l.cores[0].GetThreadCore().GetCreds()
 	if cr == nil {
 		return nil
 	}
-	if uint32(os.Getuid()) == cr.GetUid() && cr.GetEuid() == cr.GetUid() && cr.GetSuid() == cr.GetUid() &&
-		uint32(os.Getgid()) == cr.GetGid() && cr.GetEgid() == cr.GetGid() && cr.GetSgid() == cr.GetGid() {
-		return nil
+	if uint32(os.Getuid()) != cr.GetUid() || cr.GetEuid() != cr.GetUid() || cr.GetSuid() != cr.GetUid() ||
+		uint32(os.Getgid()) != cr.GetGid() || cr.GetEgid() != cr.GetGid() || cr.GetSgid() != cr.GetGid() {
+		if err := r.restoreIDs(cr); err != nil {
+			return err
+		}
 	}
+	for i, t := range c.threads {
+		if err := r.restoreCaps(t, r.threadCreds(i)); err != nil {
+			return err
+		}
+		if late[i] {
+			if err := r.installSeccomp(t, r.l.cores[i].GetThreadCore().GetSeccompFilter()); err != nil {
+				return fmt.Errorf("thread %d: %w", t.Tid, err)
+			}
+		}
+	}
+	return nil
+}
+
+// restoreIDs sets groups and uids/gids of every thread, keeping the
+// permitted capabilities across the change of uid when the image has some
+// (restoreCaps then sets them exactly).
+func (r *restorer) restoreIDs(cr *creds.CredsEntry) error {
+	c := r.c
+	keep := capMask(cr.GetCapPrm()) != 0
 	for _, t := range c.threads {
 		groups := make([]byte, 4*len(cr.GetGroups()))
 		for i, g := range cr.GetGroups() {
@@ -332,13 +356,23 @@ func (r *restorer) restoreCreds() error {
 			}
 		}
 		if _, err := c.call(t, "setgroups", unix.SYS_SETGROUPS, uint64(len(cr.GetGroups())), gp); err != nil {
-			return err
+			return hintPrivilege(err, "changing groups needs CAP_SETGID: restore another user's process as root")
 		}
 		if _, err := c.call(t, "setresgid", unix.SYS_SETRESGID, uint64(cr.GetGid()), uint64(cr.GetEgid()), uint64(cr.GetSgid())); err != nil {
-			return err
+			return hintPrivilege(err, "changing gids needs CAP_SETGID: restore another user's process as root")
+		}
+		if keep {
+			if _, err := c.call(t, "prctl(PR_SET_KEEPCAPS)", unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1); err != nil {
+				return err
+			}
 		}
 		if _, err := c.call(t, "setresuid", unix.SYS_SETRESUID, uint64(cr.GetUid()), uint64(cr.GetEuid()), uint64(cr.GetSuid())); err != nil {
-			return err
+			return hintPrivilege(err, "changing uids needs CAP_SETUID: restore another user's process as root")
+		}
+		if keep {
+			if _, err := c.call(t, "prctl(PR_SET_KEEPCAPS)", unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 0); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

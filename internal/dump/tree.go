@@ -1,0 +1,329 @@
+package dump
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
+
+	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/meta"
+	"github.com/cryo-project/cryo/internal/procfs"
+	"github.com/cryo-project/cryo/internal/xstate"
+)
+
+// tree is a dumped process tree: the process named on the command line and
+// every descendant, parents before children.
+type tree struct {
+	opts    Options
+	log     *slog.Logger
+	procs   []*process
+	zombies []*zombie
+	files   *fileTable
+	snaps   map[*process]*snapshot
+}
+
+// zombie is a child that has exited and not been reaped: restored as a
+// zombie with the same exit status, for its parent to reap.
+type zombie struct {
+	pid, ppid, pgid, sid int
+	exitCode             int // the wait status the parent will see
+	index                int
+}
+
+// Run dumps opts.Pid and all its descendants. On error every process is left
+// running as it was.
+func Run(opts Options) (st *Stats, err error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	t := &tree{opts: opts, log: opts.Log, files: newFileTable(), snaps: map[*process]*snapshot{}}
+	st = &Stats{}
+	root := t.newProcess(opts.Pid)
+	if err := root.check(); err != nil {
+		return nil, err
+	}
+	dir, err := image.Create(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("image directory: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			dir.Abort()
+		}
+	}()
+
+	// ptrace ties tracees to this OS thread (see package ptrace).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+
+	t0 := time.Now()
+	defer func() {
+		if err != nil {
+			if rerr := t.release(); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
+		for _, p := range t.procs {
+			for _, c := range p.closers {
+				c.Close()
+			}
+		}
+	}()
+	if err := t.freeze(root); err != nil {
+		return nil, err
+	}
+	st.Freezing = time.Since(t0)
+	t.log.Info("frozen", "pid", opts.Pid, "processes", len(t.procs), "zombies", len(t.zombies), "took", st.Freezing)
+
+	sc := &seccomp.SeccompEntry{}
+	for _, p := range t.procs {
+		if err := p.aborted(); err != nil {
+			return nil, err
+		}
+		s, err := p.collect()
+		if err != nil {
+			return nil, err
+		}
+		if len(s.seccomp) > 0 {
+			s.seccompIdx = addSeccomp(sc, s.seccomp)
+		}
+		t.snaps[p] = s
+		st.Threads += len(p.threads)
+		st.VMAs += len(s.areas)
+	}
+	if err := t.files.checkPipes(opts.Pid); err != nil {
+		return nil, err
+	}
+	tm := time.Now()
+	if err := t.write(dir, sc, st); err != nil {
+		return nil, err
+	}
+	st.MemDump = time.Since(tm)
+	st.Frozen = time.Since(t0)
+	if err := writeStats(dir, st); err != nil {
+		return nil, err
+	}
+	if err := root.aborted(); err != nil {
+		return nil, err
+	}
+	if err := dir.Commit(); err != nil {
+		return nil, fmt.Errorf("commit images: %w", err)
+	}
+	committed = true
+	t.log.Info("images written", "dir", opts.Dir, "pages", st.PagesWritten, "frozen", st.Frozen)
+
+	if opts.LeaveRunning {
+		if err := t.release(); err != nil {
+			return st, fmt.Errorf("images are complete, but resuming the processes failed: %w", err)
+		}
+		return st, nil
+	}
+	return st, t.kill()
+}
+
+func (t *tree) newProcess(pid int) *process {
+	return &process{pid: pid, log: t.log, opts: t.opts, files: t.files, index: len(t.procs) + len(t.zombies)}
+}
+
+// freeze seizes the root, then its children, then theirs: a stopped
+// process cannot fork, so once a process is seized its list of children is
+// final, and every child forked before is found.
+func (t *tree) freeze(root *process) error {
+	if err := root.freeze(); err != nil {
+		return err
+	}
+	t.procs = append(t.procs, root)
+	for i := 0; i < len(t.procs); i++ {
+		p := t.procs[i]
+		kids, err := children(p)
+		if err != nil {
+			return err
+		}
+		for _, pid := range kids {
+			if err := t.add(pid, p.pid); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// add seizes one child, or records it as a zombie.
+func (t *tree) add(pid, ppid int) error {
+	st, err := procfs.StatPid(pid)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // reaped since: no longer in the tree
+		}
+		return err
+	}
+	if st.State == 'Z' {
+		t.zombies = append(t.zombies, &zombie{pid: pid, ppid: ppid, pgid: st.Pgrp, sid: st.Session, exitCode: st.ExitCode, index: len(t.procs) + len(t.zombies)})
+		return nil
+	}
+	p := t.newProcess(pid)
+	if err := p.check(); err != nil {
+		return fmt.Errorf("child %d of %d: %w", pid, ppid, err)
+	}
+	if err := p.freeze(); err != nil {
+		if errors.Is(err, os.ErrNotExist) || strings.Contains(err.Error(), "exited") {
+			// Exited while being seized: now a zombie, or gone.
+			return t.add(pid, ppid)
+		}
+		return err
+	}
+	t.procs = append(t.procs, p)
+	return nil
+}
+
+// children lists the children of every thread of p (a child belongs to
+// the thread that forked it).
+func children(p *process) ([]int, error) {
+	var out []int
+	for _, th := range p.threads {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p.pid, th.t.Tid))
+		if err != nil {
+			return nil, fmt.Errorf("children of %d: %w (needs CONFIG_PROC_CHILDREN)", p.pid, err)
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				out = append(out, pid)
+			}
+		}
+	}
+	return out, nil
+}
+
+func (t *tree) release() error {
+	var errs []error
+	for i := len(t.procs) - 1; i >= 0; i-- {
+		if err := t.procs[i].release(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// kill ends every dumped process, children first.
+func (t *tree) kill() error {
+	var errs []error
+	for i := len(t.procs) - 1; i >= 0; i-- {
+		if err := t.procs[i].kill(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// write writes the images: each process's own, then what they share.
+func (t *tree) write(dir *image.Dir, sc *seccomp.SeccompEntry, st *Stats) error {
+	var entries []proto.Message
+	for _, p := range t.procs {
+		threads := make([]uint32, len(p.threads))
+		for i, th := range p.threads {
+			threads[i] = uint32(th.t.Tid)
+		}
+		ppid := uint32(p.stat.PPid)
+		if p.index == 0 {
+			ppid = 0 // the root, as criu writes it
+		}
+		entries = append(entries, &pstree.PstreeEntry{
+			Pid: proto.Uint32(uint32(p.pid)), Ppid: proto.Uint32(ppid),
+			Pgid: proto.Uint32(uint32(p.stat.Pgrp)), Sid: proto.Uint32(uint32(p.stat.Session)),
+			Threads: threads,
+		})
+	}
+	for _, z := range t.zombies {
+		entries = append(entries, &pstree.PstreeEntry{
+			Pid: proto.Uint32(uint32(z.pid)), Ppid: proto.Uint32(uint32(z.ppid)),
+			Pgid: proto.Uint32(uint32(z.pgid)), Sid: proto.Uint32(uint32(z.sid)),
+			Threads: []uint32{uint32(z.pid)},
+		})
+		if err := writeOne(dir, fmt.Sprintf("core-%d.img", z.pid), "CORE", &core.CoreEntry{
+			Mtype: core.CoreEntry_X86_64.Enum(),
+			Tc: &core.TaskCoreEntry{
+				TaskState: proto.Uint32(taskDead), ExitCode: proto.Uint32(uint32(z.exitCode)),
+				Personality: proto.Uint32(0), Flags: proto.Uint32(0), BlkSigset: proto.Uint64(0),
+				Comm: proto.String(""),
+			},
+		}); err != nil {
+			return err
+		}
+	}
+	if err := writeOne(dir, "pstree.img", "PSTREE", entries...); err != nil {
+		return err
+	}
+	for _, p := range t.procs {
+		if err := p.writeProcess(dir, t.snaps[p], st); err != nil {
+			return err
+		}
+	}
+	files := make([]proto.Message, len(t.files.entries))
+	for i, e := range t.files.entries {
+		files[i] = e
+	}
+	if err := writeOne(dir, "files.img", "FILES", files...); err != nil {
+		return err
+	}
+	for id, g := range t.files.ghosts {
+		if err := dir.WriteGhostFile(id, g.entry, g.src); err != nil {
+			return fmt.Errorf("copy deleted file %d: %w", id, err)
+		}
+	}
+	if len(sc.SeccompFilters) > 0 {
+		if err := writeOne(dir, "seccomp.img", "SECCOMP", sc); err != nil {
+			return err
+		}
+	}
+	if err := t.procs[0].writeFileData(dir); err != nil {
+		return err
+	}
+	if err := meta.Write(dir, t.meta()); err != nil {
+		return err
+	}
+	return writeOne(dir, "inventory.img", "INVENTORY", &inventory.InventoryEntry{
+		ImgVersion:  proto.Uint32(2), // CRTOOLS_IMAGES_V1_1
+		FdinfoPerId: proto.Bool(true),
+		RootIds:     t.procs[0].ids(),
+		NsPerId:     proto.Bool(true),
+		Lsmtype:     inventory.Lsmtype_NO_LSM.Enum(),
+		DumpUptime:  proto.Uint64(uint64(time.Now().UnixMicro())),
+	})
+}
+
+func (t *tree) meta() *meta.Meta {
+	var uts unix.Utsname
+	unix.Uname(&uts)
+	acc := map[int][]uint64{}
+	for _, p := range t.procs {
+		for _, a := range t.snaps[p].areas {
+			if a.m.VmFlags.Has(procfs.VmAccount) && !a.m.Perms.Write && !a.m.Perms.Shared {
+				acc[p.pid] = append(acc[p.pid], a.m.Start)
+			}
+		}
+	}
+	root := t.snaps[t.procs[0]]
+	return &meta.Meta{
+		Kernel:            unix.ByteSliceToString(uts.Release[:]),
+		Machine:           unix.ByteSliceToString(uts.Machine[:]),
+		VdsoHash:          root.vdsoHash,
+		XFeatures:         xstate.HostFeatures(),
+		Cmdline:           root.cmdline,
+		Created:           time.Now().UTC(),
+		AccountedReadOnly: acc,
+	}
+}

@@ -1,0 +1,447 @@
+package restore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sort"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/ptrace"
+)
+
+// treeRestorer restores a process tree: it creates every process from its
+// parent (so pids, parents, sessions and groups come out right), then has
+// each restorer rebuild its process, and lets them all go together.
+type treeRestorer struct {
+	opts   Options
+	log    *slog.Logger
+	l      *loaded
+	rs     []*restorer // in pstree order, parents first
+	byPid  map[uint32]*restorer
+	ghosts *ghosts
+	pages  uint64
+
+	// Objects the processes share, each held by the first process that
+	// made it ("owner"): the others take it over with pidfd_getfd or, for
+	// shared memory, through the owner's /proc/PID/map_files.
+	files  map[uint32]fdOwner // file id → fd holding that open file description
+	pipes  map[uint32]*pipeEnds
+	memfds map[uint32]fdOwner // memfd inode id
+	shm    map[uint64]shmOwner
+	shmLen map[uint64]uint64 // shmid → size the object needs, over the tree
+	// helpers are processes made only to recreate a session or group whose
+	// leader is gone; each is reaped by the process it was forked from.
+	helpers []helper
+}
+
+type fdOwner struct {
+	pid int
+	fd  uint64
+}
+
+type shmOwner struct {
+	pid        int
+	start, end uint64
+}
+
+type helper struct {
+	pid    int
+	parent *restorer
+}
+
+// Run restores the image in opts.Dir. On failure, whatever was built is
+// killed and nothing runs.
+func Run(opts Options) (*Result, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	t0 := time.Now()
+	l, err := load(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	t := &treeRestorer{opts: opts, log: opts.Log, l: l, byPid: map[uint32]*restorer{},
+		files: map[uint32]fdOwner{}, pipes: map[uint32]*pipeEnds{}, memfds: map[uint32]fdOwner{},
+		shm: map[uint64]shmOwner{}, shmLen: map[uint64]uint64{}}
+	for _, pl := range l.procs {
+		r := &restorer{opts: opts, log: opts.Log, l: pl, t: t}
+		for _, fd := range pl.fds {
+			r.tempFdBase = max(r.tempFdBase, uint64(fd.GetFd())+1)
+		}
+		t.rs = append(t.rs, r)
+		t.byPid[pl.tree.GetPid()] = r
+		for _, e := range pl.mm.GetVmas() {
+			if has(e, kabi.VMA_ANON_SHARED) {
+				t.shmLen[e.GetShmid()] = max(t.shmLen[e.GetShmid()], e.GetPgoff()+e.GetEnd()-e.GetStart())
+			}
+		}
+	}
+	root := &restorer{opts: opts, log: opts.Log, l: l, t: t}
+	if err := root.preflight(); err != nil {
+		return nil, err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	// The stub that forks the root is killed right after; as a child
+	// subreaper cryo inherits the root, so it can wait for it and, on
+	// failure, reap it.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("become child subreaper: %w", err)
+	}
+	res := &Result{Pid: int(l.tree.GetPid())}
+	if err := t.build(); err != nil {
+		t.kill()
+		t.ghosts.cleanup()
+		return nil, err
+	}
+	t.ghosts.cleanup()
+	res.Pages = t.pages
+	res.Took = time.Since(t0)
+	t.log.Info("restored", "pid", res.Pid, "processes", len(t.rs), "took", res.Took)
+	if opts.Detached {
+		return res, nil
+	}
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(res.Pid, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return res, fmt.Errorf("wait for %d: %w", res.Pid, err)
+		}
+		break
+	}
+	switch {
+	case ws.Exited():
+		res.Status = ws.ExitStatus()
+	case ws.Signaled():
+		res.Status = 128 + int(ws.Signal())
+	}
+	return res, nil
+}
+
+// kill ends every process built so far, children first, by pid.
+func (t *treeRestorer) kill() {
+	for i := len(t.rs) - 1; i >= 0; i-- {
+		if c := t.rs[i].c; c != nil {
+			c.kill()
+		}
+	}
+}
+
+func (t *treeRestorer) build() error {
+	var err error
+	if t.ghosts, err = prepareGhosts(t.l); err != nil {
+		return err
+	}
+	for _, r := range t.rs {
+		r.ghosts = t.ghosts
+	}
+	var spans [][2]uint64
+	for _, p := range t.l.procs {
+		for _, e := range p.mm.GetVmas() {
+			spans = append(spans, [2]uint64{e.GetStart(), e.GetEnd()})
+		}
+	}
+	// One base for the whole tree: children inherit their parent's stub
+	// layout, scratch area included, and build themselves from it.
+	base, err := chooseBase(spans)
+	if err != nil {
+		return err
+	}
+	root := t.rs[0]
+	if root.c, err = birth(int(root.l.tree.GetPid()), base, t.log); err != nil {
+		return err
+	}
+	if err := root.bornSetup(); err != nil {
+		return err
+	}
+	for _, r := range t.rs[1:] {
+		if err := t.fork(r); err != nil {
+			return err
+		}
+	}
+	if err := t.groups(); err != nil {
+		return err
+	}
+	if err := t.reapHelpers(); err != nil {
+		return err
+	}
+	for _, r := range t.rs {
+		if r.l.zombie {
+			continue
+		}
+		if err := r.build(); err != nil {
+			return fmt.Errorf("process %d: %w", r.c.pid, err)
+		}
+	}
+	for _, r := range t.rs {
+		if r.l.zombie {
+			continue
+		}
+		if err := r.restoreCreds(); err != nil {
+			return fmt.Errorf("process %d: %w", r.c.pid, err)
+		}
+	}
+	if err := t.closeShared(); err != nil {
+		return err
+	}
+	// Zombies die once everything else is built; their parents still have
+	// their scratch area to take back the SIGCHLD (see consumeSIGCHLD).
+	for _, r := range t.rs {
+		if r.l.zombie {
+			if err := t.die(r); err != nil {
+				return err
+			}
+		}
+	}
+	for _, r := range t.rs {
+		if r.l.zombie {
+			continue
+		}
+		if err := r.finish(); err != nil {
+			return fmt.Errorf("process %d: %w", r.c.pid, err)
+		}
+	}
+	var errs []error
+	for _, r := range t.rs {
+		if !r.l.zombie {
+			errs = append(errs, r.detach())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// bornSetup runs right after a process exists, before it forks anything:
+// its session, and whether it adopts orphans (which its descendants'
+// restore may rely on).
+func (r *restorer) bornSetup() error {
+	if err := r.session(); err != nil {
+		return err
+	}
+	if r.l.zombie {
+		return nil
+	}
+	if r.l.cores[0].GetTc().GetChildSubreaper() {
+		if _, err := r.c.call(r.c.leader, "prctl(PR_SET_CHILD_SUBREAPER)", unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fork creates process r as a child of its parent, or, if its session's
+// leader is gone, as a child of a helper that re-creates that session and
+// then exits, leaving r to its parent as subreaper.
+func (t *treeRestorer) fork(r *restorer) error {
+	te := r.l.tree
+	parent := t.byPid[te.GetPpid()]
+	if parent == nil || parent.c == nil {
+		return fmt.Errorf("process %d: parent %d not restored", te.GetPid(), te.GetPpid())
+	}
+	from := parent
+	sid := te.GetSid()
+	if sid != te.GetPid() && sid != parent.l.tree.GetSid() {
+		if !parent.l.cores[0].GetTc().GetChildSubreaper() {
+			return fmt.Errorf("process %d is in session %d, whose leader is gone, and its parent %d is no subreaper: %w", te.GetPid(), sid, te.GetPpid(), ErrNotSupported)
+		}
+		h, err := t.helperFor(parent, int(sid), true)
+		if err != nil {
+			return err
+		}
+		from = h
+	}
+	c, err := from.c.fork(int(te.GetPid()))
+	if err != nil {
+		return fmt.Errorf("process %d: %w", te.GetPid(), err)
+	}
+	r.c = c
+	return r.bornSetup()
+}
+
+// helperFor returns a helper process with pid id, forked from r, that has
+// made itself leader of a new session (session) or process group.
+func (t *treeRestorer) helperFor(r *restorer, id int, session bool) (*restorer, error) {
+	for _, h := range t.helpers {
+		if h.pid == id {
+			return t.byPid[uint32(id)], nil
+		}
+	}
+	if err := pidFree(id); err != nil {
+		return nil, err
+	}
+	c, err := r.c.fork(id)
+	if err != nil {
+		return nil, fmt.Errorf("helper %d: %w", id, err)
+	}
+	if session {
+		_, err = c.call(c.leader, "setsid", unix.SYS_SETSID)
+	} else {
+		_, err = c.call(c.leader, "setpgid", unix.SYS_SETPGID, 0, 0)
+	}
+	if err != nil {
+		c.kill()
+		return nil, err
+	}
+	h := &restorer{opts: t.opts, log: t.log, t: t, c: c, l: &loaded{zombie: true}}
+	t.byPid[uint32(id)] = h
+	t.helpers = append(t.helpers, helper{pid: id, parent: r})
+	return h, nil
+}
+
+// groups puts every process in its process group: leaders first, and a
+// helper standing in for each group whose leader is gone.
+func (t *treeRestorer) groups() error {
+	rs := append([]*restorer(nil), t.rs...)
+	sort.SliceStable(rs, func(i, j int) bool {
+		return rs[i].l.tree.GetPgid() == rs[i].l.tree.GetPid() && rs[j].l.tree.GetPgid() != rs[j].l.tree.GetPid()
+	})
+	for _, r := range rs {
+		te := r.l.tree
+		pgid := int(te.GetPgid())
+		cur, err := unix.Getpgid(r.c.pid)
+		if err != nil {
+			return fmt.Errorf("process %d: %w", r.c.pid, err)
+		}
+		if cur == pgid || (r.c.pid == int(t.l.tree.GetPid()) && pgid != r.c.pid) {
+			continue // inherited; or the root joining a group outside the tree: it stays in cryo's
+		}
+		if pgid != r.c.pid {
+			if _, ok := t.byPid[uint32(pgid)]; !ok {
+				if _, err := t.helperFor(r, pgid, false); err != nil {
+					return fmt.Errorf("process %d: group %d: %w", r.c.pid, pgid, err)
+				}
+			}
+		}
+		target := uint64(pgid)
+		if pgid == r.c.pid {
+			target = 0
+		}
+		if _, err := r.c.call(r.c.leader, "setpgid", unix.SYS_SETPGID, 0, target); err != nil {
+			return fmt.Errorf("process %d: join group %d: %w", r.c.pid, pgid, err)
+		}
+	}
+	return nil
+}
+
+// reapHelpers lets each helper exit and has the process it was forked from
+// reap it: it existed only for its session or group id, which live on in
+// the processes that joined them.
+func (t *treeRestorer) reapHelpers() error {
+	for _, h := range t.helpers {
+		hr := t.byPid[uint32(h.pid)]
+		hr.c.leader.Syscall(unix.SYS_EXIT_GROUP, 0) // returns ErrGone: the helper is gone
+		if _, err := h.parent.c.call(h.parent.c.leader, "wait4 helper", unix.SYS_WAIT4, uint64(h.pid), 0, unix.WALL, 0); err != nil {
+			return fmt.Errorf("reap helper %d: %w", h.pid, err)
+		}
+		if err := h.parent.consumeSIGCHLD(); err != nil {
+			return err
+		}
+		delete(t.byPid, uint32(h.pid))
+	}
+	t.helpers = nil
+	return nil
+}
+
+// consumeSIGCHLD takes back the SIGCHLD that a helper's or a zombie's
+// death queued for r, unless r had one pending in the image: the program
+// must not see a child exit that is only restore's doing.
+func (r *restorer) consumeSIGCHLD() error {
+	if r.l.zombie {
+		return nil
+	}
+	for _, s := range r.l.cores[0].GetTc().GetSignalsS().GetSignals() {
+		if len(s.GetSiginfo()) >= 4 && s.GetSiginfo()[0] == byte(unix.SIGCHLD) {
+			return nil
+		}
+	}
+	set := uint64(1) << (unix.SIGCHLD - 1)
+	b := kabi.Bytes(&set)
+	sp, err := r.c.arg(b)
+	if err != nil {
+		return err
+	}
+	ts := make([]byte, 16) // a zero timeout: poll
+	tp, err := r.c.arg(ts)
+	if err != nil {
+		return err
+	}
+	ret, err := r.c.leader.Syscall(unix.SYS_RT_SIGTIMEDWAIT, sp, 0, tp, 8)
+	r.c.cursor = 0
+	if err != nil {
+		return err
+	}
+	if e := ptrace.Errno(ret); e != nil && !errors.Is(e, unix.EAGAIN) {
+		return fmt.Errorf("consume SIGCHLD in %d: %w", r.c.pid, e)
+	}
+	return nil
+}
+
+// die turns a zombie of the image into a zombie again: it exits with its
+// dumped status and stays unreaped for its parent.
+func (t *treeRestorer) die(r *restorer) error {
+	status := int(r.l.cores[0].GetTc().GetExitCode())
+	c := r.c
+	if sig := status & 0x7f; sig != 0 {
+		// Killed by a signal: no core file, the signal unblocked, then sent.
+		unix.Prlimit(c.pid, unix.RLIMIT_CORE, &unix.Rlimit{}, nil)
+		if err := kabi.SetSigmask(c.pid, 0); err != nil {
+			return err
+		}
+		if _, err := c.call(c.leader, "kill", unix.SYS_KILL, uint64(c.pid), uint64(sig)); err != nil {
+			return err
+		}
+		c.leader.Detach()
+	} else {
+		c.leader.Syscall(unix.SYS_EXIT_GROUP, uint64(status>>8&0xff)) // returns ErrGone
+	}
+	var ws unix.WaitStatus
+	for i := 0; i < 100; i++ {
+		p, err := unix.Wait4(c.pid, &ws, unix.WALL|unix.WNOHANG, nil)
+		if err != nil || (p == c.pid && (ws.Exited() || ws.Signaled())) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if parent := t.byPid[r.l.tree.GetPpid()]; parent != nil {
+		return parent.consumeSIGCHLD()
+	}
+	return nil
+}
+
+// fork has the process (still in its stub state) fork a child with the
+// given pid, which inherits the stub layout and scratch area and is
+// attached to cryo by PTRACE_O_TRACEFORK.
+func (c *child) fork(pid int) (*child, error) {
+	var tid [8]byte
+	binary.LittleEndian.PutUint64(tid[:], uint64(pid))
+	tp, err := c.arg(tid[:])
+	if err != nil {
+		return nil, err
+	}
+	args := kabi.CloneArgs{ExitSignal: uint64(unix.SIGCHLD), SetTid: tp, SetTidSize: 1}
+	ap, err := c.arg(kabi.Bytes(&args))
+	if err != nil {
+		return nil, err
+	}
+	ret, err := c.call(c.leader, "clone3", unix.SYS_CLONE3, ap, uint64(len(kabi.Bytes(&args))))
+	if err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return nil, pidFree(pid)
+		}
+		return nil, fmt.Errorf("clone3 with set_tid %d: %w", pid, err)
+	}
+	t, err := ptrace.Attached(int(ret))
+	if err != nil {
+		return nil, fmt.Errorf("new process %d: %w", ret, err)
+	}
+	t.SyscallIP = c.scratch
+	return &child{pid: int(ret), log: c.log, leader: t, threads: []*ptrace.Task{t}, scratch: c.scratch}, nil
+}

@@ -1,0 +1,62 @@
+package e2e
+
+import (
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestTree checkpoints a process tree whose processes share a file offset,
+// a pipe with bytes in flight and an anonymous shared counter, with a
+// zombie, an orphaned process group and a daemonised grandchild; restores
+// it, and lets every process check itself. Then it does it all again from
+// the restored tree: a restored tree must be as dumpable as the original.
+func TestTree(t *testing.T) {
+	requireRoot(t)
+	requireCryo(t)
+	tg := startTarget(t, "tree")
+	img := filepath.Join(t.TempDir(), "img")
+	mustDump(t, tg.pid, img)
+	tg.expectKilled()
+	reapOrphans(t)
+
+	// Second cycle: restore detached, dump the restored tree, restore again.
+	r := runCryo(t, restoreTimeout, "restore", "-D", img, "-d", "-v4", "-o", img+".restore.log")
+	if r.code != 0 {
+		t.Fatalf("restore -d: %v\n%s", r, readLog(img+".restore.log"))
+	}
+	defer killRestored(t, tg.pid, "tree")
+	time.Sleep(200 * time.Millisecond)
+	img2 := filepath.Join(t.TempDir(), "img2")
+	mustDump(t, tg.pid, img2)
+	if _, err := waitReaped(tg.pid, exitTimeout); err != nil {
+		t.Fatalf("restored root after its dump: %v", err)
+	}
+	reapOrphans(t)
+	cp := startCryo(t, "restore", "-D", img2, "-v4", "-o", img2+".restore.log")
+	time.Sleep(200 * time.Millisecond)
+	tg.fire()
+	res := cp.wait(restoreTimeout)
+	if res.timedOut || res.code != 0 {
+		t.Fatalf("tree after two checkpoints: %v\n%s\n%s", res, tg.log(), readLog(img2+".restore.log"))
+	}
+}
+
+// reapOrphans reaps the processes of a dumped (and so killed) tree that were
+// re-parented to the test, a subreaper, when their parents died first.
+func reapOrphans(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(exitTimeout)
+	for time.Now().Before(deadline) {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG|syscall.WALL, nil)
+		if err != nil { // ECHILD: nothing left
+			return
+		}
+		if pid == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	t.Fatalf("children of the test still alive %v after their tree was dumped", exitTimeout)
+}
