@@ -57,6 +57,11 @@ func (p *process) collect() (*snapshot, error) {
 			}
 		}
 	}
+	p.areas = s.areas
+	if p.pagemap, err = os.Open(pidDir + "/pagemap"); err != nil {
+		return nil, fmt.Errorf("open pagemap of %d: %w", p.pid, err)
+	}
+	p.closers = append(p.closers, p.pagemap)
 	if s.runs, err = p.findRuns(s.areas); err != nil {
 		return nil, err
 	}

@@ -84,6 +84,13 @@ type process struct {
 	// index is the process's place in the tree (0 for the root): its
 	// kernel objects' ids and its pages file are numbered from it.
 	index int
+	// parent is the process's parent in the tree (nil for the root); its
+	// areas and open pagemap let the dump find pages still shared
+	// copy-on-write between the two.
+	parent    *process
+	areas     []*area
+	pagemap   *os.File
+	inherited [][2]uint64
 }
 
 // check refuses what cannot be dumped before anything is touched.

@@ -16,6 +16,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/meta"
 	"github.com/cryo-project/cryo/internal/procfs"
 )
 
@@ -203,11 +204,15 @@ func (p *process) findRuns(areas []*area) ([]run, error) {
 	defer pm.Close()
 	var runs []run
 	buf := make([]byte, 8*8192)
+	pbuf := make([]byte, len(buf))
 	for _, a := range areas {
 		switch a.pages {
 		case noPages:
 			continue
 		case shmemPages:
+			if p.parentPagemap(a) != nil {
+				continue // the same object, mapped the same way: the parent dumps it
+			}
 			r, err := p.shmemRuns(a)
 			if err != nil {
 				return nil, err
@@ -217,10 +222,16 @@ func (p *process) findRuns(areas []*area) ([]run, error) {
 		}
 		force := !a.m.Perms.Read
 		first := len(runs) // runs never span two areas: restore writes each area its own way
+		ppm := p.parentPagemap(a)
 		for addr := a.m.Start; addr < a.m.End; {
 			n := min((a.m.End-addr)/pageSize, uint64(len(buf)/8))
 			if _, err := pm.ReadAt(buf[:n*8], int64(addr/pageSize*8)); err != nil {
 				return nil, fmt.Errorf("read pagemap of %d at %#x: %w", p.pid, addr, err)
+			}
+			if ppm != nil {
+				if _, err := ppm.ReadAt(pbuf[:n*8], int64(addr/pageSize*8)); err != nil {
+					return nil, fmt.Errorf("read pagemap of %d at %#x: %w", p.parent.pid, addr, err)
+				}
 			}
 			for i := uint64(0); i < n; i++ {
 				e := binary.LittleEndian.Uint64(buf[i*8:])
@@ -232,6 +243,10 @@ func (p *process) findRuns(areas []*area) ([]run, error) {
 					continue
 				}
 				va := addr + i*pageSize
+				if ppm != nil && sameFrame(e, binary.LittleEndian.Uint64(pbuf[i*8:])) {
+					p.inherit(va)
+					continue
+				}
 				if l := len(runs); l > first && runs[l-1].addr+runs[l-1].pages*pageSize == va {
 					runs[l-1].pages++
 				} else {
@@ -242,6 +257,37 @@ func (p *process) findRuns(areas []*area) ([]run, error) {
 		}
 	}
 	return runs, nil
+}
+
+// parentPagemap returns the parent's pagemap if area a is one the process
+// inherited from its parent (meta.Inheritable), to compare page frames.
+// Page frame numbers show only to CAP_SYS_ADMIN; without it they read as
+// zero and nothing is declared inherited.
+func (p *process) parentPagemap(a *area) *os.File {
+	if p.parent == nil || p.parent.pagemap == nil {
+		return nil
+	}
+	for _, pa := range p.parent.areas {
+		if meta.Inheritable(pa.entry, a.entry) {
+			return p.parent.pagemap
+		}
+	}
+	return nil
+}
+
+// sameFrame says whether two pagemap entries map one present physical page.
+func sameFrame(a, b uint64) bool {
+	const pfn = 1<<55 - 1
+	return a&kabi.PM_PRESENT != 0 && b&kabi.PM_PRESENT != 0 && a&pfn != 0 && a&pfn == b&pfn
+}
+
+// inherit records that the page at va is shared copy-on-write with the parent.
+func (p *process) inherit(va uint64) {
+	if l := len(p.inherited); l > 0 && p.inherited[l-1][0]+p.inherited[l-1][1]*pageSize == va {
+		p.inherited[l-1][1]++
+		return
+	}
+	p.inherited = append(p.inherited, [2]uint64{va, 1})
 }
 
 // shmemRuns lists the data extents of the shmem object behind a shared

@@ -176,6 +176,11 @@ func (t *tree) add(pid, ppid int) error {
 		return nil
 	}
 	p := t.newProcess(pid)
+	for _, q := range t.procs {
+		if q.pid == ppid {
+			p.parent = q
+		}
+	}
 	if err := p.check(); err != nil {
 		return fmt.Errorf("child %d of %d: %w", pid, ppid, err)
 	}
@@ -309,11 +314,15 @@ func (t *tree) meta() *meta.Meta {
 	var uts unix.Utsname
 	unix.Uname(&uts)
 	acc := map[int][]uint64{}
+	inh := map[int][][2]uint64{}
 	for _, p := range t.procs {
 		for _, a := range t.snaps[p].areas {
 			if a.m.VmFlags.Has(procfs.VmAccount) && !a.m.Perms.Write && !a.m.Perms.Shared {
 				acc[p.pid] = append(acc[p.pid], a.m.Start)
 			}
+		}
+		if len(p.inherited) > 0 {
+			inh[p.pid] = p.inherited
 		}
 	}
 	root := t.snaps[t.procs[0]]
@@ -325,5 +334,6 @@ func (t *tree) meta() *meta.Meta {
 		Cmdline:           root.cmdline,
 		Created:           time.Now().UTC(),
 		AccountedReadOnly: acc,
+		Inherited:         inh,
 	}
 }

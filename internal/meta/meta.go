@@ -15,6 +15,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
+
 	"github.com/cryo-project/cryo/internal/image"
 )
 
@@ -38,8 +40,14 @@ type Meta struct {
 	// writable and then takes the write permission away, as the program
 	// did, so their flags and merging match.
 	AccountedReadOnly map[int][]uint64 `json:"accounted_read_only,omitempty"`
-	Cmdline           string           `json:"cmdline"`
-	Created           time.Time        `json:"created"`
+	// Inherited lists, by pid, the runs of pages (address, count) a process
+	// shares copy-on-write with its parent: the very same physical page at
+	// the same address, in an Inheritable VMA. They are not in the
+	// process's pages: restore forks the process from its restored parent,
+	// which gives it these pages, still shared.
+	Inherited map[int][][2]uint64 `json:"inherited,omitempty"`
+	Cmdline   string              `json:"cmdline"`
+	Created   time.Time           `json:"created"`
 }
 
 // Write stores m in dir.
@@ -69,4 +77,22 @@ func Read(dir *image.Dir) (*Meta, error) {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	return &m, nil
+}
+
+// Inheritable says whether a child's VMA is the one it inherited from its
+// parent across fork, as far as restore can reproduce it: restore forks the
+// child from its restored parent and keeps such a VMA, with the pages that
+// are still shared, instead of mapping it anew. Dump declares pages
+// inherited only in VMAs that pass this same test.
+func Inheritable(parent, child *vma.VmaEntry) bool {
+	const (
+		madvDontfork   = 1 << 10             // MADV_DONTFORK: not copied to the child
+		madvWipeonfork = 1 << 18             // MADV_WIPEONFORK: copied empty
+		special        = 1<<2 | 1<<3 | 1<<12 // vsyscall, vdso, vvar
+	)
+	return parent.GetStart() == child.GetStart() && parent.GetEnd() == child.GetEnd() &&
+		parent.GetPgoff() == child.GetPgoff() && parent.GetProt() == child.GetProt() &&
+		parent.GetFlags() == child.GetFlags() && parent.GetStatus() == child.GetStatus() &&
+		parent.GetShmid() == child.GetShmid() && parent.GetStatus()&special == 0 &&
+		parent.GetMadv()&(madvDontfork|madvWipeonfork) == 0
 }

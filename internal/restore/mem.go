@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
@@ -41,6 +43,8 @@ type mapping struct {
 	// accounted VMAs are mapped writable and lose the write permission
 	// only after their pages are in (see protectAccounted).
 	accounted bool
+	// kept VMAs were inherited from the parent, not mapped by restore.
+	kept bool
 }
 
 // protectAccounted takes the write permission away from the VMAs that were
@@ -74,7 +78,7 @@ func has(e *vma.VmaEntry, bit uint32) bool { return e.GetStatus()&bit != 0 }
 
 // mapAll creates every VMA of the image at its address. files opens a
 // file of files.img in the child and returns the fd.
-func (r *restorer) mapAll() ([]mapping, error) {
+func (r *restorer) mapAll(kept map[uint64]bool) ([]mapping, error) {
 	c := r.c
 	vmas := r.l.mm.GetVmas()
 	out := make([]mapping, 0, len(vmas))
@@ -102,6 +106,11 @@ func (r *restorer) mapAll() ([]mapping, error) {
 		}
 		if start < c.scratch+scratchSize && end > c.scratch {
 			return nil, fmt.Errorf("vma %#x-%#x overlaps the scratch area", start, end)
+		}
+		if kept[start] {
+			// Inherited from the parent with its pages (see inherit.go).
+			out = append(out, mapping{e: e, shmem: has(e, kabi.VMA_ANON_SHARED) || (has(e, kabi.VMA_AREA_MEMFD) && e.GetFlags()&unix.MAP_SHARED != 0), kept: true})
+			continue
 		}
 		length := end - start
 		prot := uint64(e.GetProt())
@@ -459,6 +468,19 @@ func (r *restorer) findSyscall() (uint64, error) {
 	return 0, fmt.Errorf("no syscall instruction in [vdso]")
 }
 
+// exeIsAlready says whether the process's exe link is the image's exe file.
+func (r *restorer) exeIsAlready(exe *fdinfo.FileEntry) bool {
+	name := exe.GetReg().GetName()
+	if p, ok := r.ghosts.paths[exe.GetId()]; ok {
+		name = p
+	}
+	var a, b unix.Stat_t
+	if unix.Stat(fmt.Sprintf("/proc/%d/exe", r.c.pid), &a) != nil || unix.Stat(name, &b) != nil {
+		return false
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino
+}
+
 // setMM puts back the mm bounds, auxv and exe link in one PR_SET_MM_MAP.
 func (r *restorer) setMM() error {
 	c, mm := r.c, r.l.mm
@@ -466,11 +488,17 @@ func (r *restorer) setMM() error {
 	if exe == nil || exe.GetReg() == nil {
 		return &image.FormatError{File: r.mmName(), Offset: -1, Err: fmt.Errorf("exe file %d not in files.img: %w", mm.GetExeFileId(), image.ErrImageCorrupt)}
 	}
-	exeFd, err := r.openFile(exe, unix.O_RDONLY)
-	if err != nil {
-		return fmt.Errorf("exe: %w", err)
+	// A forked child already has the right exe link (its parent's), and
+	// the kernel refuses to change it while that file is mapped: leave it.
+	exeFd := ^uint32(0)
+	if !r.exeIsAlready(exe) {
+		fd, err := r.openFile(exe, unix.O_RDONLY)
+		if err != nil {
+			return fmt.Errorf("exe: %w", err)
+		}
+		defer c.call(c.leader, "close", unix.SYS_CLOSE, fd)
+		exeFd = uint32(fd)
 	}
-	defer c.call(c.leader, "close", unix.SYS_CLOSE, exeFd)
 	auxv := make([]byte, 8*len(mm.GetMmSavedAuxv()))
 	for i, v := range mm.GetMmSavedAuxv() {
 		binary.LittleEndian.PutUint64(auxv[i*8:], v)
@@ -482,9 +510,10 @@ func (r *restorer) setMM() error {
 		StartStack: mm.GetMmStartStack(),
 		ArgStart:   mm.GetMmArgStart(), ArgEnd: mm.GetMmArgEnd(),
 		EnvStart: mm.GetMmEnvStart(), EnvEnd: mm.GetMmEnvEnd(),
-		AuxvSize: uint32(len(auxv)), ExeFd: uint32(exeFd),
+		AuxvSize: uint32(len(auxv)), ExeFd: exeFd,
 	}
 	if len(auxv) > 0 {
+		var err error
 		if m.Auxv, err = c.arg(auxv); err != nil {
 			return err
 		}

@@ -93,9 +93,11 @@ func (r *restorer) usedXFeatures() uint64 {
 	return bv
 }
 
-// build rebuilds one born process (stages 3-5 of the package doc), up to
-// but not including credentials.
-func (r *restorer) build() error {
+// buildMemory rebuilds the address space of a born process (stage 3 of the
+// package doc). A child is forked from its parent once the parent's memory
+// is in, so parent is the restorer it inherited its address space from: the
+// VMAs it inherited are kept, with the pages it still shares copy-on-write.
+func (r *restorer) buildMemory(parent *restorer) error {
 	c := r.c
 	stage := time.Now()
 	step := func(name string) {
@@ -106,11 +108,20 @@ func (r *restorer) build() error {
 	if _, err := c.call(c.leader, "close_range", unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>32, 0); err != nil {
 		return err
 	}
-	if err := c.clearAddressSpace(); err != nil {
-		return err
+	var kept map[uint64]bool
+	keptVdso := false
+	if parent == nil {
+		if err := c.clearAddressSpace(); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if kept, keptVdso, err = r.trimInherited(parent); err != nil {
+			return err
+		}
 	}
 	step("clear")
-	maps, err := r.mapAll()
+	maps, err := r.mapAll(kept)
 	if err != nil {
 		return err
 	}
@@ -121,6 +132,11 @@ func (r *restorer) build() error {
 		return err
 	}
 	r.t.pages += pages
+	if parent != nil {
+		if err := r.zapUninherited(parent, maps); err != nil {
+			return err
+		}
+	}
 	if err := r.protectAccounted(maps, filled); err != nil {
 		return err
 	}
@@ -128,13 +144,27 @@ func (r *restorer) build() error {
 	if err := r.adviseAll(); err != nil {
 		return err
 	}
-	if err := r.mapVdso(); err != nil {
+	if keptVdso {
+		r.vdso = parent.vdso
+	} else if err := r.mapVdso(); err != nil {
 		return err
 	}
 	if err := r.setMM(); err != nil {
 		return err
 	}
 	step("vdso+mm")
+	return nil
+}
+
+// buildRest restores the rest of a process once every process of the tree
+// exists (stages 4-5): files, task state, threads.
+func (r *restorer) buildRest() error {
+	c := r.c
+	stage := time.Now()
+	step := func(name string) {
+		r.log.Debug("stage done", "pid", c.pid, "stage", name, "took", time.Since(stage))
+		stage = time.Now()
+	}
 	if err := r.restoreFiles(); err != nil {
 		return err
 	}

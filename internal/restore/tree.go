@@ -163,9 +163,20 @@ func (t *treeRestorer) build() error {
 	if err := root.bornSetup(); err != nil {
 		return err
 	}
+	if err := root.buildMemory(nil); err != nil {
+		return fmt.Errorf("process %d: %w", root.c.pid, err)
+	}
+	// Parents before children: each child is forked from its parent whose
+	// memory is in, and inherits it copy-on-write, as it had it.
 	for _, r := range t.rs[1:] {
 		if err := t.fork(r); err != nil {
 			return err
+		}
+		if r.l.zombie {
+			continue
+		}
+		if err := r.buildMemory(t.byPid[r.l.tree.GetPpid()]); err != nil {
+			return fmt.Errorf("process %d: %w", r.c.pid, err)
 		}
 	}
 	if err := t.groups(); err != nil {
@@ -178,7 +189,7 @@ func (t *treeRestorer) build() error {
 		if r.l.zombie {
 			continue
 		}
-		if err := r.build(); err != nil {
+		if err := r.buildRest(); err != nil {
 			return fmt.Errorf("process %d: %w", r.c.pid, err)
 		}
 	}
