@@ -40,7 +40,9 @@ running exactly as it was.`,
 			st, err := dump.Run(opts)
 			pr.finish()
 			if err != nil {
-				l.Error("dump failed", "pid", opts.Pid, "err", err)
+				if log.file != "" { // on stderr the error is printed once, below
+					l.Error("dump failed", "pid", opts.Pid, "err", err)
+				}
 				return fmt.Errorf("dump of %d: %w", opts.Pid, err)
 			}
 			l.Info("dump done", "pid", opts.Pid, "frozen", st.Frozen, "pages", st.PagesWritten, "vmas", st.VMAs, "threads", st.Threads)

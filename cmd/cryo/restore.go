@@ -34,7 +34,9 @@ signal state. Without -d, cryo waits for it and exits with its exit status.`,
 			res, err := restore.Run(opts)
 			pr.finish()
 			if err != nil {
-				l.Error("restore failed", "err", err)
+				if log.file != "" { // on stderr the error is printed once, below
+					l.Error("restore failed", "err", err)
+				}
 				return fmt.Errorf("restore from %s: %w", opts.Dir, err)
 			}
 			if opts.Detached {

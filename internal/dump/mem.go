@@ -116,6 +116,11 @@ func (p *process) classify(maps []procfs.Mapping) ([]*area, error) {
 			return nil, fmt.Errorf("mapping %#x-%#x (%s): device memory (VM_IO/VM_PFNMAP): %w", m.Start, m.End, m.RawPath, ErrNotSupported)
 		case m.VmFlags.Has(procfs.VmHugeTLB):
 			return nil, fmt.Errorf("mapping %#x-%#x (%s): hugetlbfs: %w", m.Start, m.End, m.RawPath, ErrNotSupported)
+		case strings.HasPrefix(m.Path, "/SYSV"):
+			// A System V segment is found again by its key; mapping anonymous
+			// memory in its place would give the program a segment nobody
+			// else sees.
+			return nil, fmt.Errorf("mapping %#x-%#x of pid %d is System V shared memory (key 0x%s): %w", m.Start, m.End, p.pid, strings.TrimPrefix(m.Path, "/SYSV"), ErrNotSupported)
 		case m.Kind == procfs.KindUprobes:
 			return nil, fmt.Errorf("mapping %#x-%#x [uprobes]: %w", m.Start, m.End, ErrNotSupported)
 		case m.Kind == procfs.KindAnonShmemNamed || (m.Kind == procfs.KindFile && m.Perms.Shared && isShmemAnon(m)):
@@ -180,7 +185,7 @@ func (p *process) classify(maps []procfs.Mapping) ([]*area, error) {
 // which the kernel backs by a shmem file it names /dev/zero) from a real
 // mapping of /dev/zero, which is also anonymous shared memory in effect.
 func isShmemAnon(m procfs.Mapping) bool {
-	return m.Path == "/dev/zero" || strings.HasPrefix(m.Path, "/SYSV")
+	return m.Path == "/dev/zero"
 }
 
 // run is a stretch of consecutive pages to dump.
