@@ -78,3 +78,14 @@ func ptraceDenied(pid int, err error) error {
 	}
 	return fmt.Errorf("%w: cryo may not trace pid %d (another user's process, a setuid program, or kernel.yama.ptrace_scope forbids it; see `cryo check`)", err, pid)
 }
+
+// seccompHint explains EACCES from PTRACE_SECCOMP_GET_FILTER: the kernel
+// hands seccomp filters out only to a tracer with CAP_SYS_ADMIN (in the
+// initial user namespace) that runs without seccomp itself.
+func seccompHint(err error) error {
+	if !errors.Is(err, unix.EACCES) {
+		return err
+	}
+	return fmt.Errorf("%w: reading a process's seccomp filters (PTRACE_SECCOMP_GET_FILTER) needs CAP_SYS_ADMIN, "+
+		"and cryo itself must run without seccomp; CAP_CHECKPOINT_RESTORE is not enough (see docs/nonroot.md)", err)
+}

@@ -19,7 +19,7 @@ func seccompFilters(pid int) ([][]byte, error) {
 			return out, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("seccomp filter %d of %d: %w", i, pid, err)
+			return nil, fmt.Errorf("seccomp filter %d of %d: %w", i, pid, seccompHint(err))
 		}
 		out = append(out, f)
 	}

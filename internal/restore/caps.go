@@ -140,8 +140,11 @@ func (r *restorer) restoreCaps(t *ptrace.Task, cr *creds.CredsEntry) error {
 	if err != nil {
 		return fmt.Errorf("thread %d: %w", t.Tid, err)
 	}
-	if extra := want.Prm &^ have.Prm; extra != 0 {
-		return fmt.Errorf("thread %d held %s, which this restore cannot give it: restore it as root", t.Tid, kabi.CapNames(extra))
+	// What cryo handed on is for building the process only: an image (which
+	// its user may have written) cannot ask to keep it.
+	extra := (want.Prm|want.Eff|want.Amb)&^(have.Prm&^c.handedOn) | want.Inh&^((have.Prm|have.Inh)&^c.handedOn)
+	if extra != 0 {
+		return fmt.Errorf("thread %d held %s, which a restore by uid %d cannot give it: restore it as root", t.Tid, kabi.CapNames(extra), os.Getuid())
 	}
 	if len(cr.GetCapBnd()) > 0 && have.Bnd&^want.Bnd != 0 {
 		if have.Has(unix.CAP_SETPCAP) {
@@ -184,4 +187,20 @@ func (r *restorer) restoreCaps(t *ptrace.Task, cr *creds.CredsEntry) error {
 		}
 	}
 	return nil
+}
+
+// dropAll empties every capability set of the leader when cryo handed it
+// some: for a process that only exists to die (a zombie of the image),
+// which never reaches restoreCaps.
+func (c *child) dropAll() error {
+	if c.handedOn == 0 {
+		return nil
+	}
+	args := kabi.NewCapsetArgs(kabi.Caps{})
+	p, err := c.arg(kabi.Bytes(&args))
+	if err != nil {
+		return err
+	}
+	_, err = c.call(c.leader, "capset", unix.SYS_CAPSET, p, p+uint64(unsafe.Offsetof(args.Data)))
+	return err
 }

@@ -35,6 +35,9 @@ type child struct {
 	threads []*ptrace.Task // leader first
 	scratch uint64
 	cursor  uint64 // next free byte of the scratch data area
+	// handedOn are the capabilities a non-root cryo gave the stub as
+	// ambient ones (see caps.go): the process must not keep them.
+	handedOn uint64
 }
 
 // arg copies b into the scratch area and returns its address in the child.
@@ -151,6 +154,9 @@ func birth(pid int, base uint64, log *slog.Logger) (*child, error) {
 	st.SyscallIP = base + stub.SyscallOffset
 	scratch := base + stubSpan + 0x10000
 	c := &child{pid: pid, log: log, scratch: scratch}
+	for _, a := range ambient {
+		c.handedOn |= 1 << a
+	}
 	if _, err := st.Call("mmap scratch", unix.SYS_MMAP, scratch, scratchSize,
 		unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|kabi.MAP_FIXED_NOREPLACE, ^uint64(0), 0); err != nil {
 		return nil, err
