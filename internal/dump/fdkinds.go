@@ -41,6 +41,11 @@ var fdKinds = []fdKind{
 	{"pipe", isPipe, dumpPipe},
 	{"eventfd", anon("[eventfd]"), dumpEventfd},
 	{"epoll", anon("[eventpoll]"), dumpEpoll},
+	{"socket", isSocket, dumpSocket},
+	{"signalfd", anon("[signalfd]"), dumpSignalfd},
+	{"timerfd", anon("[timerfd]"), dumpTimerfd},
+	{"inotify", anon("inotify"), dumpInotify},
+	{"pidfd", anon("[pidfd]"), dumpPidfd},
 }
 
 func anon(name string) func(string, *unix.Stat_t) bool {

@@ -36,6 +36,7 @@ type fileTable struct {
 	memfdByIno  map[uint64]*memfdInode
 	memfdInodes []*memfdInode
 	nextInode   uint32
+	unix        *unixTable // unix sockets, made on the first (fd_unix.go)
 }
 
 // fileKey identifies a file opened with given flags, for files reached
@@ -89,6 +90,14 @@ func (ft *fileTable) add(e *fdinfo.FileEntry) uint32 {
 		e.Efd.Id = proto.Uint32(id)
 	case e.Epfd != nil:
 		e.Epfd.Id = proto.Uint32(id)
+	case e.Sgfd != nil:
+		e.Sgfd.Id = proto.Uint32(id)
+	case e.Tfd != nil:
+		e.Tfd.Id = proto.Uint32(id)
+	case e.Ify != nil:
+		e.Ify.Id = proto.Uint32(id)
+	case e.Pidfd != nil:
+		e.Pidfd.Id = proto.Uint32(id)
 	}
 	ft.entries = append(ft.entries, e)
 	return id

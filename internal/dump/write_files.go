@@ -17,6 +17,9 @@ import (
 // data (pipes-data.img) and memfd inodes with their contents.
 func (p *process) writeFileData(dir *image.Dir) error {
 	ft := p.files
+	if err := ft.writeUnixQueues(dir); err != nil {
+		return err
+	}
 	if len(ft.pipeOrder) > 0 {
 		w, err := dir.Create("pipes-data.img", "PIPES_DATA")
 		if err != nil {

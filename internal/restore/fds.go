@@ -26,6 +26,11 @@ var fdOpeners = map[fdinfo.FdTypes]fdOpener{
 	fdinfo.FdTypes_PIPE:      openPipe,
 	fdinfo.FdTypes_EVENTFD:   openEventfd,
 	fdinfo.FdTypes_EVENTPOLL: openEpoll,
+	fdinfo.FdTypes_UNIXSK:    openUnix,
+	fdinfo.FdTypes_SIGNALFD:  openSignalfd,
+	fdinfo.FdTypes_TIMERFD:   openTimerfd,
+	fdinfo.FdTypes_INOTIFY:   openInotify,
+	fdinfo.FdTypes_PIDFD:     openPidfd,
 }
 
 // park moves an fd that restore keeps for a while above every fd number of

@@ -52,6 +52,9 @@ type loaded struct {
 	zombie bool
 	// pipeData is the unread data of each pipe, by pipe_id.
 	pipeData map[uint32]pipeData
+	// skQueues is the unread data of each unix socket, by file id
+	// (fd_unix.go).
+	skQueues map[uint32][][]byte
 }
 
 type pipeData struct {
@@ -129,6 +132,11 @@ func load(path string) (*loaded, error) {
 	l.pipeData = map[uint32]pipeData{}
 	if dir.Has("pipes-data.img") {
 		if err := l.loadPipeData(); err != nil {
+			return nil, err
+		}
+	}
+	if dir.Has("sk-queues.img") {
+		if l.skQueues, err = loadSkQueues(dir); err != nil {
 			return nil, err
 		}
 	}

@@ -33,6 +33,7 @@ type treeRestorer struct {
 	files  map[uint32]fdOwner // file id → fd holding that open file description
 	pipes  map[uint32]*pipeEnds
 	memfds map[uint32]fdOwner // memfd inode id
+	unix   unixState          // unix sockets (fd_unix.go)
 	shm    map[uint64]shmOwner
 	shmLen map[uint64]uint64 // shmid → size the object needs, over the tree
 	// helpers are processes made only to recreate a session or group whose
@@ -200,6 +201,9 @@ func (t *treeRestorer) build() error {
 		if err := r.restoreCreds(); err != nil {
 			return fmt.Errorf("process %d: %w", r.c.pid, err)
 		}
+	}
+	if err := t.closeUnix(); err != nil {
+		return err
 	}
 	if err := t.closeShared(); err != nil {
 		return err
@@ -400,6 +404,9 @@ func (r *restorer) consumeSIGCHLD() error {
 func (t *treeRestorer) die(r *restorer) error {
 	status := int(r.l.cores[0].GetTc().GetExitCode())
 	c := r.c
+	if err := c.dropAll(); err != nil {
+		return err
+	}
 	if sig := status & 0x7f; sig != 0 {
 		// Killed by a signal: no core file, the signal unblocked, then sent.
 		unix.Prlimit(c.pid, unix.RLIMIT_CORE, &unix.Rlimit{}, nil)
@@ -454,5 +461,5 @@ func (c *child) fork(pid int) (*child, error) {
 		return nil, fmt.Errorf("new process %d: %w", ret, err)
 	}
 	t.SyscallIP = c.scratch
-	return &child{pid: int(ret), log: c.log, leader: t, threads: []*ptrace.Task{t}, scratch: c.scratch}, nil
+	return &child{pid: int(ret), log: c.log, leader: t, threads: []*ptrace.Task{t}, scratch: c.scratch, handedOn: c.handedOn}, nil
 }

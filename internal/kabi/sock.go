@@ -1,0 +1,55 @@
+package kabi
+
+// NETLINK_SOCK_DIAG for AF_UNIX (include/uapi/linux/unix_diag.h): one
+// request dumps every unix socket of the network namespace, each as a
+// UnixDiagMsg followed by netlink attributes.
+
+// udiag_show bits: which attributes the kernel adds to each socket.
+const (
+	UDIAG_SHOW_NAME    = 0x01 // UNIX_DIAG_NAME: the bound address
+	UDIAG_SHOW_VFS     = 0x02 // UNIX_DIAG_VFS: inode of the socket file
+	UDIAG_SHOW_PEER    = 0x04 // UNIX_DIAG_PEER: inode of the peer
+	UDIAG_SHOW_ICONS   = 0x08 // UNIX_DIAG_ICONS: a listener's pending connections
+	UDIAG_SHOW_RQLEN   = 0x10 // UNIX_DIAG_RQLEN: queue lengths
+	UDIAG_SHOW_MEMINFO = 0x20
+	UDIAG_SHOW_UID     = 0x40
+)
+
+// Attribute types of a unix_diag_msg. UNIX_DIAG_SHUTDOWN comes without
+// being asked for.
+const (
+	UNIX_DIAG_NAME = iota
+	UNIX_DIAG_VFS
+	UNIX_DIAG_PEER
+	UNIX_DIAG_ICONS
+	UNIX_DIAG_RQLEN
+	UNIX_DIAG_MEMINFO
+	UNIX_DIAG_SHUTDOWN
+	UNIX_DIAG_UID
+)
+
+// UnixDiagReq is struct unix_diag_req (24 bytes).
+type UnixDiagReq struct {
+	Family   uint8
+	Protocol uint8
+	Pad      uint16
+	States   uint32
+	Ino      uint32
+	Show     uint32
+	Cookie   [2]uint32
+}
+
+// UnixDiagMsgSize is sizeof(struct unix_diag_msg): family, type, state,
+// pad (u8 each), ino (u32), cookie (2 × u32).
+const UnixDiagMsgSize = 16
+
+// NlmsghdrSize is sizeof(struct nlmsghdr).
+const NlmsghdrSize = 16
+
+// Socket states as sock_diag reports them for unix sockets
+// (include/net/tcp_states.h): af_unix borrows three of TCP's.
+const (
+	TCP_ESTABLISHED = 1
+	TCP_CLOSE       = 7
+	TCP_LISTEN      = 10
+)
