@@ -15,6 +15,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 
+	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/meta"
 	"github.com/cryo-project/cryo/internal/procfs"
@@ -355,10 +356,20 @@ func (p *process) mapFile(m procfs.Mapping) (*os.File, error) {
 type pageBatch struct {
 	buf []byte
 	err error
+	// sum is the checksum of buf when it is exactly one image chunk.
+	sum    uint32
+	summed bool
+}
+
+// chunkWriter takes page data whose chunk checksum is already known.
+type chunkWriter interface {
+	WriteChunk(p []byte, sum uint32) (int, error)
 }
 
 const (
-	batchBytes = 4 << 20
+	// batchBytes is one checksum chunk of the pages file: the reader sums
+	// each batch while it is in its cache, and batches stay cache-sized.
+	batchBytes = image.ChunkSize
 	maxIov     = 1024 // UIO_MAXIOV
 )
 
@@ -368,11 +379,11 @@ const (
 // slower of the two instead of their sum, and memory stays bounded at
 // 3 × batchBytes whatever the size of the process.
 func (p *process) writePages(runs []run, w io.Writer) (uint64, error) {
-	free := make(chan []byte, 3)
-	for range 3 {
+	free := make(chan []byte, 8)
+	for range 8 {
 		free <- make([]byte, batchBytes)
 	}
-	full := make(chan pageBatch, 2)
+	full := make(chan pageBatch, 6)
 	stop := make(chan struct{})
 	go func() {
 		defer close(full)
@@ -401,8 +412,12 @@ func (p *process) writePages(runs []run, w io.Writer) (uint64, error) {
 				local, remote = local[:0], remote[:0]
 			}
 			if len(buf) > 0 {
+				b := pageBatch{buf: buf}
+				if len(buf) == image.ChunkSize {
+					b.sum, b.summed = image.ChunkSum(buf), true
+				}
 				select {
-				case full <- pageBatch{buf: buf}:
+				case full <- b:
 				case <-stop:
 					return false
 				}
@@ -474,7 +489,13 @@ func (p *process) writePages(runs []run, w io.Writer) (uint64, error) {
 		if err := p.aborted(); err != nil {
 			return written, err
 		}
-		if _, err := w.Write(b.buf); err != nil {
+		var err error
+		if cw, ok := w.(chunkWriter); ok && b.summed {
+			_, err = cw.WriteChunk(b.buf, b.sum)
+		} else {
+			_, err = w.Write(b.buf)
+		}
+		if err != nil {
 			return written, err
 		}
 		written += uint64(len(b.buf))

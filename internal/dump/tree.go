@@ -108,6 +108,10 @@ func Run(opts Options) (st *Stats, err error) {
 	if err := t.files.checkPipes(opts.Pid); err != nil {
 		return nil, err
 	}
+	if err := t.files.checkUnix(); err != nil {
+		return nil, err
+	}
+	t.log.Debug("collected", "took", time.Since(t0)-st.Freezing)
 	tm := time.Now()
 	if err := t.write(dir, sc, st); err != nil {
 		return nil, err

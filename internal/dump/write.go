@@ -3,6 +3,7 @@ package dump
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -111,7 +112,9 @@ func (p *process) writeProcess(dir *image.Dir, s *snapshot, st *Stats) error {
 	if p.opts.Progress != nil {
 		w = &progressWriter{w: pw, total: total, f: p.opts.Progress}
 	}
+	tp := time.Now()
 	n, err := p.writePages(s.runs, w)
+	p.log.Debug("pages written", "pid", pid, "pages", n, "took", time.Since(tp))
 	if err != nil {
 		pw.Close()
 		return err
@@ -130,6 +133,18 @@ type progressWriter struct {
 	w           interface{ Write([]byte) (int, error) }
 	done, total uint64
 	f           func(done, total uint64)
+}
+
+// WriteChunk passes a pre-summed chunk on, counting it.
+func (pw *progressWriter) WriteChunk(b []byte, sum uint32) (int, error) {
+	cw, ok := pw.w.(chunkWriter)
+	if !ok {
+		return pw.Write(b)
+	}
+	n, err := cw.WriteChunk(b, sum)
+	pw.done += uint64(n) / pageSize
+	pw.f(pw.done, pw.total)
+	return n, err
 }
 
 func (pw *progressWriter) Write(b []byte) (int, error) {

@@ -45,7 +45,8 @@
 //	|          |           |      |          | of file  | chunk), kind 1 only|
 //	+----------+-----------+------+----------+----------+--------------------+
 //	kind 0: whole-file checksum, verified by Open;
-//	kind 1: pages file, each chunk verified by PagesReader as it is read.
+//	kind 1: pages file, each chunk verified by PagesReader as it is read;
+//	        its whole-file crc32c is 0 (never computed: the chunks cover it).
 //
 //	trailer:
 //	+----------------------------------------+

@@ -20,11 +20,15 @@ type sumFile struct {
 	f    *os.File
 	size uint64
 	crc  uint32
+	// chunked files (pages) are checked per chunk only: no whole-file CRC.
+	chunked bool
 }
 
 func (s *sumFile) Write(p []byte) (int, error) {
 	n, err := s.f.Write(p)
-	s.crc = crc32.Update(s.crc, castagnoli, p[:n])
+	if !s.chunked {
+		s.crc = crc32.Update(s.crc, castagnoli, p[:n])
+	}
 	s.size += uint64(n)
 	return n, err
 }
@@ -160,7 +164,7 @@ func (d *Dir) CreatePages(id uint32) (*PagesWriter, error) {
 	if err != nil {
 		return nil, err
 	}
-	pw := &PagesWriter{d: d, name: name, sf: sumFile{f: f}}
+	pw := &PagesWriter{d: d, name: name, sf: sumFile{f: f, chunked: true}}
 	// Large writes (a batch of process_vm_readv) pass the buffer by; it only
 	// gathers single pages.
 	pw.bw = bufio.NewWriterSize(&pw.sf, 1<<20)
@@ -172,8 +176,24 @@ func (pw *PagesWriter) Write(p []byte) (int, error) {
 	if pw.closed {
 		return 0, fmt.Errorf("write %s: writer closed", pw.name)
 	}
+	// A large write's checksums are computed while the kernel copies it
+	// into the file: on a page-cache file system the copy and the CRC are
+	// each as costly as the other, and a dump is bound by them.
+	if len(p) < 1<<20 {
+		n, err := pw.bw.Write(p)
+		pw.sum(p[:n])
+		if err != nil {
+			return n, fmt.Errorf("write %s: %w", pw.name, err)
+		}
+		return n, nil
+	}
+	done := make(chan struct{})
+	go func() {
+		pw.sum(p)
+		close(done)
+	}()
 	n, err := pw.bw.Write(p)
-	pw.sum(p[:n])
+	<-done
 	if err != nil {
 		return n, fmt.Errorf("write %s: %w", pw.name, err)
 	}
@@ -292,4 +312,27 @@ func (rw *rawWriter) Close() error {
 	}
 	rw.d.closed(&fileSum{name: rw.name, size: rw.sf.size, crc: rw.sf.crc})
 	return nil
+}
+
+// ChunkSum is the checksum of one chunk of a pages file, as WriteChunk
+// expects it: a writer may compute it on another goroutine, while the
+// bytes are still in its cache.
+func ChunkSum(p []byte) uint32 { return crc32.Update(0, castagnoli, p) }
+
+// WriteChunk appends exactly one chunk (ChunkSize bytes, at a chunk
+// boundary of the file) whose ChunkSum the caller already has. Anything
+// else is written and checksummed as by Write.
+func (pw *PagesWriter) WriteChunk(p []byte, sum uint32) (int, error) {
+	if len(p) != ChunkSize || pw.fill != 0 || pw.bw.Buffered() != 0 {
+		return pw.Write(p)
+	}
+	if pw.closed {
+		return 0, fmt.Errorf("write %s: writer closed", pw.name)
+	}
+	n, err := pw.bw.Write(p)
+	if err != nil {
+		return n, fmt.Errorf("write %s: %w", pw.name, err)
+	}
+	pw.chunks = append(pw.chunks, sum)
+	return n, nil
 }
