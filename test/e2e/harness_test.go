@@ -151,6 +151,9 @@ func targetCmd(name string) []string {
 			py = "python3"
 		}
 		return []string{py, filepath.Join(repo, "test", "targets", "pyjob.py")}
+	case "pipeline":
+		// A real shell pipeline; its trigger path comes as $2.
+		return []string{"/bin/sh", "-c", `"$1" produce | "$1" consume "$2"`, "sh", filepath.Join(repo, "bin", "targets", "pipeline")}
 	default:
 		return []string{filepath.Join(repo, "bin", "targets", name)}
 	}

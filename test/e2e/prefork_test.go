@@ -80,9 +80,18 @@ func TestPreforkSharing(t *testing.T) {
 	if float64(after) > 1.1*float64(before) {
 		t.Errorf("tree PSS after restore %d KiB > 1.1 x %d KiB before: workers got copies of the master's memory", after, before)
 	}
+	// A restored tree must be as dumpable as the original: once more.
+	img2 := filepath.Join(t.TempDir(), "img2")
+	mustDump(t, tg.pid, img2)
+	if _, err := waitReaped(tg.pid, exitTimeout); err != nil {
+		t.Fatalf("restored master after its dump: %v", err)
+	}
+	reapOrphans(t)
+	cp := startCryo(t, "restore", "-D", img2, "-v4", "-o", img2+".restore.log")
+	time.Sleep(300 * time.Millisecond)
 	tg.fire()
-	ws, err := waitReaped(tg.pid, 30*time.Second)
-	if err != nil || ws.ExitStatus() != 0 {
-		t.Fatalf("restored prefork: %v, status %v\n%s", err, ws, tg.log())
+	res := cp.wait(restoreTimeout)
+	if res.timedOut || res.code != 0 {
+		t.Fatalf("prefork after two checkpoints: %v\n%s\n%s", res, tg.log(), readLog(img2+".restore.log"))
 	}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -59,4 +60,40 @@ func reapOrphans(t *testing.T) {
 		}
 	}
 	t.Fatalf("children of the test still alive %v after their tree was dumped", exitTimeout)
+}
+
+// TestShellPipeline checkpoints `sh -c 'producer | consumer'` with the pipe
+// between them full of unread bytes: after restore the consumer must read on
+// without a byte lost, repeated or reordered, and the shell must report the
+// pipeline's status. Twice: the restored pipeline is dumped again.
+func TestShellPipeline(t *testing.T) {
+	requireRoot(t)
+	requireCryo(t)
+	tg := startTarget(t, "pipeline")
+	img := filepath.Join(t.TempDir(), "img")
+	mustDump(t, tg.pid, img)
+	tg.expectKilled()
+	reapOrphans(t)
+	r := runCryo(t, restoreTimeout, "restore", "-D", img, "-d", "-v4", "-o", img+".restore.log")
+	if r.code != 0 {
+		t.Fatalf("restore -d: %v\n%s", r, readLog(img+".restore.log"))
+	}
+	defer killRestored(t, tg.pid, "pipeline")
+	time.Sleep(200 * time.Millisecond)
+	img2 := filepath.Join(t.TempDir(), "img2")
+	mustDump(t, tg.pid, img2)
+	if _, err := waitReaped(tg.pid, exitTimeout); err != nil {
+		t.Fatalf("restored shell after its dump: %v", err)
+	}
+	reapOrphans(t)
+	cp := startCryo(t, "restore", "-D", img2, "-v4", "-o", img2+".restore.log")
+	time.Sleep(200 * time.Millisecond)
+	tg.fire()
+	res := cp.wait(restoreTimeout)
+	if res.timedOut || res.code != 0 {
+		t.Fatalf("pipeline after two checkpoints: %v\n%s\n%s", res, tg.log(), readLog(img2+".restore.log"))
+	}
+	if !strings.Contains(tg.log(), "PASS stream") {
+		t.Fatalf("the consumer did not report its check:\n%s", tg.log())
+	}
 }

@@ -12,6 +12,8 @@
 
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #define MAXW 64
@@ -19,6 +21,8 @@
 struct shared {
 	volatile uint64_t counter;
 	volatile int go;
+	volatile int done;   /* the master has its answer: workers may exit */
+	volatile pid_t server; /* the worker that answered the waiting client */
 	volatile pid_t pid[MAXW];
 	volatile int result[MAXW]; /* 0 pending, 1 pass, 2 fail */
 	char detail[MAXW][160];
@@ -28,7 +32,7 @@ static struct shared *sh;
 static unsigned char *region;
 static size_t region_len;
 static uint64_t region_sum;
-static int ep, pipefd[2];
+static int ep, pipefd[2], listener;
 
 /* region_hash hashes the region with worker w's page taken as its pattern. */
 static uint64_t page_seed(int w) { return 0xabc000 + (uint64_t)w; }
@@ -79,6 +83,21 @@ static void worker(int w)
 	}
 	snprintf(sh->detail[w], sizeof(sh->detail[w]), "%s", why);
 	sh->result[w] = ok ? 1 : 2;
+	/* Serve the shared listening socket: the connection that waited in its
+	 * backlog across the checkpoint is accepted by one of the workers. */
+	while (!sh->done) {
+		int c = accept(listener, NULL, NULL);
+		if (c >= 0) {
+			char req[16] = "";
+			if (read(c, req, sizeof(req) - 1) > 0 && strcmp(req, "ping") == 0) {
+				sh->server = getpid();
+				if (write(c, "pong", 4) != 4)
+					sh->server = -1;
+			}
+			close(c);
+		}
+		msleep(1);
+	}
 	_exit(0);
 }
 
@@ -109,6 +128,19 @@ int main(int argc, char **argv)
 	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0x7777};
 	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, pipefd[0], &ev) < 0)
 		die("epoll");
+
+	/* The listening socket the workers share, and a client connection that
+	 * waits in its backlog (nobody accepts before the trigger). */
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	if (snprintf(addr.sun_path, sizeof(addr.sun_path), "%.90s/prefork.sock", work_dir) >= (int)sizeof(addr.sun_path))
+		die("socket path too long");
+	unlink(addr.sun_path);
+	listener = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	if (listener < 0 || bind(listener, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(listener, 16) < 0)
+		die("listen");
+	int client = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (client < 0 || connect(client, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+		die("connect");
 
 	for (int w = 0; w < workers; w++)
 		if (fork() == 0)
@@ -143,6 +175,15 @@ int main(int argc, char **argv)
 		snprintf(name, sizeof(name), "worker-%d", w);
 		check(name, sh->result[w] == 1, "%s", sh->result[w] == 0 ? "no result" : sh->detail[w]);
 	}
+	/* The client that waited in the backlog: a worker accepts it now. */
+	char reply[8] = "";
+	struct timeval tv = {.tv_sec = 5};
+	setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	int sent = write(client, "ping", 4) == 4;
+	int got = read(client, reply, 4);
+	check("backlog-served", sent && got == 4 && memcmp(reply, "pong", 4) == 0 && sh->server > 0,
+	      "sent %d, read %d (%.4s), server %d", sent, got, reply, sh->server);
+	sh->done = 1;
 	while (wait(NULL) > 0)
 		;
 	return finish();
