@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -352,6 +353,26 @@ func (p *process) mapFile(m procfs.Mapping) (*os.File, error) {
 	return f, nil
 }
 
+// batches are the page buffers of a dump, made once and reused by every
+// process of the tree: fresh memory costs a page fault per page on first
+// touch, which for many small processes would cost more than the copy.
+var (
+	batchesOnce sync.Once
+	batches     chan []byte
+)
+
+const nBatches = 8
+
+func batchPool() chan []byte {
+	batchesOnce.Do(func() {
+		batches = make(chan []byte, nBatches)
+		for range nBatches {
+			batches <- make([]byte, batchBytes)
+		}
+	})
+	return batches
+}
+
 // pageBatch is what the reader hands the writer: bytes for consecutive runs.
 type pageBatch struct {
 	buf []byte
@@ -379,10 +400,7 @@ const (
 // slower of the two instead of their sum, and memory stays bounded at
 // 3 × batchBytes whatever the size of the process.
 func (p *process) writePages(runs []run, w io.Writer) (uint64, error) {
-	free := make(chan []byte, 8)
-	for range 8 {
-		free <- make([]byte, batchBytes)
-	}
+	free := batchPool()
 	full := make(chan pageBatch, 6)
 	stop := make(chan struct{})
 	go func() {
@@ -394,6 +412,11 @@ func (p *process) writePages(runs []run, w io.Writer) (uint64, error) {
 			}
 		}()
 		var buf []byte
+		defer func() {
+			if buf != nil { // every buffer goes back to the pool, whatever happened
+				free <- buf
+			}
+		}()
 		var local, remote []kabi.Iovec
 		flush := func() bool {
 			if len(remote) > 0 {
@@ -478,7 +501,10 @@ func (p *process) writePages(runs []run, w io.Writer) (uint64, error) {
 	}()
 	defer func() {
 		close(stop)
-		for range full { // let the reader finish before its buffers go
+		for b := range full { // let the reader finish before its buffers go
+			if b.buf != nil {
+				free <- b.buf
+			}
 		}
 	}()
 	var written uint64
@@ -486,20 +512,19 @@ func (p *process) writePages(runs []run, w io.Writer) (uint64, error) {
 		if b.err != nil {
 			return written, b.err
 		}
-		if err := p.aborted(); err != nil {
-			return written, err
-		}
-		var err error
-		if cw, ok := w.(chunkWriter); ok && b.summed {
-			_, err = cw.WriteChunk(b.buf, b.sum)
-		} else {
-			_, err = w.Write(b.buf)
-		}
-		if err != nil {
-			return written, err
+		err := p.aborted()
+		if err == nil {
+			if cw, ok := w.(chunkWriter); ok && b.summed {
+				_, err = cw.WriteChunk(b.buf, b.sum)
+			} else {
+				_, err = w.Write(b.buf)
+			}
 		}
 		written += uint64(len(b.buf))
 		free <- b.buf
+		if err != nil {
+			return written, err
+		}
 	}
 	return written / pageSize, nil
 }

@@ -523,7 +523,8 @@ func (r *restorer) setMM() error {
 		return err
 	}
 	if _, err := c.call(c.leader, "prctl(PR_SET_MM_MAP)", unix.SYS_PRCTL, unix.PR_SET_MM, kabi.PR_SET_MM_MAP, addr, uint64(len(kabi.Bytes(&m))), 0); err != nil {
-		return err
+		return fmt.Errorf("%w (code %#x-%#x data %#x-%#x brk %#x-%#x stack %#x arg %#x-%#x env %#x-%#x auxv %d bytes exe fd %d)",
+			err, m.StartCode, m.EndCode, m.StartData, m.EndData, m.StartBrk, m.Brk, m.StartStack, m.ArgStart, m.ArgEnd, m.EnvStart, m.EnvEnd, m.AuxvSize, int32(m.ExeFd))
 	}
 	if mm.GetDumpable() != 1 && mm.Dumpable != nil {
 		c.call(c.leader, "prctl(PR_SET_DUMPABLE)", unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(mm.GetDumpable()))

@@ -219,6 +219,14 @@ func startTargetNoWait(t *testing.T, name string, args ...string) *target {
 	t.Cleanup(func() {
 		// Kill only what this test started: our own unreaped child (its
 		// pid cannot have been reused while unreaped)...
+		// A target may be a tree: its descendants are ours too, and would
+		// outlive it (re-parented) if only the root were killed.
+		kids := treePids(tg.pid)
+		for i := len(kids) - 1; i > 0; i-- {
+			if runsTarget(kids[i], tg.name) || strings.Contains(readCmdline(kids[i]), tg.dir) {
+				_ = syscall.Kill(kids[i], syscall.SIGKILL)
+			}
+		}
 		select {
 		case <-tg.done:
 		default:
@@ -443,6 +451,12 @@ func killRestored(t *testing.T, pid int, name string) {
 		reapIfChild(pid)
 		return
 	}
+	kids := treePids(pid) // a restored tree: its descendants first
+	for i := len(kids) - 1; i > 0; i-- {
+		if runsTarget(kids[i], name) {
+			_ = syscall.Kill(kids[i], syscall.SIGKILL)
+		}
+	}
 	_ = syscall.Kill(pid, syscall.SIGKILL)
 	for deadline := time.Now().Add(exitTimeout); time.Now().Before(deadline); {
 		if reapIfChild(pid) || !runsTarget(pid, name) {
@@ -623,4 +637,9 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+func readCmdline(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return string(b)
 }
