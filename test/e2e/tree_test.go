@@ -42,6 +42,12 @@ func TestTree(t *testing.T) {
 	if res.timedOut || res.code != 0 {
 		t.Fatalf("tree after two checkpoints: %v\n%s\n%s", res, tg.log(), readLog(img2+".restore.log"))
 	}
+	for _, c := range []string{"shared-offset", "counter-continues", "kid-sharer", "kid-orphan", "kid-daemon",
+		"zombie-status", "posix-shm-shared", "posix-shm-unlinked-shared"} {
+		if !strings.Contains(tg.log(), "PASS "+c) {
+			t.Errorf("check %s did not run:\n%s", c, tg.log())
+		}
+	}
 }
 
 // reapOrphans reaps the processes of a dumped (and so killed) tree that were

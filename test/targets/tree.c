@@ -38,6 +38,10 @@ struct shared {
 static struct shared *sh;
 static int pipe_fd[2];
 static int shared_file;
+/* POSIX shared memory in /dev/shm: one object that keeps its name, one
+ * unlinked once mapped; both written by the sharer, read by the root. */
+static volatile uint64_t *posix_named, *posix_unlinked;
+static char posix_name[64];
 
 /* identity_ok compares a process's ids with what it recorded. */
 static int identity_ok(pid_t pid, pid_t ppid, pid_t pgid, pid_t sid, char *why, size_t cap)
@@ -119,6 +123,8 @@ static void sharer(void)
 			bytes_read++;
 		}
 		__atomic_add_fetch(&sh->counter, 1, __ATOMIC_SEQ_CST);
+		__atomic_add_fetch(posix_named, 1, __ATOMIC_SEQ_CST);
+		__atomic_add_fetch(posix_unlinked, 1, __ATOMIC_SEQ_CST);
 		msleep(2);
 	}
 	char why[256] = "";
@@ -160,6 +166,21 @@ int main(int argc, char **argv)
 	if (shared_file < 0 || ftruncate(shared_file, 1 << 20) < 0)
 		die("shared file");
 	lseek(shared_file, 4242, SEEK_SET);
+
+	snprintf(posix_name, sizeof(posix_name), "/cryo-tree-%d", getpid());
+	int pn = shm_open(posix_name, O_RDWR | O_CREAT | O_EXCL, 0600);
+	char unlinked_name[64];
+	snprintf(unlinked_name, sizeof(unlinked_name), "/cryo-tree-gone-%d", getpid());
+	int pu = shm_open(unlinked_name, O_RDWR | O_CREAT | O_EXCL, 0600);
+	if (pn < 0 || pu < 0 || ftruncate(pn, 4096) < 0 || ftruncate(pu, 4096) < 0)
+		die("shm_open");
+	posix_named = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, pn, 0);
+	posix_unlinked = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, pu, 0);
+	if (posix_named == MAP_FAILED || posix_unlinked == MAP_FAILED)
+		die("mmap shm");
+	close(pn);
+	close(pu);
+	shm_unlink(unlinked_name);
 
 	if (fork() == 0)
 		sharer();
@@ -208,6 +229,7 @@ int main(int argc, char **argv)
 		msleep(1);
 	}
 	uint64_t before = sh->counter;
+	uint64_t posix_before = *posix_named, gone_before = *posix_unlinked;
 	ready();
 	wait_trigger(work);
 
@@ -215,6 +237,13 @@ int main(int argc, char **argv)
 	off_t off_before = lseek(shared_file, 0, SEEK_CUR);
 	check("counter-continues", sh->counter > before, "shared counter %" PRIu64 ", was %" PRIu64,
 	      (uint64_t)sh->counter, before);
+	/* The sharer kept counting in both POSIX objects: the root sees it, so
+	 * they are still shared after restore. */
+	msleep(50);
+	check("posix-shm-shared", *posix_named > posix_before, "named object %" PRIu64 ", was %" PRIu64,
+	      (uint64_t)*posix_named, posix_before);
+	check("posix-shm-unlinked-shared", *posix_unlinked > gone_before, "unlinked object %" PRIu64 ", was %" PRIu64,
+	      (uint64_t)*posix_unlinked, gone_before);
 	sh->go = 1;
 	for (int i = 0; i < 5000; i++) {
 		int done = 1;
@@ -238,5 +267,6 @@ int main(int argc, char **argv)
 	      "waitpid(%d) = %d, status %#x", zombie, got, status);
 	while (waitpid(-1, NULL, WNOHANG) > 0)
 		;
+	shm_unlink(posix_name);
 	return finish();
 }
