@@ -209,6 +209,46 @@ static void normalize_maps(const char *src, char *dst, size_t cap)
 	dst[n] = 0;
 }
 
+
+/* mm_identity is what the kernel reports of the mm: the exe link and its
+ * inode, cmdline, environ, auxv (raw bytes), and the stat fields that are mm
+ * bounds (26-28: start_code, end_code, start_stack; 45-51: start_data ..
+ * env_end). All must come back identical. */
+struct mm_identity {
+	char exe[4096];
+	ino_t exe_ino;
+	char cmdline[4096], environ_[16384], auxv[1024];
+	ssize_t cmdline_len, environ_len, auxv_len;
+	unsigned long long stat_fields[10];
+};
+
+static void read_mm_identity(struct mm_identity *m)
+{
+	memset(m, 0, sizeof(*m));
+	ssize_t n = readlink("/proc/self/exe", m->exe, sizeof(m->exe) - 1);
+	if (n > 0)
+		m->exe[n] = 0;
+	struct stat st;
+	if (stat("/proc/self/exe", &st) == 0)
+		m->exe_ino = st.st_ino;
+	m->cmdline_len = read_file("/proc/self/cmdline", m->cmdline, sizeof(m->cmdline));
+	m->environ_len = read_file("/proc/self/environ", m->environ_, sizeof(m->environ_));
+	m->auxv_len = read_file("/proc/self/auxv", m->auxv, sizeof(m->auxv));
+	char stat_buf[2048];
+	if (read_file("/proc/self/stat", stat_buf, sizeof(stat_buf)) <= 0)
+		return;
+	char *p = strrchr(stat_buf, ')');
+	static const int want[10] = {26, 27, 28, 45, 46, 47, 48, 49, 50, 51};
+	int field = 2, k = 0;
+	for (char *tok = strtok(p + 1, " "); tok && k < 10; tok = strtok(NULL, " ")) {
+		field++;
+		if (field == want[k])
+			m->stat_fields[k++] = strtoull(tok, NULL, 10);
+	}
+}
+
+static struct mm_identity mm_before, mm_after;
+
 static void work(void)
 {
 	/* Keep a page changing while the test checkpoints: every word holds the
@@ -361,6 +401,7 @@ int main(int argc, char **argv)
 		vmflags_of(vmflags_before, regions[i].addr, regions[i].vmflags, sizeof(regions[i].vmflags));
 	if (read_file("/proc/self/maps", maps_before, sizeof(maps_before)) < 0)
 		die("read maps");
+	read_mm_identity(&mm_before);
 
 	ready();
 	wait_trigger(work);
@@ -379,6 +420,25 @@ int main(int argc, char **argv)
 	first_diff_line(norm_a, norm_b, msg, sizeof(msg));
 	check("smaps-vmflags-identical", strcmp(norm_a, norm_b) == 0, "%s", msg);
 	check("brk", sbrk(0) == brk_before, "sbrk(0) %p, was %p", sbrk(0), brk_before);
+	read_mm_identity(&mm_after);
+	check("exe", strcmp(mm_before.exe, mm_after.exe) == 0 && mm_before.exe_ino == mm_after.exe_ino,
+	      "exe %s (inode %lu), was %s (inode %lu)", mm_after.exe, (unsigned long)mm_after.exe_ino, mm_before.exe,
+	      (unsigned long)mm_before.exe_ino);
+	check("cmdline", mm_before.cmdline_len > 0 && mm_before.cmdline_len == mm_after.cmdline_len &&
+			     !memcmp(mm_before.cmdline, mm_after.cmdline, mm_before.cmdline_len),
+	      "cmdline differs (%zd bytes, was %zd)", mm_after.cmdline_len, mm_before.cmdline_len);
+	check("environ", mm_before.environ_len == mm_after.environ_len &&
+			     !memcmp(mm_before.environ_, mm_after.environ_, mm_before.environ_len),
+	      "environ differs (%zd bytes, was %zd)", mm_after.environ_len, mm_before.environ_len);
+	check("auxv", mm_before.auxv_len > 0 && mm_before.auxv_len == mm_after.auxv_len &&
+			  !memcmp(mm_before.auxv, mm_after.auxv, mm_before.auxv_len),
+	      "auxv differs (%zd bytes, was %zd)", mm_after.auxv_len, mm_before.auxv_len);
+	int same = 1, bad = -1;
+	for (int i = 0; i < 10; i++)
+		if (mm_before.stat_fields[i] != mm_after.stat_fields[i] && bad < 0)
+			bad = i, same = 0;
+	check("stat-mm-fields", same && mm_before.stat_fields[0] != 0, "stat mm field #%d: %llu, was %llu", bad,
+	      bad >= 0 ? mm_after.stat_fields[bad] : 0, bad >= 0 ? mm_before.stat_fields[bad] : 0);
 
 	for (int i = 0; i < n_regions; i++) {
 		char name[128], now[256];
