@@ -217,25 +217,15 @@ func (p *process) release() error {
 // kill ends the dumped process and reaps the ptrace notifications of its
 // threads, which stay zombies until their tracer has seen them exit.
 func (p *process) kill() error {
+	// SIGKILL is final once sent, even to a stopped tracee. The kernel then
+	// tears the process down, which for a large one takes a tenth of a
+	// second per GiB of memory, and reports its exit to its parent once
+	// cryo, its tracer, lets go of it (on exit, if not before). Waiting for
+	// that would only make the dump slower; criu does not wait either.
+	// Restore, if run right after, waits a moment for a pid still held by
+	// an exiting process (see restore.pidFree).
 	if err := unix.Kill(p.pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("kill %d after dump: %w", p.pid, err)
-	}
-	// Leader last: its exit is reported only once the other threads are reaped.
-	for i := len(p.threads) - 1; i >= 0; i-- {
-		th := p.threads[i]
-		var ws unix.WaitStatus
-		deadline := time.Now().Add(5 * time.Second)
-		for time.Now().Before(deadline) {
-			pid, err := unix.Wait4(th.t.Tid, &ws, unix.WALL|unix.WNOHANG, nil)
-			if err != nil || (pid == th.t.Tid && (ws.Exited() || ws.Signaled())) {
-				break
-			}
-			if pid == th.t.Tid && ws.Stopped() {
-				kabi.Cont(th.t.Tid, 0)
-				continue
-			}
-			time.Sleep(100 * time.Microsecond)
-		}
 	}
 	p.threads = nil
 	return nil

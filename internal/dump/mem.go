@@ -230,6 +230,17 @@ func (p *process) findRuns(areas []*area) ([]run, error) {
 		force := !a.m.Perms.Read
 		first := len(runs) // runs never span two areas: restore writes each area its own way
 		ppm := p.parentPagemap(a)
+		if ppm == nil && !noPagemapScan {
+			// No page frames to compare with a parent: let the kernel list
+			// the pages (PAGEMAP_SCAN, 6.7), rather than walking 8 bytes of
+			// pagemap per page in Go.
+			got, err := scanRuns(pm, a, force)
+			if err == nil {
+				runs = append(runs, got...)
+				continue
+			}
+			noPagemapScan = true // an older kernel: walk pagemap below
+		}
 		for addr := a.m.Start; addr < a.m.End; {
 			n := min((a.m.End-addr)/pageSize, uint64(len(buf)/8))
 			if _, err := pm.ReadAt(buf[:n*8], int64(addr/pageSize*8)); err != nil {
@@ -262,6 +273,45 @@ func (p *process) findRuns(areas []*area) ([]run, error) {
 			}
 			addr += n * pageSize
 		}
+	}
+	return runs, nil
+}
+
+// noPagemapScan is set once PAGEMAP_SCAN has failed: the kernel lacks it.
+var noPagemapScan bool
+
+// scanRuns lists the pages of area a to dump with PAGEMAP_SCAN: present or
+// swapped, and for a private file mapping only those no longer the file's.
+func scanRuns(pm *os.File, a *area, force bool) ([]run, error) {
+	arg := kabi.PmScanArg{
+		Start:             a.m.Start,
+		End:               a.m.End,
+		CategoryAnyofMask: kabi.PAGE_IS_PRESENT | kabi.PAGE_IS_SWAPPED,
+		ReturnMask:        kabi.PAGE_IS_PRESENT | kabi.PAGE_IS_SWAPPED | kabi.PAGE_IS_FILE,
+	}
+	if a.pages == cowPages {
+		arg.CategoryInverted = kabi.PAGE_IS_FILE
+		arg.CategoryMask = kabi.PAGE_IS_FILE
+	}
+	var runs []run
+	out := make([]kabi.PageRegion, 512)
+	for arg.Start < a.m.End {
+		n, err := kabi.PagemapScan(int(pm.Fd()), &arg, out)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range out[:n] {
+			pages := (r.End - r.Start) / pageSize
+			if l := len(runs); l > 0 && runs[l-1].addr+runs[l-1].pages*pageSize == r.Start {
+				runs[l-1].pages += pages
+			} else {
+				runs = append(runs, run{addr: r.Start, pages: pages, force: force})
+			}
+		}
+		if arg.WalkEnd <= arg.Start || arg.WalkEnd >= a.m.End {
+			break
+		}
+		arg.Start = arg.WalkEnd
 	}
 	return runs, nil
 }
@@ -382,10 +432,13 @@ type pageBatch struct {
 	summed bool
 }
 
-// chunkWriter takes page data whose chunk checksum is already known.
-type chunkWriter interface {
-	WriteChunk(p []byte, sum uint32) (int, error)
+// chunksWriter takes whole chunks of page data whose checksums are known.
+type chunksWriter interface {
+	WriteChunks(bufs [][]byte, sums []uint32) (int, error)
 }
+
+// maxGather bounds how many waiting chunks go into one writev.
+const maxGather = nBatches
 
 const (
 	// batchBytes is one checksum chunk of the pages file: the reader sums
@@ -508,20 +561,62 @@ func (p *process) writePages(runs []run, w io.Writer) (uint64, error) {
 		}
 	}()
 	var written uint64
-	for b := range full {
+	var held *pageBatch // a batch taken while gathering, not written yet
+	next := func() (pageBatch, bool) {
+		if held != nil {
+			b := *held
+			held = nil
+			return b, true
+		}
+		b, ok := <-full
+		return b, ok
+	}
+	cw, chunked := w.(chunksWriter)
+	bufs := make([][]byte, 0, maxGather)
+	sums := make([]uint32, 0, maxGather)
+	for {
+		b, ok := next()
+		if !ok {
+			break
+		}
 		if b.err != nil {
 			return written, b.err
 		}
+		group := []pageBatch{b}
+		// Gather the summed chunks already waiting into one writev.
+		for chunked && b.summed && len(group) < maxGather {
+			var nb pageBatch
+			select {
+			case nb, ok = <-full:
+			default:
+				ok = false
+			}
+			if !ok {
+				break
+			}
+			if nb.err != nil || !nb.summed {
+				held = &nb
+				break
+			}
+			group = append(group, nb)
+		}
 		err := p.aborted()
 		if err == nil {
-			if cw, ok := w.(chunkWriter); ok && b.summed {
-				_, err = cw.WriteChunk(b.buf, b.sum)
+			if chunked && b.summed {
+				bufs, sums = bufs[:0], sums[:0]
+				for _, g := range group {
+					bufs = append(bufs, g.buf)
+					sums = append(sums, g.sum)
+				}
+				_, err = cw.WriteChunks(bufs, sums)
 			} else {
 				_, err = w.Write(b.buf)
 			}
 		}
-		written += uint64(len(b.buf))
-		free <- b.buf
+		for _, g := range group {
+			written += uint64(len(g.buf))
+			free <- g.buf
+		}
 		if err != nil {
 			return written, err
 		}

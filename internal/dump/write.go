@@ -130,18 +130,14 @@ func (p *process) writeProcess(dir *image.Dir, s *snapshot, st *Stats) error {
 }
 
 type progressWriter struct {
-	w           interface{ Write([]byte) (int, error) }
+	w           *image.PagesWriter
 	done, total uint64
 	f           func(done, total uint64)
 }
 
-// WriteChunk passes a pre-summed chunk on, counting it.
-func (pw *progressWriter) WriteChunk(b []byte, sum uint32) (int, error) {
-	cw, ok := pw.w.(chunkWriter)
-	if !ok {
-		return pw.Write(b)
-	}
-	n, err := cw.WriteChunk(b, sum)
+// WriteChunks passes pre-summed chunks on, counting them.
+func (pw *progressWriter) WriteChunks(bufs [][]byte, sums []uint32) (int, error) {
+	n, err := pw.w.WriteChunks(bufs, sums)
 	pw.done += uint64(n) / pageSize
 	pw.f(pw.done, pw.total)
 	return n, err

@@ -1,12 +1,16 @@
 package restore
 
 import (
+	"time"
+
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/cryo-project/cryo/internal/procfs"
 
 	"google.golang.org/protobuf/proto"
 
@@ -211,6 +215,17 @@ func (l *loaded) loadProcess(te *pstree.PstreeEntry, root bool) (*loaded, error)
 	return pl, nil
 }
 
+// exiting says whether pid belongs to a process on its way out: a zombie,
+// dead, or past the start of exit (PF_EXITING).
+func exiting(pid int) bool {
+	st, err := procfs.StatPid(pid)
+	if err != nil {
+		return false
+	}
+	const pfExiting = 0x4
+	return st.State == 'Z' || st.State == 'X' || st.Flags&pfExiting != 0
+}
+
 // CRIU's task_state of a zombie (criu/include/task-entries.h: TASK_DEAD).
 const taskDead = 2
 
@@ -290,6 +305,12 @@ func (l *loaded) checkPids() error {
 }
 
 func pidFree(pid int) error {
+	// A process killed by a dump that just ended may still be tearing down
+	// its memory, or be a zombie its parent is about to reap: give it a
+	// moment before calling its pid taken.
+	for deadline := time.Now().Add(2 * time.Second); exiting(pid) && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
 	if err != nil {
 		return nil
