@@ -57,7 +57,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
+	defer func() {
+		if os.Getenv("KEEP") == "" {
+			os.RemoveAll(tmp)
+		}
+	}()
 	fanout := filepath.Join(tmp, "fanout")
 	if out, err := exec.Command("gcc", "-O2", "-o", fanout, filepath.Join(*repo, "bench", "tree", "targets", "fanout.c")).CombinedOutput(); err != nil {
 		return fmt.Errorf("gcc: %v\n%s", err, out)
@@ -128,7 +132,7 @@ func cycle(cryo, tmp string, argv []string, n int, pss *[2]int) (time.Duration, 
 	img := filepath.Join(tmp, "img")
 	os.RemoveAll(img)
 	t0 := time.Now()
-	if out, err := exec.Command(cryo, "dump", "-t", strconv.Itoa(root), "-D", img).CombinedOutput(); err != nil {
+	if out, err := exec.Command(cryo, "dump", "-t", strconv.Itoa(root), "-D", img, "-v4", "-o", filepath.Join(tmp, fmt.Sprintf("dump-%d.log", n))).CombinedOutput(); err != nil {
 		return 0, 0, fmt.Errorf("dump: %v\n%s", err, out)
 	}
 	dumpTime := time.Since(t0)
