@@ -103,10 +103,8 @@ func (p *process) collect() (*snapshot, error) {
 	if err := p.collectFds(); err != nil {
 		return nil, err
 	}
-	for r := range s.rlimits {
-		if err := unix.Prlimit(p.pid, r, nil, &s.rlimits[r]); err != nil {
-			return nil, fmt.Errorf("rlimit %d of %d: %w", r, p.pid, err)
-		}
+	if err := readRlimits(p.pid, &s.rlimits); err != nil {
+		return nil, err
 	}
 	if b, err := os.ReadFile(pidDir + "/personality"); err == nil {
 		v, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 16, 32)
@@ -151,4 +149,62 @@ func (p *process) hashMapping(m procfs.Mapping) (string, error) {
 		return "", fmt.Errorf("read %s of %d: %w", m.Path, p.pid, err)
 	}
 	return fmt.Sprintf("%x", sha256.Sum256(b)), nil
+}
+
+// readRlimits reads the resource limits of pid. prlimit(2) on another
+// user's process needs CAP_SYS_RESOURCE; /proc/PID/limits shows the same
+// values to whoever may read the process, so it is the fallback.
+func readRlimits(pid int, out *[16]unix.Rlimit) error {
+	var err error
+	for r := range out {
+		if err = unix.Prlimit(pid, r, nil, &out[r]); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	b, ferr := procfs.ReadFileBounded(fmt.Sprintf("/proc/%d/limits", pid), 64<<10)
+	if ferr != nil {
+		return fmt.Errorf("rlimits of %d: %w (and %s: %w)", pid, err, "/proc/PID/limits", ferr)
+	}
+	if err := parseLimits(b, out); err != nil {
+		return fmt.Errorf("/proc/%d/limits: %w", pid, err)
+	}
+	return nil
+}
+
+// parseLimits parses /proc/PID/limits: a header, then one line per resource
+// in RLIMIT_* order.
+func parseLimits(b []byte, out *[16]unix.Rlimit) error {
+	var err error
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != len(out)+1 {
+		return fmt.Errorf("%d limits, want %d", len(lines)-1, len(out))
+	}
+	// "Max cpu time              unlimited            unlimited            seconds"
+	// The name is padded to 26 columns; the two values follow.
+	for i, line := range lines[1:] {
+		if len(line) < 26 {
+			return fmt.Errorf("short line %q", line)
+		}
+		f := strings.Fields(line[26:])
+		if len(f) < 2 {
+			return fmt.Errorf("bad line %q", line)
+		}
+		for j, v := range f[:2] {
+			n := uint64(unix.RLIM_INFINITY)
+			if v != "unlimited" {
+				if n, err = strconv.ParseUint(v, 10, 64); err != nil {
+					return fmt.Errorf("bad value %q", v)
+				}
+			}
+			if j == 0 {
+				out[i].Cur = n
+			} else {
+				out[i].Max = n
+			}
+		}
+	}
+	return nil
 }
