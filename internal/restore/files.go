@@ -91,7 +91,7 @@ func (r *restorer) openFile(f *fdinfo.FileEntry, flags uint32) (uint64, error) {
 	flags &^= unix.O_CREAT | unix.O_TRUNC | unix.O_EXCL | oTmpfileOnly
 	fd, err := r.c.call(r.c.leader, "open "+name, unix.SYS_OPENAT, unixAtFdcwd, p, uint64(flags|unix.O_CLOEXEC), 0)
 	if err != nil {
-		return 0, fmt.Errorf("open %s: %w", name, err)
+		return 0, err // the call names the file and the process
 	}
 	return fd, nil
 }

@@ -326,3 +326,41 @@ func TestRestorePidTaken(t *testing.T) {
 	tg.expectPassed(st.ExitCode(), "original after the refused restore")
 	checkCountSequence(t, tg.log())
 }
+
+// TestRestoreFailsMidway: a restore that fails once processes exist (here a
+// file the process had open was deleted since the dump, which only the file
+// stage finds) must name what failed and kill everything it built: no
+// process with the dumped pid may be left, stopped or running.
+func TestRestoreFailsMidway(t *testing.T) {
+	requireRoot(t)
+	requireCryo(t)
+	tg := startTarget(t, "files")
+	img := filepath.Join(tg.dir, "img")
+	mustDump(t, tg.pid, img)
+	tg.expectKilled()
+	victims, _ := filepath.Glob(filepath.Join(tg.dir, "*", "readonly.dat"))
+	if len(victims) != 1 {
+		t.Fatalf("files target left no readonly.dat under %s", tg.dir)
+	}
+	if err := os.Remove(victims[0]); err != nil {
+		t.Fatal(err)
+	}
+	r := runCryo(t, restoreTimeout, "restore", "-D", img, "-v4", "-o", img+".restore.log")
+	if r.timedOut || r.code == 0 {
+		t.Fatalf("restore with a file gone: want a failure, got %v", r)
+	}
+	if !strings.Contains(r.output, "readonly.dat") {
+		t.Errorf("the error must name the missing file:\n%v", r)
+	}
+	if !strings.Contains(readLog(img+".restore.log"), "process born") {
+		t.Logf("note: the restore failed before any process existed:\n%s", readLog(img+".restore.log"))
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) && procState(tg.pid) != "gone" {
+		reapIfChild(tg.pid)
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := procState(tg.pid); st != "gone" {
+		t.Fatalf("after the failed restore pid %d still exists (state %s)", tg.pid, st)
+	}
+}
