@@ -19,6 +19,9 @@ type pipeState struct {
 	data     []byte
 	capacity int
 	ends     [2]bool // read, write ends seen in the process
+	// fifo marks a named pipe: anyone may open it again by its path, so
+	// an end outside the tree is no reason to refuse it.
+	fifo bool
 }
 
 func isPipe(link string, st *unix.Stat_t) bool {
@@ -94,7 +97,7 @@ func peekPipe(path string, ino uint64) (*pipeState, error) {
 // one end alone would cut the processes off from their peer.
 func (ft *fileTable) checkPipes(pid int) error {
 	for _, ps := range ft.pipeOrder {
-		if !ps.ends[0] || !ps.ends[1] {
+		if !ps.fifo && (!ps.ends[0] || !ps.ends[1]) {
 			which := "read"
 			if !ps.ends[1] {
 				which = "write"

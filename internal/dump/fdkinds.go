@@ -39,6 +39,7 @@ var fdKinds = []fdKind{
 	{"device", isSimpleDevice, dumpDevice},
 	{"terminal", isTerminal, dumpTerminal},
 	{"pipe", isPipe, dumpPipe},
+	{"fifo", isFifo, dumpFifo},
 	{"eventfd", anon("[eventfd]"), dumpEventfd},
 	{"epoll", anon("[eventpoll]"), dumpEpoll},
 	{"socket", isSocket, dumpSocket},

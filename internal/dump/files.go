@@ -86,6 +86,8 @@ func (ft *fileTable) add(e *fdinfo.FileEntry) uint32 {
 		e.Memfd.Id = proto.Uint32(id)
 	case e.Pipe != nil:
 		e.Pipe.Id = proto.Uint32(id)
+	case e.Fifo != nil:
+		e.Fifo.Id = proto.Uint32(id)
 	case e.Efd != nil:
 		e.Efd.Id = proto.Uint32(id)
 	case e.Epfd != nil:

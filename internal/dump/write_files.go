@@ -20,12 +20,24 @@ func (p *process) writeFileData(dir *image.Dir) error {
 	if err := ft.writeUnixQueues(dir); err != nil {
 		return err
 	}
-	if len(ft.pipeOrder) > 0 {
-		w, err := dir.Create("pipes-data.img", "PIPES_DATA")
+	for _, kind := range []struct {
+		name, magic string
+		fifo        bool
+	}{{"pipes-data.img", "PIPES_DATA", false}, {"fifo-data.img", "FIFO_DATA", true}} {
+		var states []*pipeState
+		for _, ps := range ft.pipeOrder {
+			if ps.fifo == kind.fifo {
+				states = append(states, ps)
+			}
+		}
+		if len(states) == 0 {
+			continue
+		}
+		w, err := dir.Create(kind.name, kind.magic)
 		if err != nil {
 			return err
 		}
-		for _, ps := range ft.pipeOrder {
+		for _, ps := range states {
 			if err := w.Write(&pipedata.PipeDataEntry{
 				PipeId: proto.Uint32(uint32(ps.ino)), Bytes: proto.Uint32(uint32(len(ps.data))), Size: proto.Uint32(uint32(ps.capacity)),
 			}); err != nil {

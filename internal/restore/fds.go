@@ -24,6 +24,7 @@ var fdOpeners = map[fdinfo.FdTypes]fdOpener{
 	fdinfo.FdTypes_TTY:       openTTY,
 	fdinfo.FdTypes_MEMFD:     openMemfd,
 	fdinfo.FdTypes_PIPE:      openPipe,
+	fdinfo.FdTypes_FIFO:      openFifo,
 	fdinfo.FdTypes_EVENTFD:   openEventfd,
 	fdinfo.FdTypes_EVENTPOLL: openEpoll,
 	fdinfo.FdTypes_UNIXSK:    openUnix,
@@ -204,6 +205,11 @@ func (t *treeRestorer) closeShared() error {
 		}
 		for _, fd := range r.pidfds {
 			fds = append(fds, fd)
+		}
+		for _, h := range r.t.fifos {
+			if h.pid == r.c.pid {
+				fds = append(fds, h.fd)
+			}
 		}
 		for _, e := range r.t.pipes {
 			for i := range e.fds {

@@ -54,8 +54,9 @@ type loaded struct {
 	// of this image with its own pstree entry, cores, mm, pages and fds.
 	procs  []*loaded
 	zombie bool
-	// pipeData is the unread data of each pipe, by pipe_id.
-	pipeData map[uint32]pipeData
+	// pipeData is the unread data of each pipe, by pipe_id; fifoData the
+	// same for FIFOs.
+	pipeData, fifoData map[uint32]pipeData
 	// skQueues is the unread data of each unix socket, by file id
 	// (fd_unix.go).
 	skQueues map[uint32][][]byte
@@ -139,6 +140,12 @@ func load(path string) (*loaded, error) {
 			return nil, err
 		}
 	}
+	l.fifoData = map[uint32]pipeData{}
+	if dir.Has("fifo-data.img") {
+		if err := l.loadPipeFile("fifo-data.img", "FIFO_DATA", l.fifoData); err != nil {
+			return nil, err
+		}
+	}
 	if dir.Has("sk-queues.img") {
 		if l.skQueues, err = loadSkQueues(dir); err != nil {
 			return nil, err
@@ -151,7 +158,7 @@ func load(path string) (*loaded, error) {
 		}
 	}
 	for _, p := range l.procs {
-		p.memfds, p.pipeData, p.seccomp = l.memfds, l.pipeData, l.seccomp
+		p.memfds, p.pipeData, p.fifoData, p.seccomp = l.memfds, l.pipeData, l.fifoData, l.seccomp
 	}
 	return l, nil
 }
@@ -261,7 +268,13 @@ func readPagemap(dir *image.Dir, name string) (uint32, []*pagemap.PagemapEntry, 
 }
 
 func (l *loaded) loadPipeData() error {
-	r, err := l.dir.Open("pipes-data.img", "PIPES_DATA")
+	return l.loadPipeFile("pipes-data.img", "PIPES_DATA", l.pipeData)
+}
+
+// loadPipeFile reads unread pipe (or FIFO) data: entries each followed by
+// their bytes.
+func (l *loaded) loadPipeFile(name, magic string, into map[uint32]pipeData) error {
+	r, err := l.dir.Open(name, magic)
 	if err != nil {
 		return err
 	}
@@ -276,7 +289,7 @@ func (l *loaded) loadPipeData() error {
 		}
 		n := int64(e.GetBytes())
 		if n > r.Remaining() || n > 1<<30 {
-			return &image.FormatError{File: "pipes-data.img", Offset: r.Offset(), Err: fmt.Errorf("pipe data of %d bytes exceeds the file: %w", n, image.ErrImageCorrupt)}
+			return &image.FormatError{File: name, Offset: r.Offset(), Err: fmt.Errorf("pipe data of %d bytes exceeds the file: %w", n, image.ErrImageCorrupt)}
 		}
 		sr, err := r.Raw(n)
 		if err != nil {
@@ -284,9 +297,9 @@ func (l *loaded) loadPipeData() error {
 		}
 		b := make([]byte, n)
 		if _, err := io.ReadFull(sr, b); err != nil {
-			return &image.FormatError{File: "pipes-data.img", Offset: r.Offset(), Err: err}
+			return &image.FormatError{File: name, Offset: r.Offset(), Err: err}
 		}
-		l.pipeData[e.GetPipeId()] = pipeData{data: b, capacity: e.GetSize()}
+		into[e.GetPipeId()] = pipeData{data: b, capacity: e.GetSize()}
 	}
 }
 

@@ -32,6 +32,7 @@ type treeRestorer struct {
 	// shared memory, through the owner's /proc/PID/map_files.
 	files  map[uint32]fdOwner // file id → fd holding that open file description
 	pipes  map[uint32]*pipeEnds
+	fifos  map[uint32]fdOwner // pipe id → the read-write holder of a FIFO
 	memfds map[uint32]fdOwner // memfd inode id
 	unix   unixState          // unix sockets (fd_unix.go)
 	shm    map[uint64]shmOwner
@@ -68,7 +69,7 @@ func Run(opts Options) (*Result, error) {
 		return nil, err
 	}
 	t := &treeRestorer{opts: opts, log: opts.Log, l: l, byPid: map[uint32]*restorer{},
-		files: map[uint32]fdOwner{}, pipes: map[uint32]*pipeEnds{}, memfds: map[uint32]fdOwner{},
+		files: map[uint32]fdOwner{}, pipes: map[uint32]*pipeEnds{}, fifos: map[uint32]fdOwner{}, memfds: map[uint32]fdOwner{},
 		shm: map[uint64]shmOwner{}, shmLen: map[uint64]uint64{}}
 	for _, pl := range l.procs {
 		r := &restorer{opts: opts, log: opts.Log, l: pl, t: t}

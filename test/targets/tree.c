@@ -22,6 +22,8 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 enum { SHARER, ORPHAN, DAEMON, NKIDS };
@@ -42,6 +44,11 @@ static int shared_file;
  * unlinked once mapped; both written by the sharer, read by the root. */
 static volatile uint64_t *posix_named, *posix_unlinked;
 static char posix_name[64];
+/* A FIFO: the root holds its read end (non-blocking), the sharer its write
+ * end, with bytes written and not read at the checkpoint. */
+static char fifo_path[4096];
+static int fifo_rd;
+static const char fifo_msg[] = "bytes in the fifo";
 
 /* identity_ok compares a process's ids with what it recorded. */
 static int identity_ok(pid_t pid, pid_t ppid, pid_t pgid, pid_t sid, char *why, size_t cap)
@@ -108,6 +115,13 @@ static void sharer(void)
 {
 	pid_t pid = getpid(), ppid = getppid(), pgid = getpgrp(), sid = getsid(0);
 	close(pipe_fd[1]);
+	close(fifo_rd);
+	int fifo_wr = open(fifo_path, O_WRONLY);
+	if (fifo_wr < 0 || write(fifo_wr, fifo_msg, sizeof(fifo_msg)) != sizeof(fifo_msg)) {
+		snprintf(sh->detail[SHARER], sizeof(sh->detail[SHARER]), "fifo: %s", strerror(errno));
+		sh->result[SHARER] = 2;
+		_exit(1);
+	}
 	sh->pid[SHARER] = pid;
 	while (!sh->go) {
 		uint8_t b;
@@ -182,6 +196,11 @@ int main(int argc, char **argv)
 	close(pu);
 	shm_unlink(unlinked_name);
 
+	snprintf(fifo_path, sizeof(fifo_path), "%s/tree.fifo", work_dir);
+	unlink(fifo_path);
+	if (mkfifo(fifo_path, 0600) < 0 || (fifo_rd = open(fifo_path, O_RDONLY | O_NONBLOCK)) < 0)
+		die("fifo");
+
 	if (fork() == 0)
 		sharer();
 	close(pipe_fd[0]);
@@ -228,6 +247,13 @@ int main(int argc, char **argv)
 			break;
 		msleep(1);
 	}
+	/* The sharer's bytes must be in the FIFO before the checkpoint. */
+	for (int i = 0; i < 2000; i++) {
+		int avail = 0;
+		if (ioctl(fifo_rd, FIONREAD, &avail) == 0 && avail == (int)sizeof(fifo_msg))
+			break;
+		msleep(1);
+	}
 	uint64_t before = sh->counter;
 	uint64_t posix_before = *posix_named, gone_before = *posix_unlinked;
 	ready();
@@ -237,6 +263,11 @@ int main(int argc, char **argv)
 	off_t off_before = lseek(shared_file, 0, SEEK_CUR);
 	check("counter-continues", sh->counter > before, "shared counter %" PRIu64 ", was %" PRIu64,
 	      (uint64_t)sh->counter, before);
+	char fifo_got[64] = "";
+	ssize_t n = read(fifo_rd, fifo_got, sizeof(fifo_got));
+	check("fifo-data", n == (ssize_t)sizeof(fifo_msg) && !memcmp(fifo_got, fifo_msg, sizeof(fifo_msg)),
+	      "read %zd bytes: %.*s", n, (int)(n > 0 ? n : 0), fifo_got);
+	check("fifo-nonblock", fcntl(fifo_rd, F_GETFL) & O_NONBLOCK, "O_NONBLOCK lost");
 	/* The sharer kept counting in both POSIX objects: the root sees it, so
 	 * they are still shared after restore. */
 	msleep(50);
@@ -268,5 +299,6 @@ int main(int argc, char **argv)
 	while (waitpid(-1, NULL, WNOHANG) > 0)
 		;
 	shm_unlink(posix_name);
+	unlink(fifo_path);
 	return finish();
 }
