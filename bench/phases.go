@@ -65,8 +65,8 @@ func (e *env) bigTarget(r *report) error {
 		// before and after it, so that the machine's drift between minutes
 		// cancels out.
 		dumpPair, restorePair []float64
-		dumpRSS, restoreRSS                                           []int64
-		pagesBytes, imgBytes                                          int64
+		dumpRSS, restoreRSS   []int64
+		pagesBytes, imgBytes  int64
 	)
 	for i := 0; i <= e.cfg.reps; i++ {
 		what := "warm-up"
