@@ -110,6 +110,9 @@ func loadFiles(d *image.Dir) (map[uint32]*fdinfo.FileEntry, error) {
 	return files, err
 }
 
+// taskDead is CRIU's task_state of a zombie (criu/include/task-entries.h).
+const taskDead = 2
+
 func loadProcess(d *image.Dir, pe *pstree.PstreeEntry, files map[uint32]*fdinfo.FileEntry) (*Process, error) {
 	// Empty lists stay [] in JSON, never null: consumers index them.
 	p := &Process{PID: pe.GetPid(), PPID: pe.GetPpid(), PGID: pe.GetPgid(), SID: pe.GetSid(),
@@ -127,9 +130,12 @@ func loadProcess(d *image.Dir, pe *pstree.PstreeEntry, files map[uint32]*fdinfo.
 		if tid == p.PID {
 			leader = &c
 		}
+		if c.GetTc().GetTaskState() == taskDead {
+			break // a zombie: no registers, memory or files
+		}
 		regs := c.GetThreadInfo().GetGpregs()
 		mask := c.GetThreadCore().GetBlkSigset()
-		if c.GetThreadCore().BlkSigset == nil {
+		if c.GetThreadCore().GetBlkSigset() == 0 && c.GetTc() != nil {
 			mask = c.GetTc().GetBlkSigset()
 		}
 		p.Threads = append(p.Threads, Thread{
@@ -141,6 +147,12 @@ func loadProcess(d *image.Dir, pe *pstree.PstreeEntry, files map[uint32]*fdinfo.
 		return nil, fmt.Errorf("thread-group leader %d is not among its threads %v", p.PID, threads)
 	}
 	tc := leader.GetTc()
+	if tc.GetTaskState() == taskDead {
+		p.Zombie, p.ExitStatus = true, tc.GetExitCode()
+		p.Threads = []Thread{}
+		p.SignalHandlers = []SigHandler{}
+		return p, nil
+	}
 	p.Comm = tc.GetComm()
 	p.SharedPending = len(tc.GetSignalsS().GetSignals())
 	p.SignalHandlers = handlers(tc.GetSigactions())

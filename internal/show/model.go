@@ -27,6 +27,10 @@ type Process struct {
 	SignalHandlers []SigHandler `json:"signal_handlers"`
 	Umask          *uint32      `json:"umask,omitempty"`
 	Cwd            string       `json:"cwd,omitempty"`
+	// Zombie is set for a process that had exited, unreaped; ExitStatus is
+	// the wait status its parent will see. A zombie has no memory or files.
+	Zombie     bool   `json:"zombie,omitempty"`
+	ExitStatus uint32 `json:"exit_status,omitempty"`
 }
 
 // Thread is one thread (the first is the thread-group leader).

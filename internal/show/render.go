@@ -24,6 +24,10 @@ func WriteText(w io.Writer, img *Image) error {
 	bw := bufio.NewWriter(w)
 	fmt.Fprintf(bw, "Image %s: %d processes, %d files, checksums verified\n", img.Dir, len(img.Processes), img.Files)
 	for _, p := range img.Processes {
+		if p.Zombie {
+			fmt.Fprintf(bw, "\nProcess %d (zombie, exit status %#x)  ppid %d  pgid %d  sid %d\n", p.PID, p.ExitStatus, p.PPID, p.PGID, p.SID)
+			continue
+		}
 		fmt.Fprintf(bw, "\nProcess %d (%s)  ppid %d  pgid %d  sid %d\n", p.PID, printable(p.Comm), p.PPID, p.PGID, p.SID)
 		if p.Exe != "" {
 			fmt.Fprintf(bw, "  exe   %s\n", printable(p.Exe))

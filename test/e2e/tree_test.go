@@ -21,6 +21,12 @@ func TestTree(t *testing.T) {
 	mustDump(t, tg.pid, img)
 	tg.expectKilled()
 	reapOrphans(t)
+	for _, args := range [][]string{{"show", img}, {"show", "--json", img}} {
+		r := runCryo(t, restoreTimeout, args...)
+		if r.code != 0 || !strings.Contains(r.output, "zombie") {
+			t.Errorf("cryo %v on a tree image with a zombie: %v", args, r)
+		}
+	}
 
 	// Second cycle: restore detached, dump the restored tree, restore again.
 	r := runCryo(t, restoreTimeout, "restore", "-D", img, "-d", "-v4", "-o", img+".restore.log")
