@@ -161,7 +161,6 @@ func dumpSocket(e *fdEnv) (uint32, error) {
 		}
 	}
 	id := e.p.files.add(&fdinfo.FileEntry{Type: fdinfo.FdTypes_UNIXSK.Enum(), Usk: ue})
-	ue.Id = proto.Uint32(id)
 	ut.socks[ino] = s
 	ut.order = append(ut.order, s)
 	return id, nil

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fown"
@@ -79,28 +80,19 @@ func (ft *fileTable) add(e *fdinfo.FileEntry) uint32 {
 	id := ft.next
 	ft.next++
 	e.Id = proto.Uint32(id)
-	switch {
-	case e.Reg != nil:
-		e.Reg.Id = proto.Uint32(id)
-	case e.Memfd != nil:
-		e.Memfd.Id = proto.Uint32(id)
-	case e.Pipe != nil:
-		e.Pipe.Id = proto.Uint32(id)
-	case e.Fifo != nil:
-		e.Fifo.Id = proto.Uint32(id)
-	case e.Efd != nil:
-		e.Efd.Id = proto.Uint32(id)
-	case e.Epfd != nil:
-		e.Epfd.Id = proto.Uint32(id)
-	case e.Sgfd != nil:
-		e.Sgfd.Id = proto.Uint32(id)
-	case e.Tfd != nil:
-		e.Tfd.Id = proto.Uint32(id)
-	case e.Ify != nil:
-		e.Ify.Id = proto.Uint32(id)
-	case e.Pidfd != nil:
-		e.Pidfd.Id = proto.Uint32(id)
-	}
+	// CRIU repeats the id inside the entry of the file's type (reg, pipe,
+	// efd...): set it in whichever one is there, so that a new fd type
+	// needs no line here.
+	m := e.ProtoReflect()
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() == protoreflect.MessageKind {
+			sub := v.Message()
+			if f := sub.Descriptor().Fields().ByName("id"); f != nil && f.Kind() == protoreflect.Uint32Kind {
+				sub.Set(f, protoreflect.ValueOfUint32(id))
+			}
+		}
+		return true
+	})
 	ft.entries = append(ft.entries, e)
 	return id
 }
