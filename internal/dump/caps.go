@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/procfs"
 )
 
 // checkPrivileges refuses, before the process is touched, a dump that
@@ -24,7 +25,7 @@ func checkPrivileges() error {
 	if os.Geteuid() == 0 {
 		return nil
 	}
-	own, err := kabi.OwnCaps()
+	own, err := procfs.OwnCaps()
 	if err != nil {
 		return fmt.Errorf("read cryo's capabilities: %w", err)
 	}
@@ -50,7 +51,7 @@ func ptraceDenied(pid int, err error) error {
 		return err
 	}
 	sysPtrace := os.Geteuid() == 0
-	if own, err := kabi.OwnCaps(); err == nil && own.Has(unix.CAP_SYS_PTRACE) {
+	if own, err := procfs.OwnCaps(); err == nil && own.Has(unix.CAP_SYS_PTRACE) {
 		sysPtrace = true
 	}
 	switch scope := kabi.PtraceScope(); {
@@ -70,8 +71,8 @@ func ptraceDenied(pid int, err error) error {
 				return fmt.Errorf("%w: cryo may not trace pid %d: it belongs to another user, or is not dumpable (setuid, file capabilities, PR_SET_DUMPABLE 0): that needs CAP_SYS_PTRACE", err, pid)
 			}
 		}
-		if tc, cerr := kabi.TaskCaps(pid); cerr == nil {
-			if own, oerr := kabi.OwnCaps(); oerr == nil && tc.Prm&^own.Prm != 0 {
+		if tc, cerr := procfs.TaskCaps(pid); cerr == nil {
+			if own, oerr := procfs.OwnCaps(); oerr == nil && tc.Prm&^own.Prm != 0 {
 				return fmt.Errorf("%w: cryo may not trace pid %d: it holds %s, which cryo does not: that needs CAP_SYS_PTRACE", err, pid, kabi.CapNames(tc.Prm&^own.Prm))
 			}
 		}

@@ -1,19 +1,16 @@
 package feature
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/procfs"
 )
 
 // Caps are the capability sets of a process (/proc/PID/status), one bit
@@ -26,59 +23,14 @@ type Caps struct {
 // (status lines, the security.capability xattr).
 var ErrMalformed = errors.New("malformed")
 
-// maxStatus bounds what is read of /proc/PID/status.
-const maxStatus = 64 << 10
-
-// ParseStatusCaps reads the Cap* lines of a /proc/PID/status text.
-func ParseStatusCaps(r io.Reader) (Caps, error) {
-	var c Caps
-	seen := 0
-	sc := bufio.NewScanner(io.LimitReader(r, maxStatus))
-	line := 0
-	for sc.Scan() {
-		line++
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		var dst *uint64
-		switch k {
-		case "CapEff":
-			dst = &c.Eff
-		case "CapPrm":
-			dst = &c.Prm
-		case "CapInh":
-			dst = &c.Inh
-		case "CapBnd":
-			dst = &c.Bnd
-		case "CapAmb":
-			dst = &c.Amb
-		default:
-			continue
-		}
-		x, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		if err != nil {
-			return c, fmt.Errorf("status line %d: %s %q: %w", line, k, strings.TrimSpace(v), ErrMalformed)
-		}
-		*dst = x
-		seen++
-	}
-	if err := sc.Err(); err != nil {
-		return c, err
-	}
-	if seen < 3 {
-		return c, fmt.Errorf("status: no CapEff/CapPrm/CapAmb lines: %w", ErrMalformed)
-	}
-	return c, nil
-}
-
-// ownCaps reads the capability sets of cryo's process.
+// ownCaps reads the capability sets of cryo's process, with the status
+// parser dump uses.
 func ownCaps() (Caps, error) {
-	b, err := os.ReadFile("/proc/self/status")
+	st, err := procfs.StatusPid(os.Getpid())
 	if err != nil {
 		return Caps{}, err
 	}
-	return ParseStatusCaps(bytes.NewReader(b))
+	return Caps{Eff: st.CapEff, Prm: st.CapPrm, Inh: st.CapInh, Bnd: st.CapBnd, Amb: st.CapAmb}, nil
 }
 
 // Has reports whether capability n is effective.

@@ -3,7 +3,6 @@ package feature
 import (
 	"encoding/binary"
 	"errors"
-	"strings"
 	"testing"
 )
 
@@ -55,44 +54,5 @@ func FuzzParseFileCaps(f *testing.F) {
 		if err == nil && (fc.Revision < 1 || fc.Revision > 3) {
 			t.Errorf("revision %d accepted", fc.Revision)
 		}
-	})
-}
-
-const statusSample = `Name:	cryo
-State:	R (running)
-CapInh:	0000000000000000
-CapPrm:	000001fffeffffff
-CapEff:	000001fffeffffff
-CapBnd:	000001fffeffffff
-CapAmb:	0000000000000000
-NoNewPrivs:	0
-`
-
-func TestParseStatusCaps(t *testing.T) {
-	c, err := ParseStatusCaps(strings.NewReader(statusSample))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Eff != 0x1fffeffffff || c.Prm != 0x1fffeffffff || c.Amb != 0 {
-		t.Errorf("got %+v", c)
-	}
-	if !c.Has(capCheckpointRestore) || c.Has(capSysResource) {
-		t.Errorf("Has: CAP_CHECKPOINT_RESTORE %v CAP_SYS_RESOURCE %v", c.Has(capCheckpointRestore), c.Has(capSysResource))
-	}
-	for _, bad := range []string{"CapEff:\tzz\nCapPrm:\t0\nCapAmb:\t0\n", "Name:\tx\n"} {
-		if _, err := ParseStatusCaps(strings.NewReader(bad)); !errors.Is(err, ErrMalformed) {
-			t.Errorf("%q: err %v, want ErrMalformed", bad, err)
-		}
-	}
-	if c, err := ownCaps(); err != nil || (c.Eff&^c.Prm) != 0 {
-		t.Errorf("own caps %+v, %v: effective must be a subset of permitted", c, err)
-	}
-}
-
-func FuzzParseStatusCaps(f *testing.F) {
-	f.Add(statusSample)
-	f.Add("CapEff:\t1\nCapPrm:\t1\nCapAmb:\t0\n")
-	f.Fuzz(func(t *testing.T, s string) {
-		ParseStatusCaps(strings.NewReader(s))
 	})
 }

@@ -1,7 +1,6 @@
 package kabi
 
 import (
-	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -17,50 +16,6 @@ type Caps struct {
 
 // Has reports whether capability n (unix.CAP_*) is in the effective set.
 func (c Caps) Has(n uintptr) bool { return c.Eff&(1<<n) != 0 }
-
-// OwnCaps reads the calling thread's capability sets.
-func OwnCaps() (Caps, error) {
-	return TaskCaps(0)
-}
-
-// TaskCaps reads the capability sets of thread tid (0: the calling thread)
-// from /proc, which, unlike capget, also gives the ambient set.
-func TaskCaps(tid int) (Caps, error) {
-	path := "/proc/thread-self/status"
-	if tid != 0 {
-		path = "/proc/" + strconv.Itoa(tid) + "/status"
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return Caps{}, err
-	}
-	var c Caps
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		var dst *uint64
-		switch k {
-		case "CapInh":
-			dst = &c.Inh
-		case "CapPrm":
-			dst = &c.Prm
-		case "CapEff":
-			dst = &c.Eff
-		case "CapAmb":
-			dst = &c.Amb
-		case "CapBnd":
-			dst = &c.Bnd
-		default:
-			continue
-		}
-		if *dst, err = strconv.ParseUint(strings.TrimSpace(v), 16, 64); err != nil {
-			return Caps{}, fmt.Errorf("%s: %s: %w", path, k, err)
-		}
-	}
-	return c, nil
-}
 
 // CapsetArgs are capset(2)'s header and data for version 3 (64-bit sets),
 // laid out as the kernel reads them: an 8-byte header then two 12-byte

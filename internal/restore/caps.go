@@ -33,6 +33,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
 
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/ptrace"
 )
 
@@ -44,7 +45,7 @@ func stubAmbient() ([]uintptr, error) {
 	if os.Geteuid() == 0 {
 		return nil, nil
 	}
-	own, err := kabi.OwnCaps()
+	own, err := procfs.OwnCaps()
 	if err != nil {
 		return nil, fmt.Errorf("read cryo's capabilities: %w", err)
 	}
@@ -136,7 +137,7 @@ func (r *restorer) restoreCaps(t *ptrace.Task, cr *creds.CredsEntry) error {
 	}
 	c := r.c
 	want := imageCaps(cr)
-	have, err := kabi.TaskCaps(t.Tid)
+	have, err := procfs.TaskCaps(t.Tid)
 	if err != nil {
 		return fmt.Errorf("thread %d: %w", t.Tid, err)
 	}
