@@ -1,21 +1,31 @@
-// Package dump checkpoints a running process: it freezes every thread,
-// reads the process's state from outside (/proc, ptrace, process_vm_readv,
-// pidfd_getfd and a few syscalls injected into the stopped threads), writes
-// it as CRIU-format images, and then kills the process or lets it go on.
+// Package dump checkpoints a process tree: it freezes every thread of the
+// process named and of all its descendants, reads their state from outside
+// (/proc, ptrace, process_vm_readv, PAGEMAP_SCAN, pidfd_getfd, sock_diag,
+// and a few syscalls injected into the stopped threads), writes it as
+// CRIU-format images, and then kills the tree or lets it go on.
 //
 // # Leaving the target unharmed
 //
-// Until the images are committed nothing is irreversible: every step that
-// changes the target (registers set for an injection, bytes of stack used as
-// scratch for a syscall's arguments, signals dequeued while stopping it) is
-// recorded on the task and undone by release, which runs on every path out
-// of Run. If cryo itself is killed, the kernel detaches the tracees; the
-// scratch bytes sit below the red zone of each thread's stack, memory the
-// program has no claim on, and injected registers are never left in place
-// because they are only set while the thread is in a ptrace stop, which
-// detach ends by resuming the thread with its saved registers... except in
-// the instant between setting them and stepping; see release.
+// Until the images are committed nothing is irreversible. A thread's
+// registers are set for an injected syscall only for the instants of that
+// syscall: they are put back, in a form that resumes the thread correctly,
+// as soon as it returns. The syscall instruction used is one inside [vdso],
+// so no byte of the program's code is ever changed; arguments go in scratch
+// bytes below the red zone of the thread's stack, put back before memory is
+// read and again on release. Signals the kernel dequeued while stopping a
+// thread are queued again, siginfo intact. Every path out of Run releases
+// the tree as it was and removes the partial image.
 //
-// It does not restore anything and owns no image format details beyond
-// filling CRIU's messages: framing and integrity belong to package image.
+// If cryo itself is killed, the kernel detaches the tracees. To keep that
+// from ever happening in the middle of an injection, the command line runs
+// the dump in a worker process: killing the `cryo dump` a user started
+// makes the worker abort at its next step and release the tree (see
+// Options.Context).
+//
+// Each fd type is a module (fdkinds.go: match and dump functions, one file
+// per type); the file table gives shared open file descriptions one id
+// across the tree, found with kcmp(KCMP_FILE).
+//
+// It restores nothing and owns no image format details beyond filling
+// CRIU's messages: framing and integrity belong to package image.
 package dump

@@ -248,8 +248,8 @@ func ResumeRegs(r unix.PtraceRegs, restartBlock bool) unix.PtraceRegs {
 	return r
 }
 
-// Release puts the task's registers back (if injection changed them), queues
-// again the signals caught while stopping it, and detaches.
+// Release puts the task's registers back (if injection changed them) and
+// detaches.
 func (t *Task) Release() error {
 	var errs []error
 	if t.dirty || len(t.Caught) > 0 {
@@ -258,14 +258,11 @@ func (t *Task) Release() error {
 			errs = append(errs, fmt.Errorf("restore registers of %d: %w", t.Tid, err))
 		}
 	}
-	// A signal caught in a signal-delivery stop was dequeued by the kernel;
-	// the first one can be handed back through detach, the others are
-	// re-queued by the caller before (see Requeue).
-	sig := 0
-	if len(t.Caught) > 0 {
-		sig = t.Caught[0].Signo()
-	}
-	if err := kabi.Detach(t.Tid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+	// Signals caught in signal-delivery stops were dequeued by the kernel:
+	// the caller must queue them again, siginfo intact, before releasing
+	// (dump does, with rt_tgsigqueueinfo). Detach's own signal argument is
+	// ignored outside a signal-delivery stop, so it cannot do this.
+	if err := kabi.Detach(t.Tid, 0); err != nil && !errors.Is(err, unix.ESRCH) {
 		errs = append(errs, fmt.Errorf("detach %d: %w", t.Tid, err))
 	}
 	return errors.Join(errs...)
