@@ -5,19 +5,24 @@
 //  1. load: read and check every image before anything is started (pids
 //     free, CPU features, vdso, files present). A bad image stops here.
 //  2. birth: start a stub (package stub), seize it, inject clone3 with
-//     set_tid so the child gets the dumped pid, and kill the stub: cryo is a
-//     child subreaper, so the child becomes cryo's own child.
-//  3. memory: unmap all of the child but one scratch page, map every VMA of
-//     the image at its address, fill the pages, re-create the vdso with
-//     arch_prctl(ARCH_MAP_VDSO_64) and set the mm fields and exe link with
-//     prctl(PR_SET_MM_MAP).
-//  4. threads: clone3(CLONE_THREAD) with set_tid for every other thread.
-//  5. the rest, by injection: files, cwd, signal handlers, timers, per-thread
-//     state (sigaltstack, robust list, rseq, names), pending signals, and,
-//     last, credentials and seccomp.
-//  6. go: unmap the scratch page (through a syscall instruction of the new
-//     vdso), set every thread's registers and FPU state, its signal mask,
-//     and detach all threads.
+//     set_tid so the root gets its dumped pid, and kill the stub: cryo is a
+//     child subreaper, so the root becomes cryo's own child.
+//  3. memory, parents first: unmap all of the root but one scratch area, map
+//     every VMA of the image at its address, fill the pages, re-create the
+//     vdso with arch_prctl(ARCH_MAP_VDSO_64), and set the mm fields and exe
+//     link with prctl(PR_SET_MM_MAP). Each child is then forked from its
+//     restored parent (clone3 with set_tid injected into the parent), so it
+//     inherits the parent's memory copy-on-write: it keeps the VMAs it had
+//     inherited, with the pages still shared, and rebuilds only the rest.
+//     Sessions are set as processes are born; groups once all exist, with
+//     helper processes standing in for leaders that had exited.
+//  4. files, task state and threads of every process: objects processes
+//     share are made once and taken over by the others (pidfd_getfd run by
+//     the receiving process, /proc/PID/map_files for shared memory).
+//  5. credentials and seccomp, last; then zombies die with their status.
+//  6. go: unmap the scratch area (through a syscall instruction of the new
+//     vdso), set every thread's registers, FPU state and signal mask, and
+//     detach all threads of all processes together.
 //
 // Every signal is blocked in every thread until the very end, so nothing
 // the program owns runs before its state is whole. A failure at any stage

@@ -205,9 +205,9 @@ func (r *restorer) mmName() string { return fmt.Sprintf("mm-%d.img", r.c.pid) }
 // newShmem creates a shared anonymous object of size bytes in the child and
 // returns an fd on it. The object is what mmap(MAP_SHARED|MAP_ANONYMOUS)
 // makes (it shows as "/dev/zero (deleted)" in maps, as before the dump);
-// mapping it once at the scratch-free top of the range and reopening it
-// through /proc/self/map_files gives an fd that every VMA sharing it can map
-// at its own offset (seed 002).
+// mapping it once wherever the kernel likes and reopening it through
+// /proc/self/map_files gives an fd that every VMA sharing it can map at its
+// own offset (seed 002).
 func (r *restorer) newShmem(size uint64) (uint64, error) {
 	c := r.c
 	size = (size + pageSize - 1) &^ (pageSize - 1)
