@@ -32,6 +32,13 @@ type Task struct {
 	Caught []kabi.Siginfo
 	// GroupStopped is set when the task was in a group stop (SIGSTOP) when seized.
 	GroupStopped bool
+	// Trap says the syscall instruction at SyscallIP is followed by an int3
+	// (restore writes one into its scratch area): an injection then takes
+	// one stop, not a syscall-entry and a syscall-exit stop.
+	Trap bool
+	// Scratch marks a task restore is building: if cryo dies, PTRACE_O_EXITKILL
+	// kills it, so its own registers need not be put back between injections.
+	Scratch bool
 
 	dirty bool // registers were changed by an injection
 }
@@ -169,6 +176,9 @@ func (t *Task) Syscall(nr uintptr, args ...uint64) (int64, error) {
 		return 0, fmt.Errorf("set registers of %d: %w", t.Tid, err)
 	}
 	t.dirty = true
+	if t.Trap {
+		return t.trapSyscall(nr)
+	}
 	// Two syscall stops: entry, then exit. Fork/clone events may come between.
 	for stops := 0; stops < 2; {
 		if err := kabi.SyscallStep(t.Tid, 0); err != nil {
@@ -193,9 +203,43 @@ func (t *Task) Syscall(nr uintptr, args ...uint64) (int64, error) {
 			}
 		}
 	}
+	return t.result()
+}
+
+// trapSyscall runs the injected syscall up to the int3 that follows it.
+func (t *Task) trapSyscall(nr uintptr) (int64, error) {
+	for {
+		if err := kabi.Cont(t.Tid, 0); err != nil {
+			return 0, fmt.Errorf("continue %d: %w", t.Tid, err)
+		}
+		ws, err := wait(t.Tid)
+		if err != nil {
+			return 0, err
+		}
+		if !ws.Stopped() {
+			return 0, fmt.Errorf("task %d during injected syscall %d: %w", t.Tid, nr, ErrGone)
+		}
+		if ws.TrapCause() > 0 {
+			continue // PTRACE_EVENT_FORK/CLONE: the new task is reported to its own wait
+		}
+		if ws.StopSignal() == unix.SIGTRAP {
+			return t.result() // the int3: resuming suppresses its SIGTRAP
+		}
+		if si, err := kabi.GetSiginfo(t.Tid); err == nil {
+			t.Caught = append(t.Caught, si)
+		}
+	}
+}
+
+// result reads an injected syscall's return value and, unless the task is
+// one restore is building, puts the task's own registers back.
+func (t *Task) result() (int64, error) {
 	var out unix.PtraceRegs
 	if err := kabi.GetRegs(t.Tid, &out); err != nil {
 		return 0, fmt.Errorf("read registers of %d: %w", t.Tid, err)
+	}
+	if t.Scratch {
+		return int64(out.Rax), nil
 	}
 	// Put the thread's own registers back at once, in the form that resumes
 	// it correctly from here: if cryo dies before the next injection, the

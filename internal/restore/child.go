@@ -152,6 +152,7 @@ func birth(pid int, base uint64, log *slog.Logger) (*child, error) {
 	}
 	defer killStub()
 	st.SyscallIP = base + stub.SyscallOffset
+	st.Scratch = true
 	scratch := base + stubSpan + 0x10000
 	c := &child{pid: pid, log: log, scratch: scratch}
 	for _, a := range ambient {
@@ -161,7 +162,8 @@ func birth(pid int, base uint64, log *slog.Logger) (*child, error) {
 		unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|kabi.MAP_FIXED_NOREPLACE, ^uint64(0), 0); err != nil {
 		return nil, err
 	}
-	if err := ptrace.WriteMem(stubPid, scratch, []byte{0x0f, 0x05}); err != nil {
+	// syscall; int3: an injection through it takes one ptrace stop.
+	if err := ptrace.WriteMem(stubPid, scratch, []byte{0x0f, 0x05, 0xcc}); err != nil {
 		return nil, err
 	}
 	var tid [8]byte
@@ -197,7 +199,7 @@ func birth(pid int, base uint64, log *slog.Logger) (*child, error) {
 		unix.Kill(pid, unix.SIGKILL)
 		return nil, fmt.Errorf("new process %d: %w", pid, err)
 	}
-	t.SyscallIP = scratch
+	t.SyscallIP, t.Trap, t.Scratch = scratch, true, true
 	c.leader = t
 	c.threads = []*ptrace.Task{t}
 	// Nothing of the program's may run before its state is whole.

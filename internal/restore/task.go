@@ -229,7 +229,7 @@ func (r *restorer) createThreads() error {
 		if err != nil {
 			return fmt.Errorf("new thread %d: %w", ret, err)
 		}
-		t.SyscallIP = c.scratch
+		t.SyscallIP, t.Trap, t.Scratch = c.scratch, true, true
 		c.threads = append(c.threads, t)
 	}
 	return nil

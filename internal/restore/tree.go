@@ -414,6 +414,10 @@ func (t *treeRestorer) die(r *restorer) error {
 		if err := kabi.SetSigmask(c.pid, 0); err != nil {
 			return err
 		}
+		// Two syscall stops, not the int3: the signal must stay pending, to
+		// be delivered when the process is let go, not seen and consumed at
+		// a stop of the injection.
+		c.leader.Trap = false
 		if _, err := c.call(c.leader, "kill", unix.SYS_KILL, uint64(c.pid), uint64(sig)); err != nil {
 			return err
 		}
@@ -461,6 +465,6 @@ func (c *child) fork(pid int) (*child, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new process %d: %w", ret, err)
 	}
-	t.SyscallIP = c.scratch
+	t.SyscallIP, t.Trap, t.Scratch = c.scratch, true, true
 	return &child{pid: int(ret), log: c.log, leader: t, threads: []*ptrace.Task{t}, scratch: c.scratch, handedOn: c.handedOn}, nil
 }

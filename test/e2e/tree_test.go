@@ -49,7 +49,7 @@ func TestTree(t *testing.T) {
 		t.Fatalf("tree after two checkpoints: %v\n%s\n%s", res, tg.log(), readLog(img2+".restore.log"))
 	}
 	for _, c := range []string{"shared-offset", "counter-continues", "kid-sharer", "kid-orphan", "kid-daemon",
-		"zombie-status", "posix-shm-shared", "posix-shm-unlinked-shared", "fifo-data", "fifo-nonblock"} {
+		"zombie-status", "zombie-killed-status", "posix-shm-shared", "posix-shm-unlinked-shared", "fifo-data", "fifo-nonblock"} {
 		if !strings.Contains(tg.log(), "PASS "+c) {
 			t.Errorf("check %s did not run:\n%s", c, tg.log())
 		}

@@ -208,6 +208,13 @@ int main(int argc, char **argv)
 	pid_t zombie = fork();
 	if (zombie == 0)
 		_exit(7);
+	/* A second zombie, killed by a signal rather than exited. */
+	pid_t killed = fork();
+	if (killed == 0) {
+		signal(SIGTERM, SIG_DFL);
+		raise(SIGTERM);
+		_exit(0);
+	}
 
 	/* Orphaned group: a child makes a group, puts a grandchild in it, and
 	 * exits (reaped below): the grandchild's group has no leader. */
@@ -241,9 +248,11 @@ int main(int argc, char **argv)
 		msleep(1);
 	}
 	for (int i = 0; i < 1000; i++) {
-		char st[64], p[64];
+		char st[64], st2[64], p[64], p2[64];
 		snprintf(p, sizeof(p), "/proc/%d/stat", zombie);
-		if (read_file(p, st, sizeof(st)) > 0 && strstr(st, ") Z "))
+		snprintf(p2, sizeof(p2), "/proc/%d/stat", killed);
+		if (read_file(p, st, sizeof(st)) > 0 && strstr(st, ") Z ") && read_file(p2, st2, sizeof(st2)) > 0 &&
+		    strstr(st2, ") Z "))
 			break;
 		msleep(1);
 	}
@@ -296,6 +305,9 @@ int main(int argc, char **argv)
 	pid_t got = waitpid(zombie, &status, WNOHANG);
 	check("zombie-status", got == zombie && WIFEXITED(status) && WEXITSTATUS(status) == 7,
 	      "waitpid(%d) = %d, status %#x", zombie, got, status);
+	got = waitpid(killed, &status, WNOHANG);
+	check("zombie-killed-status", got == killed && WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
+	      "waitpid(%d) = %d, status %#x", killed, got, status);
 	while (waitpid(-1, NULL, WNOHANG) > 0)
 		;
 	shm_unlink(posix_name);
