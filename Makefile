@@ -53,7 +53,8 @@ test: deps build targets lint
 	$(GO) test -count=1 -timeout 40m ./...
 
 bench: deps build targets
-	$(GO) run ./bench
+	$(GO) run ./bench -nobuild
+	$(GO) run ./bench/tree
 
 clean:
 	rm -rf $(BIN)
