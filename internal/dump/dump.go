@@ -89,6 +89,7 @@ type process struct {
 	// copy-on-write between the two.
 	parent    *process
 	areas     []*area
+	areaAt    map[uint64]*area // areas by start, built when a child asks
 	pagemap   *os.File
 	inherited [][2]uint64
 }

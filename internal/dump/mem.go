@@ -324,10 +324,14 @@ func (p *process) parentPagemap(a *area) *os.File {
 	if p.parent == nil || p.parent.pagemap == nil {
 		return nil
 	}
-	for _, pa := range p.parent.areas {
-		if meta.Inheritable(pa.entry, a.entry) {
-			return p.parent.pagemap
+	if p.parent.areaAt == nil {
+		p.parent.areaAt = make(map[uint64]*area, len(p.parent.areas))
+		for _, pa := range p.parent.areas {
+			p.parent.areaAt[pa.m.Start] = pa
 		}
+	}
+	if pa := p.parent.areaAt[a.m.Start]; pa != nil && meta.Inheritable(pa.entry, a.entry) {
+		return p.parent.pagemap
 	}
 	return nil
 }
