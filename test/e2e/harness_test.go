@@ -643,3 +643,32 @@ func readCmdline(pid int) string {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	return string(b)
 }
+
+// restoreDetached restores img with -d and arranges for the restored tree
+// to be killed when the test ends; it fails the test if the restore does.
+func restoreDetached(t *testing.T, tg *target, img string) {
+	t.Helper()
+	if r := runCryo(t, restoreTimeout, restoreArgs(img, "-d")...); r.code != 0 {
+		t.Fatalf("restore -d: %v\n%s", r, readLog(img+".restore.log"))
+	}
+	t.Cleanup(func() { killRestored(t, tg.pid, tg.name) })
+	time.Sleep(200 * time.Millisecond)
+}
+
+// cycleAgain checkpoints a restored tree once more (a restored tree must be
+// as dumpable as the original), restores it in the foreground, fires the
+// trigger and returns the restore's result: the root's exit status. The
+// second image's restore log is in img2+".restore.log".
+func cycleAgain(t *testing.T, tg *target) (res *cryoResult, img2 string) {
+	t.Helper()
+	img2 = filepath.Join(t.TempDir(), "img2")
+	mustDump(t, tg.pid, img2)
+	if _, err := waitReaped(tg.pid, exitTimeout); err != nil {
+		t.Fatalf("restored %s after its dump: %v", tg.name, err)
+	}
+	reapOrphans(t)
+	cp := startCryo(t, restoreArgs(img2)...)
+	time.Sleep(300 * time.Millisecond)
+	tg.fire()
+	return cp.wait(restoreTimeout), img2
+}

@@ -81,16 +81,7 @@ func TestPreforkSharing(t *testing.T) {
 		t.Errorf("tree PSS after restore %d KiB > 1.1 x %d KiB before: workers got copies of the master's memory", after, before)
 	}
 	// A restored tree must be as dumpable as the original: once more.
-	img2 := filepath.Join(t.TempDir(), "img2")
-	mustDump(t, tg.pid, img2)
-	if _, err := waitReaped(tg.pid, exitTimeout); err != nil {
-		t.Fatalf("restored master after its dump: %v", err)
-	}
-	reapOrphans(t)
-	cp := startCryo(t, "restore", "-D", img2, "-v4", "-o", img2+".restore.log")
-	time.Sleep(300 * time.Millisecond)
-	tg.fire()
-	res := cp.wait(restoreTimeout)
+	res, img2 := cycleAgain(t, tg)
 	if res.timedOut || res.code != 0 {
 		t.Fatalf("prefork after two checkpoints: %v\n%s\n%s", res, tg.log(), readLog(img2+".restore.log"))
 	}

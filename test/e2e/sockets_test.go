@@ -25,22 +25,8 @@ func TestSockets(t *testing.T) {
 	tg.expectKilled()
 	reapOrphans(t)
 
-	r := runCryo(t, restoreTimeout, restoreArgs(img, "-d")...)
-	if r.code != 0 {
-		t.Fatalf("restore -d: %v\n%s", r, readLog(img+".restore.log"))
-	}
-	defer killRestored(t, tg.pid, "sockets")
-	time.Sleep(200 * time.Millisecond)
-	img2 := filepath.Join(t.TempDir(), "img2")
-	mustDump(t, tg.pid, img2)
-	if _, err := waitReaped(tg.pid, exitTimeout); err != nil {
-		t.Fatalf("restored root after its dump: %v", err)
-	}
-	reapOrphans(t)
-	cp := startCryo(t, restoreArgs(img2)...)
-	time.Sleep(200 * time.Millisecond)
-	tg.fire()
-	res := cp.wait(restoreTimeout)
+	restoreDetached(t, tg, img)
+	res, img2 := cycleAgain(t, tg)
 	if res.timedOut {
 		t.Fatalf("sockets after two checkpoints: %v\n%s", res, readLog(img2+".restore.log"))
 	}

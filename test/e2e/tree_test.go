@@ -29,22 +29,8 @@ func TestTree(t *testing.T) {
 	}
 
 	// Second cycle: restore detached, dump the restored tree, restore again.
-	r := runCryo(t, restoreTimeout, "restore", "-D", img, "-d", "-v4", "-o", img+".restore.log")
-	if r.code != 0 {
-		t.Fatalf("restore -d: %v\n%s", r, readLog(img+".restore.log"))
-	}
-	defer killRestored(t, tg.pid, "tree")
-	time.Sleep(200 * time.Millisecond)
-	img2 := filepath.Join(t.TempDir(), "img2")
-	mustDump(t, tg.pid, img2)
-	if _, err := waitReaped(tg.pid, exitTimeout); err != nil {
-		t.Fatalf("restored root after its dump: %v", err)
-	}
-	reapOrphans(t)
-	cp := startCryo(t, "restore", "-D", img2, "-v4", "-o", img2+".restore.log")
-	time.Sleep(200 * time.Millisecond)
-	tg.fire()
-	res := cp.wait(restoreTimeout)
+	restoreDetached(t, tg, img)
+	res, img2 := cycleAgain(t, tg)
 	if res.timedOut || res.code != 0 {
 		t.Fatalf("tree after two checkpoints: %v\n%s\n%s", res, tg.log(), readLog(img2+".restore.log"))
 	}
@@ -86,22 +72,8 @@ func TestShellPipeline(t *testing.T) {
 	mustDump(t, tg.pid, img)
 	tg.expectKilled()
 	reapOrphans(t)
-	r := runCryo(t, restoreTimeout, "restore", "-D", img, "-d", "-v4", "-o", img+".restore.log")
-	if r.code != 0 {
-		t.Fatalf("restore -d: %v\n%s", r, readLog(img+".restore.log"))
-	}
-	defer killRestored(t, tg.pid, "pipeline")
-	time.Sleep(200 * time.Millisecond)
-	img2 := filepath.Join(t.TempDir(), "img2")
-	mustDump(t, tg.pid, img2)
-	if _, err := waitReaped(tg.pid, exitTimeout); err != nil {
-		t.Fatalf("restored shell after its dump: %v", err)
-	}
-	reapOrphans(t)
-	cp := startCryo(t, "restore", "-D", img2, "-v4", "-o", img2+".restore.log")
-	time.Sleep(200 * time.Millisecond)
-	tg.fire()
-	res := cp.wait(restoreTimeout)
+	restoreDetached(t, tg, img)
+	res, img2 := cycleAgain(t, tg)
 	if res.timedOut || res.code != 0 {
 		t.Fatalf("pipeline after two checkpoints: %v\n%s\n%s", res, tg.log(), readLog(img2+".restore.log"))
 	}
