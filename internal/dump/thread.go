@@ -42,6 +42,7 @@ type thread struct {
 	status  *procfs.Status
 	stat    *procfs.Stat
 	seccomp int
+	secbits uint32 // securebits: per thread, and only the thread can tell
 }
 
 // useScratch readies the scratch area below the thread's red zone, saving
@@ -184,6 +185,11 @@ func (p *process) collectThread(th *thread) error {
 		return err
 	}
 	th.pdeath = uint64(binary.LittleEndian.Uint32(b))
+	_, v, err := th.call(p.pid, "prctl(PR_GET_SECUREBITS)", 0, unix.SYS_PRCTL, func(uint64) []uint64 { return []uint64{unix.PR_GET_SECUREBITS} })
+	if err != nil {
+		return err
+	}
+	th.secbits = uint32(v)
 	return nil
 }
 

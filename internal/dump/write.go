@@ -196,7 +196,7 @@ func (p *process) coreEntry(th *thread, leader bool, s *snapshot) (*core.CoreEnt
 			Gid: proto.Uint32(st.Gid[0]), Egid: proto.Uint32(st.Gid[1]), Sgid: proto.Uint32(st.Gid[2]), Fsgid: proto.Uint32(st.Gid[3]),
 			CapInh: capWords(st.CapInh), CapPrm: capWords(st.CapPrm), CapEff: capWords(st.CapEff),
 			CapBnd: capWords(st.CapBnd), CapAmb: capWords(st.CapAmb),
-			Secbits: proto.Uint32(0), Groups: st.Groups,
+			Secbits: proto.Uint32(th.secbits), Groups: st.Groups,
 			NoNewPrivs: proto.Uint32(boolU32(st.NoNewPrivs)),
 		},
 		SeccompMode: core.SeccompMode(st.Seccomp).Enum(),

@@ -73,7 +73,7 @@ func probePidfdGetfd() (string, error) {
 		if err := unix.Fstat(fd, &got); err != nil {
 			return err
 		}
-		if err := unix.Fstat(int(s.devnull.Fd()), &want); err != nil {
+		if err := unix.Stat(os.DevNull, &want); err != nil {
 			return err
 		}
 		if got.Rdev != want.Rdev || got.Ino != want.Ino {
@@ -85,9 +85,10 @@ func probePidfdGetfd() (string, error) {
 
 func probeKcmp() (string, error) {
 	return "", withStub(0, func(s *stubProc) error {
-		// The stub's fd 0 is the very open file cryo passed it; another
-		// open of /dev/null is another open file description.
-		r, err := kabi.Kcmp(s.pid, os.Getpid(), kabi.KCMP_FILE, 0, s.devnull.Fd())
+		// The stub's fds 0 and 1 are one open file (stub.Start passes the
+		// same /dev/null as both); another open of /dev/null is another
+		// open file description.
+		r, err := kabi.Kcmp(s.pid, s.pid, kabi.KCMP_FILE, 0, 1)
 		if err != nil {
 			return classify("kcmp(KCMP_FILE)", err, "needs PTRACE_MODE_READ on both processes", unix.ENOSYS)
 		}

@@ -3,9 +3,7 @@ package feature
 import (
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
-	"strconv"
 
 	"golang.org/x/sys/unix"
 
@@ -25,10 +23,9 @@ const (
 
 // stubProc is a restore stub started for one probe, seized and stopped.
 type stubProc struct {
-	pid     int
-	task    *ptrace.Task
-	devnull *os.File // the stub's fds 0, 1 and 2 share this open file
-	code    []byte   // the stub's ELF image, mapped at stubBase
+	pid  int
+	task *ptrace.Task
+	code []byte // the stub's ELF image, mapped at stubBase
 }
 
 // errSeize marks a failure to seize the stub, which ptrace_seize and
@@ -56,58 +53,25 @@ func runStub(opts int, fn func(s *stubProc) error) (err error) {
 	if err != nil {
 		return err
 	}
-	mfd, err := unix.MemfdCreate("cryo-check-stub", unix.MFD_CLOEXEC)
-	if err != nil {
-		return fmt.Errorf("memfd for the probe stub: %w", err)
-	}
-	defer unix.Close(mfd)
-	if _, err := unix.Write(mfd, code); err != nil {
-		return fmt.Errorf("write probe stub: %w", err)
-	}
-	devnull, err := os.Open(os.DevNull)
-	if err != nil {
-		return err
-	}
-	defer devnull.Close()
-	proc, err := os.StartProcess("/proc/self/fd/"+strconv.Itoa(mfd), []string{"cryo-check-stub"}, &os.ProcAttr{
-		Env:   []string{},
-		Files: []*os.File{devnull, devnull, devnull},
-	})
+	// Started as the restore starts its stubs: a non-root cryo's probes
+	// then hold the capability its restores hand on.
+	sp, err := stub.Start(stubBase, "cryo-check-stub")
 	if err != nil {
 		return fmt.Errorf("start probe stub: %w", err)
 	}
-	pid := proc.Pid
-	// Reaped with wait4 below, never with Process.Wait, which would steal
-	// ptrace stops from package ptrace's waits.
-	proc.Release()
-	defer reap(pid)
+	defer sp.Kill()
+	pid := sp.Pid
 	t, err := ptrace.Seize(pid, opts|kabi.PTRACE_O_TRACESYSGOOD|kabi.PTRACE_O_EXITKILL)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errSeize, err)
 	}
 	t.SyscallIP = stubBase + stub.SyscallOffset
-	s := &stubProc{pid: pid, task: t, devnull: devnull, code: code}
+	s := &stubProc{pid: pid, task: t, code: code}
 	if _, err := t.Call("mmap scratch", unix.SYS_MMAP, scratchAddr, scratchSize,
 		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|kabi.MAP_FIXED_NOREPLACE, ^uint64(0), 0); err != nil {
 		return err
 	}
 	return fn(s)
-}
-
-// reap kills pid and waits until it is gone. SIGKILL cannot be caught or
-// blocked, so the wait ends as soon as the kernel has torn the task down.
-func reap(pid int) {
-	unix.Kill(pid, unix.SIGKILL)
-	for {
-		var ws unix.WaitStatus
-		p, err := unix.Wait4(pid, &ws, unix.WALL, nil)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil || (p == pid && (ws.Exited() || ws.Signaled())) {
-			return
-		}
-	}
 }
 
 // call injects a syscall into the stub and returns its raw result

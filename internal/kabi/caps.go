@@ -4,6 +4,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,6 +25,10 @@ type CapsetArgs struct {
 	Header unix.CapUserHeader
 	Data   [2]unix.CapUserData
 }
+
+// CapsetDataOffset is where the data words start in CapsetArgs: capset's
+// second argument points there.
+const CapsetDataOffset = unsafe.Offsetof(CapsetArgs{}.Data)
 
 // NewCapsetArgs builds capset's arguments for the calling thread (pid 0).
 func NewCapsetArgs(c Caps) CapsetArgs {
@@ -83,3 +88,18 @@ func PtraceScope() int {
 	}
 	return n
 }
+
+// Securebits (include/uapi/linux/securebits.h): each flag at an even bit,
+// its lock right above it. A locked flag can never change again.
+const (
+	SECBIT_NOROOT                = 1 << 0
+	SECBIT_NO_SETUID_FIXUP       = 1 << 2
+	SECBIT_KEEP_CAPS             = 1 << 4
+	SECBIT_KEEP_CAPS_LOCKED      = 1 << 5
+	SECBIT_NO_CAP_AMBIENT_RAISE  = 1 << 6
+	SECBIT_EXEC_RESTRICT_FILE    = 1 << 8  // 6.14
+	SECBIT_EXEC_DENY_INTERACTIVE = 1 << 10 // 6.14
+	SECURE_ALL_BITS              = 0x555
+	SECURE_ALL_LOCKS             = SECURE_ALL_BITS << 1
+	SECURE_ALL                   = SECURE_ALL_BITS | SECURE_ALL_LOCKS
+)

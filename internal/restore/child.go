@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"sort"
-	"strconv"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -93,54 +91,17 @@ func chooseBase(vmas [][2]uint64) (uint64, error) {
 // returns that child stopped under ptrace. The stub is killed: cryo being
 // a child subreaper, the new process becomes cryo's child.
 func birth(pid int, base uint64, log *slog.Logger) (*child, error) {
-	ambient, err := stubAmbient()
+	if handed, err := stub.HandOn(); err != nil {
+		return nil, err
+	} else if handed == 0 && os.Geteuid() != 0 {
+		return nil, errNoCapability()
+	}
+	sp, err := stub.Start(base, "cryo-restore-stub")
 	if err != nil {
 		return nil, err
 	}
-	elf, err := stub.Build(base)
-	if err != nil {
-		return nil, err
-	}
-	mfd, err := unix.MemfdCreate("cryo-restore-stub", unix.MFD_CLOEXEC)
-	if err != nil {
-		return nil, fmt.Errorf("memfd for the stub: %w", err)
-	}
-	defer unix.Close(mfd)
-	if _, err := unix.Write(mfd, elf); err != nil {
-		return nil, fmt.Errorf("write stub: %w", err)
-	}
-	devnull, err := os.Open(os.DevNull)
-	if err != nil {
-		return nil, err
-	}
-	defer devnull.Close()
-	proc, err := os.StartProcess("/proc/self/fd/"+strconv.Itoa(mfd), []string{"cryo-restore-stub"}, &os.ProcAttr{
-		Env:   []string{},
-		Files: []*os.File{devnull, devnull, devnull},
-		// A non-root cryo hands its CAP_CHECKPOINT_RESTORE on (see caps.go).
-		Sys: &syscall.SysProcAttr{AmbientCaps: ambient},
-	})
-	if err != nil {
-		if len(ambient) > 0 {
-			return nil, fmt.Errorf("start stub with ambient %s: %w", kabi.CapNames(1<<ambient[0]), err)
-		}
-		return nil, fmt.Errorf("start stub: %w", err)
-	}
-	stubPid := proc.Pid
-	proc.Release() // reaped below with wait4, never with Process.Wait (see package ptrace)
-	killStub := func() {
-		unix.Kill(stubPid, unix.SIGKILL)
-		var ws unix.WaitStatus
-		for {
-			p, err := unix.Wait4(stubPid, &ws, unix.WALL, nil)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil || (p == stubPid && (ws.Exited() || ws.Signaled())) {
-				return
-			}
-		}
-	}
+	stubPid := sp.Pid
+	killStub := sp.Kill
 	opts := kabi.PTRACE_O_TRACESYSGOOD | kabi.PTRACE_O_TRACEFORK | kabi.PTRACE_O_TRACECLONE | kabi.PTRACE_O_EXITKILL
 	st, err := ptrace.Seize(stubPid, opts|suspendSeccomp)
 	if err != nil && errors.Is(err, unix.EPERM) {
@@ -154,10 +115,7 @@ func birth(pid int, base uint64, log *slog.Logger) (*child, error) {
 	st.SyscallIP = base + stub.SyscallOffset
 	st.Scratch = true
 	scratch := base + stubSpan + 0x10000
-	c := &child{pid: pid, log: log, scratch: scratch}
-	for _, a := range ambient {
-		c.handedOn |= 1 << a
-	}
+	c := &child{pid: pid, log: log, scratch: scratch, handedOn: sp.Handed}
 	if _, err := st.Call("mmap scratch", unix.SYS_MMAP, scratch, scratchSize,
 		unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|kabi.MAP_FIXED_NOREPLACE, ^uint64(0), 0); err != nil {
 		return nil, err
@@ -217,7 +175,11 @@ const suspendSeccomp = 1 << 21
 // kill ends the half-built process by pid and reaps it.
 func (c *child) kill() {
 	unix.Kill(c.pid, unix.SIGKILL)
-	for _, t := range c.threads {
+	// Other threads first: a traced leader's exit is reported only once
+	// the rest of its thread group is reaped, and cryo, their tracer, is
+	// the one to reap them.
+	for i := len(c.threads) - 1; i >= 0; i-- {
+		t := c.threads[i]
 		var ws unix.WaitStatus
 		for i := 0; i < 1000; i++ {
 			p, err := unix.Wait4(t.Tid, &ws, unix.WALL, nil)

@@ -11,7 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	x86 "github.com/checkpoint-restore/go-criu/v8/crit/images/core-x86"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timer"
 
@@ -287,95 +286,6 @@ func (r *restorer) restoreThread(t *ptrace.Task, i int) error {
 		}
 	}
 	return r.queueSignals(t, tc.GetSignalsP(), false)
-}
-
-// restoreCreds applies no_new_privs, ids, capabilities and seccomp filters
-// last: each may take away what the steps before needed. A filter that the
-// thread could only have installed with CAP_SYS_ADMIN (no no_new_privs)
-// goes in before the capabilities are lowered.
-func (r *restorer) restoreCreds() error {
-	c := r.c
-	late := make([]bool, len(c.threads))
-	for i, t := range c.threads {
-		tc := r.l.cores[i].GetThreadCore()
-		if tc.GetCreds().GetNoNewPrivs() != 0 {
-			if _, err := c.call(t, "prctl(PR_SET_NO_NEW_PRIVS)", unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1); err != nil {
-				return err
-			}
-		}
-		if tc.GetSeccompMode() != 2 {
-			continue
-		}
-		if cr := r.threadCreds(i); cr.GetNoNewPrivs() != 0 || imageCaps(cr).Has(unix.CAP_SYS_ADMIN) {
-			late[i] = true
-			continue
-		}
-		if err := r.installSeccomp(t, tc.GetSeccompFilter()); err != nil {
-			return fmt.Errorf("thread %d: %w", t.Tid, err)
-		}
-	}
-	cr := r.l.cores[0].GetThreadCore().GetCreds()
-	if cr == nil {
-		return nil
-	}
-	if uint32(os.Getuid()) != cr.GetUid() || cr.GetEuid() != cr.GetUid() || cr.GetSuid() != cr.GetUid() ||
-		uint32(os.Getgid()) != cr.GetGid() || cr.GetEgid() != cr.GetGid() || cr.GetSgid() != cr.GetGid() {
-		if err := r.restoreIDs(cr); err != nil {
-			return err
-		}
-	}
-	for i, t := range c.threads {
-		if err := r.restoreCaps(t, r.threadCreds(i)); err != nil {
-			return err
-		}
-		if late[i] {
-			if err := r.installSeccomp(t, r.l.cores[i].GetThreadCore().GetSeccompFilter()); err != nil {
-				return fmt.Errorf("thread %d: %w", t.Tid, err)
-			}
-		}
-	}
-	return nil
-}
-
-// restoreIDs sets groups and uids/gids of every thread, keeping the
-// permitted capabilities across the change of uid when the image has some
-// (restoreCaps then sets them exactly).
-func (r *restorer) restoreIDs(cr *creds.CredsEntry) error {
-	c := r.c
-	keep := capMask(cr.GetCapPrm()) != 0
-	for _, t := range c.threads {
-		groups := make([]byte, 4*len(cr.GetGroups()))
-		for i, g := range cr.GetGroups() {
-			binary.LittleEndian.PutUint32(groups[i*4:], g)
-		}
-		gp := uint64(0)
-		if len(groups) > 0 {
-			var err error
-			if gp, err = c.arg(groups); err != nil {
-				return err
-			}
-		}
-		if _, err := c.call(t, "setgroups", unix.SYS_SETGROUPS, uint64(len(cr.GetGroups())), gp); err != nil {
-			return hintPrivilege(err, "changing groups needs CAP_SETGID: restore another user's process as root")
-		}
-		if _, err := c.call(t, "setresgid", unix.SYS_SETRESGID, uint64(cr.GetGid()), uint64(cr.GetEgid()), uint64(cr.GetSgid())); err != nil {
-			return hintPrivilege(err, "changing gids needs CAP_SETGID: restore another user's process as root")
-		}
-		if keep {
-			if _, err := c.call(t, "prctl(PR_SET_KEEPCAPS)", unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1); err != nil {
-				return err
-			}
-		}
-		if _, err := c.call(t, "setresuid", unix.SYS_SETRESUID, uint64(cr.GetUid()), uint64(cr.GetEuid()), uint64(cr.GetSuid())); err != nil {
-			return hintPrivilege(err, "changing uids needs CAP_SETUID: restore another user's process as root")
-		}
-		if keep {
-			if _, err := c.call(t, "prctl(PR_SET_KEEPCAPS)", unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 0); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 // installSeccomp installs the chain ending in filter idx, oldest first.

@@ -187,6 +187,13 @@ func startTarget(t *testing.T, name string, args ...string) *target {
 
 func startTargetNoWait(t *testing.T, name string, args ...string) *target {
 	t.Helper()
+	return startTargetAs(t, nil, name, args...)
+}
+
+// startTargetAs is startTargetNoWait with the target's credentials set
+// (nil: the test's own).
+func startTargetAs(t *testing.T, cred *syscall.Credential, name string, args ...string) *target {
+	t.Helper()
 	dir := t.TempDir()
 	tg := &target{
 		t:       t,
@@ -206,7 +213,7 @@ func startTargetNoWait(t *testing.T, name string, args ...string) *target {
 	argv = append(argv, args...)
 	tg.cmd = exec.Command(argv[0], argv[1:]...)
 	tg.cmd.Stdout, tg.cmd.Stderr = logf, logf
-	tg.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	tg.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: cred}
 	if err := tg.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
@@ -543,8 +550,15 @@ func (l *lockedBuffer) String() string {
 
 func startCryo(t *testing.T, args ...string) *cryoProc {
 	t.Helper()
+	return startCryoAs(t, nil, args...)
+}
+
+// startCryoAs runs bin/cryo with the given credentials (nil: the test's).
+func startCryoAs(t *testing.T, cred *syscall.Credential, args ...string) *cryoProc {
+	t.Helper()
 	cp := &cryoProc{out: &lockedBuffer{}, done: make(chan struct{}), res: &cryoResult{args: args}}
 	cp.cmd = exec.Command(cryoBin, args...)
+	cp.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	cp.cmd.Stdout, cp.cmd.Stderr = cp.out, cp.out
 	cp.cmd.Stdin = nil
 	cp.t0 = time.Now()

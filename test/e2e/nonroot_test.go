@@ -27,7 +27,7 @@ const nonrootCaps = "cap_checkpoint_restore+ep"
 // nonrootTargets are the targets that must survive a non-root round trip.
 // signals is not among them: it installs a seccomp filter, and reading one
 // needs CAP_SYS_ADMIN (TestNonRootSeccomp checks the error).
-var nonrootTargets = []string{"threads", "memory", "files", "counter", "gothreads", "tree"}
+var nonrootTargets = []string{"threads", "memory", "files", "counter", "gothreads", "tree", "creds"}
 
 // TestNonRoot: as an ordinary user, with only cap_checkpoint_restore on the
 // cryo binary, dump and restore a process of that user's; the restored
@@ -123,7 +123,9 @@ func setupNonRoot(t *testing.T) *nonrootEnv {
 	if uid == 0 {
 		t.Fatalf("user %s has uid 0", nonrootUser)
 	}
-	env := &nonrootEnv{cred: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+	// A supplementary group, as users have: it must come back, and the
+	// restore (run with the same) must be able to give it.
+	env := &nonrootEnv{cred: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{100}}}
 	relaxPtraceScope(t)
 
 	// The temp dir first; if its filesystem drops security xattrs (some

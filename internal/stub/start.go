@@ -1,0 +1,113 @@
+package stub
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cryo-project/cryo/internal/procfs"
+)
+
+// Proc is a started stub, not yet traced: the caller seizes it.
+type Proc struct {
+	Pid int
+	// Handed are the capabilities the stub holds only because cryo handed
+	// them on as ambient ones (see HandOn): whatever the stub builds must
+	// not keep them.
+	Handed uint64
+}
+
+// HandOn is what a stub started by this process gets as ambient
+// capabilities. Three steps of a restore are judged by the capabilities of
+// the stub (or the process it forks), not cryo's: clone3 with set_tid,
+// PR_SET_MM_MAP with an exe_fd, and opening /proc/self/map_files. A file
+// capability of cryo's is not inherited across the exec of the stub, so a
+// non-root cryo hands on CAP_CHECKPOINT_RESTORE (or, lacking it,
+// CAP_SYS_ADMIN) from its permitted set. Root hands on nothing: the exec
+// gives root's stub every capability of its bounding set anyway. The
+// result is 0 when there is nothing to hand on; the caller decides whether
+// that is an error.
+func HandOn() (uint64, error) {
+	if os.Geteuid() == 0 {
+		return 0, nil
+	}
+	own, err := procfs.OwnCaps()
+	if err != nil {
+		return 0, fmt.Errorf("read cryo's capabilities: %w", err)
+	}
+	for _, c := range []uint{unix.CAP_CHECKPOINT_RESTORE, unix.CAP_SYS_ADMIN} {
+		if own.Prm&(1<<c) != 0 {
+			return 1 << c, nil
+		}
+	}
+	return 0, nil
+}
+
+// Start builds the stub for base, runs it from a memfd named name with an
+// empty environment and fds 0-2 on /dev/null, holding the capabilities of
+// HandOn as ambient ones (raised in the forked child only, before the
+// exec: cryo's own threads are untouched). Both restore and `cryo check`
+// start their stubs here, so that the probes run with exactly the
+// privilege the restore will have.
+func Start(base uint64, name string) (*Proc, error) {
+	handed, err := HandOn()
+	if err != nil {
+		return nil, err
+	}
+	elf, err := Build(base)
+	if err != nil {
+		return nil, err
+	}
+	mfd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("memfd for the stub: %w", err)
+	}
+	defer unix.Close(mfd)
+	if _, err := unix.Write(mfd, elf); err != nil {
+		return nil, fmt.Errorf("write stub: %w", err)
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, err
+	}
+	defer devnull.Close()
+	var ambient []uintptr
+	for c := uintptr(0); c < 64; c++ {
+		if handed&(1<<c) != 0 {
+			ambient = append(ambient, c)
+		}
+	}
+	proc, err := os.StartProcess("/proc/self/fd/"+strconv.Itoa(mfd), []string{name}, &os.ProcAttr{
+		Env:   []string{},
+		Files: []*os.File{devnull, devnull, devnull},
+		Sys:   &syscall.SysProcAttr{AmbientCaps: ambient},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start stub (ambient capabilities %#x): %w", handed, err)
+	}
+	p := &Proc{Pid: proc.Pid, Handed: handed}
+	// Reaped by Kill with wait4, never with Process.Wait, which would steal
+	// the ptrace stops that package ptrace waits for.
+	proc.Release()
+	return p, nil
+}
+
+// Kill kills the stub and waits until it is gone. SIGKILL cannot be caught
+// or blocked, so the wait ends once the kernel has torn the task down.
+func (p *Proc) Kill() {
+	unix.Kill(p.Pid, unix.SIGKILL)
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(p.Pid, &ws, unix.WALL, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || (got == p.Pid && (ws.Exited() || ws.Signaled())) {
+			return
+		}
+	}
+}
