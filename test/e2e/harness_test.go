@@ -482,8 +482,12 @@ func reapIfChild(pid int) bool {
 	return false
 }
 
+// errStillRunning is what waitReaped returns when pid did not exit in time.
+var errStillRunning = errors.New("still running")
+
 // waitReaped waits for pid, a child of ours by subreaping, to exit, and
-// returns its wait status.
+// returns its wait status; errStillRunning if it did not exit within d,
+// or wait4's error (ECHILD: not our child).
 func waitReaped(pid int, d time.Duration) (syscall.WaitStatus, error) {
 	deadline := time.Now().Add(d)
 	for {
@@ -496,7 +500,7 @@ func waitReaped(pid int, d time.Duration) (syscall.WaitStatus, error) {
 			return 0, err
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("pid %d still running after %v (state %s)", pid, d, procState(pid))
+			return 0, fmt.Errorf("pid %d %w after %v (state %s)", pid, errStillRunning, d, procState(pid))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
