@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cryo-project/cryo/internal/image/imagetest"
 )
 
 // TestImageFiles: the images of a multi-threaded process are private (0600),
@@ -47,10 +49,7 @@ func TestImageFiles(t *testing.T) {
 	}
 
 	t.Run("crit-decode", func(t *testing.T) {
-		crit, err := exec.LookPath("crit")
-		if err != nil {
-			t.Skip("crit not installed (Debian package criu; `make deps` installs it)")
-		}
+		crit := imagetest.Crit(t)
 		for _, e := range ents {
 			n := e.Name()
 			if !strings.HasSuffix(n, ".img") || strings.HasPrefix(n, "pages-") {
