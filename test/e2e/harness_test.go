@@ -168,7 +168,8 @@ type target struct {
 	logPath string
 	cmd     *exec.Cmd
 	pid     int
-	tids    map[string]int
+	tids    map[string]int // TID lines: thread name → tid
+	kids    map[string]int // CHILD lines: child name → pid
 
 	done    chan struct{} // closed once the original process is reaped
 	state   *os.ProcessState
@@ -195,6 +196,7 @@ func startTargetNoWait(t *testing.T, name string, args ...string) *target {
 		trigger: filepath.Join(dir, "trigger"),
 		logPath: filepath.Join(dir, name+".log"),
 		tids:    map[string]int{},
+		kids:    map[string]int{},
 		done:    make(chan struct{}),
 	}
 	logf, err := os.OpenFile(tg.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -256,7 +258,8 @@ func (tg *target) dumpLog() {
 	tg.t.Logf("--- %s log (%s) ---\n%s", tg.name, tg.logPath, tg.log())
 }
 
-// waitReady waits for the READY line and records the PID/TID lines before it.
+// waitReady waits for the READY line and records the PID/TID/CHILD lines
+// before it.
 func (tg *target) waitReady() {
 	t := tg.t
 	t.Helper()
@@ -268,6 +271,9 @@ func (tg *target) waitReady() {
 				f := strings.Fields(line)
 				if len(f) == 3 && f[0] == "TID" {
 					tg.tids[f[1]], _ = strconv.Atoi(f[2])
+				}
+				if len(f) == 3 && f[0] == "CHILD" {
+					tg.kids[f[1]], _ = strconv.Atoi(f[2])
 				}
 				if len(f) == 2 && f[0] == "PID" {
 					if p, _ := strconv.Atoi(f[1]); p != tg.pid {
