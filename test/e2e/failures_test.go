@@ -90,32 +90,78 @@ func mountTmpfs(t *testing.T, dir, opts string) string {
 
 // TestDumpTargetExitsMidDump: the target exits by itself a few ms after READY
 // (its threads one by one before that). cryo may succeed or fail, but must
-// never hang and never leave a stopped process behind.
+// never hang and never leave a stopped process behind; an image it did
+// write must be whole: cryo show reads it and the process restored from it
+// passes its checks. Both outcomes must occur over the runs, or the race was
+// not run.
 func TestDumpTargetExitsMidDump(t *testing.T) {
 	requireCryo(t)
+	// Lives spread over the few tens of ms a dump takes here (cryo starts
+	// in ~10 ms, a dump of this target ends after ~40 ms), so that the exit
+	// lands at every step of it; and two far ends so that both outcomes
+	// occur: an exit at READY, before the dump can start, and one ten dumps
+	// later (a restored process sleeps the rest of it: it costs its length).
+	lives := []int{0, 500}
+	for range 18 {
+		lives = append(lives, rand.IntN(30))
+	}
 	outcomes := map[string]int{}
-	for i := range 20 {
-		ms := rand.IntN(30)
+	for i, ms := range lives {
 		tg := startTarget(t, "shortlived", strconv.Itoa(ms))
 		img := filepath.Join(tg.dir, "img")
 		_ = os.MkdirAll(img, 0o700)
 		r := dump(t, tg.pid, img)
 		if r.timedOut {
-			t.Fatalf("iteration %d (exit after %d ms): cryo hung: %v", i, ms, r)
-		}
-		if r.code == 0 {
-			outcomes["dumped"]++
-		} else {
-			outcomes["failed"]++
+			t.Fatalf("run %d (exit after %d ms): cryo hung: %v", i, ms, r)
 		}
 		// Whatever happened, the target must end: by itself or killed by
 		// a successful dump. A stopped target would never end.
-		if _, ok := tg.waitExit(5 * time.Second); !ok {
-			t.Fatalf("iteration %d: target pid %d still there 5 s after cryo (%v); threads: %s", i, tg.pid, r, stoppedThreads(tg.pid))
+		st, ok := tg.waitExit(5 * time.Second)
+		if !ok {
+			t.Fatalf("run %d: target pid %d still there 5 s after cryo (%v); threads: %s", i, tg.pid, r, stoppedThreads(tg.pid))
 		}
-		_ = os.RemoveAll(img)
+		if r.code != 0 {
+			outcomes["failed"]++
+			if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
+				t.Errorf("run %d (exit after %d ms): the dump failed but left an inventory.img: %v", i, ms, r)
+			}
+			continue
+		}
+		outcomes["dumped"]++
+		if ws := st.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Errorf("run %d (exit after %d ms): the dump succeeded, so it must have killed the target, which ended with %v", i, ms, describe(ws))
+		}
+		checkRacedImage(t, tg, img, fmt.Sprintf("run %d (exit after %d ms)", i, ms))
 	}
-	t.Logf("outcomes of 20 dumps racing with exit: %v", outcomes)
+	t.Logf("outcomes of %d dumps racing with exit: %v", len(lives), outcomes)
+	if outcomes["dumped"] == 0 || outcomes["failed"] == 0 {
+		t.Errorf("over %d runs with lives %v ms, outcomes %v: the race between dump and exit was not run both ways", len(lives), lives, outcomes)
+	}
+}
+
+// checkRacedImage: an image that won the race with its process's exit is
+// shown by cryo show as that process, and restores: the restored process
+// finishes its life and passes its checks.
+func checkRacedImage(t *testing.T, tg *target, img, what string) {
+	t.Helper()
+	r := runCryo(t, 30*time.Second, "show", img)
+	if r.code != 0 || r.timedOut {
+		t.Errorf("%s: cryo show of the image of a successful dump: %v", what, r)
+		return
+	}
+	procs, err := parseShowText(r.output)
+	if err != nil || len(procs) != 1 || procs[0].pid != tg.pid || procs[0].zombie {
+		t.Errorf("%s: cryo show: want one live process %d, got %+v (%v):\n%s", what, tg.pid, procs, err, lastLines(r.output, 20))
+		return
+	}
+	r = runCryo(t, restoreTimeout, restoreArgs(img)...)
+	if r.timedOut || r.code != 0 {
+		t.Errorf("%s: restore of the image of a successful dump: %v%s", what, r, readLog(img+".restore.log"))
+	}
+	tg.expectPassed(r.code, what+", restored")
+	if !strings.Contains(tg.log(), "\nEXIT\n") {
+		t.Errorf("%s: the restored process did not reach its exit:\n%s", what, lastLines(tg.log(), 10))
+	}
 }
 
 // TestKillCryoMidDump: cryo dump --leave-running is SIGKILLed after a random
