@@ -586,10 +586,7 @@ func TestModes(t *testing.T) {
 
 // TestCritDecodes checks that CRIU's own decoder reads what Writer writes.
 func TestCritDecodes(t *testing.T) {
-	crit, err := exec.LookPath("crit")
-	if err != nil {
-		t.Skip("crit (Debian package criu) is not on PATH")
-	}
+	crit := imagetest.Crit(t)
 	dir := sample(t)
 	for name := range imagetest.Files {
 		t.Run(name, func(t *testing.T) {

@@ -157,6 +157,7 @@ func birth(pid int, base uint64, log *slog.Logger) (*child, error) {
 		unix.Kill(pid, unix.SIGKILL)
 		return nil, fmt.Errorf("new process %d: %w", pid, err)
 	}
+	c.log.Debug("process born", "pid", pid)
 	t.SyscallIP, t.Trap, t.Scratch = scratch, true, true
 	c.leader = t
 	c.threads = []*ptrace.Task{t}

@@ -465,6 +465,7 @@ func (c *child) fork(pid int) (*child, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new process %d: %w", ret, err)
 	}
+	c.log.Debug("process born", "pid", ret, "parent", c.pid)
 	t.SyscallIP, t.Trap, t.Scratch = c.scratch, true, true
 	return &child{pid: int(ret), log: c.log, leader: t, threads: []*ptrace.Task{t}, scratch: c.scratch, handedOn: c.handedOn}, nil
 }

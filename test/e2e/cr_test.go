@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -80,9 +81,11 @@ func TestDumpRestoreTwice(t *testing.T) {
 			// The restored process was re-parented to us (subreaper): reap it.
 			ws, err := waitReaped(tg.pid, exitTimeout)
 			switch {
-			case err != nil && strings.Contains(err.Error(), "still running"):
-				t.Fatalf("second dump: %v", err)
-			case err == nil && (!ws.Signaled() || ws.Signal() != syscall.SIGKILL):
+			case errors.Is(err, errStillRunning):
+				t.Fatalf("the second dump left the restored process running: %v", err)
+			case err != nil: // ECHILD: it is not ours to reap, so we cannot see how it ended
+				t.Fatalf("reaping the restored process after the second dump: %v", err)
+			case !ws.Signaled() || ws.Signal() != syscall.SIGKILL:
 				t.Fatalf("restored process ended with %v, want SIGKILL by the second dump", describe(ws))
 			}
 			restoreAndVerify(t, tg, img2)

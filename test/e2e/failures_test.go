@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -90,37 +92,86 @@ func mountTmpfs(t *testing.T, dir, opts string) string {
 
 // TestDumpTargetExitsMidDump: the target exits by itself a few ms after READY
 // (its threads one by one before that). cryo may succeed or fail, but must
-// never hang and never leave a stopped process behind.
+// never hang and never leave a stopped process behind; an image it did
+// write must be whole: cryo show reads it and the process restored from it
+// passes its checks. Both outcomes must occur over the runs, or the race was
+// not run.
 func TestDumpTargetExitsMidDump(t *testing.T) {
 	requireCryo(t)
+	// Lives spread over the few tens of ms a dump takes here (cryo starts
+	// in ~10 ms, a dump of this target ends after ~40 ms), so that the exit
+	// lands at every step of it; and two far ends so that both outcomes
+	// occur: an exit at READY, before the dump can start, and one ten dumps
+	// later (a restored process sleeps the rest of it: it costs its length).
+	lives := []int{0, 500}
+	for range 18 {
+		lives = append(lives, rand.IntN(30))
+	}
 	outcomes := map[string]int{}
-	for i := range 20 {
-		ms := rand.IntN(30)
+	for i, ms := range lives {
 		tg := startTarget(t, "shortlived", strconv.Itoa(ms))
 		img := filepath.Join(tg.dir, "img")
 		_ = os.MkdirAll(img, 0o700)
 		r := dump(t, tg.pid, img)
 		if r.timedOut {
-			t.Fatalf("iteration %d (exit after %d ms): cryo hung: %v", i, ms, r)
-		}
-		if r.code == 0 {
-			outcomes["dumped"]++
-		} else {
-			outcomes["failed"]++
+			t.Fatalf("run %d (exit after %d ms): cryo hung: %v", i, ms, r)
 		}
 		// Whatever happened, the target must end: by itself or killed by
 		// a successful dump. A stopped target would never end.
-		if _, ok := tg.waitExit(5 * time.Second); !ok {
-			t.Fatalf("iteration %d: target pid %d still there 5 s after cryo (%v); threads: %s", i, tg.pid, r, stoppedThreads(tg.pid))
+		st, ok := tg.waitExit(5 * time.Second)
+		if !ok {
+			t.Fatalf("run %d: target pid %d still there 5 s after cryo (%v); threads: %s", i, tg.pid, r, stoppedThreads(tg.pid))
 		}
-		_ = os.RemoveAll(img)
+		if r.code != 0 {
+			outcomes["failed"]++
+			if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
+				t.Errorf("run %d (exit after %d ms): the dump failed but left an inventory.img: %v", i, ms, r)
+			}
+			continue
+		}
+		outcomes["dumped"]++
+		if ws := st.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Errorf("run %d (exit after %d ms): the dump succeeded, so it must have killed the target, which ended with %v", i, ms, describe(ws))
+		}
+		checkRacedImage(t, tg, img, fmt.Sprintf("run %d (exit after %d ms)", i, ms))
 	}
-	t.Logf("outcomes of 20 dumps racing with exit: %v", outcomes)
+	t.Logf("outcomes of %d dumps racing with exit: %v", len(lives), outcomes)
+	if outcomes["dumped"] == 0 || outcomes["failed"] == 0 {
+		t.Errorf("over %d runs with lives %v ms, outcomes %v: the race between dump and exit was not run both ways", len(lives), lives, outcomes)
+	}
+}
+
+// checkRacedImage: an image that won the race with its process's exit is
+// shown by cryo show as that process, and restores: the restored process
+// finishes its life and passes its checks.
+func checkRacedImage(t *testing.T, tg *target, img, what string) {
+	t.Helper()
+	r := runCryo(t, 30*time.Second, "show", img)
+	if r.code != 0 || r.timedOut {
+		t.Errorf("%s: cryo show of the image of a successful dump: %v", what, r)
+		return
+	}
+	procs, err := parseShowText(r.output)
+	if err != nil || len(procs) != 1 || procs[0].pid != tg.pid || procs[0].zombie {
+		t.Errorf("%s: cryo show: want one live process %d, got %+v (%v):\n%s", what, tg.pid, procs, err, lastLines(r.output, 20))
+		return
+	}
+	r = runCryo(t, restoreTimeout, restoreArgs(img)...)
+	if r.timedOut || r.code != 0 {
+		t.Errorf("%s: restore of the image of a successful dump: %v%s", what, r, readLog(img+".restore.log"))
+	}
+	tg.expectPassed(r.code, what+", restored")
+	if !strings.Contains(tg.log(), "\nEXIT\n") {
+		t.Errorf("%s: the restored process did not reach its exit:\n%s", what, lastLines(tg.log(), 10))
+	}
 }
 
 // TestKillCryoMidDump: cryo dump --leave-running is SIGKILLed after a random
 // delay; the target must be left running, not stopped, and uncorrupted (no
-// injected code or registers left behind).
+// injected code or registers left behind), and the partial image removed:
+// the dump's worker, which outlives the cryo that was killed, must leave
+// either nothing of the image or, if the kill came after the image was
+// committed, a complete one.
 func TestKillCryoMidDump(t *testing.T) {
 	requireCryo(t)
 	loops := 200
@@ -132,6 +183,7 @@ func TestKillCryoMidDump(t *testing.T) {
 		loops = n
 	}
 	intact, reported := 0, 0
+	outcomes := map[string]int{}
 	fail := func(format string, args ...any) {
 		if reported < 5 {
 			t.Errorf(format, args...)
@@ -141,17 +193,33 @@ func TestKillCryoMidDump(t *testing.T) {
 		reported++
 	}
 	for i := range loops {
-		if ok := killOnce(t, i, fail); ok {
+		if outcome, ok := killOnce(t, i, fail); ok {
 			intact++
+			outcomes[outcome]++
 		}
 	}
-	t.Logf("%d/%d targets intact after SIGKILL of cryo mid-dump", intact, loops)
+	t.Logf("%d/%d targets intact after SIGKILL of cryo mid-dump; images: %v", intact, loops, outcomes)
 	if intact != loops {
-		t.Errorf("%d/%d targets corrupted or stopped", loops-intact, loops)
+		t.Errorf("%d/%d targets corrupted or stopped, or images left partial", loops-intact, loops)
+	}
+	// Only a kill while the worker was writing tests the removal of a
+	// partial image; the delays are chosen so that most kills are.
+	if outcomes[killRemoved] == 0 {
+		t.Errorf("no kill came while the dump's worker was at work (images: %v): the removal of a partial image was never tested", outcomes)
 	}
 }
 
-func killOnce(t *testing.T, i int, fail func(string, ...any)) bool {
+// What a dump killed mid-way left in its image directory.
+const (
+	killNoWorker = "killed before the worker started"
+	killRemoved  = "partial image removed"
+	killComplete = "complete image"
+)
+
+// killOnce runs one dump, SIGKILLs it, and checks the target and the image
+// directory. It returns which of the outcomes above it saw, and false (after
+// reporting why) if the target or the image is not as cryo promises.
+func killOnce(t *testing.T, i int, fail func(string, ...any)) (string, bool) {
 	tg := startTarget(t, "memory", "lite")
 	img := filepath.Join(tg.dir, "img")
 	_ = os.MkdirAll(img, 0o700)
@@ -160,13 +228,27 @@ func killOnce(t *testing.T, i int, fail func(string, ...any)) bool {
 	cp := startCryo(t, "dump", "-t", strconv.Itoa(tg.pid), "-D", img, "--leave-running")
 	time.Sleep(delay)
 	_ = cp.cmd.Process.Signal(syscall.SIGKILL)
-	if r := cp.wait(5 * time.Second); r.timedOut {
+	r := cp.wait(5 * time.Second)
+	if r.timedOut {
 		fail("iteration %d: cryo did not die of SIGKILL", i)
+	}
+	// The worker that does the tracing outlives its supervisor and, as an
+	// orphan, is re-parented to this test: it puts the target back, removes
+	// the partial image and exits. Judge both only once it is gone.
+	workers := orphanedCryos()
+	if len(workers) > 1 {
+		fail("iteration %d (kill after %v): %d cryo processes orphaned by one kill: %v", i, delay, len(workers), workers)
+	}
+	for _, w := range workers {
+		if _, err := waitReaped(w, exitTimeout); err != nil {
+			fail("iteration %d (kill after %v): the dump worker %d after its supervisor's SIGKILL: %v", i, delay, w, err)
+			return "", false
+		}
 	}
 	select {
 	case <-tg.done:
 		fail("iteration %d (kill after %v): target died: %v\n%s", i, delay, tg.state, lastLines(tg.log(), 10))
-		return false
+		return "", false
 	default:
 	}
 	var bad string
@@ -177,19 +259,96 @@ func killOnce(t *testing.T, i int, fail func(string, ...any)) bool {
 	}
 	if bad != "" {
 		fail("iteration %d (kill after %v): target left %s", i, delay, bad)
-		return false
+		return "", false
+	}
+	outcome, err := killedDumpImage(t, img, r.code == 0)
+	if err != nil {
+		fail("iteration %d (kill after %v, cryo exit %d, %d worker(s)): %v", i, delay, r.code, len(workers), err)
+		return "", false
+	}
+	if outcome == killRemoved && len(workers) == 0 && r.code != 0 {
+		outcome = killNoWorker
 	}
 	tg.fire()
 	st, ok := tg.waitExit(20 * time.Second)
 	if !ok {
 		fail("iteration %d (kill after %v): target did not finish its checks within 20 s (state %s)", i, delay, procState(tg.pid))
-		return false
+		return "", false
 	}
 	if st.ExitCode() != 0 || strings.Contains(tg.log(), "\nFAIL ") {
 		fail("iteration %d (kill after %v): target corrupted (%v):\n%s", i, delay, st, grepFails(tg.log()))
-		return false
+		return "", false
 	}
-	return true
+	return outcome, true
+}
+
+// orphanedCryos returns the cryo processes, running or exited, whose parent
+// is this test: dump workers whose supervisor was killed, re-parented to the
+// test as subreaper. The cryo processes the test starts itself are reaped
+// before this is called, and tests do not run in parallel.
+func orphanedCryos() []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	me := os.Getpid()
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		// Not the cmdline: an exited worker's is empty, its comm stays.
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		st := string(b)
+		open, end := strings.IndexByte(st, '('), strings.LastIndexByte(st, ')')
+		if open < 0 || end < open {
+			continue
+		}
+		f := strings.Fields(st[end+1:])
+		if len(f) < 2 || st[open+1:end] != "cryo" {
+			continue
+		}
+		if ppid, _ := strconv.Atoi(f[1]); ppid == me {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// killedDumpImage checks what a killed dump left in img, which the test
+// created empty and gave no log in. cryo promises (internal/image: a dump
+// that does not commit removes every file it created; inventory.img appears
+// last, by rename, once everything else is on disk) one of two things:
+// an empty directory, or, if the dump committed before the kill, a complete
+// image that cryo show reads and verifies. finished says that cryo exited
+// by itself before the kill: then the image must be complete.
+func killedDumpImage(t *testing.T, img string, finished bool) (string, error) {
+	ents, err := os.ReadDir(img)
+	if err != nil {
+		return "", fmt.Errorf("image directory: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if len(names) == 0 {
+		if finished {
+			return "", errors.New("cryo dump exited 0 before the kill, but its image directory is empty")
+		}
+		return killRemoved, nil
+	}
+	if !slices.Contains(names, "inventory.img") {
+		return "", fmt.Errorf("the partial image was not removed: %s left, with no inventory.img", strings.Join(names, " "))
+	}
+	r := runCryo(t, 30*time.Second, "show", img)
+	if r.code != 0 || r.timedOut {
+		return "", fmt.Errorf("an inventory.img was left, but the image is not whole: %v", r)
+	}
+	return killComplete, nil
 }
 
 func grepFails(log string) string {
@@ -352,8 +511,15 @@ func TestRestoreFailsMidway(t *testing.T) {
 	if !strings.Contains(r.output, "readonly.dat") {
 		t.Errorf("the error must name the missing file:\n%v", r)
 	}
-	if !strings.Contains(readLog(img+".restore.log"), "process born") {
-		t.Logf("note: the restore failed before any process existed:\n%s", readLog(img+".restore.log"))
+	// The point of this test is a failure after processes exist: the
+	// restore logs each process it creates (at -v4), and the dumped pid
+	// must be among them, or this only tested an early refusal.
+	restoreLog, err := os.ReadFile(img + ".restore.log")
+	if err != nil {
+		t.Fatalf("restore log: %v", err)
+	}
+	if !loggedBirth(string(restoreLog), tg.pid) {
+		t.Errorf("the restore failed before it created pid %d (no \"process born\" line for it), so nothing here tested killing what it built:\n%s", tg.pid, lastLines(string(restoreLog), 30))
 	}
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) && procState(tg.pid) != "gone" {
@@ -363,4 +529,21 @@ func TestRestoreFailsMidway(t *testing.T) {
 	if st := procState(tg.pid); st != "gone" {
 		t.Fatalf("after the failed restore pid %d still exists (state %s)", tg.pid, st)
 	}
+}
+
+// loggedBirth reports whether a restore log (slog's text form) has the
+// "process born" line of pid.
+func loggedBirth(log string, pid int) bool {
+	want := "pid=" + strconv.Itoa(pid)
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, `msg="process born"`) {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if f == want {
+				return true
+			}
+		}
+	}
+	return false
 }

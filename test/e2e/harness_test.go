@@ -168,7 +168,8 @@ type target struct {
 	logPath string
 	cmd     *exec.Cmd
 	pid     int
-	tids    map[string]int
+	tids    map[string]int // TID lines: thread name → tid
+	kids    map[string]int // CHILD lines: child name → pid
 
 	done    chan struct{} // closed once the original process is reaped
 	state   *os.ProcessState
@@ -202,6 +203,7 @@ func startTargetAs(t *testing.T, cred *syscall.Credential, name string, args ...
 		trigger: filepath.Join(dir, "trigger"),
 		logPath: filepath.Join(dir, name+".log"),
 		tids:    map[string]int{},
+		kids:    map[string]int{},
 		done:    make(chan struct{}),
 	}
 	logf, err := os.OpenFile(tg.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -263,7 +265,8 @@ func (tg *target) dumpLog() {
 	tg.t.Logf("--- %s log (%s) ---\n%s", tg.name, tg.logPath, tg.log())
 }
 
-// waitReady waits for the READY line and records the PID/TID lines before it.
+// waitReady waits for the READY line and records the PID/TID/CHILD lines
+// before it.
 func (tg *target) waitReady() {
 	t := tg.t
 	t.Helper()
@@ -275,6 +278,9 @@ func (tg *target) waitReady() {
 				f := strings.Fields(line)
 				if len(f) == 3 && f[0] == "TID" {
 					tg.tids[f[1]], _ = strconv.Atoi(f[2])
+				}
+				if len(f) == 3 && f[0] == "CHILD" {
+					tg.kids[f[1]], _ = strconv.Atoi(f[2])
 				}
 				if len(f) == 2 && f[0] == "PID" {
 					if p, _ := strconv.Atoi(f[1]); p != tg.pid {
@@ -489,8 +495,12 @@ func reapIfChild(pid int) bool {
 	return false
 }
 
+// errStillRunning is what waitReaped returns when pid did not exit in time.
+var errStillRunning = errors.New("still running")
+
 // waitReaped waits for pid, a child of ours by subreaping, to exit, and
-// returns its wait status.
+// returns its wait status; errStillRunning if it did not exit within d,
+// or wait4's error (ECHILD: not our child).
 func waitReaped(pid int, d time.Duration) (syscall.WaitStatus, error) {
 	deadline := time.Now().Add(d)
 	for {
@@ -503,7 +513,7 @@ func waitReaped(pid int, d time.Duration) (syscall.WaitStatus, error) {
 			return 0, err
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("pid %d still running after %v (state %s)", pid, d, procState(pid))
+			return 0, fmt.Errorf("pid %d %w after %v (state %s)", pid, errStillRunning, d, procState(pid))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -237,6 +237,7 @@ func (env *nonrootEnv) startTarget(t *testing.T, name string) *target {
 		trigger: filepath.Join(dir, "trigger"),
 		logPath: filepath.Join(dir, name+".log"),
 		tids:    map[string]int{},
+		kids:    map[string]int{},
 		done:    make(chan struct{}),
 	}
 	logf, err := os.OpenFile(tg.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"maps"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -21,12 +22,7 @@ func TestTree(t *testing.T) {
 	mustDump(t, tg.pid, img)
 	tg.expectKilled()
 	reapOrphans(t)
-	for _, args := range [][]string{{"show", img}, {"show", "--json", img}} {
-		r := runCryo(t, restoreTimeout, args...)
-		if r.code != 0 || !strings.Contains(r.output, "zombie") {
-			t.Errorf("cryo %v on a tree image with a zombie: %v", args, r)
-		}
-	}
+	checkShownZombies(t, tg, img)
 
 	// Second cycle: restore detached, dump the restored tree, restore again.
 	restoreDetached(t, tg, img)
@@ -38,6 +34,47 @@ func TestTree(t *testing.T) {
 		"zombie-status", "zombie-killed-status", "posix-shm-shared", "posix-shm-unlinked-shared", "fifo-data", "fifo-nonblock"} {
 		if !strings.Contains(tg.log(), "PASS "+c) {
 			t.Errorf("check %s did not run:\n%s", c, tg.log())
+		}
+	}
+}
+
+// checkShownZombies: both forms of `cryo show` of the tree's image must
+// show exactly its two zombies, children of the root, with the wait status
+// the root will see: exit 7 (0x700) and killed by SIGTERM (0xf).
+func checkShownZombies(t *testing.T, tg *target, img string) {
+	t.Helper()
+	want := map[int]uint32{}
+	for name, status := range map[string]uint32{"zombie": 7 << 8, "zombie-killed": uint32(syscall.SIGTERM)} {
+		pid, ok := tg.kids[name]
+		if !ok {
+			t.Fatalf("the tree target did not report its %s child", name)
+		}
+		want[pid] = status
+	}
+	r := runCryo(t, restoreTimeout, "show", img)
+	if r.code != 0 || r.timedOut {
+		t.Fatalf("cryo show: %v", r)
+	}
+	text, err := parseShowText(r.output)
+	if err != nil {
+		t.Fatalf("cryo show: %v\n%s", err, r.output)
+	}
+	for form, procs := range map[string][]shownProcess{"show": text, "show --json": showJSON(t, img)} {
+		got := map[int]uint32{}
+		for _, p := range procs {
+			if !p.zombie {
+				continue
+			}
+			got[p.pid] = p.exitStatus
+			if p.ppid != tg.pid {
+				t.Errorf("cryo %s: zombie %d has ppid %d, want the root %d", form, p.pid, p.ppid, tg.pid)
+			}
+			if len(p.tids) != 0 {
+				t.Errorf("cryo %s: zombie %d shown with threads %v", form, p.pid, p.tids)
+			}
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("cryo %s: zombies (pid: wait status) %v, want %v", form, got, want)
 		}
 	}
 }

@@ -3,7 +3,8 @@
  *
  * A target is started as `NAME TRIGGER [ARGS...]`. It sets its state up, records
  * what it must later verify, prints "PID <pid>", one "TID <name> <tid>" line per
- * thread it wants the test to know about, then "READY", and keeps working while
+ * thread and one "CHILD <name> <pid>" line per child process it wants the test
+ * to know about, then "READY", and keeps working while
  * polling for the TRIGGER file (access(2) every ~5 ms). Between READY and the
  * trigger the test may checkpoint it, kill it and restore it, any number of
  * times. On the trigger the target checks everything it recorded, prints one
@@ -214,6 +215,8 @@ static inline void target_init(int argc, char **argv)
 }
 
 static inline void report_tid(const char *name, pid_t tid) { out("TID %s %d\n", name, tid); }
+
+static inline void report_child(const char *name, pid_t pid) { out("CHILD %s %d\n", name, pid); }
 
 static inline void ready(void) { out("READY\n"); }
 

@@ -1,7 +1,8 @@
 /*
  * shortlived: exits by itself MS milliseconds after READY, while its threads
  * exit one by one before that, so that a dump races with thread and process
- * exit.
+ * exit. Before it exits it checks its identity, so that a process restored
+ * from an image that won the race proves it is the one that was dumped.
  *
  *   shortlived TRIGGER MS
  */
@@ -45,6 +46,8 @@ int main(int argc, char **argv)
 	}
 	ready();
 	msleep(ms);
+	out("VERIFY pid=%d\n", getpid());
+	check_identity();
 	out("EXIT\n");
-	exit(0);
+	exit(finish());
 }

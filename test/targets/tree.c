@@ -265,6 +265,9 @@ int main(int argc, char **argv)
 	}
 	uint64_t before = sh->counter;
 	uint64_t posix_before = *posix_named, gone_before = *posix_unlinked;
+	/* The test checks how an image shows them. */
+	report_child("zombie", zombie);
+	report_child("zombie-killed", killed);
 	ready();
 	wait_trigger(work);
 

@@ -1,7 +1,8 @@
 // Package imagetest writes a small, synthetic but complete image directory
 // for the tests of packages that read images (image, show, restore). It
 // holds two processes: "counter" (pid 412, threads 412 and 413) and its
-// child "worker" (pid 415).
+// child "worker" (pid 415). It also finds crit, CRIU's decoder, for the
+// tests that check cryo's images against it.
 package imagetest
 
 import (
