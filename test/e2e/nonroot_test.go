@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cryo-project/cryo/internal/image/imagetest"
 )
 
 // nonrootUser is the account the non-root tests run cryo and the targets as;
@@ -105,6 +107,10 @@ func setupNonRoot(t *testing.T) *nonrootEnv {
 	requireCryo(t)
 	for _, tool := range []string{"useradd", "setcap"} {
 		if _, err := exec.LookPath(tool); err != nil {
+			// make test installs both: there, a missing one is a failure.
+			if os.Getenv(imagetest.StrictEnv) != "" {
+				t.Fatalf("non-root test needs %s (passwd and libcap2-bin packages), and %s is set: %v", tool, imagetest.StrictEnv, err)
+			}
 			t.Skipf("non-root test needs %s (passwd and libcap2-bin packages): %v", tool, err)
 		}
 	}
