@@ -322,21 +322,26 @@ func (env *nonrootEnv) restoreAndVerify(t *testing.T, tg *target, img string) {
 	t.Helper()
 	logPath := img + ".restore.log"
 	cp := env.startCryo(t, env.capped, "restore", "-D", img, "-v4", "-o", logPath)
+	// The process shows its cmdline as soon as its memory is in, long
+	// before its credentials are: wait for the log line that says the
+	// whole tree was let go.
 	deadline := time.Now().Add(restoreTimeout)
-	for !runsTarget(tg.pid, tg.name) {
+	for !strings.Contains(readLog(logPath), "msg=restored") {
 		select {
 		case <-cp.done:
-			if !runsTarget(tg.pid, tg.name) {
+			if !strings.Contains(readLog(logPath), "msg=restored") {
 				t.Fatalf("cryo restore exited before pid %d ran: %v%s", tg.pid, cp.res, readLog(logPath))
 			}
 		case <-time.After(5 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			cp.kill()
-			t.Fatalf("pid %d not running %s %v after restore started: %v%s", tg.pid, tg.name, restoreTimeout, cp.res, readLog(logPath))
+			t.Fatalf("pid %d not restored %v after restore started: %v%s", tg.pid, restoreTimeout, cp.res, readLog(logPath))
 		}
 	}
-	time.Sleep(100 * time.Millisecond)
+	if !runsTarget(tg.pid, tg.name) {
+		t.Fatalf("restore says it is done, but pid %d does not run %s%s", tg.pid, tg.name, readLog(logPath))
+	}
 	if err := checkUnprivileged(tg.pid, env.cred.Uid); err != nil {
 		t.Errorf("restored %s: %v", tg.name, err)
 	}

@@ -123,6 +123,9 @@ static void sharer(void)
 		_exit(1);
 	}
 	sh->pid[SHARER] = pid;
+	/* Never block on the pipe: once the root stops writing (after the
+	 * trigger) a blocking read of an empty pipe would never see go. */
+	fcntl(pipe_fd[0], F_SETFL, O_NONBLOCK);
 	while (!sh->go) {
 		uint8_t b;
 		/* Read slowly so that bytes stay in flight in the pipe. */
