@@ -161,7 +161,7 @@ func (e *env) bigTarget(r *report) error {
 			len(dumpPair), fmtRatios(dumpPair), ms(dw), mib(bytesToWrite), gbps(bytesToWrite, wb), ms(wb), ratio(dw, wb)),
 	})
 	r.add(figure{
-		ID: "1f", Name: "  frozen time (stats-dump.img) ÷ same write",
+		ID: "1f", Name: "  frozen time (stats-dump) ÷ same write",
 		Value: ratio(fz, wb), Unit: "x",
 		Detail: fmt.Sprintf("frozen %s; images %s (pages %s)", ms(fz), mib(imgBytes), mib(pagesBytes)),
 	})

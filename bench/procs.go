@@ -16,6 +16,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
 
 	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/imageset"
 )
 
 const (
@@ -273,18 +274,18 @@ func (e *env) runCryo(args ...string) (cryoRun, error) {
 	return cryoRun{wall: time.Duration(ns), maxRSS: rss}, nil
 }
 
-// dumpStats reads stats-dump.img of an image directory.
+// dumpStats reads stats-dump of an image directory.
 func dumpStats(dir string) (*stats.DumpStatsEntry, error) {
 	d, err := image.Open(dir)
 	if err != nil {
 		return nil, err
 	}
 	var s stats.StatsEntry
-	if err := d.ReadOne("stats-dump.img", "STATS", &s); err != nil {
+	if err := imageset.ReadOne(d, imageset.StatsDump, &s); err != nil {
 		return nil, err
 	}
 	if s.GetDump() == nil {
-		return nil, fmt.Errorf("%s: stats-dump.img has no dump entry", dir)
+		return nil, fmt.Errorf("%s: stats-dump has no dump entry", dir)
 	}
 	return s.GetDump(), nil
 }

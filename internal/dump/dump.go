@@ -15,6 +15,7 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 
+	"github.com/cryo-project/cryo/internal/errs"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/ptrace"
@@ -22,7 +23,7 @@ import (
 
 // ErrNotSupported marks state cryo cannot checkpoint yet. The dump stops
 // before writing anything and the process goes on untouched.
-var ErrNotSupported = errors.New("not supported yet")
+var ErrNotSupported = errs.ErrNotSupported
 
 // Options says what to dump and how.
 type Options struct {
@@ -59,7 +60,7 @@ func (p *process) aborted() error {
 	return nil
 }
 
-// Stats are the figures of a dump, also written to stats-dump.img.
+// Stats are the figures of a dump, also written to stats-dump (CRIU's name, no .img).
 type Stats struct {
 	Freezing     time.Duration // from first seize until every thread stood still
 	Frozen       time.Duration // how long the process was stopped

@@ -15,6 +15,7 @@ import (
 	skunix "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-unix"
 
 	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/imageset"
 	"github.com/cryo-project/cryo/internal/kabi"
 )
 
@@ -471,7 +472,7 @@ func (ft *fileTable) writeUnixQueues(dir *image.Dir) error {
 		for _, m := range s.msgs {
 			if w == nil {
 				var err error
-				if w, err = dir.Create("sk-queues.img", "SK_QUEUES"); err != nil {
+				if w, err = dir.Create(imageset.SkQueues.Name, imageset.SkQueues.Magic); err != nil {
 					return err
 				}
 			}

@@ -19,6 +19,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
 
 	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/imageset"
 	"github.com/cryo-project/cryo/internal/meta"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/xstate"
@@ -262,7 +263,7 @@ func (t *tree) write(dir *image.Dir, sc *seccomp.SeccompEntry, st *Stats) error 
 			Pgid: proto.Uint32(uint32(z.pgid)), Sid: proto.Uint32(uint32(z.sid)),
 			Threads: []uint32{uint32(z.pid)},
 		})
-		if err := writeOne(dir, fmt.Sprintf("core-%d.img", z.pid), "CORE", &core.CoreEntry{
+		if err := imageset.Write(dir, imageset.Core(uint32(z.pid)), &core.CoreEntry{
 			Mtype: core.CoreEntry_X86_64.Enum(),
 			Tc: &core.TaskCoreEntry{
 				TaskState: proto.Uint32(taskDead), ExitCode: proto.Uint32(uint32(z.exitCode)),
@@ -273,7 +274,7 @@ func (t *tree) write(dir *image.Dir, sc *seccomp.SeccompEntry, st *Stats) error 
 			return err
 		}
 	}
-	if err := writeOne(dir, "pstree.img", "PSTREE", entries...); err != nil {
+	if err := imageset.Write(dir, imageset.Pstree, entries...); err != nil {
 		return err
 	}
 	for _, p := range t.procs {
@@ -285,7 +286,7 @@ func (t *tree) write(dir *image.Dir, sc *seccomp.SeccompEntry, st *Stats) error 
 	for i, e := range t.files.entries {
 		files[i] = e
 	}
-	if err := writeOne(dir, "files.img", "FILES", files...); err != nil {
+	if err := imageset.Write(dir, imageset.Files, files...); err != nil {
 		return err
 	}
 	for id, g := range t.files.ghosts {
@@ -294,7 +295,7 @@ func (t *tree) write(dir *image.Dir, sc *seccomp.SeccompEntry, st *Stats) error 
 		}
 	}
 	if len(sc.SeccompFilters) > 0 {
-		if err := writeOne(dir, "seccomp.img", "SECCOMP", sc); err != nil {
+		if err := imageset.Write(dir, imageset.Seccomp, sc); err != nil {
 			return err
 		}
 	}
@@ -304,7 +305,7 @@ func (t *tree) write(dir *image.Dir, sc *seccomp.SeccompEntry, st *Stats) error 
 	if err := meta.Write(dir, t.meta()); err != nil {
 		return err
 	}
-	return writeOne(dir, "inventory.img", "INVENTORY", &inventory.InventoryEntry{
+	return imageset.Write(dir, imageset.Inventory, &inventory.InventoryEntry{
 		ImgVersion:  proto.Uint32(2), // CRTOOLS_IMAGES_V1_1
 		FdinfoPerId: proto.Bool(true),
 		RootIds:     t.procs[0].ids(),

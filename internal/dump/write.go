@@ -23,6 +23,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timer"
 
 	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/imageset"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/xstate"
 )
@@ -43,23 +44,6 @@ func (p *process) id() uint32 { return uint32(p.index + 1) }
 // shared anonymous memory) after any process's.
 const shmemPagesBase = 1 << 20
 
-func writeOne(dir *image.Dir, name, magic string, msgs ...proto.Message) error {
-	w, err := dir.Create(name, magic)
-	if err != nil {
-		return err
-	}
-	for _, m := range msgs {
-		if err := w.Write(m); err != nil {
-			w.Close()
-			return fmt.Errorf("write %s: %w", name, err)
-		}
-	}
-	if err := w.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	return nil
-}
-
 func (p *process) ids() *core.TaskKobjIdsEntry {
 	id := proto.Uint32(p.id())
 	return &core.TaskKobjIdsEntry{VmId: id, FilesId: id, FsId: id, SighandId: id}
@@ -74,14 +58,14 @@ func (p *process) writeProcess(dir *image.Dir, s *snapshot, st *Stats) error {
 		if err != nil {
 			return err
 		}
-		if err := writeOne(dir, fmt.Sprintf("core-%d.img", th.t.Tid), "CORE", c); err != nil {
+		if err := imageset.Write(dir, imageset.Core(uint32(th.t.Tid)), c); err != nil {
 			return err
 		}
 	}
-	if err := writeOne(dir, fmt.Sprintf("mm-%d.img", pid), "MM", p.mmEntry(s)); err != nil {
+	if err := imageset.Write(dir, imageset.Mm(uint32(pid)), p.mmEntry(s)); err != nil {
 		return err
 	}
-	if err := writeOne(dir, fmt.Sprintf("fs-%d.img", pid), "FS", &fs.FsEntry{
+	if err := imageset.Write(dir, imageset.Fs(uint32(pid)), &fs.FsEntry{
 		CwdId: proto.Uint32(s.cwdID), RootId: proto.Uint32(s.rootID), Umask: proto.Uint32(uint32(p.status.Umask)),
 	}); err != nil {
 		return err
@@ -90,7 +74,7 @@ func (p *process) writeProcess(dir *image.Dir, s *snapshot, st *Stats) error {
 	for i, e := range p.fds {
 		fds[i] = e
 	}
-	if err := writeOne(dir, fmt.Sprintf("fdinfo-%d.img", p.id()), "FDINFO", fds...); err != nil {
+	if err := imageset.Write(dir, imageset.Fdinfo(p.id()), fds...); err != nil {
 		return err
 	}
 
@@ -101,7 +85,7 @@ func (p *process) writeProcess(dir *image.Dir, s *snapshot, st *Stats) error {
 		pm = append(pm, e)
 		total += e.GetNrPages()
 	}
-	if err := writeOne(dir, fmt.Sprintf("pagemap-%d.img", pid), "PAGEMAP", pm...); err != nil {
+	if err := imageset.Write(dir, imageset.Pagemap(uint32(pid)), pm...); err != nil {
 		return err
 	}
 	pw, err := dir.CreatePages(p.id())
@@ -322,7 +306,7 @@ func addSeccomp(e *seccomp.SeccompEntry, newestFirst [][]byte) uint32 {
 }
 
 func writeStats(dir *image.Dir, st *Stats) error {
-	return writeOne(dir, "stats-dump.img", "STATS", &stats.StatsEntry{Dump: &stats.DumpStatsEntry{
+	return imageset.Write(dir, imageset.StatsDump, &stats.StatsEntry{Dump: &stats.DumpStatsEntry{
 		FreezingTime:       proto.Uint32(uint32(st.Freezing.Microseconds())),
 		FrozenTime:         proto.Uint32(uint32(st.Frozen.Microseconds())),
 		MemdumpTime:        proto.Uint32(uint32(st.MemDump.Microseconds())),

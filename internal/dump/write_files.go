@@ -11,6 +11,7 @@ import (
 	pipedata "github.com/checkpoint-restore/go-criu/v8/crit/images/pipe-data"
 
 	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/imageset"
 )
 
 // writeFileData writes what files hold beyond their entries: unread pipe
@@ -21,9 +22,9 @@ func (p *process) writeFileData(dir *image.Dir) error {
 		return err
 	}
 	for _, kind := range []struct {
-		name, magic string
-		fifo        bool
-	}{{"pipes-data.img", "PIPES_DATA", false}, {"fifo-data.img", "FIFO_DATA", true}} {
+		f    imageset.File
+		fifo bool
+	}{{imageset.PipesData, false}, {imageset.FifoData, true}} {
 		var states []*pipeState
 		for _, ps := range ft.pipeOrder {
 			if ps.fifo == kind.fifo {
@@ -33,7 +34,7 @@ func (p *process) writeFileData(dir *image.Dir) error {
 		if len(states) == 0 {
 			continue
 		}
-		w, err := dir.Create(kind.name, kind.magic)
+		w, err := dir.Create(kind.f.Name, kind.f.Magic)
 		if err != nil {
 			return err
 		}
@@ -56,7 +57,7 @@ func (p *process) writeFileData(dir *image.Dir) error {
 	if len(ft.memfdInodes) == 0 {
 		return nil
 	}
-	w, err := dir.Create("memfd-inode.img", "MEMFD_INODE")
+	w, err := dir.Create(imageset.MemfdInode.Name, imageset.MemfdInode.Magic)
 	if err != nil {
 		return err
 	}
@@ -108,7 +109,7 @@ func (p *process) writeShmem(dir *image.Dir, ino *memfdInode) error {
 	for _, e := range pagemapEntries(runs) {
 		pm = append(pm, e)
 	}
-	if err := writeOne(dir, fmt.Sprintf("pagemap-shmem-%d.img", id), "PAGEMAP", pm...); err != nil {
+	if err := imageset.Write(dir, imageset.PagemapShmem(id), pm...); err != nil {
 		return err
 	}
 	pw, err := dir.CreatePages(shmemPagesID(id))

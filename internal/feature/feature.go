@@ -7,11 +7,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cryo-project/cryo/internal/errs"
 )
 
 // ErrNotSupported is wrapped by every error of a probe that found the
-// kernel lacks the feature (too old, or built without the option).
-var ErrNotSupported = errors.New("not supported")
+// kernel lacks the feature (too old, or built without the option). It is
+// errs.ErrNotSupported, the one dump and restore wrap too.
+var ErrNotSupported = errs.ErrNotSupported
 
 // ErrNotPermitted is wrapped by every error of a probe that found the
 // feature present but out of the caller's reach: a missing capability, or a

@@ -17,7 +17,6 @@ package restore
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
 
+	"github.com/cryo-project/cryo/internal/errs"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/ptrace"
@@ -34,7 +34,7 @@ import (
 
 // ErrCredsRefused marks credentials of an image that this restorer may not
 // give: the restore stops before the program runs.
-var ErrCredsRefused = errors.New("credentials refused")
+var ErrCredsRefused = errs.ErrCredsRefused
 
 // maxGroups is NGROUPS_MAX.
 const maxGroups = 65536

@@ -12,6 +12,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
 
 	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/imageset"
 )
 
 // fdOpener opens one file of files.img in the child and returns the fd it
@@ -142,8 +143,9 @@ func (r *restorer) takeFd(owner fdOwner) (uint64, error) {
 // fillShmem writes the contents of a shared object (pagemap-shmem-ID.img)
 // through the child's fd on it, reopened by cryo via /proc.
 func (r *restorer) fillShmem(fd uint64, shmid uint32) error {
-	name := fmt.Sprintf("pagemap-shmem-%d.img", shmid)
-	pagesID, entries, err := readPagemap(r.l.dir, name)
+	pm := imageset.PagemapShmem(shmid)
+	name := pm.Name
+	pagesID, entries, err := imageset.ReadPagemap(r.l.dir, pm)
 	if err != nil {
 		return err
 	}

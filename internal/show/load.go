@@ -1,24 +1,16 @@
 package show
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"math/bits"
 	"sort"
 	"strings"
 
-	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
-	"google.golang.org/protobuf/proto"
 
-	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/imageset"
 )
 
 const pageSize = 4096
@@ -38,207 +30,84 @@ const (
 	vmaMemfd       = 1 << 14
 )
 
-// Load opens dir (verifying its checksums) and gathers what it holds.
+// Load opens dir (verifying its checksums, with the loader restore uses)
+// and gathers what it holds.
 func Load(dir string) (*Image, error) {
-	d, err := image.Open(dir)
+	set, err := imageset.Load(dir)
 	if err != nil {
 		return nil, err
 	}
-	img := &Image{Dir: dir, Files: len(d.Names())}
-
-	files, err := loadFiles(d)
-	if err != nil {
-		return nil, err
+	img := &Image{Dir: dir, Files: len(set.Dir.Names())}
+	for _, p := range set.Procs {
+		img.Processes = append(img.Processes, process(set, p))
 	}
-	var tree []*pstree.PstreeEntry
-	if err := readAll(d, "pstree.img", "PSTREE", func() proto.Message { return &pstree.PstreeEntry{} }, func(m proto.Message) {
-		tree = append(tree, m.(*pstree.PstreeEntry))
-	}); err != nil {
-		return nil, err
-	}
-	for _, pe := range tree {
-		p, err := loadProcess(d, pe, files)
-		if err != nil {
-			return nil, fmt.Errorf("process %d: %w", pe.GetPid(), err)
-		}
-		img.Processes = append(img.Processes, p)
-	}
-	if d.Has("stats-dump.img") {
-		var s stats.StatsEntry
-		if err := d.ReadOne("stats-dump.img", "STATS", &s); err != nil {
-			return nil, err
-		}
-		if ds := s.GetDump(); ds != nil {
-			img.Stats = &DumpStats{
-				FreezingTimeUS: ds.GetFreezingTime(), FrozenTimeUS: ds.GetFrozenTime(),
-				MemdumpTimeUS: ds.GetMemdumpTime(), MemwriteTimeUS: ds.GetMemwriteTime(),
-				PagesScanned: ds.GetPagesScanned(), PagesSkipped: ds.GetPagesSkippedParent(),
-				PagesWritten: ds.GetPagesWritten(), PagesLazy: ds.GetPagesLazy(),
-			}
+	if ds := set.Stats.GetDump(); ds != nil {
+		img.Stats = &DumpStats{
+			FreezingTimeUS: ds.GetFreezingTime(), FrozenTimeUS: ds.GetFrozenTime(),
+			MemdumpTimeUS: ds.GetMemdumpTime(), MemwriteTimeUS: ds.GetMemwriteTime(),
+			PagesScanned: ds.GetPagesScanned(), PagesSkipped: ds.GetPagesSkippedParent(),
+			PagesWritten: ds.GetPagesWritten(), PagesLazy: ds.GetPagesLazy(),
 		}
 	}
 	return img, nil
 }
 
-// readAll calls fn with every entry of an image.
-func readAll(d *image.Dir, name, magic string, next func() proto.Message, fn func(proto.Message)) error {
-	r, err := d.Open(name, magic)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	for {
-		m := next()
-		if err := r.Next(m); errors.Is(err, io.EOF) {
-			return nil
-		} else if err != nil {
-			return err
-		}
-		fn(m)
-	}
-}
-
-func loadFiles(d *image.Dir) (map[uint32]*fdinfo.FileEntry, error) {
-	files := map[uint32]*fdinfo.FileEntry{}
-	if !d.Has("files.img") {
-		return files, nil
-	}
-	err := readAll(d, "files.img", "FILES", func() proto.Message { return &fdinfo.FileEntry{} }, func(m proto.Message) {
-		fe := m.(*fdinfo.FileEntry)
-		files[fe.GetId()] = fe
-	})
-	return files, err
-}
-
-// taskDead is CRIU's task_state of a zombie (criu/include/task-entries.h).
-const taskDead = 2
-
-func loadProcess(d *image.Dir, pe *pstree.PstreeEntry, files map[uint32]*fdinfo.FileEntry) (*Process, error) {
+func process(set *imageset.Set, pe *imageset.Proc) *Process {
+	files := set.Files
+	te := pe.Tree
 	// Empty lists stay [] in JSON, never null: consumers index them.
-	p := &Process{PID: pe.GetPid(), PPID: pe.GetPpid(), PGID: pe.GetPgid(), SID: pe.GetSid(),
-		Mappings: []Mapping{}, FDs: []FD{}}
-	threads := pe.GetThreads()
-	if len(threads) == 0 {
-		threads = []uint32{p.PID}
+	p := &Process{PID: te.GetPid(), PPID: te.GetPpid(), PGID: te.GetPgid(), SID: te.GetSid(),
+		Mappings: []Mapping{}, FDs: []FD{}, Threads: []Thread{}}
+	tc := pe.Cores[0].GetTc()
+	if pe.Zombie {
+		p.Zombie, p.ExitStatus = true, tc.GetExitCode()
+		p.SignalHandlers = []SigHandler{}
+		return p
 	}
-	var leader *criu_core.CoreEntry
-	for _, tid := range threads {
-		var c criu_core.CoreEntry
-		if err := d.ReadOne(fmt.Sprintf("core-%d.img", tid), "CORE", &c); err != nil {
-			return nil, err
-		}
-		if tid == p.PID {
-			leader = &c
-		}
-		if c.GetTc().GetTaskState() == taskDead {
-			break // a zombie: no registers, memory or files
-		}
+	for i, c := range pe.Cores {
 		regs := c.GetThreadInfo().GetGpregs()
 		mask := c.GetThreadCore().GetBlkSigset()
-		if c.GetThreadCore().GetBlkSigset() == 0 && c.GetTc() != nil {
+		if c.GetThreadCore().BlkSigset == nil && c.GetTc() != nil {
 			mask = c.GetTc().GetBlkSigset()
 		}
 		p.Threads = append(p.Threads, Thread{
-			TID: tid, IP: hex(regs.GetIp()), SP: hex(regs.GetSp()), SigMask: hex(mask),
+			TID: te.GetThreads()[i], IP: hex(regs.GetIp()), SP: hex(regs.GetSp()), SigMask: hex(mask),
 			Pending: len(c.GetThreadCore().GetSignalsP().GetSignals()),
 		})
-	}
-	if leader == nil {
-		return nil, fmt.Errorf("thread-group leader %d is not among its threads %v", p.PID, threads)
-	}
-	tc := leader.GetTc()
-	if tc.GetTaskState() == taskDead {
-		p.Zombie, p.ExitStatus = true, tc.GetExitCode()
-		p.Threads = []Thread{}
-		p.SignalHandlers = []SigHandler{}
-		return p, nil
 	}
 	p.Comm = tc.GetComm()
 	p.SharedPending = len(tc.GetSignalsS().GetSignals())
 	p.SignalHandlers = handlers(tc.GetSigactions())
-
-	var m mm.MmEntry
-	if err := d.ReadOne(fmt.Sprintf("mm-%d.img", p.PID), "MM", &m); err != nil {
-		return nil, err
-	}
-	if fe := files[m.GetExeFileId()]; fe != nil {
-		p.Exe = fe.GetReg().GetName()
-	}
-	runs, err := loadPagemap(d, p.PID)
-	if err != nil {
-		return nil, err
-	}
-	for _, v := range m.GetVmas() {
+	p.Exe = files[pe.Mm.GetExeFileId()].GetReg().GetName()
+	runs := pageRuns(pe.Pagemap)
+	for _, v := range pe.Mm.GetVmas() {
 		p.Mappings = append(p.Mappings, mapping(v, files, runs))
 	}
-
-	if d.Has(fmt.Sprintf("fs-%d.img", p.PID)) {
-		var f fs.FsEntry
-		if err := d.ReadOne(fmt.Sprintf("fs-%d.img", p.PID), "FS", &f); err != nil {
-			return nil, err
-		}
-		if f.Umask != nil {
-			p.Umask = f.Umask
-		}
-		if fe := files[f.GetCwdId()]; fe != nil {
-			p.Cwd = fe.GetReg().GetName()
-		}
+	p.Umask = pe.Fs.Umask
+	p.Cwd = files[pe.Fs.GetCwdId()].GetReg().GetName()
+	for _, e := range pe.Fds {
+		p.FDs = append(p.FDs, fd(e, files))
 	}
-
-	fdName := fmt.Sprintf("fdinfo-%d.img", leader.GetIds().GetFilesId())
-	if leader.GetIds() != nil && d.Has(fdName) {
-		err := readAll(d, fdName, "FDINFO", func() proto.Message { return &fdinfo.FdinfoEntry{} }, func(m proto.Message) {
-			p.FDs = append(p.FDs, fd(m.(*fdinfo.FdinfoEntry), files))
-		})
-		if err != nil {
-			return nil, err
-		}
-		sort.Slice(p.FDs, func(i, j int) bool { return p.FDs[i].FD < p.FDs[j].FD })
-	}
-	return p, nil
+	sort.Slice(p.FDs, func(i, j int) bool { return p.FDs[i].FD < p.FDs[j].FD })
+	return p
 }
 
 // run is a range of dumped pages, [start, end).
 type run struct{ start, end uint64 }
 
-func loadPagemap(d *image.Dir, pid uint32) ([]run, error) {
-	name := fmt.Sprintf("pagemap-%d.img", pid)
-	if !d.Has(name) {
-		return nil, nil
-	}
-	r, err := d.Open(name, "PAGEMAP")
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	if err := r.Next(&pagemap.PagemapHead{}); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, nil
-		}
-		return nil, err
-	}
+func pageRuns(entries []*pagemap.PagemapEntry) []run {
 	var runs []run
-	for {
-		var e pagemap.PagemapEntry
-		if err := r.Next(&e); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			return nil, err
-		}
-		n := e.GetNrPages()
-		if e.NrPages == nil {
-			n = uint64(e.GetCompatNrPages())
-		}
+	for _, e := range entries {
 		start := e.GetVaddr()
 		// Saturate: an image may claim more pages than the address space holds.
-		hi, length := bits.Mul64(n, pageSize)
+		hi, length := bits.Mul64(e.GetNrPages(), pageSize)
 		end, carry := bits.Add64(start, length, 0)
 		if hi != 0 || carry != 0 {
 			end = ^uint64(0)
 		}
 		runs = append(runs, run{start, end})
 	}
-	return runs, nil
+	return runs
 }
 
 func mapping(v *vma.VmaEntry, files map[uint32]*fdinfo.FileEntry, runs []run) Mapping {

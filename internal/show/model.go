@@ -9,7 +9,7 @@ type Image struct {
 	Dir       string     `json:"dir"`
 	Files     int        `json:"files"` // files listed in the checksum sidecar
 	Processes []*Process `json:"processes"`
-	Stats     *DumpStats `json:"dump_stats,omitempty"` // nil without stats-dump.img
+	Stats     *DumpStats `json:"dump_stats,omitempty"` // nil without stats-dump
 }
 
 // Process is one process of the dumped tree.
@@ -72,7 +72,7 @@ type SigHandler struct {
 	Mask    string `json:"mask"`
 }
 
-// DumpStats is stats-dump.img: times in microseconds, counts in pages.
+// DumpStats is stats-dump: times in microseconds, counts in pages.
 type DumpStats struct {
 	FreezingTimeUS uint32 `json:"freezing_time_us"`
 	FrozenTimeUS   uint32 `json:"frozen_time_us"`

@@ -67,7 +67,7 @@ var Files = map[string]string{
 	"fdinfo-6.img":     "FDINFO",
 	"fs-412.img":       "FS",
 	"fs-415.img":       "FS",
-	"stats-dump.img":   "STATS",
+	"stats-dump":       "STATS",
 	"ghost-file-9.img": "GHOST_FILE",
 }
 
@@ -199,7 +199,7 @@ func Write(t testing.TB, dir string) {
 	)
 	one("fs-412.img", "FS", &fs.FsEntry{CwdId: u32(4), RootId: u32(4), Umask: u32(0o22)})
 	one("fs-415.img", "FS", &fs.FsEntry{CwdId: u32(4), RootId: u32(4), Umask: u32(0o22)})
-	one("stats-dump.img", "STATS", &stats.StatsEntry{Dump: &stats.DumpStatsEntry{
+	one("stats-dump", "STATS", &stats.StatsEntry{Dump: &stats.DumpStatsEntry{
 		FreezingTime: u32(112), FrozenTime: u32(5230), MemdumpTime: u32(3100), MemwriteTime: u32(2800),
 		PagesScanned: u64(70000), PagesSkippedParent: u64(0), PagesWritten: u64(7), PagesLazy: u64(0),
 	}})

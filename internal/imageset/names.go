@@ -1,0 +1,50 @@
+package imageset
+
+import "fmt"
+
+// File is one image file: its name in the directory and the magic of the
+// entries it holds (a go-criu magic name).
+type File struct {
+	Name  string
+	Magic string
+}
+
+// The files of an image, by CRIU's names.
+var (
+	Inventory  = File{"inventory.img", "INVENTORY"}
+	Pstree     = File{"pstree.img", "PSTREE"}
+	Files      = File{"files.img", "FILES"}
+	Seccomp    = File{"seccomp.img", "SECCOMP"}
+	PipesData  = File{"pipes-data.img", "PIPES_DATA"}
+	FifoData   = File{"fifo-data.img", "FIFO_DATA"}
+	SkQueues   = File{"sk-queues.img", "SK_QUEUES"}
+	MemfdInode = File{"memfd-inode.img", "MEMFD_INODE"}
+	// StatsDump has no .img suffix: CRIU writes it so, and crit and
+	// Podman's --print-stats look for that name.
+	StatsDump = File{"stats-dump", "STATS"}
+)
+
+// StatsDumpOld is the name cryo wrote stats-dump under before it followed
+// CRIU's; images that have it are still read.
+const StatsDumpOld = "stats-dump.img"
+
+// Core is the core image of thread tid (the leader's carries the task).
+func Core(tid uint32) File { return File{fmt.Sprintf("core-%d.img", tid), "CORE"} }
+
+// Mm is the address space of process pid.
+func Mm(pid uint32) File { return File{fmt.Sprintf("mm-%d.img", pid), "MM"} }
+
+// Pagemap lists which pages of process pid are in which pages file.
+func Pagemap(pid uint32) File { return File{fmt.Sprintf("pagemap-%d.img", pid), "PAGEMAP"} }
+
+// PagemapShmem is the pagemap of shared memory object shmid: its addresses
+// are offsets in the object.
+func PagemapShmem(shmid uint32) File {
+	return File{fmt.Sprintf("pagemap-shmem-%d.img", shmid), "PAGEMAP"}
+}
+
+// Fdinfo is the fd table with id filesID (the core's ids.files_id).
+func Fdinfo(filesID uint32) File { return File{fmt.Sprintf("fdinfo-%d.img", filesID), "FDINFO"} }
+
+// Fs is the cwd, root and umask of process pid.
+func Fs(pid uint32) File { return File{fmt.Sprintf("fs-%d.img", pid), "FS"} }
