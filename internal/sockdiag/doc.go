@@ -1,7 +1,8 @@
 // Package sockdiag asks the kernel about the sockets of a network namespace
 // through NETLINK_SOCK_DIAG, and parses what it answers: unix sockets
-// (unix_diag), and TCP, UDP, UDP-Lite and raw sockets over IPv4 and IPv6
-// (inet_diag). The dump uses it to learn what a socket fd of the tree is
+// (unix_diag), TCP, UDP, UDP-Lite and raw sockets over IPv4 and IPv6
+// (inet_diag), packet sockets (packet_diag) and netlink sockets
+// (netlink_diag). The dump uses it to learn what a socket fd of the tree is
 // connected to, bound to and holding, by the inode of the fd.
 //
 // Every query is a dump of one family (for inet, of one family and
@@ -30,12 +31,12 @@
 // # What the kernel does not list
 //
 // Sockets the kernel keeps out of its lookup tables are not in any dump:
-// TCP and UDP sockets never bound nor connected, and connections waiting in
-// a unix listener's backlog as embryo sockets (their client ends are
-// listed; see [Unix.Icons]). A raw socket is listed only if the kernel has
-// raw_diag (CONFIG_INET_RAW_DIAG; this machine's has not): otherwise its
-// dump fails with [ErrNotSupported]. A caller that does not find an fd's
-// inode must say so rather than guess.
+// TCP and UDP sockets never bound nor connected, netlink sockets never
+// bound, and connections waiting in a unix listener's backlog as embryo
+// sockets (their client ends are listed; see [Unix.Icons]). A raw socket is
+// listed only if the kernel has raw_diag (CONFIG_INET_RAW_DIAG; this
+// machine's has not): otherwise its dump fails with [ErrNotSupported]. A
+// caller that does not find an fd's inode must say so rather than guess.
 //
 // # Limits
 //
@@ -43,11 +44,12 @@
 // [MaxReplyBytes] bytes; beyond, the query fails with an error wrapping
 // [ErrTooLarge]. A unix listener's pending connections are at most
 // [MaxIcons] (the kernel cannot describe more), a unix name at most the 108
-// bytes of sun_path. Every other value (tcp_info, a congestion control
-// name) is bounded by its attribute's 16-bit length; no length read from a
-// reply sizes an allocation that the reply's own bytes do not cover. Each
-// datagram is read into a 64 KiB buffer (the kernel sends at most 32 KiB),
-// and each wait for one is bounded by a receive timeout.
+// bytes of sun_path. Every other list (multicast memberships, filter
+// instructions, group bitmaps, tcp_info) is bounded by its attribute's
+// 16-bit length; no length read from a reply sizes an allocation that the
+// reply's own bytes do not cover. Each datagram is read into a 64 KiB
+// buffer (the kernel sends at most 32 KiB), and each wait for one is
+// bounded by a receive timeout.
 //
 // # Security
 //
