@@ -17,6 +17,7 @@ import (
 	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/imageset"
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/sockdiag"
 )
 
 // UNIX domain sockets. Each socket is one open file description (sockets
@@ -46,14 +47,14 @@ import (
 
 // unixTable is the tree's unix sockets.
 type unixTable struct {
-	diag  map[uint32]*unixDiag // every unix socket of the namespace
-	socks map[uint32]*unixSock // those the tree holds, by inode
+	diag  map[uint32]*sockdiag.Unix // every unix socket of the namespace
+	socks map[uint32]*unixSock      // those the tree holds, by inode
 	order []*unixSock
 }
 
 // unixSock is one dumped unix socket.
 type unixSock struct {
-	d       *unixDiag
+	d       *sockdiag.Unix
 	pid, fd int // where it was first seen
 	link    string
 	entry   *skunix.UnixSkEntry
@@ -66,7 +67,10 @@ func isSocket(_ string, st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == un
 
 func (ft *fileTable) unixSockets() (*unixTable, error) {
 	if ft.unix == nil {
-		diag, err := unixSockets()
+		// cryo's own network namespace: the tree must share it (the
+		// sockets of another are not listed, and their fds fail the
+		// dump as not found).
+		diag, err := sockdiag.UnixSockets(nil)
 		if err != nil {
 			return nil, err
 		}
@@ -125,28 +129,28 @@ func dumpSocket(e *fdEnv) (uint32, error) {
 	if _, seen := ut.socks[ino]; seen {
 		return 0, fmt.Errorf("%s: a second open file description of one socket", what)
 	}
-	switch d.state {
+	switch d.State {
 	case kabi.TCP_LISTEN, kabi.TCP_ESTABLISHED, kabi.TCP_CLOSE:
 	default:
-		return 0, fmt.Errorf("%s in state %d: %w", what, d.state, ErrNotSupported)
+		return 0, fmt.Errorf("%s in state %d: %w", what, d.State, ErrNotSupported)
 	}
 	opts, err := sockOpts(fd)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", what, err)
 	}
 	ue := &skunix.UnixSkEntry{
-		Ino: proto.Uint32(ino), Type: proto.Uint32(uint32(typ)), State: proto.Uint32(uint32(d.state)),
+		Ino: proto.Uint32(ino), Type: proto.Uint32(uint32(typ)), State: proto.Uint32(uint32(d.State)),
 		Flags: proto.Uint32(e.flags), Uflags: proto.Uint32(0), Backlog: proto.Uint32(0),
-		Peer: proto.Uint32(d.peer), Fown: noOwner(), Opts: opts, Name: d.name,
-		Shutdown: skopts.SkShutdown(d.shutdown & 3).Enum(),
+		Peer: proto.Uint32(d.Peer), Fown: noOwner(), Opts: opts, Name: d.Name,
+		Shutdown: skopts.SkShutdown(d.Shutdown & 3).Enum(),
 	}
 	if ue.Name == nil {
 		ue.Name = []byte{}
 	}
-	if d.state == kabi.TCP_LISTEN {
-		ue.Backlog = proto.Uint32(d.wqlen) // a listener's max backlog
+	if d.State == kabi.TCP_LISTEN {
+		ue.Backlog = proto.Uint32(d.WQLen) // a listener's max backlog
 	}
-	if len(d.name) > 0 && d.name[0] != 0 {
+	if len(d.Name) > 0 && d.Name[0] != 0 {
 		perms, err := socketFile(e.p.pid, d, what)
 		if err != nil {
 			return 0, err
@@ -156,7 +160,7 @@ func dumpSocket(e *fdEnv) (uint32, error) {
 	s := &unixSock{d: d, pid: e.p.pid, fd: e.fd, link: e.link, entry: ue}
 	// Only a connected stream or seqpacket socket has a queue (recvmsg on
 	// another fails); a datagram socket always may.
-	if d.state == kabi.TCP_ESTABLISHED || typ == unix.SOCK_DGRAM {
+	if d.State == kabi.TCP_ESTABLISHED || typ == unix.SOCK_DGRAM {
 		if s.msgs, err = peekQueue(fd, typ); err != nil {
 			return 0, fmt.Errorf("%s: %w", what, err)
 		}
@@ -185,14 +189,14 @@ func takeFd(pid, fd int) (int, error) {
 // socketFile checks that the path a socket is bound to still leads to its
 // socket file, and returns the file's permissions. The path is looked up
 // under the process's root, as the kernel resolved it at bind time.
-func socketFile(pid int, d *unixDiag, what string) (*skunix.FilePermsEntry, error) {
-	name := strings.TrimRight(string(d.name), "\x00") // a path name ends with its NUL
+func socketFile(pid int, d *sockdiag.Unix, what string) (*skunix.FilePermsEntry, error) {
+	name := strings.TrimRight(string(d.Name), "\x00") // a path name ends with its NUL
 	if !strings.HasPrefix(name, "/") {
 		return nil, fmt.Errorf("%s bound to the relative path %q: %w", what, name, ErrNotSupported)
 	}
 	var st unix.Stat_t
 	err := unix.Lstat("/proc/"+strconv.Itoa(pid)+"/root"+name, &st)
-	if err == nil && (!d.hasVfs || uint32(st.Ino) != d.vfsIno || st.Mode&unix.S_IFMT != unix.S_IFSOCK) {
+	if err == nil && (!d.HasVFS || uint32(st.Ino) != d.VFSIno || st.Mode&unix.S_IFMT != unix.S_IFSOCK) {
 		err = errors.New("the path now leads to another file")
 	}
 	if err != nil {
@@ -351,22 +355,22 @@ func (ft *fileTable) checkUnix() error {
 	}
 	waiting := map[uint32]*unixSock{} // client inode → listener
 	for _, s := range ut.order {
-		if s.d.state != kabi.TCP_LISTEN {
+		if s.d.State != kabi.TCP_LISTEN {
 			continue
 		}
-		for i, c := range s.d.icons {
+		for i, c := range s.d.Icons {
 			cs := ut.socks[c]
 			switch {
 			case c == 0:
 				return s.refuse("a connection in its backlog whose client socket is closed")
 			case cs == nil:
 				return s.refuse(fmt.Sprintf("a connection in its backlog from socket:[%d], outside the tree", c))
-			case cs.d.wqlen != 0:
+			case cs.d.WQLen != 0:
 				// wqlen is the memory its sent data holds: not 0 means data.
-				return cs.refuse(fmt.Sprintf("waits in the backlog of socket:[%d] with data sent, which cannot be read without accept()", s.d.ino))
+				return cs.refuse(fmt.Sprintf("waits in the backlog of socket:[%d] with data sent, which cannot be read without accept()", s.d.Inode))
 			}
 			waiting[c] = s
-			cs.entry.Peer = proto.Uint32(s.d.ino)
+			cs.entry.Peer = proto.Uint32(s.d.Inode)
 			cs.entry.Backlog = proto.Uint32(uint32(i + 1))
 		}
 	}
@@ -381,18 +385,18 @@ func (ft *fileTable) checkUnix() error {
 func (ut *unixTable) check(s *unixSock, waiting map[uint32]*unixSock) error {
 	d := s.d
 	queued := len(s.msgs) > 0
-	if d.state == kabi.TCP_LISTEN {
-		if len(d.name) == 0 {
+	if d.State == kabi.TCP_LISTEN {
+		if len(d.Name) == 0 {
 			return s.refuse("listening without a name")
 		}
 		return nil
 	}
-	if d.peer == 0 {
+	if d.Peer == 0 {
 		switch {
-		case waiting[d.ino] != nil:
+		case waiting[d.Inode] != nil:
 			return nil
-		case d.state == kabi.TCP_ESTABLISHED:
-			if l := ut.backlogOf(d.ino); l != 0 {
+		case d.State == kabi.TCP_ESTABLISHED:
+			if l := ut.backlogOf(d.Inode); l != 0 {
 				return s.refuse(fmt.Sprintf("waits in the backlog of socket:[%d], outside the tree", l))
 			}
 			return s.refuse("its peer is closed")
@@ -401,30 +405,30 @@ func (ut *unixTable) check(s *unixSock, waiting map[uint32]*unixSock) error {
 		}
 		return nil
 	}
-	p := ut.socks[d.peer]
+	p := ut.socks[d.Peer]
 	if p == nil {
 		return s.refuse("peer outside the tree")
 	}
-	if p.d.peer != d.ino {
+	if p.d.Peer != d.Inode {
 		// Connected to a named socket that is not connected back: a
 		// datagram client of a bound server.
-		if d.typ != unix.SOCK_DGRAM || len(p.d.name) == 0 {
-			return s.refuse(fmt.Sprintf("connected to socket:[%d], which cannot be reached again", d.peer))
+		if d.Type != unix.SOCK_DGRAM || len(p.d.Name) == 0 {
+			return s.refuse(fmt.Sprintf("connected to socket:[%d], which cannot be reached again", d.Peer))
 		}
 		if queued {
 			return s.refuse("datagrams queued from senders that are not recorded")
 		}
 		return nil
 	}
-	if d.typ == unix.SOCK_DGRAM && len(d.name) > 0 && queued {
+	if d.Type == unix.SOCK_DGRAM && len(d.Name) > 0 && queued {
 		return s.refuse("datagrams queued on a bound socket, whose senders are not recorded")
 	}
-	if d.typ != unix.SOCK_DGRAM {
+	if d.Type != unix.SOCK_DGRAM {
 		// A named end of a connection is the accepted end: its name is
 		// its listener's, which must be in the tree to accept it again.
 		for _, e := range []*unixSock{s, p} {
-			if len(e.d.name) > 0 && e.d.peer != 0 && ut.listener(e) == nil {
-				return e.refuse(fmt.Sprintf("an accepted connection whose listening socket %s is not in the tree", printableName(e.d.name)))
+			if len(e.d.Name) > 0 && e.d.Peer != 0 && ut.listener(e) == nil {
+				return e.refuse(fmt.Sprintf("an accepted connection whose listening socket %s is not in the tree", printableName(e.d.Name)))
 			}
 		}
 	}
@@ -435,9 +439,9 @@ func (ut *unixTable) check(s *unixSock, waiting map[uint32]*unixSock) error {
 // whose backlog client socket ino waits, or 0.
 func (ut *unixTable) backlogOf(ino uint32) uint32 {
 	for _, l := range ut.diag {
-		for _, c := range l.icons {
+		for _, c := range l.Icons {
 			if c == ino {
-				return l.ino
+				return l.Inode
 			}
 		}
 	}
@@ -447,7 +451,7 @@ func (ut *unixTable) backlogOf(ino uint32) uint32 {
 // listener returns the listening socket of the tree that accepted s.
 func (ut *unixTable) listener(s *unixSock) *unixSock {
 	for _, l := range ut.order {
-		if l.d.state == kabi.TCP_LISTEN && l.d.typ == s.d.typ && string(l.d.name) == string(s.d.name) {
+		if l.d.State == kabi.TCP_LISTEN && l.d.Type == s.d.Type && string(l.d.Name) == string(s.d.Name) {
 			return l
 		}
 	}

@@ -2,7 +2,8 @@
 // requests and their argument structs (GETREGSET, GET/SETSIGMASK, PEEKSIGINFO,
 // GET_RSEQ_CONFIGURATION, SECCOMP_GET_FILTER), clone3's clone_args, prctl_mm_map,
 // kcmp, rseq, sigaltstack, the kernel's struct sigaction, itimers, POSIX timers,
-// userfaultfd and PAGEMAP_SCAN.
+// userfaultfd, PAGEMAP_SCAN, and the sock_diag requests and messages of the
+// unix, inet, packet and netlink families (with the stable head of tcp_info).
 //
 // Each subsystem has a file of its own. Structures are laid out exactly as the
 // kernel's x86_64 UAPI headers declare them; their sizes are checked in tests.

@@ -53,3 +53,13 @@ const (
 	TCP_CLOSE       = 7
 	TCP_LISTEN      = 10
 )
+
+// UnixDiagMsg is struct unix_diag_msg.
+type UnixDiagMsg struct {
+	Family uint8
+	Type   uint8
+	State  uint8
+	Pad    uint8
+	Ino    uint32
+	Cookie [2]uint32
+}
