@@ -96,11 +96,11 @@ func (p *process) collect() (*snapshot, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s of %d: %w", l.name, p.pid, err)
 		}
-		if *l.id, err = p.files.byPath(p, l.name, link, l.flag, func() (*os.File, error) { return os.Open(path) }); err != nil {
+		if *l.id, err = p.files.ByPath(p.pid, l.name, link, l.flag, func() (*os.File, error) { return os.Open(path) }); err != nil {
 			return nil, err
 		}
 	}
-	if err := p.collectFds(); err != nil {
+	if p.fds, err = p.files.DumpFds(p.pid); err != nil {
 		return nil, err
 	}
 	if err := readRlimits(p.pid, &s.rlimits); err != nil {

@@ -22,10 +22,8 @@
 // makes the worker abort at its next step and release the tree (see
 // Options.Context).
 //
-// Each fd type is a module (fdkinds.go: match and dump functions, one file
-// per type); the file table gives shared open file descriptions one id
-// across the tree, found with kcmp(KCMP_FILE).
-//
-// It restores nothing and owns no image format details beyond filling
-// CRIU's messages: framing and integrity belong to package image.
+// File descriptors are package files' (one module per kind of fd); the
+// names of the image files are package imageset's; framing and integrity
+// are package image's. This package fills CRIU's messages for the tasks
+// and their memory, and restores nothing.
 package dump

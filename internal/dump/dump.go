@@ -16,6 +16,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 
 	"github.com/cryo-project/cryo/internal/errs"
+	"github.com/cryo-project/cryo/internal/files"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/ptrace"
@@ -78,8 +79,8 @@ type process struct {
 	opts    Options
 	status  *procfs.Status
 	stat    *procfs.Stat
-	threads []*thread  // leader first
-	files   *fileTable // shared by the whole tree
+	threads []*thread     // leader first
+	files   *files.Dumper // shared by the whole tree
 	fds     []*fdinfo.FdinfoEntry
 	closers []io.Closer
 	// index is the process's place in the tree (0 for the root): its

@@ -132,7 +132,7 @@ func (p *process) classify(maps []procfs.Mapping) ([]*area, error) {
 			a.pages = shmemPages
 		case m.Kind == procfs.KindFile && strings.HasPrefix(m.Path, "/memfd:"):
 			status |= kabi.VMA_AREA_MEMFD
-			id, err := p.files.memfdForVMA(p, m)
+			id, err := p.files.Mapping(p.pid, m, func() (*os.File, error) { return p.mapFile(m) })
 			if err != nil {
 				return nil, err
 			}
@@ -144,7 +144,7 @@ func (p *process) classify(maps []procfs.Mapping) ([]*area, error) {
 				a.pages = cowPages
 			}
 		case m.Kind == procfs.KindFile:
-			id, err := p.files.regForVMA(p, m)
+			id, err := p.files.Mapping(p.pid, m, func() (*os.File, error) { return p.mapFile(m) })
 			if err != nil {
 				return nil, err
 			}

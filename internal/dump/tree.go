@@ -18,6 +18,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
 
+	"github.com/cryo-project/cryo/internal/files"
 	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/imageset"
 	"github.com/cryo-project/cryo/internal/meta"
@@ -32,7 +33,7 @@ type tree struct {
 	log     *slog.Logger
 	procs   []*process
 	zombies []*zombie
-	files   *fileTable
+	files   *files.Dumper
 	snaps   map[*process]*snapshot
 }
 
@@ -50,7 +51,7 @@ func Run(opts Options) (st *Stats, err error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	t := &tree{opts: opts, log: opts.Log, files: newFileTable(), snaps: map[*process]*snapshot{}}
+	t := &tree{opts: opts, log: opts.Log, files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob}), snaps: map[*process]*snapshot{}}
 	st = &Stats{}
 	root := t.newProcess(opts.Pid)
 	if err := root.check(); err != nil {
@@ -83,6 +84,7 @@ func Run(opts Options) (st *Stats, err error) {
 				c.Close()
 			}
 		}
+		t.files.Close()
 	}()
 	if err := t.freeze(root); err != nil {
 		return nil, err
@@ -106,10 +108,7 @@ func Run(opts Options) (st *Stats, err error) {
 		st.Threads += len(p.threads)
 		st.VMAs += len(s.areas)
 	}
-	if err := t.files.checkPipes(opts.Pid); err != nil {
-		return nil, err
-	}
-	if err := t.files.checkUnix(); err != nil {
+	if err := t.files.Check(); err != nil {
 		return nil, err
 	}
 	t.log.Debug("collected", "took", time.Since(t0)-st.Freezing)
@@ -282,25 +281,15 @@ func (t *tree) write(dir *image.Dir, sc *seccomp.SeccompEntry, st *Stats) error 
 			return err
 		}
 	}
-	files := make([]proto.Message, len(t.files.entries))
-	for i, e := range t.files.entries {
-		files[i] = e
-	}
-	if err := imageset.Write(dir, imageset.Files, files...); err != nil {
+	if err := t.files.Write(&files.Side{Dir: dir, Shmem: func(shmid uint32, src *os.File, size int64) error {
+		return t.procs[0].writeShmem(dir, shmid, src, size)
+	}}); err != nil {
 		return err
-	}
-	for id, g := range t.files.ghosts {
-		if err := dir.WriteGhostFile(id, g.entry, g.src); err != nil {
-			return fmt.Errorf("copy deleted file %d: %w", id, err)
-		}
 	}
 	if len(sc.SeccompFilters) > 0 {
 		if err := imageset.Write(dir, imageset.Seccomp, sc); err != nil {
 			return err
 		}
-	}
-	if err := t.procs[0].writeFileData(dir); err != nil {
-		return err
 	}
 	if err := meta.Write(dir, t.meta()); err != nil {
 		return err

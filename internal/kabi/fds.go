@@ -1,5 +1,11 @@
 package kabi
 
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
 // TFD_IOC_SET_TICKS is _IOW('T', 0, __u64) (include/uapi/linux/timerfd.h):
 // it sets the number of expirations a timerfd reports on its next read. The
 // kernel has it only with CONFIG_CHECKPOINT_RESTORE; without, the ioctl
@@ -9,3 +15,20 @@ const TFD_IOC_SET_TICKS = 1<<30 | 8<<16 | 'T'<<8 // nr 0
 // FIONREAD (asm-generic/ioctls.h) asks a file how many bytes a read would
 // return now; an inotify fd answers with the size of its queued events.
 const FIONREAD = 0x541B
+
+// GetFd copies fd of process pid into the caller: pidfd_open then
+// pidfd_getfd, which needs PTRACE_MODE_ATTACH on pid. The copy shares the
+// open file description (offset, status flags, a socket's very self) and
+// is close-on-exec.
+func GetFd(pid, fd int) (int, error) {
+	pfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1, fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	defer unix.Close(pfd)
+	cp, err := unix.PidfdGetfd(pfd, fd, 0)
+	if err != nil {
+		return -1, fmt.Errorf("pidfd_getfd %d of %d: %w", fd, pid, err)
+	}
+	return cp, nil
+}

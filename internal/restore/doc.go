@@ -16,9 +16,10 @@
 //     inherited, with the pages still shared, and rebuilds only the rest.
 //     Sessions are set as processes are born; groups once all exist, with
 //     helper processes standing in for leaders that had exited.
-//  4. files, task state and threads of every process: objects processes
-//     share are made once and taken over by the others (pidfd_getfd run by
-//     the receiving process, /proc/PID/map_files for shared memory).
+//  4. files, task state and threads of every process: package files
+//     rebuilds the fd tables (objects processes share are made once and
+//     taken over by the others with pidfd_getfd run by the receiving
+//     process); shared memory is mapped through /proc/PID/map_files.
 //  5. credentials and seccomp, last; then zombies die with their status.
 //  6. go: unmap the scratch area (through a syscall instruction of the new
 //     vdso), set every thread's registers, FPU state and signal mask, and

@@ -1,9 +1,7 @@
 package restore
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -12,10 +10,8 @@ import (
 	core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
-	pipedata "github.com/checkpoint-restore/go-criu/v8/crit/images/pipe-data"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
 
@@ -45,26 +41,15 @@ type loaded struct {
 	fds     []*fdinfo.FdinfoEntry
 	fs      *fs.FsEntry
 	seccomp *seccomp.SeccompEntry
-	memfds  []*memfd.MemfdInodeEntry
 	// procs are the tree's processes, parents before children, each a view
 	// of this image with its own pstree entry, cores, mm, pages and fds.
 	procs  []*loaded
 	zombie bool
-	// pipeData is the unread data of each pipe, by pipe_id; fifoData the
-	// same for FIFOs.
-	pipeData, fifoData map[uint32]pipeData
-	// skQueues is the unread data of each unix socket, by file id
-	// (fd_unix.go).
-	skQueues map[uint32][][]byte
+	// set is the whole image, as imageset loaded it.
+	set *imageset.Set
 }
 
-type pipeData struct {
-	data     []byte
-	capacity uint32
-}
-
-// load reads the whole image (imageset.Load checks that its parts agree)
-// and the data the fd kinds keep beside files.img.
+// load reads the whole image; imageset.Load checks that its parts agree.
 func load(path string) (*loaded, error) {
 	set, err := imageset.Load(path)
 	if err != nil {
@@ -74,7 +59,7 @@ func load(path string) (*loaded, error) {
 	if set.Meta == nil {
 		return nil, &image.FormatError{File: meta.Name, Offset: -1, Err: fmt.Errorf("missing: an image cryo did not write (restoring CRIU's own images: %w)", ErrNotSupported)}
 	}
-	l := &loaded{dir: dir, meta: set.Meta, files: set.Files, seccomp: set.Seccomp}
+	l := &loaded{dir: dir, meta: set.Meta, files: set.Files, seccomp: set.Seccomp, set: set}
 	for _, p := range set.Procs {
 		l.procs = append(l.procs, &loaded{
 			dir: dir, meta: set.Meta, files: set.Files, seccomp: set.Seccomp,
@@ -86,31 +71,6 @@ func load(path string) (*loaded, error) {
 	// process.
 	root := l.procs[0]
 	l.tree, l.cores, l.mm, l.pagemap, l.pagesID, l.fds, l.fs = root.tree, root.cores, root.mm, root.pagemap, root.pagesID, root.fds, root.fs
-	if dir.Has(imageset.MemfdInode.Name) {
-		if l.memfds, err = imageset.ReadAll(dir, imageset.MemfdInode, func() *memfd.MemfdInodeEntry { return &memfd.MemfdInodeEntry{} }); err != nil {
-			return nil, err
-		}
-	}
-	l.pipeData = map[uint32]pipeData{}
-	if dir.Has(imageset.PipesData.Name) {
-		if err := l.loadPipeFile(imageset.PipesData, l.pipeData); err != nil {
-			return nil, err
-		}
-	}
-	l.fifoData = map[uint32]pipeData{}
-	if dir.Has(imageset.FifoData.Name) {
-		if err := l.loadPipeFile(imageset.FifoData, l.fifoData); err != nil {
-			return nil, err
-		}
-	}
-	if dir.Has(imageset.SkQueues.Name) {
-		if l.skQueues, err = loadSkQueues(dir); err != nil {
-			return nil, err
-		}
-	}
-	for _, p := range l.procs {
-		p.memfds, p.pipeData, p.fifoData, p.skQueues = l.memfds, l.pipeData, l.fifoData, l.skQueues
-	}
 	return l, nil
 }
 
@@ -123,39 +83,6 @@ func exiting(pid int) bool {
 	}
 	const pfExiting = 0x4
 	return st.State == 'Z' || st.State == 'X' || st.Flags&pfExiting != 0
-}
-
-// loadPipeFile reads unread pipe (or FIFO) data: entries each followed by
-// their bytes.
-func (l *loaded) loadPipeFile(f imageset.File, into map[uint32]pipeData) error {
-	name := f.Name
-	r, err := l.dir.Open(f.Name, f.Magic)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	for {
-		e := &pipedata.PipeDataEntry{}
-		if err := r.Next(e); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		n := int64(e.GetBytes())
-		if n > r.Remaining() || n > 1<<30 {
-			return &image.FormatError{File: name, Offset: r.Offset(), Err: fmt.Errorf("pipe data of %d bytes exceeds the file: %w", n, image.ErrImageCorrupt)}
-		}
-		sr, err := r.Raw(n)
-		if err != nil {
-			return err
-		}
-		b := make([]byte, n)
-		if _, err := io.ReadFull(sr, b); err != nil {
-			return &image.FormatError{File: name, Offset: r.Offset(), Err: err}
-		}
-		into[e.GetPipeId()] = pipeData{data: b, capacity: e.GetSize()}
-	}
 }
 
 // checkPids fails with the holder's name if a pid or tid the image needs is

@@ -471,7 +471,7 @@ func (r *restorer) findSyscall() (uint64, error) {
 // exeIsAlready says whether the process's exe link is the image's exe file.
 func (r *restorer) exeIsAlready(exe *fdinfo.FileEntry) bool {
 	name := exe.GetReg().GetName()
-	if p, ok := r.ghosts.paths[exe.GetId()]; ok {
+	if p, ok := r.t.files.GhostPath(exe.GetId()); ok {
 		name = p
 	}
 	var a, b unix.Stat_t

@@ -43,20 +43,12 @@ type Result struct {
 
 // restorer carries one process of the tree through its stages.
 type restorer struct {
-	opts   Options
-	log    *slog.Logger
-	l      *loaded // this process's view of the image
-	t      *treeRestorer
-	c      *child
-	vdso   uint64
-	ghosts *ghosts
-	// memfdFds holds the child's fd on each re-created memfd inode.
-	memfdFds map[uint32]uint64
-	// pidfds are this process's pidfds on other processes of the tree, for
-	// pidfd_getfd (see takeFd).
-	pidfds map[int]uint64
-	// tempFdBase is above every fd number of the image (see park).
-	tempFdBase uint64
+	opts Options
+	log  *slog.Logger
+	l    *loaded // this process's view of the image
+	t    *treeRestorer
+	c    *child
+	vdso uint64
 }
 
 // preflight refuses, before anything starts, images this machine cannot run.
@@ -165,7 +157,10 @@ func (r *restorer) buildRest() error {
 		r.log.Debug("stage done", "pid", c.pid, "stage", name, "took", time.Since(stage))
 		stage = time.Now()
 	}
-	if err := r.restoreFiles(); err != nil {
+	if err := r.t.files.RestoreFds(r.proc(), r.l.fds); err != nil {
+		return err
+	}
+	if err := r.restoreFs(); err != nil {
 		return err
 	}
 	if err := r.restoreProcess(); err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cryo-project/cryo/internal/files"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/ptrace"
 )
@@ -19,32 +20,22 @@ import (
 // parent (so pids, parents, sessions and groups come out right), then has
 // each restorer rebuild its process, and lets them all go together.
 type treeRestorer struct {
-	opts   Options
-	log    *slog.Logger
-	l      *loaded
-	rs     []*restorer // in pstree order, parents first
-	byPid  map[uint32]*restorer
-	ghosts *ghosts
-	pages  uint64
+	opts  Options
+	log   *slog.Logger
+	l     *loaded
+	rs    []*restorer // in pstree order, parents first
+	byPid map[uint32]*restorer
+	pages uint64
 
-	// Objects the processes share, each held by the first process that
-	// made it ("owner"): the others take it over with pidfd_getfd or, for
-	// shared memory, through the owner's /proc/PID/map_files.
-	files  map[uint32]fdOwner // file id → fd holding that open file description
-	pipes  map[uint32]*pipeEnds
-	fifos  map[uint32]fdOwner // pipe id → the read-write holder of a FIFO
-	memfds map[uint32]fdOwner // memfd inode id
-	unix   unixState          // unix sockets (fd_unix.go)
+	// files restores every fd of the tree (package files).
+	files *files.Restorer
+	// Shared anonymous memory, held by the first process that made it
+	// ("owner"): the others map it through the owner's /proc/PID/map_files.
 	shm    map[uint64]shmOwner
 	shmLen map[uint64]uint64 // shmid → size the object needs, over the tree
 	// helpers are processes made only to recreate a session or group whose
 	// leader is gone; each is reaped by the process it was forked from.
 	helpers []helper
-}
-
-type fdOwner struct {
-	pid int
-	fd  uint64
 }
 
 type shmOwner struct {
@@ -69,13 +60,9 @@ func Run(opts Options) (*Result, error) {
 		return nil, err
 	}
 	t := &treeRestorer{opts: opts, log: opts.Log, l: l, byPid: map[uint32]*restorer{},
-		files: map[uint32]fdOwner{}, pipes: map[uint32]*pipeEnds{}, fifos: map[uint32]fdOwner{}, memfds: map[uint32]fdOwner{},
 		shm: map[uint64]shmOwner{}, shmLen: map[uint64]uint64{}}
 	for _, pl := range l.procs {
 		r := &restorer{opts: opts, log: opts.Log, l: pl, t: t}
-		for _, fd := range pl.fds {
-			r.tempFdBase = max(r.tempFdBase, uint64(fd.GetFd())+1)
-		}
 		t.rs = append(t.rs, r)
 		t.byPid[pl.tree.GetPid()] = r
 		for _, e := range pl.mm.GetVmas() {
@@ -99,10 +86,10 @@ func Run(opts Options) (*Result, error) {
 	res := &Result{Pid: int(l.tree.GetPid())}
 	if err := t.build(); err != nil {
 		t.kill()
-		t.ghosts.cleanup()
+		t.files.Cleanup()
 		return nil, err
 	}
-	t.ghosts.cleanup()
+	t.files.Cleanup()
 	res.Pages = t.pages
 	res.Took = time.Since(t0)
 	t.log.Info("restored", "pid", res.Pid, "processes", len(t.rs), "took", res.Took)
@@ -140,11 +127,8 @@ func (t *treeRestorer) kill() {
 
 func (t *treeRestorer) build() error {
 	var err error
-	if t.ghosts, err = prepareGhosts(t.l); err != nil {
+	if t.files, err = files.NewRestorer(t.l.set, files.RestoreOptions{ShellJob: t.opts.ShellJob}); err != nil {
 		return err
-	}
-	for _, r := range t.rs {
-		r.ghosts = t.ghosts
 	}
 	var spans [][2]uint64
 	for _, p := range t.l.procs {
@@ -203,10 +187,7 @@ func (t *treeRestorer) build() error {
 			return fmt.Errorf("process %d: %w", r.c.pid, err)
 		}
 	}
-	if err := t.closeUnix(); err != nil {
-		return err
-	}
-	if err := t.closeShared(); err != nil {
+	if err := t.files.Finish(); err != nil {
 		return err
 	}
 	// Zombies die once everything else is built; their parents still have

@@ -10,6 +10,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 
+	"github.com/cryo-project/cryo/internal/files"
 	"github.com/cryo-project/cryo/internal/imageset"
 )
 
@@ -177,30 +178,13 @@ func prot(p uint32) string {
 	return string(b)
 }
 
-func fd(e *fdinfo.FdinfoEntry, files map[uint32]*fdinfo.FileEntry) FD {
+func fd(e *fdinfo.FdinfoEntry, byID map[uint32]*fdinfo.FileEntry) FD {
 	out := FD{FD: e.GetFd(), Type: e.GetType().String(), CloExec: e.GetFlags()&1 != 0} // FD_CLOEXEC
-	fe := files[e.GetId()]
-	if fe == nil {
-		out.Path = fmt.Sprintf("file id %d (not in files.img)", e.GetId())
-		return out
-	}
-	switch {
-	case fe.GetReg() != nil:
-		r := fe.GetReg()
-		out.Path, out.Flags, out.Pos = r.GetName(), openFlags(r.GetFlags()), r.GetPos()
-	case fe.GetPipe() != nil:
-		out.Path, out.Flags = fmt.Sprintf("pipe:[%d]", fe.GetPipe().GetPipeId()), openFlags(fe.GetPipe().GetFlags())
-	case fe.GetFifo() != nil:
-		out.Path = fmt.Sprintf("fifo:[%d]", fe.GetFifo().GetPipeId())
-	case fe.GetEfd() != nil:
-		out.Path = fmt.Sprintf("anon_inode:[eventfd] count %d", fe.GetEfd().GetCounter())
-	case fe.GetUsk() != nil:
-		out.Path = fmt.Sprintf("socket:[%d] %q", fe.GetUsk().GetIno(), fe.GetUsk().GetName())
-	case fe.GetMemfd() != nil:
-		out.Path, out.Pos = fmt.Sprintf("memfd inode %d", fe.GetMemfd().GetInodeId()), fe.GetMemfd().GetPos()
-		out.Flags = openFlags(fe.GetMemfd().GetFlags())
-	default:
-		out.Path = fmt.Sprintf("%s id %d", fe.GetType(), fe.GetId())
+	fe := byID[e.GetId()]                                                              // imageset.Load checked it is there
+	d := files.Describe(fe)
+	out.Path, out.Pos = d.Path, d.Pos
+	if d.HasFlags {
+		out.Flags = openFlags(d.Flags)
 	}
 	return out
 }

@@ -1,4 +1,4 @@
-package restore
+package files
 
 import (
 	"encoding/binary"
@@ -9,36 +9,97 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fh"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fsnotify"
 
-	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/errs"
+	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/procfs"
 )
+
+// inotify instances, with every watch at its watch descriptor.
+var inotifyKind = Kind{
+	Name:    "inotify",
+	Type:    fdinfo.FdTypes_INOTIFY,
+	Dump:    func() dumper { return inotifyDump{} },
+	Restore: func() opener { return inotifyOpen{} },
+	Describe: func(f *fdinfo.FileEntry) Description {
+		return Description{Path: fmt.Sprintf("anon_inode:inotify %d watches", len(f.GetIfy().GetWd()))}
+	},
+}
+
+type inotifyDump struct{}
+
+func (inotifyDump) match(fd *Fd) bool { return fd.Link == "anon_inode:inotify" }
+
+// fhMinEntries is CRIU's fh_entry_sizes.min_entries: an f_handle carries at
+// least this many u64 words (MAX_HANDLE_SZ bytes), zero-padded.
+const fhMinEntries = 16
+
+// dump records an inotify instance: each watch with its wd, mask
+// and the watched inode as a file handle (fdinfo prints one per watch), by
+// which restore finds the inode again whatever its path has become.
+//
+// Events queued and not read yet are not in fdinfo and cannot be copied
+// without consuming them; an instance with any is refused rather than
+// restored without them.
+func (inotifyDump) dump(d *Dumper, fd *Fd) (uint32, error) {
+	cp, err := fd.Copy()
+	if err != nil {
+		return 0, err
+	}
+	queued, err := unix.IoctlGetInt(cp, kabi.FIONREAD)
+	if err != nil {
+		return 0, fmt.Errorf("inotify queue length (FIONREAD): %w", err)
+	}
+	if queued > 0 {
+		return 0, fmt.Errorf("an inotify instance with %d bytes of unread events (restoring queued events): %w", queued, errs.ErrNotSupported)
+	}
+	ify := &fsnotify.InotifyFileEntry{Flags: proto.Uint32(fd.Flags), Fown: noOwner()}
+	for _, w := range fd.Info.Inotify {
+		if w.Fhandle == nil {
+			return 0, fmt.Errorf("inotify watch %d on inode %d: the kernel gave no file handle for it (the filesystem cannot encode one): %w", w.WD, w.Ino, errs.ErrNotSupported)
+		}
+		words := make([]uint64, max(fhMinEntries, (len(w.Fhandle)+7)/8))
+		for i, b := range w.Fhandle {
+			words[i/8] |= uint64(b) << (8 * (i % 8))
+		}
+		ify.Wd = append(ify.Wd, &fsnotify.InotifyWdEntry{
+			IIno: proto.Uint64(w.Ino), Mask: proto.Uint32(w.Mask), IgnoredMask: proto.Uint32(w.IgnoredMask),
+			SDev: proto.Uint32(w.SDev), Wd: proto.Uint32(uint32(w.WD)),
+			FHandle: &fh.FhEntry{Bytes: proto.Uint32(uint32(len(w.Fhandle))), Type: proto.Uint32(uint32(w.FhandleType)), Handle: words},
+		})
+	}
+	// The kernel lists the newest watch first; restore adds them by wd.
+	sort.Slice(ify.Wd, func(i, j int) bool { return ify.Wd[i].GetWd() < ify.Wd[j].GetWd() })
+	id := d.Add(&fdinfo.FileEntry{Type: fdinfo.FdTypes_INOTIFY.Enum(), Ify: ify})
+	for _, w := range ify.Wd {
+		w.Id = proto.Uint32(id)
+	}
+	return id, nil
+}
+
+type inotifyOpen struct{}
 
 // maxWdGap bounds the watch descriptors restore burns to reach the wds of
 // the image (see addWatches), two syscalls of cryo's each.
 const maxWdGap = 1 << 20
 
-// openInotify re-creates an inotify instance with every watch at its wd.
+// open re-creates an inotify instance with every watch at its wd.
 // Only inotify_init1 is injected: the watches are added by cryo itself on
 // its own copy of the new file (pidfd_getfd), through the watched inodes
 // opened by file handle, so no path has to be found or trusted.
-func openInotify(r *restorer, f *fdinfo.FileEntry) (uint64, error) {
-	c := r.c
-	fd, err := c.call(c.leader, "inotify_init1", unix.SYS_INOTIFY_INIT1, unix.IN_CLOEXEC|unix.IN_NONBLOCK)
+func (inotifyOpen) open(_ *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error) {
+	fd, err := p.Call("inotify_init1", unix.SYS_INOTIFY_INIT1, unix.IN_CLOEXEC|unix.IN_NONBLOCK)
 	if err != nil {
 		return 0, err
 	}
-	pfd, err := unix.PidfdOpen(c.pid, 0)
+	ifd, err := kabi.GetFd(p.Pid(), int(fd))
 	if err != nil {
-		return 0, fmt.Errorf("pidfd_open %d: %w", c.pid, err)
-	}
-	ifd, err := unix.PidfdGetfd(pfd, int(fd), 0)
-	unix.Close(pfd)
-	if err != nil {
-		return 0, fmt.Errorf("pidfd_getfd of the new inotify fd: %w", err)
+		return 0, fmt.Errorf("the new inotify fd: %w", err)
 	}
 	defer unix.Close(ifd)
 	w := &watcher{ifd: ifd, mounts: map[uint32][]int{}, dummies: map[int32]bool{}}
@@ -100,11 +161,10 @@ func (w *watcher) addWatches(id uint32, ify *fsnotify.InotifyFileEntry) error {
 	for i, wd := range wds {
 		want := int(wd.GetWd())
 		if want <= last || want > 1<<31-1 {
-			return &image.FormatError{File: "files.img", Offset: -1,
-				Err: fmt.Errorf("inotify (file %d): watch descriptor %d repeated or out of range: %w", id, want, image.ErrImageCorrupt)}
+			return corrupt("inotify (file %d): watch descriptor %d repeated or out of range", id, want)
 		}
 		if gaps += want - last - 1; gaps > maxWdGap {
-			return fmt.Errorf("watch descriptor %d: more than %d unused wds below it to skip: %w", want, maxWdGap, ErrNotSupported)
+			return fmt.Errorf("watch descriptor %d: more than %d unused wds below it to skip: %w", want, maxWdGap, errs.ErrNotSupported)
 		}
 		for next := last + 1; next < want; next++ {
 			if err := w.burn(next); err != nil {
@@ -196,8 +256,7 @@ func (w *watcher) open(id uint32, wd *fsnotify.InotifyWdEntry) (string, error) {
 	fh := wd.GetFHandle()
 	n := int(fh.GetBytes())
 	if n == 0 || n > 128 || n > 8*len(fh.GetHandle()) {
-		return "", &image.FormatError{File: "files.img", Offset: -1,
-			Err: fmt.Errorf("inotify (file %d): watch %d: file handle of %d bytes in %d words: %w", id, wd.GetWd(), n, len(fh.GetHandle()), image.ErrImageCorrupt)}
+		return "", corrupt("inotify (file %d): watch %d: file handle of %d bytes in %d words", id, wd.GetWd(), n, len(fh.GetHandle()))
 	}
 	raw := make([]byte, 8*len(fh.GetHandle()))
 	for i, v := range fh.GetHandle() {
@@ -230,7 +289,7 @@ func (w *watcher) open(id uint32, wd *fsnotify.InotifyWdEntry) (string, error) {
 		lastErr = fmt.Errorf("%w: the file no longer exists", lastErr)
 	}
 	if errors.Is(lastErr, unix.EPERM) {
-		lastErr = hintPrivilege(lastErr, "open_by_handle_at needs CAP_DAC_READ_SEARCH")
+		lastErr = fmt.Errorf("%w (open_by_handle_at needs CAP_DAC_READ_SEARCH)", lastErr)
 	}
 	return "", fmt.Errorf("watch %d: open inode %d of device %d:%d by handle: %w", wd.GetWd(), wd.GetIIno(), dev.Major, dev.Minor, lastErr)
 }

@@ -1,0 +1,112 @@
+package files
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	ghost_file "github.com/checkpoint-restore/go-criu/v8/crit/images/ghost-file"
+
+	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/imageset"
+)
+
+// Ghosts: files that were deleted while a process held them open or
+// mapped. map_files and /proc/PID/fd still open them (nlink 0, contents
+// intact), but they cannot be linked back into the filesystem (linkat
+// gives ENOENT), so their whole contents go into the image, whatever their
+// size: a restore that cannot bring the file back is worse than a large
+// image.
+
+type ghost struct {
+	src   *os.File
+	entry *ghost_file.GhostFileEntry
+}
+
+// addGhost records that file id is deleted; src reads its contents and
+// is closed with the dump.
+func (d *Dumper) addGhost(id uint32, src *os.File, st *unix.Stat_t) {
+	d.keep(src)
+	d.ghosts[id] = ghost{src: src, entry: &ghost_file.GhostFileEntry{
+		Uid:  proto.Uint32(st.Uid),
+		Gid:  proto.Uint32(st.Gid),
+		Mode: proto.Uint32(st.Mode),
+		Dev:  proto.Uint32(uint32(st.Dev)),
+		Ino:  proto.Uint64(st.Ino),
+		Size: proto.Uint64(uint64(st.Size)),
+	}}
+}
+
+func (d *Dumper) writeGhosts(dir *image.Dir) error {
+	for id, g := range d.ghosts {
+		if err := dir.WriteGhostFile(id, g.entry, g.src); err != nil {
+			return fmt.Errorf("copy deleted file %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// ghosts are the deleted files of an image, put back on disk for the time
+// it takes the processes to open them, then unlinked again.
+type ghosts struct {
+	paths   map[uint32]string // file id → where its contents are now
+	created []string
+}
+
+// prepareGhosts writes each ghost file's saved contents to a file. The
+// original path is used when it is free, so /proc/PID/fd and maps show the
+// same "PATH (deleted)" as before the dump; otherwise a unique name beside it.
+func prepareGhosts(set *imageset.Set) (*ghosts, error) {
+	g := &ghosts{paths: map[uint32]string{}}
+	for id, f := range set.Files {
+		if !set.Dir.Has(image.GhostName(id)) {
+			continue
+		}
+		name := f.GetReg().GetName()
+		path := name
+		file, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			var b [6]byte
+			rand.Read(b[:])
+			path = filepath.Join(filepath.Dir(name), "."+filepath.Base(name)+".cryo-ghost-"+hex.EncodeToString(b[:]))
+			if file, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
+				g.cleanup()
+				return nil, fmt.Errorf("re-create deleted file %s: %w", name, err)
+			}
+		}
+		g.created = append(g.created, path)
+		e, err := set.Dir.ReadGhostFile(id, file)
+		if err == nil {
+			err = file.Chmod(os.FileMode(e.GetMode() & 0o7777))
+		}
+		if err == nil {
+			err = os.Chown(path, int(e.GetUid()), int(e.GetGid()))
+			if errors.Is(err, os.ErrPermission) {
+				err = nil // not root: the file stays the restorer's
+			}
+		}
+		file.Close()
+		if err != nil {
+			g.cleanup()
+			return nil, fmt.Errorf("re-create deleted file %s: %w", name, err)
+		}
+		g.paths[id] = path
+	}
+	return g, nil
+}
+
+func (g *ghosts) cleanup() {
+	if g == nil {
+		return
+	}
+	for _, p := range g.created {
+		os.Remove(p)
+	}
+	g.created = nil
+}
