@@ -124,7 +124,10 @@ func (p *process) check() error {
 		return fmt.Errorf("pid %d (%s) is already traced by pid %d", p.pid, st.Name, st.TracerPid)
 	}
 	p.status = st
-	return checkPrivileges()
+	if err := checkPrivileges(); err != nil {
+		return err
+	}
+	return checkChildrenShare(p.pid)
 }
 
 // freeze seizes every thread, re-reading the thread list until a pass finds

@@ -23,6 +23,7 @@ import (
 	"github.com/cryo-project/cryo/internal/imageset"
 	"github.com/cryo-project/cryo/internal/meta"
 	"github.com/cryo-project/cryo/internal/procfs"
+	"github.com/cryo-project/cryo/internal/ptrace"
 	"github.com/cryo-project/cryo/internal/xstate"
 )
 
@@ -90,6 +91,9 @@ func Run(opts Options) (st *Stats, err error) {
 		return nil, err
 	}
 	st.Freezing = time.Since(t0)
+	if err := t.checkShared(); err != nil {
+		return nil, err
+	}
 	t.log.Info("frozen", "pid", opts.Pid, "processes", len(t.procs), "zombies", len(t.zombies), "took", st.Freezing)
 
 	sc := &seccomp.SeccompEntry{}
@@ -189,7 +193,7 @@ func (t *tree) add(pid, ppid int) error {
 		return fmt.Errorf("child %d of %d: %w", pid, ppid, err)
 	}
 	if err := p.freeze(); err != nil {
-		if errors.Is(err, os.ErrNotExist) || strings.Contains(err.Error(), "exited") {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, ptrace.ErrGone) {
 			// Exited while being seized: now a zombie, or gone.
 			return t.add(pid, ppid)
 		}

@@ -37,7 +37,7 @@ const (
 // id numbers the kernel objects of process p (mm, fd table, fs, signal
 // handlers) and its pages file. Each process of the tree has its own; objects
 // shared between processes (CLONE_VM, CLONE_FILES... without CLONE_THREAD)
-// are refused before the dump starts.
+// are refused once the tree is frozen (shared.go).
 func (p *process) id() uint32 { return uint32(p.index + 1) }
 
 // shmemPagesBase numbers the pages files of shared objects (memfd,

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -71,4 +72,47 @@ func TestDumpSysVRefused(t *testing.T) {
 		t.Fatal("target did not finish its checks within 10 s")
 	}
 	tg.expectPassed(st.ExitCode(), "after the refused dump")
+}
+
+// TestDumpRefusesSharedObjects: processes that share an address space, an
+// fd table or an fs struct without being threads of one process (vfork,
+// clone without CLONE_THREAD) are refused, naming both processes and what
+// they share, at once (a vfork parent cannot be stopped, so a dump that
+// tried would time out), and the tree goes on untouched.
+func TestDumpRefusesSharedObjects(t *testing.T) {
+	requireCryo(t)
+	for _, tc := range []struct{ mode, what string }{
+		{"vfork", "address space"},
+		{"vm", "address space"},
+		{"files", "fd table"},
+		{"fs", "root, cwd and umask"},
+		{"siblings", "fd table"},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			tg := startTarget(t, "sharing", tc.mode)
+			kids := treePids(tg.pid)[1:]
+			img := filepath.Join(tg.dir, "img")
+			r := dump(t, tg.pid, img)
+			if r.timedOut || r.code == 0 {
+				t.Fatalf("dump: want a refusal, got %v", r)
+			}
+			if !strings.Contains(r.output, "share one "+tc.what) {
+				t.Errorf("the refusal does not say they share one %s: %v", tc.what, r)
+			}
+			for _, k := range kids {
+				if !strings.Contains(r.output, strconv.Itoa(k)) {
+					t.Errorf("the refusal does not name process %d (children %v): %v", k, kids, r)
+				}
+			}
+			if tc.mode != "vfork" { // a vfork parent is in the kernel, not stopped by cryo
+				expectAliveUnstopped(t, tg.pid, "after the refused dump")
+			}
+			tg.fire()
+			st, ok := tg.waitExit(10 * time.Second)
+			if !ok {
+				t.Fatal("target did not finish its checks within 10 s")
+			}
+			tg.expectPassed(st.ExitCode(), "after the refused dump")
+		})
+	}
 }
