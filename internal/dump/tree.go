@@ -36,6 +36,11 @@ type tree struct {
 	zombies []*zombie
 	files   *files.Dumper
 	snaps   map[*process]*snapshot
+
+	dir *image.Dir
+	st  *Stats
+	sc  *seccomp.SeccompEntry // the tree's seccomp filters
+	t0  time.Time             // when the freeze began
 }
 
 // zombie is a child that has exited and not been reaped: restored as a
@@ -48,24 +53,30 @@ type zombie struct {
 
 // Run dumps opts.Pid and all its descendants. On error every process is left
 // running as it was.
+//
+// A dump is four stages, each over the whole tree: freeze (seize every
+// thread, top-down), collect (read everything from outside and by
+// injection), write (the images, then commit them) and cure (let the tree
+// go on with --leave-running, or kill it). A failure at any stage cures
+// the tree the other way: released exactly as it was, the partial image
+// removed.
 func Run(opts Options) (st *Stats, err error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	t := &tree{opts: opts, log: opts.Log, files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob}), snaps: map[*process]*snapshot{}}
-	st = &Stats{}
+	t := &tree{opts: opts, log: opts.Log, files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob}),
+		snaps: map[*process]*snapshot{}, st: &Stats{}, sc: &seccomp.SeccompEntry{}}
 	root := t.newProcess(opts.Pid)
 	if err := root.check(); err != nil {
 		return nil, err
 	}
-	dir, err := image.Create(opts.Dir)
-	if err != nil {
+	if t.dir, err = image.Create(opts.Dir); err != nil {
 		return nil, fmt.Errorf("image directory: %w", err)
 	}
 	committed := false
 	defer func() {
 		if !committed {
-			dir.Abort()
+			t.dir.Abort()
 		}
 	}()
 
@@ -73,7 +84,7 @@ func Run(opts Options) (st *Stats, err error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 
-	t0 := time.Now()
+	t.t0 = time.Now()
 	defer func() {
 		if err != nil {
 			if rerr := t.release(); rerr != nil {
@@ -87,60 +98,91 @@ func Run(opts Options) (st *Stats, err error) {
 		}
 		t.files.Close()
 	}()
-	if err := t.freeze(root); err != nil {
-		return nil, err
+	for _, s := range []struct {
+		name string
+		run  func() error
+	}{
+		{"freeze", func() error { return t.freezeTree(root) }},
+		{"collect", t.collect},
+		{"write", t.writeImages},
+	} {
+		tm := time.Now()
+		if err := s.run(); err != nil {
+			return nil, err
+		}
+		t.log.Debug("stage done", "stage", s.name, "took", time.Since(tm))
 	}
-	st.Freezing = time.Since(t0)
-	if err := t.checkShared(); err != nil {
-		return nil, err
-	}
-	t.log.Info("frozen", "pid", opts.Pid, "processes", len(t.procs), "zombies", len(t.zombies), "took", st.Freezing)
+	committed = true
+	t.log.Info("images written", "dir", opts.Dir, "pages", t.st.PagesWritten, "frozen", t.st.Frozen)
+	return t.st, t.cure()
+}
 
-	sc := &seccomp.SeccompEntry{}
+// freezeTree is the freeze stage: every process and thread of the tree
+// stopped, and none sharing what restore would split.
+func (t *tree) freezeTree(root *process) error {
+	if err := t.freeze(root); err != nil {
+		return err
+	}
+	t.st.Freezing = time.Since(t.t0)
+	if err := t.checkShared(); err != nil {
+		return err
+	}
+	t.log.Info("frozen", "pid", t.opts.Pid, "processes", len(t.procs), "zombies", len(t.zombies), "took", t.st.Freezing)
+	return nil
+}
+
+// collect is the collect stage: each process read, then what the whole
+// tree must satisfy (a pipe or socket's other end in the tree).
+func (t *tree) collect() error {
 	for _, p := range t.procs {
 		if err := p.aborted(); err != nil {
-			return nil, err
+			return err
 		}
 		s, err := p.collect()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if len(s.seccomp) > 0 {
-			s.seccompIdx = addSeccomp(sc, s.seccomp)
+			s.seccompIdx = addSeccomp(t.sc, s.seccomp)
 		}
 		t.snaps[p] = s
-		st.Threads += len(p.threads)
-		st.VMAs += len(s.areas)
+		t.st.Threads += len(p.threads)
+		t.st.VMAs += len(s.areas)
 	}
-	if err := t.files.Check(); err != nil {
-		return nil, err
-	}
-	t.log.Debug("collected", "took", time.Since(t0)-st.Freezing)
-	tm := time.Now()
-	if err := t.write(dir, sc, st); err != nil {
-		return nil, err
-	}
-	st.MemDump = time.Since(tm)
-	st.Frozen = time.Since(t0)
-	if err := writeStats(dir, st); err != nil {
-		return nil, err
-	}
-	if err := root.aborted(); err != nil {
-		return nil, err
-	}
-	if err := dir.Commit(); err != nil {
-		return nil, fmt.Errorf("commit images: %w", err)
-	}
-	committed = true
-	t.log.Info("images written", "dir", opts.Dir, "pages", st.PagesWritten, "frozen", st.Frozen)
+	return t.files.Check()
+}
 
-	if opts.LeaveRunning {
-		if err := t.release(); err != nil {
-			return st, fmt.Errorf("images are complete, but resuming the processes failed: %w", err)
-		}
-		return st, nil
+// writeImages is the write stage: every image, the stats, then the commit
+// that makes the directory a complete image.
+func (t *tree) writeImages() error {
+	tm := time.Now()
+	if err := t.write(t.dir, t.sc, t.st); err != nil {
+		return err
 	}
-	return st, t.kill()
+	t.st.MemDump = time.Since(tm)
+	t.st.Frozen = time.Since(t.t0)
+	if err := writeStats(t.dir, t.st); err != nil {
+		return err
+	}
+	if err := t.procs[0].aborted(); err != nil {
+		return err
+	}
+	if err := t.dir.Commit(); err != nil {
+		return fmt.Errorf("commit images: %w", err)
+	}
+	return nil
+}
+
+// cure is the last stage, once the image is complete: the tree goes on
+// (--leave-running) or is killed.
+func (t *tree) cure() error {
+	if t.opts.LeaveRunning {
+		if err := t.release(); err != nil {
+			return fmt.Errorf("images are complete, but resuming the processes failed: %w", err)
+		}
+		return nil
+	}
+	return t.kill()
 }
 
 func (t *tree) newProcess(pid int) *process {
