@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -152,9 +151,9 @@ func (p *process) collectThread(th *thread) error {
 	if th.rseq, err = kabi.GetRseqConfiguration(tid); err != nil {
 		return fmt.Errorf("thread %d: rseq: %w", tid, err)
 	}
-	var head, size uint64
-	if _, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(tid), uintptr(unsafe.Pointer(&head)), uintptr(unsafe.Pointer(&size))); e != 0 {
-		return fmt.Errorf("thread %d: get_robust_list: %w", tid, e)
+	head, size, err := kabi.GetRobustList(tid)
+	if err != nil {
+		return fmt.Errorf("thread %d: get_robust_list: %w", tid, err)
 	}
 	th.robust = [2]uint64{head, size}
 	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", p.pid, tid))

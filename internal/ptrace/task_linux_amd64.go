@@ -126,7 +126,7 @@ func wait(tid int) (unix.WaitStatus, error) {
 	sleep := 20 * time.Microsecond
 	for spins := 0; ; spins++ {
 		pid, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
-		if err == unix.EINTR {
+		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
@@ -144,7 +144,7 @@ func wait(tid int) (unix.WaitStatus, error) {
 		// A stop usually comes within microseconds: yield the CPU a few
 		// times before sleeping, which costs a timer slack each time.
 		if spins < 200 {
-			unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+			kabi.SchedYield()
 			continue
 		}
 		time.Sleep(sleep)
