@@ -94,14 +94,14 @@ func (t *Task) waitEventStop() error {
 			return fmt.Errorf("task %d: %w", t.Tid, ErrGone)
 		}
 		sig := ws.StopSignal()
-		if ws.TrapCause() == kabi.PTRACE_EVENT_STOP {
+		if event(ws) == kabi.PTRACE_EVENT_STOP {
 			if sig != unix.SIGTRAP {
 				// Group stop: the process had been stopped by SIGSTOP & co.
 				t.GroupStopped = true
 			}
 			return nil
 		}
-		if ws.TrapCause() > 0 {
+		if event(ws) != 0 {
 			// Some other event (exec, exit...): let it go on to the stop.
 			if err := kabi.Cont(t.Tid, 0); err != nil {
 				return fmt.Errorf("continue %d: %w", t.Tid, err)
@@ -118,6 +118,12 @@ func (t *Task) waitEventStop() error {
 		}
 	}
 }
+
+// event returns the PTRACE_EVENT_* of a ptrace-stop (0 for a signal-delivery
+// or syscall stop). It is bits 16-23 of the wait status whatever the stop
+// signal: x/sys's TrapCause reports it only alongside SIGTRAP, which hides
+// the PTRACE_EVENT_STOP of a group-stop (reported with the stop signal).
+func event(ws unix.WaitStatus) int { return int(ws>>16) & 0xff }
 
 // wait waits for a state change of tid, bounded by StopTimeout.
 func wait(tid int) (unix.WaitStatus, error) {
