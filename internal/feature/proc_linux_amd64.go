@@ -59,14 +59,11 @@ func probeProcessVMWritev() (string, error) {
 
 func probePidfdGetfd() (string, error) {
 	return "", withStub(0, func(s *stubProc) error {
-		pidfd, err := unix.PidfdOpen(s.pid, 0)
+		// The helper dump and restore use: its error names the call that
+		// failed.
+		fd, err := ptrace.GetFd(s.pid, 0)
 		if err != nil {
-			return classify("pidfd_open", err, "", unix.ENOSYS)
-		}
-		defer unix.Close(pidfd)
-		fd, err := unix.PidfdGetfd(pidfd, 0, 0)
-		if err != nil {
-			return classify("pidfd_getfd", err, "needs PTRACE_MODE_ATTACH on the target", unix.ENOSYS)
+			return classify("take fd 0 of the stub", err, "needs PTRACE_MODE_ATTACH on the target", unix.ENOSYS)
 		}
 		defer unix.Close(fd)
 		var got, want unix.Stat_t
@@ -186,20 +183,8 @@ func probeClone3SetTid() (detail string, err error) {
 // cryo, its tracer, sees it die first; then the stub, its parent, reaps it
 // by an injected wait4, so nothing is left to init.
 func (s *stubProc) reapChild(pid int) {
-	if _, err := ptrace.Attached(pid); err != nil {
-		unix.Kill(pid, unix.SIGKILL)
-	}
-	unix.Kill(pid, unix.SIGKILL)
-	for {
-		var ws unix.WaitStatus
-		p, err := unix.Wait4(pid, &ws, unix.WALL, nil)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil || (p == pid && (ws.Exited() || ws.Signaled())) {
-			break
-		}
-	}
+	ptrace.Attached(pid)
+	ptrace.Kill(pid, pid)
 	s.call(unix.SYS_WAIT4, uint64(pid), 0, unix.WALL, 0)
 }
 

@@ -173,23 +173,13 @@ func birth(pid int, base uint64, log *slog.Logger) (*child, error) {
 // from judging the injections that follow them. It needs CAP_SYS_ADMIN.
 const suspendSeccomp = 1 << 21
 
-// kill ends the half-built process by pid and reaps it.
+// kill ends the half-built process by pid and reaps its threads.
 func (c *child) kill() {
-	unix.Kill(c.pid, unix.SIGKILL)
-	// Other threads first: a traced leader's exit is reported only once
-	// the rest of its thread group is reaped, and cryo, their tracer, is
-	// the one to reap them.
-	for i := len(c.threads) - 1; i >= 0; i-- {
-		t := c.threads[i]
-		var ws unix.WaitStatus
-		for i := 0; i < 1000; i++ {
-			p, err := unix.Wait4(t.Tid, &ws, unix.WALL, nil)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil || (p == t.Tid && (ws.Exited() || ws.Signaled())) {
-				break
-			}
-		}
+	tids := make([]int, len(c.threads))
+	for i, t := range c.threads {
+		tids[i] = t.Tid
+	}
+	if err := ptrace.Kill(c.pid, tids...); err != nil {
+		c.log.Warn("kill half-built process", "pid", c.pid, "err", err)
 	}
 }

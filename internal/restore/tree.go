@@ -425,13 +425,11 @@ func (t *treeRestorer) die(r *restorer) error {
 	} else {
 		c.leader.Syscall(unix.SYS_EXIT_GROUP, uint64(status>>8&0xff)) // returns ErrGone
 	}
-	var ws unix.WaitStatus
-	for i := 0; i < 100; i++ {
-		p, err := unix.Wait4(c.pid, &ws, unix.WALL|unix.WNOHANG, nil)
-		if err != nil || (p == c.pid && (ws.Exited() || ws.Signaled())) {
-			break
-		}
-		time.Sleep(time.Millisecond)
+	// As its tracer, cryo takes the exit report first; the zombie then
+	// waits for its parent. Once detached (killed by a signal) it is not
+	// cryo's to wait for, and Reap returns at once.
+	if _, err := ptrace.Reap(c.pid); err != nil {
+		return err
 	}
 	if parent := t.byPid[r.l.tree.GetPpid()]; parent != nil {
 		return parent.consumeSIGCHLD()
