@@ -15,6 +15,7 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 
+	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/ptrace"
@@ -156,7 +157,7 @@ func (p *process) freeze() error {
 			if err != nil {
 				return permissionHint(p.pid, err)
 			}
-			th := &thread{t: t}
+			th := &thread{t: inject.Borrowed(t, p.pid)}
 			if tid == p.pid {
 				p.threads = append([]*thread{th}, p.threads...)
 			} else {

@@ -16,6 +16,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 
 	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/ptrace"
 )
@@ -429,7 +430,7 @@ func (r *restorer) mapVdso() error {
 	if err != nil {
 		return err
 	}
-	if err := ptrace.Errno(ret); err != nil {
+	if err := inject.Errno(ret); err != nil {
 		return fmt.Errorf("arch_prctl(ARCH_MAP_VDSO_64, %#x): %w", lo, err)
 	}
 	// Check the kernel laid them out as the image has them.

@@ -192,7 +192,7 @@ func (r *restorer) finish() error {
 	if err != nil {
 		return err
 	}
-	c.leader.SyscallIP, c.leader.Trap = ip, false // a vdso syscall has no int3 after it
+	c.leader.SetSyscallIP(ip, false) // a vdso syscall has no int3 after it
 	if _, err := c.call(c.leader, "munmap scratch", unix.SYS_MUNMAP, c.scratch, scratchSize); err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timer"
 
+	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/ptrace"
 	"github.com/cryo-project/cryo/internal/xstate"
@@ -145,11 +146,9 @@ func (r *restorer) restoreTimers() error {
 			return err
 		}
 		if _, err := c.leader.Call("timer_create", unix.SYS_TIMER_CREATE, uint64(t.GetClockId()), evp, idp); err != nil {
-			c.cursor = 0
 			return err
 		}
 		got, err := c.out(idp, 4)
-		c.cursor = 0
 		if err != nil {
 			return err
 		}
@@ -174,7 +173,7 @@ func (r *restorer) restoreTimers() error {
 
 // queueSignals puts pending signals back, siginfo intact. They stay pending:
 // every signal is blocked until finish.
-func (r *restorer) queueSignals(t *ptrace.Task, q *siginfo.SignalQueueEntry, shared bool) error {
+func (r *restorer) queueSignals(t *inject.Task, q *siginfo.SignalQueueEntry, shared bool) error {
 	c := r.c
 	for _, s := range q.GetSignals() {
 		raw := s.GetSiginfo()
@@ -228,14 +227,13 @@ func (r *restorer) createThreads() error {
 		if err != nil {
 			return fmt.Errorf("new thread %d: %w", ret, err)
 		}
-		t.SyscallIP, t.Trap, t.Scratch = c.scratch, true, true
-		c.threads = append(c.threads, t)
+		c.threads = append(c.threads, inject.Built(t, c.mem))
 	}
 	return nil
 }
 
 // restoreThread puts back the state each thread has of its own.
-func (r *restorer) restoreThread(t *ptrace.Task, i int) error {
+func (r *restorer) restoreThread(t *inject.Task, i int) error {
 	c := r.c
 	core := r.l.cores[i]
 	tc := core.GetThreadCore()
@@ -289,7 +287,7 @@ func (r *restorer) restoreThread(t *ptrace.Task, i int) error {
 }
 
 // installSeccomp installs the chain ending in filter idx, oldest first.
-func (r *restorer) installSeccomp(t *ptrace.Task, idx uint32) error {
+func (r *restorer) installSeccomp(t *inject.Task, idx uint32) error {
 	if r.l.seccomp == nil {
 		return fmt.Errorf("seccomp filter %d, but no seccomp.img", idx)
 	}

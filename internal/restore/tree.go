@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/ptrace"
 )
@@ -390,11 +391,10 @@ func (r *restorer) consumeSIGCHLD() error {
 		return err
 	}
 	ret, err := r.c.leader.Syscall(unix.SYS_RT_SIGTIMEDWAIT, sp, 0, tp, 8)
-	r.c.cursor = 0
 	if err != nil {
 		return err
 	}
-	if e := ptrace.Errno(ret); e != nil && !errors.Is(e, unix.EAGAIN) {
+	if e := inject.Errno(ret); e != nil && !errors.Is(e, unix.EAGAIN) {
 		return fmt.Errorf("consume SIGCHLD in %d: %w", r.c.pid, e)
 	}
 	return nil
@@ -417,7 +417,7 @@ func (t *treeRestorer) die(r *restorer) error {
 		// Two syscall stops, not the int3: the signal must stay pending, to
 		// be delivered when the process is let go, not seen and consumed at
 		// a stop of the injection.
-		c.leader.Trap = false
+		c.leader.SetSyscallIP(c.leader.SyscallIP(), false)
 		if _, err := c.call(c.leader, "kill", unix.SYS_KILL, uint64(c.pid), uint64(sig)); err != nil {
 			return err
 		}
@@ -464,6 +464,7 @@ func (c *child) fork(pid int) (*child, error) {
 		return nil, fmt.Errorf("new process %d: %w", ret, err)
 	}
 	c.log.Debug("process born", "pid", ret, "parent", c.pid)
-	t.SyscallIP, t.Trap, t.Scratch = c.scratch, true, true
-	return &child{pid: int(ret), log: c.log, leader: t, threads: []*ptrace.Task{t}, scratch: c.scratch, handedOn: c.handedOn}, nil
+	mem := c.mem.Fork(int(ret))
+	leader := inject.Built(t, mem)
+	return &child{pid: int(ret), log: c.log, leader: leader, threads: []*inject.Task{leader}, mem: mem, scratch: c.scratch, handedOn: c.handedOn}, nil
 }
