@@ -55,6 +55,10 @@ func (c *child) call(t *inject.Task, name string, nr uintptr, args ...uint64) (u
 // out reads n bytes the last call wrote at addr.
 func (c *child) out(addr uint64, n int) ([]byte, error) { return c.mem.Read(addr, n) }
 
+// batch starts a batch of independent calls in the leader (inject.Batch):
+// one ptrace stop for the lot.
+func (c *child) batch() *inject.Batch { return c.leader.Batch() }
+
 // chooseBase picks a page-aligned address for the stub that no VMA of the
 // image uses, with room for its scratch area (inject.StubSpan), low in the
 // address space where the kernel puts nothing of the stub's own (its stack

@@ -29,12 +29,11 @@ const (
 // clearAddressSpace unmaps everything the child inherited from the stub
 // except the scratch area.
 func (c *child) clearAddressSpace() error {
-	if _, err := c.call(c.leader, "munmap below scratch", unix.SYS_MUNMAP, 0, c.scratch); err != nil {
-		return err
-	}
+	b := c.batch()
 	hi := c.scratch + scratchSize
-	_, err := c.call(c.leader, "munmap above scratch", unix.SYS_MUNMAP, hi, taskSize-hi)
-	return err
+	b.Add("munmap below the scratch area", unix.SYS_MUNMAP, 0, c.scratch)
+	b.Add("munmap above the scratch area", unix.SYS_MUNMAP, hi, taskSize-hi)
+	return b.Run()
 }
 
 // mapping is a VMA of the image with what restore needs to know of it.
@@ -52,33 +51,68 @@ type mapping struct {
 // writable once (meta.AccountedReadOnly). The kernel keeps VM_ACCOUNT on
 // such a VMA only if it already has an anon_vma, that is if a page of it
 // was ever faulted (mm/mprotect.c, mprotect_fixup): an anonymous one whose
-// pages were all zero gets one page touched and dropped again first.
+// pages were all zero gets one page touched and dropped again first. The
+// touches are writes from outside, all made before the batch of madvise
+// and mprotect calls, which are independent of each other.
 func (r *restorer) protectAccounted(maps []mapping, filled map[uint64]bool) error {
 	c := r.c
+	b := c.batch()
 	for _, m := range maps {
 		if !m.accounted {
 			continue
 		}
-		start, length := m.e.GetStart(), m.e.GetEnd()-m.e.GetStart()
+		e := m.e
+		start, length := e.GetStart(), e.GetEnd()-e.GetStart()
 		if !filled[start] {
 			if err := ptrace.WriteMem(c.pid, start, []byte{0}); err != nil {
 				return err
 			}
-			if _, err := c.call(c.leader, "madvise(MADV_DONTNEED)", unix.SYS_MADVISE, start, pageSize, unix.MADV_DONTNEED); err != nil {
-				return err
-			}
+			b.Add("madvise(MADV_DONTNEED)", unix.SYS_MADVISE, start, pageSize, unix.MADV_DONTNEED).
+				Describe(func() string { return "madvise(MADV_DONTNEED) of the first page of " + r.describe(e) })
 		}
-		if _, err := c.call(c.leader, "mprotect", unix.SYS_MPROTECT, start, length, uint64(m.e.GetProt())); err != nil {
-			return fmt.Errorf("vma %#x-%#x: %w", start, start+length, err)
+		b.Add("mprotect", unix.SYS_MPROTECT, start, length, uint64(e.GetProt())).
+			Describe(func() string { return "mprotect " + r.describe(e) })
+	}
+	return b.Run()
+}
+
+// describe names a VMA of the image in errors: "0x7f..-0x7f.. r-xp of
+// /usr/lib/libc.so.6".
+func (r *restorer) describe(e *vma.VmaEntry) string {
+	prot := []byte("---p")
+	for i, bit := range []uint32{unix.PROT_READ, unix.PROT_WRITE, unix.PROT_EXEC} {
+		if e.GetProt()&bit != 0 {
+			prot[i] = "rwx"[i]
 		}
 	}
-	return nil
+	if e.GetFlags()&unix.MAP_SHARED != 0 {
+		prot[3] = 's'
+	}
+	s := fmt.Sprintf("%#x-%#x %s", e.GetStart(), e.GetEnd(), prot)
+	switch {
+	case has(e, kabi.VMA_ANON_SHARED):
+		return s + " of shared memory " + strconv.FormatUint(e.GetShmid(), 10)
+	case has(e, kabi.VMA_AREA_MEMFD) || has(e, kabi.VMA_FILE_PRIVATE) || has(e, kabi.VMA_FILE_SHARED):
+		if f := r.l.files[uint32(e.GetShmid())]; f != nil {
+			switch {
+			case f.GetReg() != nil:
+				return s + " of " + f.GetReg().GetName()
+			case f.GetMemfd() != nil:
+				return s + " of memfd " + strconv.FormatUint(uint64(f.GetMemfd().GetInodeId()), 10)
+			}
+		}
+		return s + " of file " + strconv.FormatUint(e.GetShmid(), 10)
+	}
+	return s
 }
 
 func has(e *vma.VmaEntry, bit uint32) bool { return e.GetStatus()&bit != 0 }
 
-// mapAll creates every VMA of the image at its address. files opens a
-// file of files.img in the child and returns the fd.
+// mapAll creates every VMA of the image at its address. The fds the
+// mappings need (files, shared memory, memfds) are opened first, one
+// injected call each: they are what the mmaps depend on. The mmaps, which
+// depend on nothing but those fds, then run as one batch, and the fds are
+// closed in another.
 func (r *restorer) mapAll(kept map[uint64]bool) ([]mapping, error) {
 	c := r.c
 	vmas := r.l.mm.GetVmas()
@@ -90,13 +124,32 @@ func (r *restorer) mapAll(kept map[uint64]bool) ([]mapping, error) {
 	fileFds := map[uint64]uint64{} // file id → fd in the child
 	shmFds := map[uint64]uint64{}  // shmid → fd of the shmem object
 	defer func() {
-		for _, fd := range fileFds {
-			c.call(c.leader, "close", unix.SYS_CLOSE, fd)
+		// These are fds restore itself just opened: a close can only fail
+		// if one is not open any more, which is logged, not fatal.
+		b := c.batch()
+		var closes []inject.Step
+		for _, fds := range []map[uint64]uint64{fileFds, shmFds} {
+			for _, fd := range fds {
+				closes = append(closes, b.Add("close "+strconv.FormatUint(fd, 10), unix.SYS_CLOSE, fd).Tolerate())
+			}
 		}
-		for _, fd := range shmFds {
-			c.call(c.leader, "close", unix.SYS_CLOSE, fd)
+		err := b.Run()
+		for _, st := range closes {
+			if _, e := st.Result(); e != nil && err == nil {
+				err = e
+			}
+		}
+		if err != nil {
+			r.log.Warn("close the fds of the mappings", "pid", c.pid, "err", err)
 		}
 	}()
+	b := c.batch()
+	// Each mmap of the batch, and the address it must return.
+	type mmapStep struct {
+		step       inject.Step
+		start, end uint64
+	}
+	var mmaps []mmapStep
 	for _, e := range vmas {
 		start, end := e.GetStart(), e.GetEnd()
 		if has(e, kabi.VMA_AREA_VSYSCALL) || has(e, kabi.VMA_AREA_VDSO) || has(e, kabi.VMA_AREA_VVAR) {
@@ -168,18 +221,28 @@ func (r *restorer) mapAll(kept map[uint64]bool) ([]mapping, error) {
 		if accounted {
 			mprot |= unix.PROT_WRITE
 		}
-		ret, err := c.call(c.leader, "mmap", unix.SYS_MMAP, start, length, mprot, flags, fd, pgoff)
-		if err != nil {
-			return nil, fmt.Errorf("map %#x-%#x: %w", start, end, err)
-		}
-		if ret != start {
-			return nil, fmt.Errorf("map %#x-%#x: kernel placed it at %#x", start, end, ret)
-		}
 		m.accounted = accounted
 		out = append(out, m)
-		if m.shmem && has(e, kabi.VMA_ANON_SHARED) {
-			if _, ok := r.t.shm[e.GetShmid()]; !ok {
-				r.t.shm[e.GetShmid()] = shmOwner{pid: c.pid, start: start, end: end}
+		st := b.Add("mmap", unix.SYS_MMAP, start, length, mprot, flags, fd, pgoff).
+			Describe(func() string { return "mmap " + r.describe(e) })
+		mmaps = append(mmaps, mmapStep{st, start, end})
+	}
+	if err := b.Run(); err != nil {
+		return nil, err
+	}
+	for _, m := range mmaps {
+		ret, err := m.step.Result()
+		if err != nil {
+			return nil, err
+		}
+		if ret != m.start {
+			return nil, fmt.Errorf("map %#x-%#x: kernel placed it at %#x", m.start, m.end, ret)
+		}
+	}
+	for _, m := range out {
+		if m.shmem && has(m.e, kabi.VMA_ANON_SHARED) && !m.kept {
+			if _, ok := r.t.shm[m.e.GetShmid()]; !ok {
+				r.t.shm[m.e.GetShmid()] = shmOwner{pid: c.pid, start: m.e.GetStart(), end: m.e.GetEnd()}
 			}
 		}
 	}
@@ -389,8 +452,10 @@ func (w *batchWriter) flush() error {
 	return nil
 }
 
-// adviseAll replays the madvise advice that shows in VmFlags.
+// adviseAll replays the madvise advice that shows in VmFlags: calls
+// independent of each other, in one batch.
 func (r *restorer) adviseAll() error {
+	b := r.c.batch()
 	for _, e := range r.l.mm.GetVmas() {
 		if has(e, kabi.VMA_AREA_VSYSCALL) || has(e, kabi.VMA_AREA_VDSO) || has(e, kabi.VMA_AREA_VVAR) {
 			continue // their flags are the kernel's
@@ -400,12 +465,11 @@ func (r *restorer) adviseAll() error {
 			if madv&(1<<uint(adv)) == 0 {
 				continue
 			}
-			if _, err := r.c.call(r.c.leader, "madvise", unix.SYS_MADVISE, e.GetStart(), e.GetEnd()-e.GetStart(), uint64(adv)); err != nil {
-				return fmt.Errorf("vma %#x-%#x: %w", e.GetStart(), e.GetEnd(), err)
-			}
+			b.Add("madvise", unix.SYS_MADVISE, e.GetStart(), e.GetEnd()-e.GetStart(), uint64(adv)).
+				Describe(func() string { return fmt.Sprintf("madvise(%d) of %s", adv, r.describe(e)) })
 		}
 	}
-	return nil
+	return b.Run()
 }
 
 // mapVdso re-creates [vvar], [vvar_vclock] and [vdso] where the image had
