@@ -24,23 +24,41 @@ func (r *restorer) trimInherited(parent *restorer) (map[uint64]bool, bool, error
 		byStart[e.GetStart()] = i
 	}
 	vdsoSame := sameVdso(parent.l.mm.GetVmas(), r.l.mm.GetVmas())
-	// The munmaps of disjoint ranges are independent: one batch.
+	// The munmaps of disjoint ranges are independent: one batch, and one
+	// munmap for adjacent VMAs that all go.
 	b := c.batch()
+	var lo, hi uint64
+	flush := func() {
+		if hi == 0 {
+			return
+		}
+		start, end := lo, hi
+		b.Add("munmap", unix.SYS_MUNMAP, start, end-start).
+			Describe(func() string { return fmt.Sprintf("munmap the parent's %#x-%#x", start, end) })
+		hi = 0
+	}
 	for _, pe := range parent.l.mm.GetVmas() {
 		if has(pe, kabi.VMA_AREA_VSYSCALL) {
 			continue
 		}
 		if has(pe, kabi.VMA_AREA_VDSO) || has(pe, kabi.VMA_AREA_VVAR) {
 			if vdsoSame {
+				flush()
 				continue
 			}
 		} else if i, ok := byStart[pe.GetStart()]; ok && meta.Inheritable(pe, r.l.mm.GetVmas()[i]) {
 			kept[pe.GetStart()] = true
+			flush()
 			continue
 		}
-		b.Add("munmap", unix.SYS_MUNMAP, pe.GetStart(), pe.GetEnd()-pe.GetStart()).
-			Describe(func() string { return "munmap the parent's " + parent.describe(pe) })
+		if hi != 0 && hi == pe.GetStart() {
+			hi = pe.GetEnd()
+			continue
+		}
+		flush()
+		lo, hi = pe.GetStart(), pe.GetEnd()
 	}
+	flush()
 	return kept, vdsoSame, b.Run()
 }
 

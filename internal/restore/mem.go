@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 	"sort"
 	"strconv"
@@ -57,12 +58,32 @@ type mapping struct {
 func (r *restorer) protectAccounted(maps []mapping, filled map[uint64]bool) error {
 	c := r.c
 	b := c.batch()
+	// Adjacent accounted VMAs with the same protection take one mprotect.
+	var run struct {
+		start, end, prot uint64
+		first            *vma.VmaEntry
+	}
+	flush := func() {
+		if run.end == 0 {
+			return
+		}
+		start, end, first := run.start, run.end, run.first
+		b.Add("mprotect", unix.SYS_MPROTECT, start, end-start, run.prot).
+			Describe(func() string {
+				if end == first.GetEnd() {
+					return "mprotect " + r.describe(first)
+				}
+				return fmt.Sprintf("mprotect %#x-%#x (adjacent VMAs from %s)", start, end, r.describe(first))
+			})
+		run.end = 0
+	}
 	for _, m := range maps {
 		if !m.accounted {
+			flush()
 			continue
 		}
 		e := m.e
-		start, length := e.GetStart(), e.GetEnd()-e.GetStart()
+		start, end, prot := e.GetStart(), e.GetEnd(), uint64(e.GetProt())
 		if !filled[start] {
 			if err := ptrace.WriteMem(c.pid, start, []byte{0}); err != nil {
 				return err
@@ -70,9 +91,14 @@ func (r *restorer) protectAccounted(maps []mapping, filled map[uint64]bool) erro
 			b.Add("madvise(MADV_DONTNEED)", unix.SYS_MADVISE, start, pageSize, unix.MADV_DONTNEED).
 				Describe(func() string { return "madvise(MADV_DONTNEED) of the first page of " + r.describe(e) })
 		}
-		b.Add("mprotect", unix.SYS_MPROTECT, start, length, uint64(e.GetProt())).
-			Describe(func() string { return "mprotect " + r.describe(e) })
+		if run.end == start && run.prot == prot {
+			run.end = end
+			continue
+		}
+		flush()
+		run.start, run.end, run.prot, run.first = start, end, prot, e
 	}
+	flush()
 	return b.Run()
 }
 
@@ -150,6 +176,31 @@ func (r *restorer) mapAll(kept map[uint64]bool) ([]mapping, error) {
 		start, end uint64
 	}
 	var mmaps []mmapStep
+	// A run of adjacent private anonymous VMAs that are mapped with the
+	// same protection and flags is mapped by one mmap: the kernel would
+	// merge their separate mappings into one VMA anyway (nothing tells
+	// fresh anonymous VMAs apart before they have pages), so the result is
+	// the same, minus one syscall and one merge per VMA. They get their
+	// own VMAs back when protectAccounted and adviseAll change them.
+	var run struct {
+		start, end, prot, flags uint64
+		first                   *vma.VmaEntry
+	}
+	flush := func() {
+		if run.end == 0 {
+			return
+		}
+		start, end, first := run.start, run.end, run.first
+		st := b.Add("mmap", unix.SYS_MMAP, start, end-start, run.prot, run.flags, ^uint64(0), 0).
+			Describe(func() string {
+				if end == first.GetEnd() {
+					return "mmap " + r.describe(first)
+				}
+				return fmt.Sprintf("mmap %#x-%#x (adjacent anonymous VMAs from %s)", start, end, r.describe(first))
+			})
+		mmaps = append(mmaps, mmapStep{st, start, end})
+		run.end = 0
+	}
 	for _, e := range vmas {
 		start, end := e.GetStart(), e.GetEnd()
 		if has(e, kabi.VMA_AREA_VSYSCALL) || has(e, kabi.VMA_AREA_VDSO) || has(e, kabi.VMA_AREA_VVAR) {
@@ -162,6 +213,7 @@ func (r *restorer) mapAll(kept map[uint64]bool) ([]mapping, error) {
 			return nil, fmt.Errorf("vma %#x-%#x overlaps the scratch area", start, end)
 		}
 		if kept[start] {
+			flush()
 			// Inherited from the parent with its pages (see inherit.go).
 			out = append(out, mapping{e: e, shmem: has(e, kabi.VMA_ANON_SHARED) || (has(e, kabi.VMA_AREA_MEMFD) && e.GetFlags()&unix.MAP_SHARED != 0), kept: true})
 			continue
@@ -223,10 +275,21 @@ func (r *restorer) mapAll(kept map[uint64]bool) ([]mapping, error) {
 		}
 		m.accounted = accounted
 		out = append(out, m)
+		if fd == ^uint64(0) && flags&unix.MAP_GROWSDOWN == 0 {
+			if run.end == start && run.prot == mprot && run.flags == flags {
+				run.end = end
+				continue
+			}
+			flush()
+			run.start, run.end, run.prot, run.flags, run.first = start, end, mprot, flags, e
+			continue
+		}
+		flush()
 		st := b.Add("mmap", unix.SYS_MMAP, start, length, mprot, flags, fd, pgoff).
 			Describe(func() string { return "mmap " + r.describe(e) })
 		mmaps = append(mmaps, mmapStep{st, start, end})
 	}
+	flush()
 	if err := b.Run(); err != nil {
 		return nil, err
 	}
@@ -427,8 +490,16 @@ func (w *batchWriter) take(n uint64) []byte {
 }
 
 func (w *batchWriter) add(addr, n uint64) {
-	b := w.buf[len(w.buf)-int(n):]
-	w.local = append(w.local, kabi.LocalIovec(b))
+	b := kabi.LocalIovec(w.buf[len(w.buf)-int(n):])
+	// Pages of adjacent VMAs follow each other in the image as they do in
+	// memory: one iovec for the lot, as the kernel pins each iovec's pages
+	// on its own (process_vm_rw_core), whatever VMAs they fall in.
+	if k := len(w.remote) - 1; k >= 0 && w.remote[k].Base+w.remote[k].Len == addr && w.local[k].Base+w.local[k].Len == b.Base {
+		w.remote[k].Len += n
+		w.local[k].Len += n
+		return
+	}
+	w.local = append(w.local, b)
 	w.remote = append(w.remote, kabi.Iovec{Base: addr, Len: n})
 }
 
@@ -452,22 +523,61 @@ func (w *batchWriter) flush() error {
 	return nil
 }
 
-// adviseAll replays the madvise advice that shows in VmFlags: calls
-// independent of each other, in one batch.
+// adviseAll replays the madvise advice that shows in VmFlags. Adjacent
+// VMAs with the same advice get it in one madvise over all of them: the
+// kernel applies advice VMA by VMA within a range, so the result is the
+// same. It runs before protectAccounted, while a run of anonymous VMAs
+// that mapAll mapped at once is still one VMA: the advice is then set on
+// that one, and the VMAs that mprotect splits off inherit it, instead of
+// being changed one by one.
 func (r *restorer) adviseAll() error {
 	b := r.c.batch()
-	for _, e := range r.l.mm.GetVmas() {
-		if has(e, kabi.VMA_AREA_VSYSCALL) || has(e, kabi.VMA_AREA_VDSO) || has(e, kabi.VMA_AREA_VVAR) {
-			continue // their flags are the kernel's
+	type run struct {
+		start, end uint64
+		first      *vma.VmaEntry
+		n          int
+	}
+	var runs [64]run
+	flush := func(adv int) {
+		ru := runs[adv]
+		if ru.n == 0 {
+			return
 		}
+		b.Add("madvise", unix.SYS_MADVISE, ru.start, ru.end-ru.start, uint64(adv)).
+			Describe(func() string {
+				if ru.n == 1 {
+					return fmt.Sprintf("madvise(%d) of %s", adv, r.describe(ru.first))
+				}
+				return fmt.Sprintf("madvise(%d) of %#x-%#x (%d VMAs from %s)", adv, ru.start, ru.end, ru.n, r.describe(ru.first))
+			})
+		runs[adv] = run{}
+	}
+	var open uint64 // advice with a run in runs
+	for _, e := range r.l.mm.GetVmas() {
 		madv := e.GetMadv()
-		for adv := 0; madv != 0 && adv < 64; adv++ {
-			if madv&(1<<uint(adv)) == 0 {
+		if has(e, kabi.VMA_AREA_VSYSCALL) || has(e, kabi.VMA_AREA_VDSO) || has(e, kabi.VMA_AREA_VVAR) {
+			madv = 0 // their flags are the kernel's
+		}
+		for m := open; m != 0; m &= m - 1 {
+			adv := bits.TrailingZeros64(m)
+			if madv&(1<<adv) != 0 && runs[adv].end == e.GetStart() {
+				runs[adv].end = e.GetEnd()
+				runs[adv].n++
+				madv &^= 1 << adv
 				continue
 			}
-			b.Add("madvise", unix.SYS_MADVISE, e.GetStart(), e.GetEnd()-e.GetStart(), uint64(adv)).
-				Describe(func() string { return fmt.Sprintf("madvise(%d) of %s", adv, r.describe(e)) })
+			flush(adv)
+			open &^= 1 << adv
 		}
+		for m := madv; m != 0; m &= m - 1 {
+			adv := bits.TrailingZeros64(m)
+			flush(adv)
+			runs[adv] = run{start: e.GetStart(), end: e.GetEnd(), first: e, n: 1}
+			open |= 1 << adv
+		}
+	}
+	for m := open; m != 0; m &= m - 1 {
+		flush(bits.TrailingZeros64(m))
 	}
 	return b.Run()
 }

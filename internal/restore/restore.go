@@ -137,13 +137,14 @@ func (r *restorer) buildMemory(parent *restorer) error {
 			return err
 		}
 	}
-	if err := r.protectAccounted(maps, filled); err != nil {
-		return err
-	}
 	step("pages")
 	if err := r.adviseAll(); err != nil {
 		return err
 	}
+	if err := r.protectAccounted(maps, filled); err != nil {
+		return err
+	}
+	step("advise+protect")
 	if keptVdso {
 		r.vdso = parent.vdso
 	} else if err := r.mapVdso(); err != nil {
