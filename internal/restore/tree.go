@@ -69,6 +69,7 @@ func Run(opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	opts.Log.Debug("image loaded", "processes", len(l.procs), "took", time.Since(t0))
 	t := &treeRestorer{opts: opts, log: opts.Log, l: l, byPid: map[uint32]*restorer{},
 		files: map[uint32]fdOwner{}, pipes: map[uint32]*pipeEnds{}, fifos: map[uint32]fdOwner{}, memfds: map[uint32]fdOwner{},
 		shm: map[uint64]shmOwner{}, shmLen: map[uint64]uint64{}}
