@@ -70,8 +70,13 @@ var forbidden = map[uintptr]string{
 // scratch area holds the loop).
 func (t *Task) Batch() *Batch {
 	b := &Batch{t: t}
-	if t.scratch == nil {
+	switch {
+	case t.scratch == nil:
 		b.err = fmt.Errorf("task %d: a batch needs a scratch area, and this task has none", t.Tid)
+	case !t.trap:
+		// The loop ends on an int3, which the caller chose to avoid
+		// (SetSyscallIP): the SIGTRAP it forces has side effects.
+		b.err = fmt.Errorf("task %d injects without an int3: a batch would run one", t.Tid)
 	}
 	return b
 }

@@ -509,6 +509,41 @@ func TestBatchRefuses(t *testing.T) {
 		if err := t0.Batch().Run(); err == nil {
 			t.Error("a borrowed task ran a batch")
 		}
+		s.SetSyscallIP(s.SyscallIP(), false)
+		if err := s.Batch().Run(); err == nil {
+			t.Error("a task injecting without int3 ran a batch")
+		}
+	})
+}
+
+// Why a caller may inject without the int3 (SetSyscallIP): the SIGTRAP an
+// int3 forces resets an ignored SIGTRAP to SIG_DFL (kernel/signal.c,
+// force_sig_info_to_task). Restore relies on both halves of this.
+func TestTrapResetsIgnoredSIGTRAP(t *testing.T) {
+	withStub(t, func(s *Stub) {
+		ign := kabi.Sigaction{Handler: 1} // SIG_IGN
+		bit := uint64(1) << (unix.SIGTRAP - 1)
+		s.SetSyscallIP(s.SyscallIP(), false)
+		p, err := s.Mem.Put(kabi.Bytes(&ign))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Call("rt_sigaction SIGTRAP", unix.SYS_RT_SIGACTION, uint64(unix.SIGTRAP), p, 0, 8); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Call("getpid", unix.SYS_GETPID); err != nil {
+			t.Fatal(err)
+		}
+		if statusMask(t, s.Proc.Pid, "SigIgn")&bit == 0 {
+			t.Fatal("SIGTRAP not ignored after calls without int3")
+		}
+		s.SetSyscallIP(s.SyscallIP(), true)
+		if _, err := s.Call("getpid", unix.SYS_GETPID); err != nil {
+			t.Fatal(err)
+		}
+		if statusMask(t, s.Proc.Pid, "SigIgn")&bit != 0 {
+			t.Error("SIGTRAP still ignored after a call ending on int3: the kernel no longer resets it, and restore's keepTrapIgnored is moot")
+		}
 	})
 }
 

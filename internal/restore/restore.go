@@ -181,6 +181,9 @@ func (r *restorer) buildRest() error {
 			return err
 		}
 	}
+	if err := r.keepTrapIgnored(); err != nil {
+		return err
+	}
 	step("threads")
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"iter"
 	"os"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	x86 "github.com/checkpoint-restore/go-criu/v8/crit/images/core-x86"
+	core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timer"
 
@@ -66,16 +68,7 @@ func vdsoHashOf(pid int) (string, error) {
 func (r *restorer) restoreProcess() error {
 	c, tc := r.c, r.l.cores[0].GetTc()
 	b := c.batch()
-	sig := 0
-	for _, a := range tc.GetSigactions() {
-		sig++
-		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
-			sig++
-		}
-		if a.GetSigaction() == 0 && a.GetFlags() == 0 && a.GetMask() == 0 {
-			continue // SIG_DFL, as the new process has it
-		}
-		act := kabi.Sigaction{Handler: a.GetSigaction(), Flags: a.GetFlags(), Restorer: a.GetRestorer(), Mask: a.GetMask()}
+	for sig, act := range sigactions(tc) {
 		b.AddArg("rt_sigaction "+strconv.Itoa(sig), kabi.Bytes(&act), unix.SYS_RT_SIGACTION, func(p uint64) []uint64 {
 			return []uint64{uint64(sig), p, 0, 8}
 		})
@@ -117,6 +110,57 @@ func (r *restorer) restoreProcess() error {
 	}
 	return r.queueSignals(c.leader, tc.GetSignalsS(), true)
 }
+
+// sigactions yields the image's signal actions other than SIG_DFL (which
+// the new process has), by signal number. CRIU stores SIGMAX-2 of them:
+// SIGKILL and SIGSTOP have none.
+func sigactions(tc *core.TaskCoreEntry) iter.Seq2[int, kabi.Sigaction] {
+	return func(yield func(int, kabi.Sigaction) bool) {
+		sig := 0
+		for _, a := range tc.GetSigactions() {
+			sig++
+			if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+				sig++
+			}
+			if a.GetSigaction() == 0 && a.GetFlags() == 0 && a.GetMask() == 0 {
+				continue
+			}
+			if !yield(sig, kabi.Sigaction{Handler: a.GetSigaction(), Flags: a.GetFlags(), Restorer: a.GetRestorer(), Mask: a.GetMask()}) {
+				return
+			}
+		}
+	}
+}
+
+// keepTrapIgnored makes an ignored SIGTRAP of the image survive the rest
+// of the restore. Every injection through the scratch area ends on its
+// int3, and the kernel resets the action of a signal it forces to SIG_DFL
+// when the signal is ignored (kernel/signal.c, force_sig_info_to_task; a
+// handler is kept). So once every thread's own state is in, the threads
+// inject with two syscall stops and no int3 (no more batches), and the
+// action is set again. It runs before credentials and seccomp filters, so
+// that these judge no more calls than before.
+func (r *restorer) keepTrapIgnored() error {
+	c := r.c
+	for sig, act := range sigactions(r.l.cores[0].GetTc()) {
+		if sig != int(unix.SIGTRAP) || act.Handler != sigIgn {
+			continue
+		}
+		for _, t := range c.threads {
+			t.SetSyscallIP(t.SyscallIP(), false)
+		}
+		p, err := c.arg(kabi.Bytes(&act))
+		if err != nil {
+			return err
+		}
+		_, err = c.call(c.leader, "rt_sigaction "+strconv.Itoa(sig), unix.SYS_RT_SIGACTION, uint64(sig), p, 0, 8)
+		return err
+	}
+	return nil
+}
+
+// sigIgn is SIG_IGN as a handler address.
+const sigIgn = 1
 
 type itimerEntry = timer.ItimerEntry
 
