@@ -53,12 +53,16 @@ func (t *Task) SetSyscallIP(ip uint64, trap bool) { t.ip, t.trap = ip, trap }
 // SyscallIP returns the address of the syscall instruction in use.
 func (t *Task) SyscallIP() uint64 { return t.ip }
 
-// Arena returns where the task's call arguments go.
+// Arena returns where the task's call arguments go (nil for a Task not
+// made by Borrowed or Built).
 func (t *Task) Arena() Arena {
-	if t.stack != nil {
+	switch {
+	case t.stack != nil:
 		return t.stack
+	case t.scratch != nil:
+		return t.scratch
 	}
-	return t.scratch
+	return nil
 }
 
 // PutBackArena puts back the stack bytes a borrowed task lent (see Stack);
@@ -77,7 +81,9 @@ func (t *Task) PutBackArena() error {
 // a task stopped inside a syscall resumes, leaves the injected registers
 // alone. The arena is reset afterwards.
 func (t *Task) Syscall(nr uintptr, args ...uint64) (int64, error) {
-	defer t.Arena().Reset()
+	if a := t.Arena(); a != nil {
+		defer a.Reset()
+	}
 	if t.ip == 0 {
 		return 0, fmt.Errorf("task %d: no syscall instruction to inject from", t.Tid)
 	}
