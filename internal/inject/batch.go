@@ -91,7 +91,9 @@ func (b *Batch) Add(name string, nr uintptr, args ...uint64) Step {
 
 // AddArg queues syscall nr whose arguments point into data: data is
 // copied into the batch area with the table, and args gets its address
-// there (16-byte aligned).
+// there (16-byte aligned). data is copied when AddArg is called, before
+// its address is known, so it cannot point into itself: a struct holding
+// a pointer to more data (a sock_fprog) is passed with single calls.
 func (b *Batch) AddArg(name string, data []byte, nr uintptr, args func(addr uint64) []uint64) Step {
 	return b.add(name, nr, data, nil, args)
 }
