@@ -2,7 +2,7 @@
 // same run, and prints ratios: this machine is shared and noisy, so
 // absolute times mean little. See bench/README.md for each figure.
 //
-//	go run ./bench [-o results.json] [-size 1024] [-vmas 10000] [-reps 3] [-profile]
+//	go run ./bench [-o results.json] [-size 1024] [-vmas 10000] [-reps 3] [-phases big,sparse,vmas] [-profile]
 //
 // It needs root, gcc, and bin/cryo (built with make build unless -cryo
 // names a binary or -nobuild is given).
@@ -31,6 +31,7 @@ type config struct {
 	shm     string
 	profile bool
 	keep    bool
+	phases  map[string]bool
 }
 
 // env is what every phase uses.
@@ -56,7 +57,18 @@ func main() {
 	flag.StringVar(&cfg.shm, "dir", "/dev/shm", "directory for images and baseline files")
 	flag.BoolVar(&cfg.profile, "profile", false, "after measuring, run one logged (-v4) dump and restore of the big target and print their stage times")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directories")
+	phases := flag.String("phases", "big,sparse,vmas", "comma-separated phases to run: big (figures 1, 3, 4, 5f), sparse (2), vmas (5d, 5z, 5r)")
 	flag.Parse()
+	cfg.phases = map[string]bool{}
+	for _, p := range strings.Split(*phases, ",") {
+		switch p {
+		case "big", "sparse", "vmas":
+			cfg.phases[p] = true
+		default:
+			fmt.Fprintf(os.Stderr, "bench: unknown phase %q (big, sparse, vmas)\n", p)
+			os.Exit(2)
+		}
+	}
 	if err := run(cfg); err != nil {
 		killLive()
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -134,14 +146,15 @@ func run(cfg config) error {
 		Date:    start.UTC().Format(time.RFC3339),
 		Samples: map[string][]float64{},
 	}
-	if err := e.bigTarget(rep); err != nil {
-		return err
-	}
-	if err := e.sparseTargets(rep); err != nil {
-		return err
-	}
-	if err := e.vmaTargets(rep); err != nil {
-		return err
+	for _, ph := range []struct {
+		name string
+		run  func(*report) error
+	}{{"big", e.bigTarget}, {"sparse", e.sparseTargets}, {"vmas", e.vmaTargets}} {
+		if cfg.phases[ph.name] {
+			if err := ph.run(rep); err != nil {
+				return err
+			}
+		}
 	}
 	rep.Seconds = time.Since(start).Seconds()
 	rep.print(os.Stdout)

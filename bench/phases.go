@@ -279,6 +279,21 @@ func (e *env) sparseTargets(r *report) error {
 	return nil
 }
 
+// spread gives the per-1000-VMA cost of each repetition on its own (the two
+// targets of one repetition ran back to back, so their difference is
+// paired), as min–max over the runs: on this machine one figure hides how
+// much the runs disagree.
+func spread(many, one []time.Duration, k float64) string {
+	var per []float64
+	for i := range min(len(many), len(one)) {
+		per = append(per, float64((many[i]-one[i]).Microseconds())/1000/k)
+	}
+	if len(per) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f–%.1f ms (median %.1f)", slices.Min(per), slices.Max(per), median(per))
+}
+
 func countVMAs(pid int) (int, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
 	if err != nil {
@@ -372,10 +387,12 @@ func (e *env) vmaTargets(r *report) error {
 	pair := func(a, b []time.Duration) string {
 		return fmt.Sprintf("%d VMAs %s, %d VMAs %s", many.vmas, ms(minDur(a)), one.vmas, ms(minDur(b)))
 	}
-	r.add(figure{ID: "5d", Name: "dump time per 1000 VMAs", Value: per(many.dump, one.dump), Unit: "ms", Detail: pair(many.dump, one.dump)})
+	r.add(figure{ID: "5d", Name: "dump time per 1000 VMAs", Value: per(many.dump, one.dump), Unit: "ms",
+		Detail: pair(many.dump, one.dump) + "; per run " + spread(many.dump, one.dump, k)})
 	r.add(figure{ID: "5z", Name: "frozen time per 1000 VMAs", Value: per(many.frozen, one.frozen), Unit: "ms", Detail: pair(many.frozen, one.frozen)})
 	r.add(figure{ID: "5r", Name: "restore time per 1000 VMAs", Value: per(many.restore, one.restore), Unit: "ms",
-		Detail: pair(many.restore, one.restore) + fmt.Sprintf("; cryo peak RSS %s", mib(max(many.rss, one.rss)<<10))})
+		Detail: pair(many.restore, one.restore) + fmt.Sprintf("; per run %s; cryo peak RSS %s",
+			spread(many.restore, one.restore, k), mib(max(many.rss, one.rss)<<10))})
 	r.Samples["vmas_many_dump_s"] = secs(many.dump)
 	r.Samples["vmas_one_dump_s"] = secs(one.dump)
 	r.Samples["vmas_many_frozen_s"] = secs(many.frozen)

@@ -77,7 +77,7 @@ func (p *process) collect() (*snapshot, error) {
 	// them back before the memory is read, so the image holds the stacks
 	// exactly as the program left them.
 	for _, th := range p.threads {
-		if err := th.putBackScratch(p.pid); err != nil {
+		if err := th.putBackScratch(); err != nil {
 			return nil, err
 		}
 	}
@@ -135,7 +135,7 @@ func (p *process) findSyscallIP(maps []procfs.Mapping) error {
 		}
 		if i := bytes.Index(b, []byte{0x0f, 0x05}); i >= 0 {
 			for _, th := range p.threads {
-				th.t.SyscallIP = m.Start + uint64(i)
+				th.t.SetSyscallIP(m.Start+uint64(i), false)
 			}
 			return nil
 		}

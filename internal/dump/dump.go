@@ -17,6 +17,7 @@ import (
 
 	"github.com/cryo-project/cryo/internal/errs"
 	"github.com/cryo-project/cryo/internal/files"
+	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/ptrace"
@@ -161,7 +162,7 @@ func (p *process) freeze() error {
 			if err != nil {
 				return permissionHint(p.pid, err)
 			}
-			th := &thread{t: t}
+			th := &thread{t: inject.Borrowed(t, p.pid)}
 			if tid == p.pid {
 				p.threads = append([]*thread{th}, p.threads...)
 			} else {

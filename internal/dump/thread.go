@@ -6,29 +6,19 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/procfs"
-	"github.com/cryo-project/cryo/internal/ptrace"
 )
 
-// scratchSize is the stack space an injected syscall may use for its
-// arguments and results: enough for the largest (a 128-byte siginfo).
-const scratchSize = 256
-
-// redZone is the part of the stack below rsp that the x86_64 ABI lets leaf
-// functions use without moving rsp: scratch goes below it.
-const redZone = 128
-
-// thread is the dump's state for one seized thread.
+// thread is the dump's state for one seized thread. Its injected calls
+// take their arguments from an inject.Stack: bytes below its red zone,
+// borrowed and put back.
 type thread struct {
-	t *ptrace.Task
-
-	scratch uint64 // address of the scratch area, 0 until first used
-	saved   []byte // what the scratch area held before
+	t *inject.Task
 
 	xsave   []byte
 	sigmask uint64
@@ -45,56 +35,35 @@ type thread struct {
 	secbits uint32 // securebits: per thread, and only the thread can tell
 }
 
-// useScratch readies the scratch area below the thread's red zone, saving
-// its bytes so release can put them back.
-func (th *thread) useScratch(pid int) (uint64, error) {
-	if th.scratch != 0 {
-		return th.scratch, nil
+// call injects a syscall whose result the kernel writes into out bytes of
+// the thread's arena, and returns those bytes. args gets their address.
+func (th *thread) call(name string, out int, nr uintptr, args func(scratch uint64) []uint64) ([]byte, uint64, error) {
+	var at uint64
+	if out > 0 {
+		var err error
+		if at, err = th.t.Arena().Alloc(out, 0); err != nil {
+			return nil, 0, fmt.Errorf("thread %d: %w", th.t.Tid, err)
+		}
 	}
-	addr := (th.t.Regs.Rsp - redZone - scratchSize) &^ 15
-	saved := make([]byte, scratchSize)
-	if err := ptrace.ReadMem(pid, addr, saved); err != nil {
-		return 0, fmt.Errorf("thread %d: stack scratch: %w", th.t.Tid, err)
-	}
-	th.scratch, th.saved = addr, saved
-	return addr, nil
-}
-
-// call injects a syscall whose result is written by the kernel into the
-// scratch area, and returns those out bytes.
-func (th *thread) call(pid int, name string, out int, nr uintptr, args func(scratch uint64) []uint64) ([]byte, uint64, error) {
-	s, err := th.useScratch(pid)
-	if err != nil {
-		return nil, 0, err
-	}
-	ret, err := th.t.Call(name, nr, args(s)...)
+	ret, err := th.t.Call(name, nr, args(at)...)
 	if err != nil {
 		return nil, 0, err
 	}
 	if out == 0 {
 		return nil, ret, nil
 	}
-	b := make([]byte, out)
-	if err := ptrace.ReadMem(pid, s, b); err != nil {
+	b, err := th.t.Arena().Read(at, out)
+	if err != nil {
 		return nil, 0, err
 	}
 	return b, ret, nil
 }
 
-// putBackScratch restores the bytes the scratch area held.
-func (th *thread) putBackScratch(pid int) error {
-	if th.saved == nil {
-		return nil
-	}
-	if err := ptrace.WriteMem(pid, th.scratch, th.saved); err != nil {
-		return err
-	}
-	th.scratch, th.saved = 0, nil
-	return nil
-}
+// putBackScratch restores the stack bytes the injections borrowed.
+func (th *thread) putBackScratch() error { return th.t.PutBackArena() }
 
-// release puts back the scratch bytes and the registers, re-queues signals
-// dequeued while stopping the thread, and detaches.
+// release puts back the borrowed stack bytes and the registers, re-queues
+// signals dequeued while stopping the thread, and detaches.
 func (th *thread) release(pid int) error {
 	var errs []error
 	for _, si := range th.t.Caught {
@@ -103,7 +72,7 @@ func (th *thread) release(pid int) error {
 		}
 	}
 	th.t.Caught = nil
-	if err := th.putBackScratch(pid); err != nil {
+	if err := th.putBackScratch(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := th.t.Release(); err != nil {
@@ -115,11 +84,8 @@ func (th *thread) release(pid int) error {
 // requeue hands a signal the kernel dequeued while the thread was being
 // stopped back to the thread, siginfo intact.
 func (th *thread) requeue(pid int, si kabi.Siginfo) error {
-	s, err := th.useScratch(pid)
+	s, err := th.t.Arena().Put(si[:])
 	if err != nil {
-		return err
-	}
-	if err := ptrace.WriteMem(pid, s, si[:]); err != nil {
 		return err
 	}
 	_, err = th.t.Call("rt_tgsigqueueinfo", unix.SYS_RT_TGSIGQUEUEINFO, uint64(pid), uint64(th.t.Tid), uint64(si.Signo()), s)
@@ -152,9 +118,9 @@ func (p *process) collectThread(th *thread) error {
 	if th.rseq, err = kabi.GetRseqConfiguration(tid); err != nil {
 		return fmt.Errorf("thread %d: rseq: %w", tid, err)
 	}
-	var head, size uint64
-	if _, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(tid), uintptr(unsafe.Pointer(&head)), uintptr(unsafe.Pointer(&size))); e != 0 {
-		return fmt.Errorf("thread %d: get_robust_list: %w", tid, e)
+	head, size, err := kabi.GetRobustList(tid)
+	if err != nil {
+		return fmt.Errorf("thread %d: get_robust_list: %w", tid, err)
 	}
 	th.robust = [2]uint64{head, size}
 	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", p.pid, tid))
@@ -170,22 +136,22 @@ func (p *process) collectThread(th *thread) error {
 	}
 	th.seccomp = th.status.Seccomp
 
-	b, _, err := th.call(p.pid, "sigaltstack", 24, unix.SYS_SIGALTSTACK, func(s uint64) []uint64 { return []uint64{0, s} })
+	b, _, err := th.call("sigaltstack", 24, unix.SYS_SIGALTSTACK, func(s uint64) []uint64 { return []uint64{0, s} })
 	if err != nil {
 		return err
 	}
 	th.sas = kabi.FromBytes[kabi.Stack](b)
-	b, _, err = th.call(p.pid, "prctl(PR_GET_TID_ADDRESS)", 8, unix.SYS_PRCTL, func(s uint64) []uint64 { return []uint64{unix.PR_GET_TID_ADDRESS, s} })
+	b, _, err = th.call("prctl(PR_GET_TID_ADDRESS)", 8, unix.SYS_PRCTL, func(s uint64) []uint64 { return []uint64{unix.PR_GET_TID_ADDRESS, s} })
 	if err != nil {
 		return err
 	}
 	th.tidAddr = binary.LittleEndian.Uint64(b)
-	b, _, err = th.call(p.pid, "prctl(PR_GET_PDEATHSIG)", 4, unix.SYS_PRCTL, func(s uint64) []uint64 { return []uint64{unix.PR_GET_PDEATHSIG, s} })
+	b, _, err = th.call("prctl(PR_GET_PDEATHSIG)", 4, unix.SYS_PRCTL, func(s uint64) []uint64 { return []uint64{unix.PR_GET_PDEATHSIG, s} })
 	if err != nil {
 		return err
 	}
 	th.pdeath = uint64(binary.LittleEndian.Uint32(b))
-	_, v, err := th.call(p.pid, "prctl(PR_GET_SECUREBITS)", 0, unix.SYS_PRCTL, func(uint64) []uint64 { return []uint64{unix.PR_GET_SECUREBITS} })
+	_, v, err := th.call("prctl(PR_GET_SECUREBITS)", 0, unix.SYS_PRCTL, func(uint64) []uint64 { return []uint64{unix.PR_GET_SECUREBITS} })
 	if err != nil {
 		return err
 	}
@@ -250,33 +216,33 @@ func (p *process) collectProcess() (*procInfo, error) {
 		case (p.status.SigIgn|p.status.SigCgt)&bit == 0:
 			continue // SIG_DFL: flags and mask of a default action never matter
 		}
-		b, _, err := l.call(p.pid, "rt_sigaction", 32, unix.SYS_RT_SIGACTION, func(s uint64) []uint64 { return []uint64{uint64(sig), 0, s, 8} })
+		b, _, err := l.call("rt_sigaction", 32, unix.SYS_RT_SIGACTION, func(s uint64) []uint64 { return []uint64{uint64(sig), 0, s, 8} })
 		if err != nil {
 			return nil, err
 		}
 		pi.sigactions[sig-1] = kabi.FromBytes[kabi.Sigaction](b)
 	}
-	if _, pi.brk, err = l.call(p.pid, "brk", 0, unix.SYS_BRK, func(uint64) []uint64 { return []uint64{0} }); err != nil {
+	if _, pi.brk, err = l.call("brk", 0, unix.SYS_BRK, func(uint64) []uint64 { return []uint64{0} }); err != nil {
 		return nil, err
 	}
 	for which := range 3 {
-		b, _, err := l.call(p.pid, "getitimer", 32, unix.SYS_GETITIMER, func(s uint64) []uint64 { return []uint64{uint64(which), s} })
+		b, _, err := l.call("getitimer", 32, unix.SYS_GETITIMER, func(s uint64) []uint64 { return []uint64{uint64(which), s} })
 		if err != nil {
 			return nil, err
 		}
 		pi.itimers[which] = kabi.FromBytes[kabi.Itimerval](b)
 	}
-	b, _, err := l.call(p.pid, "prctl(PR_GET_CHILD_SUBREAPER)", 4, unix.SYS_PRCTL, func(s uint64) []uint64 { return []uint64{unix.PR_GET_CHILD_SUBREAPER, s} })
+	b, _, err := l.call("prctl(PR_GET_CHILD_SUBREAPER)", 4, unix.SYS_PRCTL, func(s uint64) []uint64 { return []uint64{unix.PR_GET_CHILD_SUBREAPER, s} })
 	if err != nil {
 		return nil, err
 	}
 	pi.subreaper = binary.LittleEndian.Uint32(b) != 0
-	if _, v, err := l.call(p.pid, "prctl(PR_GET_DUMPABLE)", 0, unix.SYS_PRCTL, func(uint64) []uint64 { return []uint64{unix.PR_GET_DUMPABLE} }); err != nil {
+	if _, v, err := l.call("prctl(PR_GET_DUMPABLE)", 0, unix.SYS_PRCTL, func(uint64) []uint64 { return []uint64{unix.PR_GET_DUMPABLE} }); err != nil {
 		return nil, err
 	} else {
 		pi.dumpable = int(v)
 	}
-	if _, v, err := l.call(p.pid, "prctl(PR_GET_THP_DISABLE)", 0, unix.SYS_PRCTL, func(uint64) []uint64 { return []uint64{unix.PR_GET_THP_DISABLE} }); err != nil {
+	if _, v, err := l.call("prctl(PR_GET_THP_DISABLE)", 0, unix.SYS_PRCTL, func(uint64) []uint64 { return []uint64{unix.PR_GET_THP_DISABLE} }); err != nil {
 		return nil, err
 	} else {
 		pi.thpOff = v != 0
@@ -294,12 +260,12 @@ func (p *process) collectProcess() (*procInfo, error) {
 	}
 	for i := range timers {
 		tm := &timers[i]
-		b, _, err := l.call(p.pid, "timer_gettime", 32, unix.SYS_TIMER_GETTIME, func(s uint64) []uint64 { return []uint64{uint64(tm.id), s} })
+		b, _, err := l.call("timer_gettime", 32, unix.SYS_TIMER_GETTIME, func(s uint64) []uint64 { return []uint64{uint64(tm.id), s} })
 		if err != nil {
 			return nil, err
 		}
 		tm.spec = kabi.FromBytes[kabi.Itimerspec](b)
-		if _, v, err := l.call(p.pid, "timer_getoverrun", 0, unix.SYS_TIMER_GETOVERRUN, func(uint64) []uint64 { return []uint64{uint64(tm.id)} }); err == nil {
+		if _, v, err := l.call("timer_getoverrun", 0, unix.SYS_TIMER_GETOVERRUN, func(uint64) []uint64 { return []uint64{uint64(tm.id)} }); err == nil {
 			tm.overrun = int(v)
 		}
 	}

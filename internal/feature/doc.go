@@ -26,6 +26,6 @@
 // stub) started, seized and killed by the probe. Every probe closes what it
 // opened, kills and reaps what it started, and is bounded in time.
 //
-// This package may import kabi, ptrace and stub; it may not import dump or
-// restore, which consult it.
+// This package may import kabi, ptrace, inject and stub; it may not import
+// dump or restore, which consult it.
 package feature

@@ -167,20 +167,23 @@ func probeUffdWPAsync() (string, error) {
 func probeSoftDirty() (string, error) {
 	return "", withStub(0, func(s *stubProc) error {
 		dir := "/proc/" + strconv.Itoa(s.pid)
-		if err := ptrace.WriteMem(s.pid, scratchAddr, []byte{1}); err != nil {
+		// A page of the stub's scratch area: the probe writes it from
+		// outside, as dump's later scan would see the program do.
+		addr, err := s.put([]byte{1})
+		if err != nil {
 			return err
 		}
 		if err := os.WriteFile(dir+"/clear_refs", []byte("4"), 0); err != nil {
 			return classify("write 4 to clear_refs", err, "", unix.EINVAL)
 		}
-		before, err := pagemapEntry(dir, scratchAddr)
+		before, err := pagemapEntry(dir, addr)
 		if err != nil {
 			return err
 		}
-		if err := ptrace.WriteMem(s.pid, scratchAddr, []byte{2}); err != nil {
+		if err := ptrace.WriteMem(s.pid, addr, []byte{2}); err != nil {
 			return err
 		}
-		after, err := pagemapEntry(dir, scratchAddr)
+		after, err := pagemapEntry(dir, addr)
 		if err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/ptrace"
 )
@@ -32,7 +33,13 @@ func probeProcessVMReadv() (string, error) {
 func probeProcessVMWritev() (string, error) {
 	return "", withStub(0, func(s *stubProc) error {
 		want := []byte("cryo process_vm_writev probe")
-		n, err := kabi.ProcessVMWritev(s.pid, []kabi.Iovec{kabi.LocalIovec(want)}, []kabi.Iovec{{Base: scratchAddr, Len: uint64(len(want))}})
+		// Into the scratch area's call arena, bypassing Scratch.Put, which
+		// is the very call under test.
+		at, err := s.Mem.Alloc(len(want), 0)
+		if err != nil {
+			return err
+		}
+		n, err := kabi.ProcessVMWritev(s.pid, []kabi.Iovec{kabi.LocalIovec(want)}, []kabi.Iovec{{Base: at, Len: uint64(len(want))}})
 		if err != nil {
 			return classify("process_vm_writev", err, "", unix.ENOSYS)
 		}
@@ -47,7 +54,7 @@ func probeProcessVMWritev() (string, error) {
 		}
 		defer m.Close()
 		got := make([]byte, len(want))
-		if err := m.ReadAt(got, scratchAddr); err != nil {
+		if err := m.ReadAt(got, at); err != nil {
 			return err
 		}
 		if !bytes.Equal(got, want) {
@@ -59,14 +66,11 @@ func probeProcessVMWritev() (string, error) {
 
 func probePidfdGetfd() (string, error) {
 	return "", withStub(0, func(s *stubProc) error {
-		pidfd, err := unix.PidfdOpen(s.pid, 0)
+		// The helper dump and restore use: its error names the call that
+		// failed.
+		fd, err := kabi.GetFd(s.pid, 0)
 		if err != nil {
-			return classify("pidfd_open", err, "", unix.ENOSYS)
-		}
-		defer unix.Close(pidfd)
-		fd, err := unix.PidfdGetfd(pidfd, 0, 0)
-		if err != nil {
-			return classify("pidfd_getfd", err, "needs PTRACE_MODE_ATTACH on the target", unix.ENOSYS)
+			return classify("take fd 0 of the stub", err, "needs PTRACE_MODE_ATTACH on the target", unix.ENOSYS)
 		}
 		defer unix.Close(fd)
 		var got, want unix.Stat_t
@@ -148,12 +152,12 @@ func probeClone3SetTid() (detail string, err error) {
 			}
 			var tid [8]byte
 			binary.LittleEndian.PutUint32(tid[:], uint32(pid))
-			tidAddr, err := s.put(0, tid[:])
+			tidAddr, err := s.put(tid[:])
 			if err != nil {
 				return err
 			}
 			args := kabi.CloneArgs{ExitSignal: uint64(unix.SIGCHLD), SetTid: tidAddr, SetTidSize: 1}
-			argsAddr, err := s.put(0x40, kabi.Bytes(&args))
+			argsAddr, err := s.put(kabi.Bytes(&args))
 			if err != nil {
 				return err
 			}
@@ -161,7 +165,7 @@ func probeClone3SetTid() (detail string, err error) {
 			if err != nil {
 				return fmt.Errorf("clone3 in stub: %w", err)
 			}
-			err = ptrace.Errno(ret)
+			err = inject.Errno(ret)
 			if errors.Is(err, unix.EEXIST) && attempt < 3 {
 				continue // taken meanwhile: choose another
 			}
@@ -182,25 +186,11 @@ func probeClone3SetTid() (detail string, err error) {
 	return detail, err
 }
 
-// reapChild disposes of a child the stub forked under PTRACE_O_TRACEFORK:
-// cryo, its tracer, sees it die first; then the stub, its parent, reaps it
-// by an injected wait4, so nothing is left to init.
+// reapChild disposes of a child the stub forked under PTRACE_O_TRACEFORK
+// (inject.Stub.KillChild), once cryo has seen its first stop.
 func (s *stubProc) reapChild(pid int) {
-	if _, err := ptrace.Attached(pid); err != nil {
-		unix.Kill(pid, unix.SIGKILL)
-	}
-	unix.Kill(pid, unix.SIGKILL)
-	for {
-		var ws unix.WaitStatus
-		p, err := unix.Wait4(pid, &ws, unix.WALL, nil)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil || (p == pid && (ws.Exited() || ws.Signaled())) {
-			break
-		}
-	}
-	s.call(unix.SYS_WAIT4, uint64(pid), 0, unix.WALL, 0)
+	ptrace.Attached(pid)
+	s.KillChild(pid)
 }
 
 func probeMmMap() (string, error) {
@@ -233,7 +223,7 @@ func probeMapVdso() (detail string, err error) {
 			if _, err := fmt.Sscanf(line, "%x-%x", &lo, &hi); err != nil {
 				return fmt.Errorf("stub maps %q: %w", line, err)
 			}
-			if _, err := s.task.Call("munmap "+strings.Fields(line)[len(strings.Fields(line))-1], unix.SYS_MUNMAP, lo, hi-lo); err != nil {
+			if _, err := s.Call("munmap "+strings.Fields(line)[len(strings.Fields(line))-1], unix.SYS_MUNMAP, lo, hi-lo); err != nil {
 				return err
 			}
 		}
@@ -243,7 +233,7 @@ func probeMapVdso() (detail string, err error) {
 			return err
 		}
 		// Success is the vdso's size (positive), not 0.
-		if err := ptrace.Errno(ret); err != nil {
+		if err := inject.Errno(ret); err != nil {
 			return classify(fmt.Sprintf("arch_prctl(ARCH_MAP_VDSO_64, %#x)", at), err, "", unix.EINVAL)
 		}
 		maps, err = os.ReadFile("/proc/" + strconv.Itoa(s.pid) + "/maps")
@@ -310,14 +300,14 @@ func probeRseq() (string, error) {
 		if err != nil {
 			return err
 		}
-		if err := ptrace.Errno(ret); err != nil {
+		if err := inject.Errno(ret); err != nil {
 			return classify("rseq register", err, "", unix.ENOSYS)
 		}
 		ret, err = s.call(unix.SYS_RSEQ, addr, kabi.RseqOrigSize, kabi.RSEQ_FLAG_UNREGISTER, kabi.RseqGlibcSignature)
 		if err != nil {
 			return err
 		}
-		if err := ptrace.Errno(ret); err != nil {
+		if err := inject.Errno(ret); err != nil {
 			return fmt.Errorf("rseq unregister: %w", err)
 		}
 		return nil

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/ptrace"
 )
@@ -17,13 +18,13 @@ import (
 
 func probePtraceSeize() (string, error) {
 	err := withStub(0, func(s *stubProc) error {
-		rip := s.task.Regs.Rip
+		rip := s.Regs.Rip
 		if rip < stubBase || rip >= stubBase+0x1000 {
 			return fmt.Errorf("stub %d stopped at %#x, outside its code", s.pid, rip)
 		}
 		return nil
 	})
-	if errors.Is(err, errSeize) {
+	if errors.Is(err, inject.ErrSeize) {
 		return "", classify("PTRACE_SEIZE+PTRACE_INTERRUPT", err, "needs the same uid or CAP_SYS_PTRACE", unix.EIO, unix.EINVAL)
 	}
 	return "", err
@@ -77,7 +78,7 @@ func probePeekSiginfo() (string, error) {
 		// depend on PTRACE_SETSIGMASK) and queue one: it stays pending.
 		set := make([]byte, 8)
 		binary.LittleEndian.PutUint64(set, 1<<(unix.SIGUSR1-1))
-		addr, err := s.put(0, set)
+		addr, err := s.put(set)
 		if err != nil {
 			return err
 		}
@@ -85,7 +86,7 @@ func probePeekSiginfo() (string, error) {
 		if err != nil {
 			return err
 		}
-		if err := ptrace.Errno(ret); err != nil {
+		if err := inject.Errno(ret); err != nil {
 			return fmt.Errorf("rt_sigprocmask in stub: %w", err)
 		}
 		if err := unix.Tgkill(s.pid, s.pid, unix.SIGUSR1); err != nil {
@@ -106,7 +107,16 @@ func probePeekSiginfo() (string, error) {
 // registerRseq registers a struct rseq in the stub's scratch area and
 // returns its address; the raw result is returned for the caller to judge.
 func (s *stubProc) registerRseq() (uint64, int64, error) {
-	addr := uint64(scratchAddr + 0x100) // struct rseq is 32-byte aligned
+	// struct rseq is 32-byte aligned, and zero before registration. The
+	// kernel writes into it from now on (cpu_id, on every return to user
+	// space): no probe puts anything into the arena after registering.
+	addr, err := s.Mem.Alloc(kabi.RseqOrigSize, 32)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := ptrace.WriteMem(s.pid, addr, make([]byte, kabi.RseqOrigSize)); err != nil {
+		return 0, 0, err
+	}
 	ret, err := s.call(unix.SYS_RSEQ, addr, kabi.RseqOrigSize, 0, kabi.RseqGlibcSignature)
 	return addr, ret, err
 }
@@ -117,7 +127,7 @@ func probeRseqConfig() (detail string, err error) {
 		if err != nil {
 			return err
 		}
-		registered := ptrace.Errno(ret) == nil
+		registered := inject.Errno(ret) == nil
 		c, err := kabi.GetRseqConfiguration(s.pid)
 		if err != nil {
 			return classify("PTRACE_GET_RSEQ_CONFIGURATION", err, "", unix.EIO)
@@ -151,25 +161,25 @@ func probeSeccompFilter() (string, error) {
 		} else if errors.Is(err, unix.EACCES) {
 			return classify("PTRACE_SECCOMP_GET_FILTER", err, "needs CAP_SYS_ADMIN, and cryo itself not under seccomp")
 		}
-		filter, err := s.put(0x100, seccompAllow)
+		if _, err := s.Call("prctl(PR_SET_NO_NEW_PRIVS)", unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1); err != nil {
+			return err
+		}
+		filter, err := s.put(seccompAllow)
 		if err != nil {
 			return err
 		}
 		var prog [16]byte // struct sock_fprog: u16 len, padding, u64 filter
 		binary.LittleEndian.PutUint16(prog[0:], 1)
 		binary.LittleEndian.PutUint64(prog[8:], filter)
-		pp, err := s.put(0, prog[:])
+		pp, err := s.put(prog[:])
 		if err != nil {
-			return err
-		}
-		if _, err := s.task.Call("prctl(PR_SET_NO_NEW_PRIVS)", unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1); err != nil {
 			return err
 		}
 		ret, err := s.call(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, pp)
 		if err != nil {
 			return err
 		}
-		if err := ptrace.Errno(ret); err != nil {
+		if err := inject.Errno(ret); err != nil {
 			return classify("seccomp(SECCOMP_SET_MODE_FILTER) in stub", err, "", unix.ENOSYS, unix.EINVAL)
 		}
 		got, err := kabi.SeccompFilter(s.pid, 0)
@@ -191,7 +201,7 @@ const ptraceOSuspendSeccomp = 1 << 21
 
 func probeSuspendSeccomp() (string, error) {
 	err := withStub(ptraceOSuspendSeccomp, func(*stubProc) error { return nil })
-	if errors.Is(err, errSeize) {
+	if errors.Is(err, inject.ErrSeize) {
 		return "", classify("PTRACE_SEIZE(PTRACE_O_SUSPEND_SECCOMP)", err, "needs CAP_SYS_ADMIN, and cryo itself not under seccomp", unix.EINVAL)
 	}
 	return "", err

@@ -176,3 +176,16 @@ func GetRegs(tid int, r *unix.PtraceRegs) error {
 func SetRegs(tid int, r *unix.PtraceRegs) error {
 	return ptrace(unix.PTRACE_SETREGS, tid, 0, uintptr(unsafe.Pointer(r)))
 }
+
+// SchedYield gives up the CPU: a tracer polling for a tracee's stop lets
+// the tracee run sooner on a machine with few CPUs.
+func SchedYield() { unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }
+
+// GetRobustList returns tid's robust futex list head and the length it
+// registered (get_robust_list needs PTRACE_MODE_READ on tid).
+func GetRobustList(tid int) (head, size uint64, err error) {
+	if _, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(tid), uintptr(unsafe.Pointer(&head)), uintptr(unsafe.Pointer(&size))); e != 0 {
+		return 0, 0, e
+	}
+	return head, size, nil
+}

@@ -1,6 +1,6 @@
-// Package ptrace drives stopped tasks from outside: seizing and interrupting
-// threads, reading and writing their registers, and running syscalls inside
-// them ("injection").
+// Package ptrace drives tracees from outside: seizing and interrupting
+// threads, waiting for their stops, reading and writing their registers
+// and memory, releasing them, and killing and reaping what cryo started.
 //
 // # Threading
 //
@@ -11,14 +11,20 @@
 // whole ptrace phase on such a goroutine. Reading or writing memory with
 // process_vm_readv/writev is not tied to the tracer and may happen elsewhere.
 //
+// # Waiting
+//
+// One wait loop (wait, bounded by StopTimeout) serves every stop, event
+// and exit, and Kill and Reap are the only other waiters: a second loop
+// (exec.Cmd.Wait) would steal notifications, and traced threads stay
+// zombies until their tracer reaps them.
+//
 // # Injection
 //
-// A syscall is run in a stopped task by pointing rip at any "syscall"
-// instruction (0f 05) the task can execute, loading rax and the argument
-// registers, and stepping with PTRACE_SYSCALL to the syscall-exit stop, where
-// rax holds the result. Stepping to syscall stops, rather than placing a
-// breakpoint after the instruction, means no byte of the task's memory has to
-// change: dump finds the instruction inside [vdso]. orig_rax is set to -1 so
-// the kernel's syscall-restart logic, which looks at orig_rax when a stopped
-// task resumes, leaves the injected registers alone.
+// Running code in a stopped task is package inject's job. This package
+// gives it one primitive, Task.RunToTrap (resume from given registers
+// until an int3 the caller placed; RunSyscall for an instruction with no
+// int3 after it), which handles what the kernel may report first: fork and
+// clone events, and signals, which are recorded in Task.Caught and
+// suppressed so that no handler of the program runs on injected registers.
+// Nothing else may resume a task on registers that are not its own.
 package ptrace

@@ -81,3 +81,34 @@ func WriteMem(pid int, addr uint64, b []byte) error {
 	}
 	return nil
 }
+
+// WriteMemv writes bufs[i] at addrs[i] of pid, all in one process_vm_writev
+// (writable mappings only; at most 1024 pieces, the kernel's UIO_MAXIOV).
+func WriteMemv(pid int, addrs []uint64, bufs [][]byte) error {
+	if len(addrs) != len(bufs) {
+		return fmt.Errorf("write to %d: %d addresses for %d buffers", pid, len(addrs), len(bufs))
+	}
+	local := make([]kabi.Iovec, 0, len(bufs))
+	remote := make([]kabi.Iovec, 0, len(bufs))
+	want := 0
+	for i, b := range bufs {
+		if len(b) == 0 {
+			continue
+		}
+		local = append(local, kabi.LocalIovec(b))
+		remote = append(remote, kabi.Iovec{Base: addrs[i], Len: uint64(len(b))})
+		want += len(b)
+	}
+	if len(remote) == 0 {
+		return nil
+	}
+	n, err := kabi.ProcessVMWritev(pid, local, remote)
+	runtime.KeepAlive(bufs)
+	if err != nil {
+		return fmt.Errorf("write %d bytes at %#x of %d: %w", want, remote[0].Base, pid, err)
+	}
+	if n != want {
+		return fmt.Errorf("write %d bytes at %#x of %d: short write (%d)", want, remote[0].Base, pid, n)
+	}
+	return nil
+}

@@ -24,21 +24,12 @@ type Task struct {
 	// Regs are the registers the task had when it stopped: what it will get
 	// back when released.
 	Regs unix.PtraceRegs
-	// SyscallIP is the address of a syscall instruction used for injection.
-	SyscallIP uint64
 	// Caught holds signals that arrived while the task was being stopped. The
 	// kernel had already dequeued them: they must be queued again (on release,
 	// or in the image as pending signals).
 	Caught []kabi.Siginfo
 	// GroupStopped is set when the task was in a group stop (SIGSTOP) when seized.
 	GroupStopped bool
-	// Trap says the syscall instruction at SyscallIP is followed by an int3
-	// (restore writes one into its scratch area): an injection then takes
-	// one stop, not a syscall-entry and a syscall-exit stop.
-	Trap bool
-	// Scratch marks a task restore is building: if cryo dies, PTRACE_O_EXITKILL
-	// kills it, so its own registers need not be put back between injections.
-	Scratch bool
 
 	dirty bool // registers were changed by an injection
 }
@@ -94,14 +85,14 @@ func (t *Task) waitEventStop() error {
 			return fmt.Errorf("task %d: %w", t.Tid, ErrGone)
 		}
 		sig := ws.StopSignal()
-		if ws.TrapCause() == kabi.PTRACE_EVENT_STOP {
+		if event(ws) == kabi.PTRACE_EVENT_STOP {
 			if sig != unix.SIGTRAP {
 				// Group stop: the process had been stopped by SIGSTOP & co.
 				t.GroupStopped = true
 			}
 			return nil
 		}
-		if ws.TrapCause() > 0 {
+		if event(ws) != 0 {
 			// Some other event (exec, exit...): let it go on to the stop.
 			if err := kabi.Cont(t.Tid, 0); err != nil {
 				return fmt.Errorf("continue %d: %w", t.Tid, err)
@@ -119,6 +110,12 @@ func (t *Task) waitEventStop() error {
 	}
 }
 
+// event returns the PTRACE_EVENT_* of a ptrace-stop (0 for a signal-delivery
+// or syscall stop). It is bits 16-23 of the wait status whatever the stop
+// signal: x/sys's TrapCause reports it only alongside SIGTRAP, which hides
+// the PTRACE_EVENT_STOP of a group-stop (reported with the stop signal).
+func event(ws unix.WaitStatus) int { return int(ws>>16) & 0xff }
+
 // wait waits for a state change of tid, bounded by StopTimeout.
 func wait(tid int) (unix.WaitStatus, error) {
 	var ws unix.WaitStatus
@@ -126,7 +123,7 @@ func wait(tid int) (unix.WaitStatus, error) {
 	sleep := 20 * time.Microsecond
 	for spins := 0; ; spins++ {
 		pid, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
-		if err == unix.EINTR {
+		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
@@ -144,7 +141,7 @@ func wait(tid int) (unix.WaitStatus, error) {
 		// A stop usually comes within microseconds: yield the CPU a few
 		// times before sleeping, which costs a timer slack each time.
 		if spins < 200 {
-			unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+			kabi.SchedYield()
 			continue
 		}
 		time.Sleep(sleep)
@@ -154,76 +151,49 @@ func wait(tid int) (unix.WaitStatus, error) {
 	}
 }
 
-// Syscall runs syscall nr with args inside the stopped task and returns the
-// kernel's raw result (negative errno on failure, as an int64).
-func (t *Task) Syscall(nr uintptr, args ...uint64) (int64, error) {
-	if t.SyscallIP == 0 {
-		return 0, fmt.Errorf("task %d: no syscall instruction to inject from", t.Tid)
-	}
-	r := t.Regs
-	r.Rax = uint64(nr)
-	r.Orig_rax = ^uint64(0)
-	r.Rip = t.SyscallIP
-	if len(args) > 6 {
-		return 0, fmt.Errorf("syscall %d: %d arguments", nr, len(args))
-	}
-	// Unused arguments are zero, not whatever the thread had: some
-	// syscalls (prctl) insist on it.
-	var a [6]uint64
-	copy(a[:], args)
-	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
-	if err := kabi.SetRegs(t.Tid, &r); err != nil {
-		return 0, fmt.Errorf("set registers of %d: %w", t.Tid, err)
+// RunToTrap resumes the stopped task from regs and waits until it executes
+// the int3 at trap; it returns the registers the task has there. This is
+// package inject's primitive: every injection (a syscall, a batch of them)
+// is code cryo placed in the task that ends on that int3. Nothing else may
+// resume a task with registers that are not its own.
+//
+// Stops that come first are handled as the kernel forces: a fork or clone
+// event (PTRACE_O_TRACEFORK/TRACECLONE: the new task reports to its own
+// wait) and group-stop events are passed; a signal-delivery stop records
+// the signal in Caught and suppresses it (resuming with signal 0), so no
+// handler of the program's runs on injected registers. A syscall the
+// signal interrupted then restarts by itself: with no handler to run, the
+// kernel rewinds rip to the syscall instruction for -ERESTART* results
+// (arch/x86/kernel/signal.c, arch_do_signal_or_restart). A SIGTRAP counts
+// as the trap only when rip is just past it, so one sent by kill(2) is
+// taken for what it is.
+func (t *Task) RunToTrap(regs *unix.PtraceRegs, trap uint64) (unix.PtraceRegs, error) {
+	var out unix.PtraceRegs
+	if err := kabi.SetRegs(t.Tid, regs); err != nil {
+		return out, fmt.Errorf("set registers of %d: %w", t.Tid, err)
 	}
 	t.dirty = true
-	if t.Trap {
-		return t.trapSyscall(nr)
-	}
-	// Two syscall stops: entry, then exit. Fork/clone events may come between.
-	for stops := 0; stops < 2; {
-		if err := kabi.SyscallStep(t.Tid, 0); err != nil {
-			return 0, fmt.Errorf("step %d: %w", t.Tid, err)
-		}
-		ws, err := wait(t.Tid)
-		if err != nil {
-			return 0, err
-		}
-		if !ws.Stopped() {
-			return 0, fmt.Errorf("task %d during injected syscall %d: %w", t.Tid, nr, ErrGone)
-		}
-		switch {
-		case ws.StopSignal() == unix.SIGTRAP|0x80:
-			stops++
-		case ws.TrapCause() > 0:
-			// PTRACE_EVENT_FORK/CLONE: the new task is reported to its own wait.
-		default:
-			si, err := kabi.GetSiginfo(t.Tid)
-			if err == nil {
-				t.Caught = append(t.Caught, si)
-			}
-		}
-	}
-	return t.result()
-}
-
-// trapSyscall runs the injected syscall up to the int3 that follows it.
-func (t *Task) trapSyscall(nr uintptr) (int64, error) {
 	for {
 		if err := kabi.Cont(t.Tid, 0); err != nil {
-			return 0, fmt.Errorf("continue %d: %w", t.Tid, err)
+			return out, fmt.Errorf("continue %d: %w", t.Tid, err)
 		}
 		ws, err := wait(t.Tid)
 		if err != nil {
-			return 0, err
+			return out, err
 		}
 		if !ws.Stopped() {
-			return 0, fmt.Errorf("task %d during injected syscall %d: %w", t.Tid, nr, ErrGone)
+			return out, fmt.Errorf("task %d during injection: %w", t.Tid, ErrGone)
 		}
-		if ws.TrapCause() > 0 {
-			continue // PTRACE_EVENT_FORK/CLONE: the new task is reported to its own wait
+		if event(ws) != 0 {
+			continue
 		}
 		if ws.StopSignal() == unix.SIGTRAP {
-			return t.result() // the int3: resuming suppresses its SIGTRAP
+			if err := kabi.GetRegs(t.Tid, &out); err != nil {
+				return out, fmt.Errorf("read registers of %d: %w", t.Tid, err)
+			}
+			if out.Rip == trap+1 {
+				return out, nil // resuming from here suppresses the int3's SIGTRAP
+			}
 		}
 		if si, err := kabi.GetSiginfo(t.Tid); err == nil {
 			t.Caught = append(t.Caught, si)
@@ -231,46 +201,55 @@ func (t *Task) trapSyscall(nr uintptr) (int64, error) {
 	}
 }
 
-// result reads an injected syscall's return value and, unless the task is
-// one restore is building, puts the task's own registers back.
-func (t *Task) result() (int64, error) {
+// RunSyscall resumes the stopped task from regs, whose rip points at a
+// syscall instruction, with PTRACE_SYSCALL through that syscall's entry
+// and exit stops, and returns the registers at the exit stop (rax holds
+// the result). It is RunToTrap for code with no int3 after the syscall:
+// dump injects through [vdso], which it may not write. Events and signals
+// that come between are handled as in RunToTrap.
+func (t *Task) RunSyscall(regs *unix.PtraceRegs) (unix.PtraceRegs, error) {
 	var out unix.PtraceRegs
+	if err := kabi.SetRegs(t.Tid, regs); err != nil {
+		return out, fmt.Errorf("set registers of %d: %w", t.Tid, err)
+	}
+	t.dirty = true
+	for stops := 0; stops < 2; {
+		if err := kabi.SyscallStep(t.Tid, 0); err != nil {
+			return out, fmt.Errorf("step %d: %w", t.Tid, err)
+		}
+		ws, err := wait(t.Tid)
+		if err != nil {
+			return out, err
+		}
+		if !ws.Stopped() {
+			return out, fmt.Errorf("task %d during injected syscall %d: %w", t.Tid, regs.Rax, ErrGone)
+		}
+		switch {
+		case ws.StopSignal() == unix.SIGTRAP|0x80:
+			stops++
+		case event(ws) != 0:
+		default:
+			if si, err := kabi.GetSiginfo(t.Tid); err == nil {
+				t.Caught = append(t.Caught, si)
+			}
+		}
+	}
 	if err := kabi.GetRegs(t.Tid, &out); err != nil {
-		return 0, fmt.Errorf("read registers of %d: %w", t.Tid, err)
+		return out, fmt.Errorf("read registers of %d: %w", t.Tid, err)
 	}
-	if t.Scratch {
-		return int64(out.Rax), nil
-	}
-	// Put the thread's own registers back at once, in the form that resumes
-	// it correctly from here: if cryo dies before the next injection, the
-	// kernel detaches the thread and it carries on as if never stopped.
-	// Only the instants of an injected syscall itself are exposed.
-	rest := ResumeRegs(t.Regs, true)
-	if err := kabi.SetRegs(t.Tid, &rest); err != nil {
-		return 0, fmt.Errorf("restore registers of %d: %w", t.Tid, err)
-	}
-	return int64(out.Rax), nil
+	return out, nil
 }
 
-// Errno turns a raw syscall result into an error (nil when it is not a
-// negative errno).
-func Errno(ret int64) error {
-	if ret < 0 && ret > -4096 {
-		return unix.Errno(-ret)
+// PutBackRegs gives the task its own registers again, in the form that
+// resumes it correctly from where it was stopped (see ResumeRegs): if cryo
+// dies after this, the kernel detaches the task and it carries on as if it
+// had never been stopped.
+func (t *Task) PutBackRegs() error {
+	r := ResumeRegs(t.Regs, true)
+	if err := kabi.SetRegs(t.Tid, &r); err != nil {
+		return fmt.Errorf("restore registers of %d: %w", t.Tid, err)
 	}
 	return nil
-}
-
-// Call is Syscall followed by Errno, for the common case.
-func (t *Task) Call(name string, nr uintptr, args ...uint64) (uint64, error) {
-	ret, err := t.Syscall(nr, args...)
-	if err != nil {
-		return 0, fmt.Errorf("%s in %d: %w", name, t.Tid, err)
-	}
-	if err := Errno(ret); err != nil {
-		return 0, fmt.Errorf("%s in %d: %w", name, t.Tid, err)
-	}
-	return uint64(ret), nil
 }
 
 // ResumeRegs turns registers saved while a task stood in a syscall that the

@@ -10,67 +10,56 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/ptrace"
 	"github.com/cryo-project/cryo/internal/stub"
 )
 
-// Scratch layout: one RWX anonymous mapping that holds the syscall
-// instruction used for injection and room for the arguments of the syscall
-// being injected. It is the only mapping of the child that is not the
-// image's, and it goes last.
-const (
-	scratchSize = 64 << 10
-	scratchData = 0x100 // arguments start here; the instruction is at 0
-	stubSpan    = 0x1000
-)
-
-// child is the process being built, seen through its leader.
+// child is the process being built, seen through its leader. Syscalls run
+// in its threads through package inject, with the arguments in the scratch
+// area (inject.Scratch): one RWX anonymous mapping that holds the code the
+// injections run and room for their arguments. It is the only mapping of
+// the child that is not the image's, and it goes last (finish).
 type child struct {
 	pid     int
 	log     *slog.Logger
-	leader  *ptrace.Task
-	threads []*ptrace.Task // leader first
-	scratch uint64
-	cursor  uint64 // next free byte of the scratch data area
+	leader  *inject.Task
+	threads []*inject.Task // leader first
+	mem     *inject.Scratch
+	scratch uint64 // mem.Addr()
 	// handedOn are the capabilities a non-root cryo gave the stub as
 	// ambient ones (see caps.go): the process must not keep them.
 	handedOn uint64
 }
 
-// arg copies b into the scratch area and returns its address in the child.
-// The area is reset after each injected call.
-func (c *child) arg(b []byte) (uint64, error) {
-	addr := c.scratch + scratchData + c.cursor
-	if c.cursor+uint64(len(b)) > scratchSize-scratchData {
-		return 0, fmt.Errorf("injected syscall arguments exceed the %d-byte scratch area", scratchSize)
-	}
-	if err := ptrace.WriteMem(c.pid, addr, b); err != nil {
-		return 0, err
-	}
-	c.cursor += (uint64(len(b)) + 15) &^ 15
-	return addr, nil
-}
+// scratchSize is the length of the scratch area.
+const scratchSize = inject.ScratchLen
 
-func (c *child) str(s string) (uint64, error) { return c.arg(append([]byte(s), 0)) }
+// arg copies b into the scratch area and returns its address in the child,
+// good for the next injected call.
+func (c *child) arg(b []byte) (uint64, error) { return c.mem.Put(b) }
 
-// call injects into t and resets the scratch cursor.
-func (c *child) call(t *ptrace.Task, name string, nr uintptr, args ...uint64) (uint64, error) {
-	defer func() { c.cursor = 0 }()
+func (c *child) str(s string) (uint64, error) { return inject.PutString(c.mem, s) }
+
+// call injects into t; the scratch area's arguments are freed after it.
+func (c *child) call(t *inject.Task, name string, nr uintptr, args ...uint64) (uint64, error) {
 	return t.Call(name, nr, args...)
 }
 
 // out reads n bytes the last call wrote at addr.
-func (c *child) out(addr uint64, n int) ([]byte, error) {
-	b := make([]byte, n)
-	return b, ptrace.ReadMem(c.pid, addr, b)
-}
+func (c *child) out(addr uint64, n int) ([]byte, error) { return c.mem.Read(addr, n) }
 
-// chooseBase picks page-aligned addresses for the stub and the scratch area
-// that no VMA of the image uses, low in the address space where the kernel
-// puts nothing of the stub's own (its stack and vdso are near the top).
+// batch starts a batch of independent calls in the leader (inject.Batch):
+// one ptrace stop for the lot.
+func (c *child) batch() *inject.Batch { return c.leader.Batch() }
+
+// chooseBase picks a page-aligned address for the stub that no VMA of the
+// image uses, with room for its scratch area (inject.StubSpan), low in the
+// address space where the kernel puts nothing of the stub's own (its stack
+// and vdso are near the top).
 func chooseBase(vmas [][2]uint64) (uint64, error) {
-	need := uint64(stubSpan + 0x10000 + scratchSize + 0x10000)
+	need := uint64(inject.StubSpan)
 	sort.Slice(vmas, func(i, j int) bool { return vmas[i][0] < vmas[j][0] })
 	lo := uint64(0x10000)
 	for _, v := range vmas {
@@ -96,50 +85,31 @@ func birth(pid int, base uint64, log *slog.Logger) (*child, error) {
 	} else if handed == 0 && os.Geteuid() != 0 {
 		return nil, errNoCapability()
 	}
-	sp, err := stub.Start(base, "cryo-restore-stub")
+	st, err := inject.StartStub(base, inject.StubOptions{
+		Name:     "cryo-restore-stub",
+		Ptrace:   kabi.PTRACE_O_TRACEFORK | kabi.PTRACE_O_TRACECLONE,
+		Optional: suspendSeccomp,
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("start the restore stub: %w", seizeHint(err))
 	}
-	stubPid := sp.Pid
-	killStub := sp.Kill
-	opts := kabi.PTRACE_O_TRACESYSGOOD | kabi.PTRACE_O_TRACEFORK | kabi.PTRACE_O_TRACECLONE | kabi.PTRACE_O_EXITKILL
-	st, err := ptrace.Seize(stubPid, opts|suspendSeccomp)
-	if err != nil && errors.Is(err, unix.EPERM) {
-		st, err = ptrace.Seize(stubPid, opts)
-	}
-	if err != nil {
-		killStub()
-		return nil, fmt.Errorf("seize stub: %w", seizeHint(err))
-	}
-	defer killStub()
-	st.SyscallIP = base + stub.SyscallOffset
-	st.Scratch = true
-	scratch := base + stubSpan + 0x10000
-	c := &child{pid: pid, log: log, scratch: scratch, handedOn: sp.Handed}
-	if _, err := st.Call("mmap scratch", unix.SYS_MMAP, scratch, scratchSize,
-		unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|kabi.MAP_FIXED_NOREPLACE, ^uint64(0), 0); err != nil {
-		return nil, err
-	}
-	// syscall; int3: an injection through it takes one ptrace stop.
-	if err := ptrace.WriteMem(stubPid, scratch, []byte{0x0f, 0x05, 0xcc}); err != nil {
-		return nil, err
-	}
+	defer st.Kill()
 	var tid [8]byte
 	binary.LittleEndian.PutUint64(tid[:], uint64(pid))
-	tidAddr := scratch + scratchData
-	if err := ptrace.WriteMem(stubPid, tidAddr, tid[:4]); err != nil {
+	tidAddr, err := st.Mem.Put(tid[:4])
+	if err != nil {
 		return nil, err
 	}
 	args := kabi.CloneArgs{ExitSignal: uint64(unix.SIGCHLD), SetTid: tidAddr, SetTidSize: 1}
-	argsAddr := tidAddr + 16
-	if err := ptrace.WriteMem(stubPid, argsAddr, kabi.Bytes(&args)); err != nil {
+	argsAddr, err := st.Mem.Put(kabi.Bytes(&args))
+	if err != nil {
 		return nil, err
 	}
 	ret, err := st.Syscall(unix.SYS_CLONE3, argsAddr, uint64(len(kabi.Bytes(&args))))
 	if err != nil {
 		return nil, fmt.Errorf("clone3 in stub: %w", err)
 	}
-	if err := ptrace.Errno(ret); err != nil {
+	if err := inject.Errno(ret); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return nil, fmt.Errorf("%w (taken between the check and the restore)", pidFree(pid))
 		}
@@ -149,18 +119,19 @@ func birth(pid int, base uint64, log *slog.Logger) (*child, error) {
 		return nil, fmt.Errorf("clone3 with set_tid %d: %w", pid, err)
 	}
 	if int(ret) != pid {
-		unix.Kill(int(ret), unix.SIGKILL)
+		st.KillChild(int(ret))
 		return nil, fmt.Errorf("clone3 gave pid %d, wanted %d", ret, pid)
 	}
 	t, err := ptrace.Attached(pid)
 	if err != nil {
-		unix.Kill(pid, unix.SIGKILL)
+		st.KillChild(pid)
 		return nil, fmt.Errorf("new process %d: %w", pid, err)
 	}
+	c := &child{pid: pid, log: log, mem: st.Mem.Fork(pid), handedOn: st.Proc.Handed}
+	c.scratch = c.mem.Addr()
 	c.log.Debug("process born", "pid", pid)
-	t.SyscallIP, t.Trap, t.Scratch = scratch, true, true
-	c.leader = t
-	c.threads = []*ptrace.Task{t}
+	c.leader = inject.Built(t, c.mem)
+	c.threads = []*inject.Task{c.leader}
 	// Nothing of the program's may run before its state is whole.
 	if err := kabi.SetSigmask(pid, ^uint64(0)); err != nil {
 		c.kill()
@@ -173,23 +144,13 @@ func birth(pid int, base uint64, log *slog.Logger) (*child, error) {
 // from judging the injections that follow them. It needs CAP_SYS_ADMIN.
 const suspendSeccomp = 1 << 21
 
-// kill ends the half-built process by pid and reaps it.
+// kill ends the half-built process by pid and reaps its threads.
 func (c *child) kill() {
-	unix.Kill(c.pid, unix.SIGKILL)
-	// Other threads first: a traced leader's exit is reported only once
-	// the rest of its thread group is reaped, and cryo, their tracer, is
-	// the one to reap them.
-	for i := len(c.threads) - 1; i >= 0; i-- {
-		t := c.threads[i]
-		var ws unix.WaitStatus
-		for i := 0; i < 1000; i++ {
-			p, err := unix.Wait4(t.Tid, &ws, unix.WALL, nil)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil || (p == t.Tid && (ws.Exited() || ws.Signaled())) {
-				break
-			}
-		}
+	tids := make([]int, len(c.threads))
+	for i, t := range c.threads {
+		tids[i] = t.Tid
+	}
+	if err := ptrace.Kill(c.pid, tids...); err != nil {
+		c.log.Warn("kill half-built process", "pid", c.pid, "err", err)
 	}
 }

@@ -27,9 +27,9 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
 
 	"github.com/cryo-project/cryo/internal/errs"
+	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/procfs"
-	"github.com/cryo-project/cryo/internal/ptrace"
 )
 
 // ErrCredsRefused marks credentials of an image that this restorer may not
@@ -99,7 +99,7 @@ func wantCreds(cr *creds.CredsEntry) (credState, error) {
 
 // threadCreds reads what the kernel shows of thread t. Securebits only
 // the thread itself can tell: they are asked by injection.
-func (c *child) threadCreds(t *ptrace.Task) (credState, error) {
+func (c *child) threadCreds(t *inject.Task) (credState, error) {
 	h, err := c.statusCreds(t)
 	if err != nil {
 		return credState{}, err
@@ -114,7 +114,7 @@ func (c *child) threadCreds(t *ptrace.Task) (credState, error) {
 
 // statusCreds is threadCreds but for securebits, from
 // /proc/PID/task/TID/status alone.
-func (c *child) statusCreds(t *ptrace.Task) (credState, error) {
+func (c *child) statusCreds(t *inject.Task) (credState, error) {
 	st, err := procfs.TaskStatusPid(c.pid, t.Tid)
 	if err != nil {
 		return credState{}, err
@@ -290,7 +290,7 @@ func (r *restorer) restoreCreds() error {
 //     (SECBIT_NO_CAP_AMBIENT_RAISE would stop the raise; changing them
 //     needs CAP_SETPCAP);
 //   - last the image's three sets, which drop whatever cryo had.
-func (c *child) setCreds(t *ptrace.Task, w, h credState) error {
+func (c *child) setCreds(t *inject.Task, w, h credState) error {
 	if w.diff(h) == nil {
 		return nil
 	}
@@ -409,7 +409,7 @@ func (c *child) setCreds(t *ptrace.Task, w, h credState) error {
 
 // capset gives t the effective, permitted and inheritable sets of want,
 // unless it has them already.
-func (c *child) capset(t *ptrace.Task, want, have kabi.Caps) error {
+func (c *child) capset(t *inject.Task, want, have kabi.Caps) error {
 	if want.Eff == have.Eff && want.Prm == have.Prm && want.Inh == have.Inh {
 		return nil
 	}

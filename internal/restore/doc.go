@@ -25,6 +25,12 @@
 //     vdso), set every thread's registers, FPU state and signal mask, and
 //     detach all threads of all processes together.
 //
+// Syscalls run in the process through package inject. Runs of calls that
+// do not depend on each other's results (the mmaps, madvises and mprotects
+// of the address space, signal handlers and itimers, a thread's own state)
+// go as batches, one ptrace stop for each; a call whose arguments depend
+// on an earlier result (an fd an open returned) is made first, on its own.
+//
 // Every signal is blocked in every thread until the very end, so nothing
 // the program owns runs before its state is whole. A failure at any stage
 // kills what was built, by pid; cryo never leaves a half-restored process.

@@ -24,23 +24,42 @@ func (r *restorer) trimInherited(parent *restorer) (map[uint64]bool, bool, error
 		byStart[e.GetStart()] = i
 	}
 	vdsoSame := sameVdso(parent.l.mm.GetVmas(), r.l.mm.GetVmas())
+	// The munmaps of disjoint ranges are independent: one batch, and one
+	// munmap for adjacent VMAs that all go.
+	b := c.batch()
+	var lo, hi uint64
+	flush := func() {
+		if hi == 0 {
+			return
+		}
+		start, end := lo, hi
+		b.Add("munmap", unix.SYS_MUNMAP, start, end-start).
+			Describe(func() string { return fmt.Sprintf("munmap the parent's %#x-%#x", start, end) })
+		hi = 0
+	}
 	for _, pe := range parent.l.mm.GetVmas() {
 		if has(pe, kabi.VMA_AREA_VSYSCALL) {
 			continue
 		}
 		if has(pe, kabi.VMA_AREA_VDSO) || has(pe, kabi.VMA_AREA_VVAR) {
 			if vdsoSame {
+				flush()
 				continue
 			}
 		} else if i, ok := byStart[pe.GetStart()]; ok && meta.Inheritable(pe, r.l.mm.GetVmas()[i]) {
 			kept[pe.GetStart()] = true
+			flush()
 			continue
 		}
-		if _, err := c.call(c.leader, "munmap", unix.SYS_MUNMAP, pe.GetStart(), pe.GetEnd()-pe.GetStart()); err != nil {
-			return nil, false, fmt.Errorf("drop the parent's %#x-%#x: %w", pe.GetStart(), pe.GetEnd(), err)
+		if hi != 0 && hi == pe.GetStart() {
+			hi = pe.GetEnd()
+			continue
 		}
+		flush()
+		lo, hi = pe.GetStart(), pe.GetEnd()
 	}
-	return kept, vdsoSame, nil
+	flush()
+	return kept, vdsoSame, b.Run()
 }
 
 // sameVdso says whether parent and child have [vvar]/[vdso] at the same
@@ -85,6 +104,8 @@ func resident(l *loaded, pid int) [][2]uint64 {
 // where it had none (zeros, or the file's page). MADV_DONTNEED gives back
 // exactly that.
 func (r *restorer) zapUninherited(parent *restorer, maps []mapping) error {
+	// The ranges are disjoint, the calls independent: one batch.
+	b := r.c.batch()
 	have := resident(r.l, r.c.pid)
 	for _, pr := range resident(parent.l, parent.c.pid) {
 		for _, m := range maps {
@@ -93,13 +114,14 @@ func (r *restorer) zapUninherited(parent *restorer, maps []mapping) error {
 			}
 			lo, hi := max(pr[0], m.e.GetStart()), min(pr[0]+pr[1]*pageSize, m.e.GetEnd())
 			for _, gap := range subtract(lo, hi, have) {
-				if _, err := r.c.call(r.c.leader, "madvise(MADV_DONTNEED)", unix.SYS_MADVISE, gap[0], gap[1]-gap[0], unix.MADV_DONTNEED); err != nil {
-					return fmt.Errorf("drop the parent's pages %#x-%#x: %w", gap[0], gap[1], err)
-				}
+				b.Add("madvise(MADV_DONTNEED)", unix.SYS_MADVISE, gap[0], gap[1]-gap[0], unix.MADV_DONTNEED).
+					Describe(func() string {
+						return fmt.Sprintf("madvise(MADV_DONTNEED) of the parent's pages %#x-%#x", gap[0], gap[1])
+					})
 			}
 		}
 	}
-	return nil
+	return b.Run()
 }
 
 // subtract returns the parts of [lo, hi) that no run of have (sorted page

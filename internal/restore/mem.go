@@ -1,9 +1,11 @@
 package restore
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 	"sort"
 	"strconv"
@@ -16,6 +18,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 
 	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/ptrace"
 )
@@ -28,12 +31,11 @@ const (
 // clearAddressSpace unmaps everything the child inherited from the stub
 // except the scratch area.
 func (c *child) clearAddressSpace() error {
-	if _, err := c.call(c.leader, "munmap below scratch", unix.SYS_MUNMAP, 0, c.scratch); err != nil {
-		return err
-	}
+	b := c.batch()
 	hi := c.scratch + scratchSize
-	_, err := c.call(c.leader, "munmap above scratch", unix.SYS_MUNMAP, hi, taskSize-hi)
-	return err
+	b.Add("munmap below the scratch area", unix.SYS_MUNMAP, 0, c.scratch)
+	b.Add("munmap above the scratch area", unix.SYS_MUNMAP, hi, taskSize-hi)
+	return b.Run()
 }
 
 // mapping is a VMA of the image with what restore needs to know of it.
@@ -51,33 +53,93 @@ type mapping struct {
 // writable once (meta.AccountedReadOnly). The kernel keeps VM_ACCOUNT on
 // such a VMA only if it already has an anon_vma, that is if a page of it
 // was ever faulted (mm/mprotect.c, mprotect_fixup): an anonymous one whose
-// pages were all zero gets one page touched and dropped again first.
+// pages were all zero gets one page touched and dropped again first. The
+// touches are writes from outside, all made before the batch of madvise
+// and mprotect calls, which are independent of each other.
 func (r *restorer) protectAccounted(maps []mapping, filled map[uint64]bool) error {
 	c := r.c
+	b := c.batch()
+	// Adjacent accounted VMAs with the same protection take one mprotect.
+	var run struct {
+		start, end, prot uint64
+		first            *vma.VmaEntry
+	}
+	flush := func() {
+		if run.end == 0 {
+			return
+		}
+		start, end, first := run.start, run.end, run.first
+		b.Add("mprotect", unix.SYS_MPROTECT, start, end-start, run.prot).
+			Describe(func() string {
+				if end == first.GetEnd() {
+					return "mprotect " + r.describe(first)
+				}
+				return fmt.Sprintf("mprotect %#x-%#x (adjacent VMAs from %s)", start, end, r.describe(first))
+			})
+		run.end = 0
+	}
 	for _, m := range maps {
 		if !m.accounted {
+			flush()
 			continue
 		}
-		start, length := m.e.GetStart(), m.e.GetEnd()-m.e.GetStart()
+		e := m.e
+		start, end, prot := e.GetStart(), e.GetEnd(), uint64(e.GetProt())
 		if !filled[start] {
 			if err := ptrace.WriteMem(c.pid, start, []byte{0}); err != nil {
 				return err
 			}
-			if _, err := c.call(c.leader, "madvise(MADV_DONTNEED)", unix.SYS_MADVISE, start, pageSize, unix.MADV_DONTNEED); err != nil {
-				return err
-			}
+			b.Add("madvise(MADV_DONTNEED)", unix.SYS_MADVISE, start, pageSize, unix.MADV_DONTNEED).
+				Describe(func() string { return "madvise(MADV_DONTNEED) of the first page of " + r.describe(e) })
 		}
-		if _, err := c.call(c.leader, "mprotect", unix.SYS_MPROTECT, start, length, uint64(m.e.GetProt())); err != nil {
-			return fmt.Errorf("vma %#x-%#x: %w", start, start+length, err)
+		if run.end == start && run.prot == prot {
+			run.end = end
+			continue
+		}
+		flush()
+		run.start, run.end, run.prot, run.first = start, end, prot, e
+	}
+	flush()
+	return b.Run()
+}
+
+// describe names a VMA of the image in errors: "0x7f..-0x7f.. r-xp of
+// /usr/lib/libc.so.6".
+func (r *restorer) describe(e *vma.VmaEntry) string {
+	prot := []byte("---p")
+	for i, bit := range []uint32{unix.PROT_READ, unix.PROT_WRITE, unix.PROT_EXEC} {
+		if e.GetProt()&bit != 0 {
+			prot[i] = "rwx"[i]
 		}
 	}
-	return nil
+	if e.GetFlags()&unix.MAP_SHARED != 0 {
+		prot[3] = 's'
+	}
+	s := fmt.Sprintf("%#x-%#x %s", e.GetStart(), e.GetEnd(), prot)
+	switch {
+	case has(e, kabi.VMA_ANON_SHARED):
+		return s + " of shared memory " + strconv.FormatUint(e.GetShmid(), 10)
+	case has(e, kabi.VMA_AREA_MEMFD) || has(e, kabi.VMA_FILE_PRIVATE) || has(e, kabi.VMA_FILE_SHARED):
+		if f := r.l.files[uint32(e.GetShmid())]; f != nil {
+			switch {
+			case f.GetReg() != nil:
+				return s + " of " + f.GetReg().GetName()
+			case f.GetMemfd() != nil:
+				return s + " of memfd " + strconv.FormatUint(uint64(f.GetMemfd().GetInodeId()), 10)
+			}
+		}
+		return s + " of file " + strconv.FormatUint(e.GetShmid(), 10)
+	}
+	return s
 }
 
 func has(e *vma.VmaEntry, bit uint32) bool { return e.GetStatus()&bit != 0 }
 
-// mapAll creates every VMA of the image at its address. files opens a
-// file of files.img in the child and returns the fd.
+// mapAll creates every VMA of the image at its address. The fds the
+// mappings need (files, shared memory, memfds) are opened first, one
+// injected call each: they are what the mmaps depend on. The mmaps, which
+// depend on nothing but those fds, then run as one batch, and the fds are
+// closed in another.
 func (r *restorer) mapAll(kept map[uint64]bool) ([]mapping, error) {
 	c := r.c
 	vmas := r.l.mm.GetVmas()
@@ -89,13 +151,57 @@ func (r *restorer) mapAll(kept map[uint64]bool) ([]mapping, error) {
 	fileFds := map[uint64]uint64{} // file id → fd in the child
 	shmFds := map[uint64]uint64{}  // shmid → fd of the shmem object
 	defer func() {
-		for _, fd := range fileFds {
-			c.call(c.leader, "close", unix.SYS_CLOSE, fd)
+		// These are fds restore itself just opened: a close can only fail
+		// if one is not open any more, which is logged, not fatal.
+		b := c.batch()
+		var closes []inject.Step
+		for _, fds := range []map[uint64]uint64{fileFds, shmFds} {
+			for _, fd := range fds {
+				closes = append(closes, b.Add("close "+strconv.FormatUint(fd, 10), unix.SYS_CLOSE, fd).Tolerate())
+			}
 		}
-		for _, fd := range shmFds {
-			c.call(c.leader, "close", unix.SYS_CLOSE, fd)
+		err := b.Run()
+		for _, st := range closes {
+			if _, e := st.Result(); e != nil && err == nil {
+				err = e
+			}
+		}
+		if err != nil {
+			r.log.Warn("close the fds of the mappings", "pid", c.pid, "err", err)
 		}
 	}()
+	b := c.batch()
+	// Each mmap of the batch, and the address it must return.
+	type mmapStep struct {
+		step       inject.Step
+		start, end uint64
+	}
+	var mmaps []mmapStep
+	// A run of adjacent private anonymous VMAs that are mapped with the
+	// same protection and flags is mapped by one mmap: the kernel would
+	// merge their separate mappings into one VMA anyway (nothing tells
+	// fresh anonymous VMAs apart before they have pages), so the result is
+	// the same, minus one syscall and one merge per VMA. They get their
+	// own VMAs back when protectAccounted and adviseAll change them.
+	var run struct {
+		start, end, prot, flags uint64
+		first                   *vma.VmaEntry
+	}
+	flush := func() {
+		if run.end == 0 {
+			return
+		}
+		start, end, first := run.start, run.end, run.first
+		st := b.Add("mmap", unix.SYS_MMAP, start, end-start, run.prot, run.flags, ^uint64(0), 0).
+			Describe(func() string {
+				if end == first.GetEnd() {
+					return "mmap " + r.describe(first)
+				}
+				return fmt.Sprintf("mmap %#x-%#x (adjacent anonymous VMAs from %s)", start, end, r.describe(first))
+			})
+		mmaps = append(mmaps, mmapStep{st, start, end})
+		run.end = 0
+	}
 	for _, e := range vmas {
 		start, end := e.GetStart(), e.GetEnd()
 		if has(e, kabi.VMA_AREA_VSYSCALL) || has(e, kabi.VMA_AREA_VDSO) || has(e, kabi.VMA_AREA_VVAR) {
@@ -108,6 +214,7 @@ func (r *restorer) mapAll(kept map[uint64]bool) ([]mapping, error) {
 			return nil, fmt.Errorf("vma %#x-%#x overlaps the scratch area", start, end)
 		}
 		if kept[start] {
+			flush()
 			// Inherited from the parent with its pages (see inherit.go).
 			out = append(out, mapping{e: e, shmem: has(e, kabi.VMA_ANON_SHARED) || (has(e, kabi.VMA_AREA_MEMFD) && e.GetFlags()&unix.MAP_SHARED != 0), kept: true})
 			continue
@@ -167,18 +274,39 @@ func (r *restorer) mapAll(kept map[uint64]bool) ([]mapping, error) {
 		if accounted {
 			mprot |= unix.PROT_WRITE
 		}
-		ret, err := c.call(c.leader, "mmap", unix.SYS_MMAP, start, length, mprot, flags, fd, pgoff)
-		if err != nil {
-			return nil, fmt.Errorf("map %#x-%#x: %w", start, end, err)
-		}
-		if ret != start {
-			return nil, fmt.Errorf("map %#x-%#x: kernel placed it at %#x", start, end, ret)
-		}
 		m.accounted = accounted
 		out = append(out, m)
-		if m.shmem && has(e, kabi.VMA_ANON_SHARED) {
-			if _, ok := r.t.shm[e.GetShmid()]; !ok {
-				r.t.shm[e.GetShmid()] = shmOwner{pid: c.pid, start: start, end: end}
+		if fd == ^uint64(0) && flags&unix.MAP_GROWSDOWN == 0 {
+			if run.end == start && run.prot == mprot && run.flags == flags {
+				run.end = end
+				continue
+			}
+			flush()
+			run.start, run.end, run.prot, run.flags, run.first = start, end, mprot, flags, e
+			continue
+		}
+		flush()
+		st := b.Add("mmap", unix.SYS_MMAP, start, length, mprot, flags, fd, pgoff).
+			Describe(func() string { return "mmap " + r.describe(e) })
+		mmaps = append(mmaps, mmapStep{st, start, end})
+	}
+	flush()
+	if err := b.Run(); err != nil {
+		return nil, err
+	}
+	for _, m := range mmaps {
+		ret, err := m.step.Result()
+		if err != nil {
+			return nil, err
+		}
+		if ret != m.start {
+			return nil, fmt.Errorf("map %#x-%#x: kernel placed it at %#x", m.start, m.end, ret)
+		}
+	}
+	for _, m := range out {
+		if m.shmem && has(m.e, kabi.VMA_ANON_SHARED) && !m.kept {
+			if _, ok := r.t.shm[m.e.GetShmid()]; !ok {
+				r.t.shm[m.e.GetShmid()] = shmOwner{pid: c.pid, start: m.e.GetStart(), end: m.e.GetEnd()}
 			}
 		}
 	}
@@ -363,8 +491,16 @@ func (w *batchWriter) take(n uint64) []byte {
 }
 
 func (w *batchWriter) add(addr, n uint64) {
-	b := w.buf[len(w.buf)-int(n):]
-	w.local = append(w.local, kabi.LocalIovec(b))
+	b := kabi.LocalIovec(w.buf[len(w.buf)-int(n):])
+	// Pages of adjacent VMAs follow each other in the image as they do in
+	// memory: one iovec for the lot, as the kernel pins each iovec's pages
+	// on its own (process_vm_rw_core), whatever VMAs they fall in.
+	if k := len(w.remote) - 1; k >= 0 && w.remote[k].Base+w.remote[k].Len == addr && w.local[k].Base+w.local[k].Len == b.Base {
+		w.remote[k].Len += n
+		w.local[k].Len += n
+		return
+	}
+	w.local = append(w.local, b)
 	w.remote = append(w.remote, kabi.Iovec{Base: addr, Len: n})
 }
 
@@ -388,37 +524,77 @@ func (w *batchWriter) flush() error {
 	return nil
 }
 
-// adviseAll replays the madvise advice that shows in VmFlags.
+// adviseAll replays the madvise advice that shows in VmFlags. Adjacent
+// VMAs with the same advice get it in one madvise over all of them: the
+// kernel applies advice VMA by VMA within a range, so the result is the
+// same. It runs before protectAccounted, while a run of anonymous VMAs
+// that mapAll mapped at once is still one VMA: the advice is then set on
+// that one, and the VMAs that mprotect splits off inherit it, instead of
+// being changed one by one.
 func (r *restorer) adviseAll() error {
-	for _, e := range r.l.mm.GetVmas() {
-		if has(e, kabi.VMA_AREA_VSYSCALL) || has(e, kabi.VMA_AREA_VDSO) || has(e, kabi.VMA_AREA_VVAR) {
-			continue // their flags are the kernel's
+	b := r.c.batch()
+	type run struct {
+		start, end uint64
+		first      *vma.VmaEntry
+		n          int
+	}
+	var runs [64]run
+	flush := func(adv int) {
+		ru := runs[adv]
+		if ru.n == 0 {
+			return
 		}
+		b.Add("madvise", unix.SYS_MADVISE, ru.start, ru.end-ru.start, uint64(adv)).
+			Describe(func() string {
+				if ru.n == 1 {
+					return fmt.Sprintf("madvise(%d) of %s", adv, r.describe(ru.first))
+				}
+				return fmt.Sprintf("madvise(%d) of %#x-%#x (%d VMAs from %s)", adv, ru.start, ru.end, ru.n, r.describe(ru.first))
+			})
+		runs[adv] = run{}
+	}
+	var open uint64 // advice with a run in runs
+	for _, e := range r.l.mm.GetVmas() {
 		madv := e.GetMadv()
-		for adv := 0; madv != 0 && adv < 64; adv++ {
-			if madv&(1<<uint(adv)) == 0 {
+		if has(e, kabi.VMA_AREA_VSYSCALL) || has(e, kabi.VMA_AREA_VDSO) || has(e, kabi.VMA_AREA_VVAR) {
+			madv = 0 // their flags are the kernel's
+		}
+		for m := open; m != 0; m &= m - 1 {
+			adv := bits.TrailingZeros64(m)
+			if madv&(1<<adv) != 0 && runs[adv].end == e.GetStart() {
+				runs[adv].end = e.GetEnd()
+				runs[adv].n++
+				madv &^= 1 << adv
 				continue
 			}
-			if _, err := r.c.call(r.c.leader, "madvise", unix.SYS_MADVISE, e.GetStart(), e.GetEnd()-e.GetStart(), uint64(adv)); err != nil {
-				return fmt.Errorf("vma %#x-%#x: %w", e.GetStart(), e.GetEnd(), err)
-			}
+			flush(adv)
+			open &^= 1 << adv
+		}
+		for m := madv; m != 0; m &= m - 1 {
+			adv := bits.TrailingZeros64(m)
+			flush(adv)
+			runs[adv] = run{start: e.GetStart(), end: e.GetEnd(), first: e, n: 1}
+			open |= 1 << adv
 		}
 	}
-	return nil
+	for m := open; m != 0; m &= m - 1 {
+		flush(bits.TrailingZeros64(m))
+	}
+	return b.Run()
 }
 
 // mapVdso re-creates [vvar], [vvar_vclock] and [vdso] where the image had
 // them. They must move together: the vdso code finds its data at fixed
 // offsets from itself.
 func (r *restorer) mapVdso() error {
-	var lo, vdso uint64
+	var lo, vdso, vdsoEnd uint64
 	for _, e := range r.l.mm.GetVmas() {
 		if has(e, kabi.VMA_AREA_VDSO) || has(e, kabi.VMA_AREA_VVAR) {
 			if lo == 0 || e.GetStart() < lo {
 				lo = e.GetStart()
 			}
 			if has(e, kabi.VMA_AREA_VDSO) {
-				vdso = e.GetStart()
+				vdso, vdsoEnd = e.GetStart(), e.GetEnd()
 			}
 		}
 	}
@@ -429,10 +605,22 @@ func (r *restorer) mapVdso() error {
 	if err != nil {
 		return err
 	}
-	if err := ptrace.Errno(ret); err != nil {
+	if err := inject.Errno(ret); err != nil {
 		return fmt.Errorf("arch_prctl(ARCH_MAP_VDSO_64, %#x): %w", lo, err)
 	}
-	// Check the kernel laid them out as the image has them.
+	// Check the kernel laid them out as the image has them: the image's
+	// vdso, which preflight found to be this kernel's, must be readable
+	// where the image had it ([vvar] pages cannot be read from outside).
+	// Reading it is cheap; /proc/PID/maps costs the kernel a line per VMA
+	// (a tenth of the restore of 10,000 VMAs), so it is read only to say
+	// what went wrong.
+	if want := r.l.meta.VdsoHash; want != "" && vdsoEnd > vdso && vdsoEnd-vdso <= 1<<20 {
+		b := make([]byte, vdsoEnd-vdso)
+		if ptrace.ReadMem(r.c.pid, vdso, b) == nil && fmt.Sprintf("%x", sha256.Sum256(b)) == want {
+			r.vdso = vdso
+			return nil
+		}
+	}
 	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", r.c.pid))
 	if err != nil {
 		return err

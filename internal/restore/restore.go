@@ -129,13 +129,14 @@ func (r *restorer) buildMemory(parent *restorer) error {
 			return err
 		}
 	}
-	if err := r.protectAccounted(maps, filled); err != nil {
-		return err
-	}
 	step("pages")
 	if err := r.adviseAll(); err != nil {
 		return err
 	}
+	if err := r.protectAccounted(maps, filled); err != nil {
+		return err
+	}
+	step("advise+protect")
 	if keptVdso {
 		r.vdso = parent.vdso
 	} else if err := r.mapVdso(); err != nil {
@@ -175,6 +176,9 @@ func (r *restorer) buildRest() error {
 			return err
 		}
 	}
+	if err := r.keepTrapIgnored(); err != nil {
+		return err
+	}
 	step("threads")
 	return nil
 }
@@ -187,7 +191,7 @@ func (r *restorer) finish() error {
 	if err != nil {
 		return err
 	}
-	c.leader.SyscallIP, c.leader.Trap = ip, false // a vdso syscall has no int3 after it
+	c.leader.SetSyscallIP(ip, false) // a vdso syscall has no int3 after it
 	if _, err := c.call(c.leader, "munmap scratch", unix.SYS_MUNMAP, c.scratch, scratchSize); err != nil {
 		return err
 	}

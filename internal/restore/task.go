@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"iter"
 	"os"
 	"strconv"
 	"strings"
@@ -11,9 +12,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	x86 "github.com/checkpoint-restore/go-criu/v8/crit/images/core-x86"
+	core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timer"
 
+	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/ptrace"
 	"github.com/cryo-project/cryo/internal/xstate"
@@ -60,26 +63,15 @@ func vdsoHashOf(pid int) (string, error) {
 
 // restoreProcess puts back what the threads share: signal handlers,
 // itimers, POSIX timers, rlimits, personality, oom_score_adj, and the
-// process-wide pending signals (queued last but for thread ones).
+// process-wide pending signals (queued last but for thread ones). The
+// handlers and itimers are independent calls: one batch.
 func (r *restorer) restoreProcess() error {
 	c, tc := r.c, r.l.cores[0].GetTc()
-	sig := 0
-	for _, a := range tc.GetSigactions() {
-		sig++
-		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
-			sig++
-		}
-		if a.GetSigaction() == 0 && a.GetFlags() == 0 && a.GetMask() == 0 {
-			continue // SIG_DFL, as the new process has it
-		}
-		act := kabi.Sigaction{Handler: a.GetSigaction(), Flags: a.GetFlags(), Restorer: a.GetRestorer(), Mask: a.GetMask()}
-		p, err := c.arg(kabi.Bytes(&act))
-		if err != nil {
-			return err
-		}
-		if _, err := c.call(c.leader, "rt_sigaction "+strconv.Itoa(sig), unix.SYS_RT_SIGACTION, uint64(sig), p, 0, 8); err != nil {
-			return err
-		}
+	b := c.batch()
+	for sig, act := range sigactions(tc) {
+		b.AddArg("rt_sigaction "+strconv.Itoa(sig), kabi.Bytes(&act), unix.SYS_RT_SIGACTION, func(p uint64) []uint64 {
+			return []uint64{uint64(sig), p, 0, 8}
+		})
 	}
 	if t := tc.GetTimers(); t != nil {
 		for which, it := range []*itimerEntry{t.GetReal(), t.GetVirt(), t.GetProf()} {
@@ -87,14 +79,15 @@ func (r *restorer) restoreProcess() error {
 			if v.ValueSec == 0 && v.ValueUsec == 0 {
 				continue
 			}
-			p, err := c.arg(kabi.Bytes(&v))
-			if err != nil {
-				return err
-			}
-			if _, err := c.call(c.leader, "setitimer", unix.SYS_SETITIMER, uint64(which), p, 0); err != nil {
-				return err
-			}
+			b.AddArg("setitimer "+strconv.Itoa(which), kabi.Bytes(&v), unix.SYS_SETITIMER, func(p uint64) []uint64 {
+				return []uint64{uint64(which), p, 0}
+			})
 		}
+	}
+	if err := b.Run(); err != nil {
+		return err
+	}
+	if tc.GetTimers() != nil {
 		if err := r.restoreTimers(); err != nil {
 			return err
 		}
@@ -117,6 +110,57 @@ func (r *restorer) restoreProcess() error {
 	}
 	return r.queueSignals(c.leader, tc.GetSignalsS(), true)
 }
+
+// sigactions yields the image's signal actions other than SIG_DFL (which
+// the new process has), by signal number. CRIU stores SIGMAX-2 of them:
+// SIGKILL and SIGSTOP have none.
+func sigactions(tc *core.TaskCoreEntry) iter.Seq2[int, kabi.Sigaction] {
+	return func(yield func(int, kabi.Sigaction) bool) {
+		sig := 0
+		for _, a := range tc.GetSigactions() {
+			sig++
+			if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+				sig++
+			}
+			if a.GetSigaction() == 0 && a.GetFlags() == 0 && a.GetMask() == 0 {
+				continue
+			}
+			if !yield(sig, kabi.Sigaction{Handler: a.GetSigaction(), Flags: a.GetFlags(), Restorer: a.GetRestorer(), Mask: a.GetMask()}) {
+				return
+			}
+		}
+	}
+}
+
+// keepTrapIgnored makes an ignored SIGTRAP of the image survive the rest
+// of the restore. Every injection through the scratch area ends on its
+// int3, and the kernel resets the action of a signal it forces to SIG_DFL
+// when the signal is ignored (kernel/signal.c, force_sig_info_to_task; a
+// handler is kept). So once every thread's own state is in, the threads
+// inject with two syscall stops and no int3 (no more batches), and the
+// action is set again. It runs before credentials and seccomp filters, so
+// that these judge no more calls than before.
+func (r *restorer) keepTrapIgnored() error {
+	c := r.c
+	for sig, act := range sigactions(r.l.cores[0].GetTc()) {
+		if sig != int(unix.SIGTRAP) || act.Handler != sigIgn {
+			continue
+		}
+		for _, t := range c.threads {
+			t.SetSyscallIP(t.SyscallIP(), false)
+		}
+		p, err := c.arg(kabi.Bytes(&act))
+		if err != nil {
+			return err
+		}
+		_, err = c.call(c.leader, "rt_sigaction "+strconv.Itoa(sig), unix.SYS_RT_SIGACTION, uint64(sig), p, 0, 8)
+		return err
+	}
+	return nil
+}
+
+// sigIgn is SIG_IGN as a handler address.
+const sigIgn = 1
 
 type itimerEntry = timer.ItimerEntry
 
@@ -145,11 +189,9 @@ func (r *restorer) restoreTimers() error {
 			return err
 		}
 		if _, err := c.leader.Call("timer_create", unix.SYS_TIMER_CREATE, uint64(t.GetClockId()), evp, idp); err != nil {
-			c.cursor = 0
 			return err
 		}
 		got, err := c.out(idp, 4)
-		c.cursor = 0
 		if err != nil {
 			return err
 		}
@@ -172,9 +214,18 @@ func (r *restorer) restoreTimers() error {
 	return err
 }
 
-// queueSignals puts pending signals back, siginfo intact. They stay pending:
-// every signal is blocked until finish.
-func (r *restorer) queueSignals(t *ptrace.Task, q *siginfo.SignalQueueEntry, shared bool) error {
+// queueSignals puts pending signals back, siginfo intact, in the order
+// they were queued: one batch. They stay pending: every signal is blocked
+// until finish.
+func (r *restorer) queueSignals(t *inject.Task, q *siginfo.SignalQueueEntry, shared bool) error {
+	b := t.Batch()
+	if err := r.addSignals(b, t, q, shared); err != nil {
+		return err
+	}
+	return b.Run()
+}
+
+func (r *restorer) addSignals(b *inject.Batch, t *inject.Task, q *siginfo.SignalQueueEntry, shared bool) error {
 	c := r.c
 	for _, s := range q.GetSignals() {
 		raw := s.GetSiginfo()
@@ -183,17 +234,16 @@ func (r *restorer) queueSignals(t *ptrace.Task, q *siginfo.SignalQueueEntry, sha
 		}
 		var si kabi.Siginfo
 		copy(si[:], raw)
-		p, err := c.arg(raw)
-		if err != nil {
-			return err
-		}
+		signo := uint64(si.Signo())
+		name := "re-queue signal " + strconv.Itoa(si.Signo())
 		if shared {
-			_, err = c.call(t, "rt_sigqueueinfo", unix.SYS_RT_SIGQUEUEINFO, uint64(c.pid), uint64(si.Signo()), p)
+			b.AddArg(name+" (rt_sigqueueinfo)", raw, unix.SYS_RT_SIGQUEUEINFO, func(p uint64) []uint64 {
+				return []uint64{uint64(c.pid), signo, p}
+			})
 		} else {
-			_, err = c.call(t, "rt_tgsigqueueinfo", unix.SYS_RT_TGSIGQUEUEINFO, uint64(c.pid), uint64(t.Tid), uint64(si.Signo()), p)
-		}
-		if err != nil {
-			return fmt.Errorf("re-queue signal %d: %w", si.Signo(), err)
+			b.AddArg(name+" (rt_tgsigqueueinfo)", raw, unix.SYS_RT_TGSIGQUEUEINFO, func(p uint64) []uint64 {
+				return []uint64{uint64(c.pid), uint64(t.Tid), signo, p}
+			})
 		}
 	}
 	return nil
@@ -228,68 +278,53 @@ func (r *restorer) createThreads() error {
 		if err != nil {
 			return fmt.Errorf("new thread %d: %w", ret, err)
 		}
-		t.SyscallIP, t.Trap, t.Scratch = c.scratch, true, true
-		c.threads = append(c.threads, t)
+		c.threads = append(c.threads, inject.Built(t, c.mem))
 	}
 	return nil
 }
 
-// restoreThread puts back the state each thread has of its own.
-func (r *restorer) restoreThread(t *ptrace.Task, i int) error {
-	c := r.c
+// restoreThread puts back the state each thread has of its own. The calls
+// are independent of each other: one batch, with the thread's pending
+// signals queued last.
+func (r *restorer) restoreThread(t *inject.Task, i int) error {
 	core := r.l.cores[i]
 	tc := core.GetThreadCore()
+	b := t.Batch()
 	if sas := tc.GetSas(); sas != nil && sas.GetSsFlags()&ssDisable == 0 && sas.GetSsSize() != 0 {
 		st := kabi.Stack{Sp: sas.GetSsSp(), Size: sas.GetSsSize(), Flags: int32(sas.GetSsFlags() &^ ssOnstack)}
-		p, err := c.arg(kabi.Bytes(&st))
-		if err != nil {
-			return err
-		}
-		if _, err := c.call(t, "sigaltstack", unix.SYS_SIGALTSTACK, p, 0); err != nil {
-			return err
-		}
+		b.AddArg("sigaltstack", kabi.Bytes(&st), unix.SYS_SIGALTSTACK, func(p uint64) []uint64 { return []uint64{p, 0} })
 	}
 	if tc.GetFutexRla() != 0 {
-		if _, err := c.call(t, "set_robust_list", unix.SYS_SET_ROBUST_LIST, tc.GetFutexRla(), uint64(tc.GetFutexRlaLen())); err != nil {
-			return err
-		}
+		b.Add("set_robust_list", unix.SYS_SET_ROBUST_LIST, tc.GetFutexRla(), uint64(tc.GetFutexRlaLen()))
 	}
-	if _, err := c.call(t, "set_tid_address", unix.SYS_SET_TID_ADDRESS, core.GetThreadInfo().GetClearTidAddr()); err != nil {
-		return err
-	}
+	b.Add("set_tid_address", unix.SYS_SET_TID_ADDRESS, core.GetThreadInfo().GetClearTidAddr())
 	if rs := tc.GetRseqEntry(); rs != nil && rs.GetRseqAbiPointer() != 0 {
-		if _, err := c.call(t, "rseq", unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature())); err != nil {
-			return err
-		}
+		b.Add("rseq", unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature()))
 	}
 	comm := tc.GetComm()
 	if comm == "" && core.GetTc() != nil {
 		comm = core.GetTc().GetComm()
 	}
 	if comm != "" {
-		p, err := c.str(comm)
-		if err != nil {
-			return err
-		}
-		if _, err := c.call(t, "prctl(PR_SET_NAME)", unix.SYS_PRCTL, unix.PR_SET_NAME, p); err != nil {
-			return err
-		}
+		b.AddArg("prctl(PR_SET_NAME)", append([]byte(comm), 0), unix.SYS_PRCTL, func(p uint64) []uint64 { return []uint64{unix.PR_SET_NAME, p} })
 	}
 	if d := tc.GetPdeathSig(); d != 0 {
-		if _, err := c.call(t, "prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(d)); err != nil {
-			return err
-		}
+		b.Add("prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(d))
 	}
+	if err := r.addSignals(b, t, tc.GetSignalsP(), false); err != nil {
+		return err
+	}
+	// The nice value is set from outside; nothing in the batch depends on it.
 	if tc.SchedNice != nil && tc.GetSchedPolicy() == 0 /* SCHED_OTHER */ {
 		if err := unix.Setpriority(unix.PRIO_PROCESS, t.Tid, int(tc.GetSchedNice())); err != nil {
 			return fmt.Errorf("thread %d: nice %d: %w", t.Tid, tc.GetSchedNice(), hintPrivilege(err, "a nice value below cryo's own needs CAP_SYS_NICE"))
 		}
 	}
-	return r.queueSignals(t, tc.GetSignalsP(), false)
+	return b.Run()
 }
 
 // installSeccomp installs the chain ending in filter idx, oldest first.
-func (r *restorer) installSeccomp(t *ptrace.Task, idx uint32) error {
+func (r *restorer) installSeccomp(t *inject.Task, idx uint32) error {
 	if r.l.seccomp == nil {
 		return fmt.Errorf("seccomp filter %d, but no seccomp.img", idx)
 	}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cryo-project/cryo/internal/files"
+	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/ptrace"
 )
@@ -59,6 +60,7 @@ func Run(opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	opts.Log.Debug("image loaded", "processes", len(l.procs), "took", time.Since(t0))
 	t := &treeRestorer{opts: opts, log: opts.Log, l: l, byPid: map[uint32]*restorer{},
 		shm: map[uint64]shmOwner{}, shmLen: map[uint64]uint64{}}
 	for _, pl := range l.procs {
@@ -371,11 +373,10 @@ func (r *restorer) consumeSIGCHLD() error {
 		return err
 	}
 	ret, err := r.c.leader.Syscall(unix.SYS_RT_SIGTIMEDWAIT, sp, 0, tp, 8)
-	r.c.cursor = 0
 	if err != nil {
 		return err
 	}
-	if e := ptrace.Errno(ret); e != nil && !errors.Is(e, unix.EAGAIN) {
+	if e := inject.Errno(ret); e != nil && !errors.Is(e, unix.EAGAIN) {
 		return fmt.Errorf("consume SIGCHLD in %d: %w", r.c.pid, e)
 	}
 	return nil
@@ -398,7 +399,7 @@ func (t *treeRestorer) die(r *restorer) error {
 		// Two syscall stops, not the int3: the signal must stay pending, to
 		// be delivered when the process is let go, not seen and consumed at
 		// a stop of the injection.
-		c.leader.Trap = false
+		c.leader.SetSyscallIP(c.leader.SyscallIP(), false)
 		if _, err := c.call(c.leader, "kill", unix.SYS_KILL, uint64(c.pid), uint64(sig)); err != nil {
 			return err
 		}
@@ -406,13 +407,11 @@ func (t *treeRestorer) die(r *restorer) error {
 	} else {
 		c.leader.Syscall(unix.SYS_EXIT_GROUP, uint64(status>>8&0xff)) // returns ErrGone
 	}
-	var ws unix.WaitStatus
-	for i := 0; i < 100; i++ {
-		p, err := unix.Wait4(c.pid, &ws, unix.WALL|unix.WNOHANG, nil)
-		if err != nil || (p == c.pid && (ws.Exited() || ws.Signaled())) {
-			break
-		}
-		time.Sleep(time.Millisecond)
+	// As its tracer, cryo takes the exit report first; the zombie then
+	// waits for its parent. Once detached (killed by a signal) it is not
+	// cryo's to wait for, and Reap returns at once.
+	if _, err := ptrace.Reap(c.pid); err != nil {
+		return err
 	}
 	if parent := t.byPid[r.l.tree.GetPpid()]; parent != nil {
 		return parent.consumeSIGCHLD()
@@ -447,6 +446,7 @@ func (c *child) fork(pid int) (*child, error) {
 		return nil, fmt.Errorf("new process %d: %w", ret, err)
 	}
 	c.log.Debug("process born", "pid", ret, "parent", c.pid)
-	t.SyscallIP, t.Trap, t.Scratch = c.scratch, true, true
-	return &child{pid: int(ret), log: c.log, leader: t, threads: []*ptrace.Task{t}, scratch: c.scratch, handedOn: c.handedOn}, nil
+	mem := c.mem.Fork(int(ret))
+	leader := inject.Built(t, mem)
+	return &child{pid: int(ret), log: c.log, leader: leader, threads: []*inject.Task{leader}, mem: mem, scratch: c.scratch, handedOn: c.handedOn}, nil
 }

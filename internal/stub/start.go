@@ -1,7 +1,6 @@
 package stub
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -10,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cryo-project/cryo/internal/procfs"
+	"github.com/cryo-project/cryo/internal/ptrace"
 )
 
 // Proc is a started stub, not yet traced: the caller seizes it.
@@ -90,24 +90,12 @@ func Start(base uint64, name string) (*Proc, error) {
 		return nil, fmt.Errorf("start stub (ambient capabilities %#x): %w", handed, err)
 	}
 	p := &Proc{Pid: proc.Pid, Handed: handed}
-	// Reaped by Kill with wait4, never with Process.Wait, which would steal
-	// the ptrace stops that package ptrace waits for.
+	// Reaped by Kill (package ptrace's wait), never with Process.Wait,
+	// which would steal the ptrace stops that package ptrace waits for.
 	proc.Release()
 	return p, nil
 }
 
-// Kill kills the stub and waits until it is gone. SIGKILL cannot be caught
-// or blocked, so the wait ends once the kernel has torn the task down.
-func (p *Proc) Kill() {
-	unix.Kill(p.Pid, unix.SIGKILL)
-	for {
-		var ws unix.WaitStatus
-		got, err := unix.Wait4(p.Pid, &ws, unix.WALL, nil)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil || (got == p.Pid && (ws.Exited() || ws.Signaled())) {
-			return
-		}
-	}
-}
+// Kill kills the stub and reaps it (ptrace.Kill: bounded, and whether or
+// not cryo traces it).
+func (p *Proc) Kill() { ptrace.Kill(p.Pid, p.Pid) }

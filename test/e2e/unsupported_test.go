@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -115,4 +117,58 @@ func TestDumpRefusesSharedObjects(t *testing.T) {
 			tg.expectPassed(st.ExitCode(), "after the refused dump")
 		})
 	}
+}
+
+// TestDumpStoppedRefused: a process stopped by job control (SIGSTOP) is
+// refused at once, saying why, and left as it was: every thread still
+// stopped and untraced. After SIGCONT it runs on intact.
+func TestDumpStoppedRefused(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "threads")
+	if err := syscall.Kill(tg.pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	allStopped := func() string {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", tg.pid))
+		if err != nil {
+			return err.Error()
+		}
+		for _, e := range ents {
+			if st := taskState(tg.pid, e.Name()); st != "T" {
+				return fmt.Sprintf("thread %s in state %s", e.Name(), st)
+			}
+			if tp := tracerPid(tg.pid, e.Name()); tp != 0 {
+				return fmt.Sprintf("thread %s traced by %d", e.Name(), tp)
+			}
+		}
+		return ""
+	}
+	for deadline := time.Now().Add(5 * time.Second); allStopped() != ""; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("target did not stop: %s", allStopped())
+		}
+	}
+	img := filepath.Join(tg.dir, "img")
+	// The refusal comes from the seize itself, with no stop to wait for:
+	// a dump that waited would fail with "did not stop" instead.
+	r := dump(t, tg.pid, img)
+	if r.timedOut || r.code == 0 || !strings.Contains(r.output, "stopped (job control") {
+		t.Fatalf("dump of a stopped process: want a refusal saying it is stopped, got %v", r)
+	}
+	if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
+		t.Errorf("a failed dump left %s/inventory.img", img)
+	}
+	if bad := allStopped(); bad != "" {
+		t.Errorf("after the refused dump: %s; want every thread stopped, untraced", bad)
+	}
+	if err := syscall.Kill(tg.pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	expectAliveUnstopped(t, tg.pid, "after SIGCONT")
+	tg.fire()
+	st, ok := tg.waitExit(10 * time.Second)
+	if !ok {
+		t.Fatal("target did not finish its checks within 10 s")
+	}
+	tg.expectPassed(st.ExitCode(), "after the refused dump and SIGCONT")
 }

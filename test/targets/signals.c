@@ -232,6 +232,9 @@ int main(int argc, char **argv)
 	set_action(SIG_TIMER, on_nothing, SA_RESTART, SIGALRM);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGTERM, SIG_IGN);
+	/* Ignored SIGTRAP: the kernel resets an ignored signal it forces (an
+	 * int3) to SIG_DFL, and restore's injections end on an int3. */
+	signal(SIGTRAP, SIG_IGN);
 
 	/* Blocked in every thread: SIGUSR1 (pending on main), SIGURG (pending on
 	 * the worker), the RT signal (queued on the process). */

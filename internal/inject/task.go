@@ -1,0 +1,147 @@
+package inject
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cryo-project/cryo/internal/ptrace"
+)
+
+// Task is a stopped thread that cryo runs syscalls in. It is a seized
+// ptrace.Task (whose fields and methods it has) with where to inject from
+// and where the arguments go.
+type Task struct {
+	*ptrace.Task
+	ip   uint64 // a syscall instruction the task can execute
+	trap bool   // an int3 follows the instruction at ip: one stop per call
+	// borrowed: the task goes back to running its program once cryo is
+	// done (or dead), so its own registers are put back after every call.
+	borrowed bool
+	stack    *Stack
+	scratch  *Scratch
+}
+
+// Borrowed returns the injection view of a thread of process pid that cryo
+// dumps. Its registers are set for an injected call only for the instants
+// of that call, and put back, in a form that resumes it correctly, as soon
+// as the call returns: if cryo dies, the kernel detaches the thread, which
+// carries on as if it had never been stopped. Its arena is a Stack below
+// its red zone. It has no syscall instruction until SetSyscallIP.
+func Borrowed(t *ptrace.Task, pid int) *Task {
+	return &Task{Task: t, borrowed: true, stack: NewStack(pid, t.Regs.Rsp)}
+}
+
+// Built returns the injection view of a thread that cryo builds (a restore)
+// or probes (a stub), seized with PTRACE_O_EXITKILL so that it dies with
+// cryo: its registers are not put back between calls. It injects through
+// the syscall; int3 at the start of s, and its arguments live in s, which
+// the threads of one process share.
+func Built(t *ptrace.Task, s *Scratch) *Task {
+	return &Task{Task: t, ip: s.addr + callCode, trap: true, scratch: s}
+}
+
+// SetSyscallIP makes the task inject through the syscall instruction at
+// ip; trap says whether an int3 follows it (one stop per call) or not (two
+// syscall stops, as through [vdso], which cryo may not write). A signal
+// the task has pending and unblocked stays pending across a call made
+// without trap, to be delivered when the task is let go: restore relies on
+// that to kill a zombie of the image with its own signal.
+func (t *Task) SetSyscallIP(ip uint64, trap bool) { t.ip, t.trap = ip, trap }
+
+// SyscallIP returns the address of the syscall instruction in use.
+func (t *Task) SyscallIP() uint64 { return t.ip }
+
+// Arena returns where the task's call arguments go (nil for a Task not
+// made by Borrowed or Built).
+func (t *Task) Arena() Arena {
+	switch {
+	case t.stack != nil:
+		return t.stack
+	case t.scratch != nil:
+		return t.scratch
+	}
+	return nil
+}
+
+// PutBackArena puts back the stack bytes a borrowed task lent (see Stack);
+// a built task has nothing to put back.
+func (t *Task) PutBackArena() error {
+	if t.stack == nil {
+		return nil
+	}
+	return t.stack.PutBack()
+}
+
+// Syscall runs syscall nr with args inside the stopped task and returns the
+// kernel's raw result (a negative errno on failure). Unused arguments are
+// zero, not whatever the thread had: some syscalls (prctl) insist on it.
+// orig_rax is -1 so that the kernel's restart logic, which looks at it when
+// a task stopped inside a syscall resumes, leaves the injected registers
+// alone. The arena is reset afterwards.
+func (t *Task) Syscall(nr uintptr, args ...uint64) (int64, error) {
+	if a := t.Arena(); a != nil {
+		defer a.Reset()
+	}
+	if t.ip == 0 {
+		return 0, fmt.Errorf("task %d: no syscall instruction to inject from", t.Tid)
+	}
+	if len(args) > 6 {
+		return 0, fmt.Errorf("syscall %d: %d arguments", nr, len(args))
+	}
+	var a [6]uint64
+	copy(a[:], args)
+	r := t.Regs
+	r.Rax, r.Orig_rax, r.Rip = uint64(nr), ^uint64(0), t.ip
+	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	var out unix.PtraceRegs
+	var err error
+	if t.trap {
+		out, err = t.RunToTrap(&r, t.ip+2)
+	} else {
+		out, err = t.RunSyscall(&r)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if t.borrowed {
+		if err := t.PutBackRegs(); err != nil {
+			return 0, err
+		}
+	}
+	return int64(out.Rax), nil
+}
+
+// Call is Syscall followed by Errno, for the common case; name says what
+// the call does in the error.
+func (t *Task) Call(name string, nr uintptr, args ...uint64) (uint64, error) {
+	ret, err := t.Syscall(nr, args...)
+	if err != nil {
+		return 0, fmt.Errorf("%s in %d: %w", name, t.Tid, err)
+	}
+	if err := Errno(ret); err != nil {
+		return 0, fmt.Errorf("%s in %d: %w", name, t.Tid, err)
+	}
+	return uint64(ret), nil
+}
+
+// Errno turns a raw syscall result into an error (nil when it is not a
+// negative errno). The kernel returns errors as -4095..-1.
+func Errno(ret int64) error {
+	if errno, ok := errnoOf(ret); ok {
+		return errno
+	}
+	return nil
+}
+
+func errnoOf(ret int64) (unix.Errno, bool) {
+	if ret < 0 && ret > -4096 {
+		return unix.Errno(-ret), true
+	}
+	return 0, false
+}
+
+// ErrSeize marks a failure to seize a stub (StartStub): the caller can tell
+// it from a failure to start one.
+var ErrSeize = errors.New("seize the stub")
