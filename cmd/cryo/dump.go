@@ -10,8 +10,9 @@ import (
 
 func init() {
 	var (
-		opts dump.Options
-		log  logOptions
+		opts    dump.Options
+		log     logOptions
+		actions actionScripts
 	)
 	cmd := &cobra.Command{
 		Use:   "dump -t PID -D DIR",
@@ -35,6 +36,7 @@ running exactly as it was.`,
 			}
 			defer closeLog()
 			opts.Log = l
+			opts.Notify = actions.notify()
 			pr := newProgress("dump")
 			opts.Progress = pr.update
 			st, err := dump.Run(opts)
@@ -54,6 +56,7 @@ running exactly as it was.`,
 	f.StringVarP(&opts.Dir, "images-dir", "D", "", "directory for the image files")
 	f.BoolVarP(&opts.LeaveRunning, "leave-running", "R", false, "leave the process running after the dump")
 	f.BoolVarP(&opts.ShellJob, "shell-job", "j", false, "allow stdio on a terminal (re-attached on restore)")
+	actions.register(f, &opts.Dir)
 	log.register(f)
 	root.AddCommand(cmd)
 }

@@ -10,8 +10,9 @@ import (
 
 func init() {
 	var (
-		opts restore.Options
-		log  logOptions
+		opts    restore.Options
+		log     logOptions
+		actions actionScripts
 	)
 	cmd := &cobra.Command{
 		Use:   "restore -D DIR",
@@ -29,6 +30,7 @@ signal state. Without -d, cryo waits for it and exits with its exit status.`,
 			}
 			defer closeLog()
 			opts.Log = l
+			opts.Notify = actions.notify()
 			pr := newProgress("restore")
 			opts.Progress = pr.update
 			res, err := restore.Run(opts)
@@ -52,6 +54,7 @@ signal state. Without -d, cryo waits for it and exits with its exit status.`,
 	f.StringVarP(&opts.Dir, "images-dir", "D", "", "directory of the image files")
 	f.BoolVarP(&opts.Detached, "restore-detached", "d", false, "return once the process runs, do not wait for it")
 	f.BoolVarP(&opts.ShellJob, "shell-job", "j", false, "attach terminal fds to this terminal")
+	actions.register(f, &opts.Dir)
 	log.register(f)
 	root.AddCommand(cmd)
 }

@@ -47,6 +47,12 @@ type Options struct {
 	// as it was and no image is left. Checked between steps and between
 	// batches of pages, never in the middle of an injected syscall.
 	Context context.Context
+	// Notify, if set, is called at the points of a dump that CRIU's action
+	// scripts and RPC notifications know, with the root's pid: "pre-dump"
+	// (nothing is touched yet; an error stops the dump) and "post-dump"
+	// (the image is complete, the tree still frozen; an error leaves the
+	// image and lets the tree go on instead of killing it).
+	Notify func(event string, pid int) error
 }
 
 // ErrAborted reports a dump stopped through Options.Context.

@@ -84,6 +84,9 @@ func Run(opts Options) (st *Stats, err error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 
+	if err := t.notify("pre-dump"); err != nil {
+		return nil, err
+	}
 	t.t0 = time.Now()
 	defer func() {
 		if err != nil {
@@ -114,7 +117,22 @@ func Run(opts Options) (st *Stats, err error) {
 	}
 	committed = true
 	t.log.Info("images written", "dir", opts.Dir, "pages", t.st.PagesWritten, "frozen", t.st.Frozen)
+	if err := t.notify("post-dump"); err != nil {
+		// As criu does: the image stays, the tree goes on.
+		return nil, fmt.Errorf("%w; the image is complete and the processes were left running", err)
+	}
 	return t.st, t.cure()
+}
+
+// notify tells Options.Notify that the dump reached event.
+func (t *tree) notify(event string) error {
+	if t.opts.Notify == nil {
+		return nil
+	}
+	if err := t.opts.Notify(event, t.opts.Pid); err != nil {
+		return fmt.Errorf("%s: %w", event, err)
+	}
+	return nil
 }
 
 // freezeTree is the freeze stage: every process and thread of the tree

@@ -2,28 +2,38 @@
 //
 // # Stages
 //
-//  1. load: read and check every image before anything is started (pids
-//     free, CPU features, vdso, files present). A bad image stops here.
-//  2. birth: start a stub (package stub), seize it, inject clone3 with
-//     set_tid so the root gets its dumped pid, and kill the stub: cryo is a
-//     child subreaper, so the root becomes cryo's own child.
-//  3. memory, parents first: unmap all of the root but one scratch area, map
-//     every VMA of the image at its address, fill the pages, re-create the
-//     vdso with arch_prctl(ARCH_MAP_VDSO_64), and set the mm fields and exe
-//     link with prctl(PR_SET_MM_MAP). Each child is then forked from its
-//     restored parent (clone3 with set_tid injected into the parent), so it
-//     inherits the parent's memory copy-on-write: it keeps the VMAs it had
-//     inherited, with the pages still shared, and rebuilds only the rest.
-//     Sessions are set as processes are born; groups once all exist, with
-//     helper processes standing in for leaders that had exited.
-//  4. files, task state and threads of every process: package files
-//     rebuilds the fd tables (objects processes share are made once and
+// Run loads and checks the whole image first (imageset.Load, then
+// preflight: pids free, CPU features, vdso, the kernel features the image
+// needs): a bad image stops there, before anything exists. Then the stages
+// of tree.go run over the whole tree, in order:
+//
+//   - files: deleted files back on disk, the fd kinds' side data read;
+//   - root: the root born with its pid (birth: a stub that clone3s it with
+//     set_tid and is killed, cryo being a child subreaper; other ways to
+//     make the root, in new namespaces or beside an RPC caller, are other
+//     birthFuncs). Its address space is then rebuilt: everything of the
+//     stub unmapped but one scratch area, every VMA mapped at its address,
+//     the pages filled, the vdso re-created with arch_prctl(ARCH_MAP_VDSO_64),
+//     the mm fields and exe link set with prctl(PR_SET_MM_MAP);
+//   - fork: every other process forked from its restored parent, parents
+//     first, so that it inherits the parent's memory copy-on-write: it keeps
+//     the VMAs it had inherited, with the pages still shared, and rebuilds
+//     only the rest. Sessions are set as processes are born;
+//   - groups: process groups, helpers standing in for leaders that exited;
+//   - task: fds (package files: objects processes share are made once and
 //     taken over by the others with pidfd_getfd run by the receiving
-//     process); shared memory is mapped through /proc/PID/map_files.
-//  5. credentials and seccomp, last; then zombies die with their status.
-//  6. go: unmap the scratch area (through a syscall instruction of the new
-//     vdso), set every thread's registers, FPU state and signal mask, and
-//     detach all threads of all processes together.
+//     process), root, cwd, umask, signals, timers, rlimits, threads;
+//   - creds: credentials and seccomp, last, as each may take away what the
+//     earlier stages needed (creds.go, docs/security.md);
+//   - shared: what was held for sharing closed, memfds sealed;
+//   - zombies: the image's zombies exit with their status;
+//   - finish: the scratch area unmapped (through a syscall instruction of
+//     the new vdso), every thread's registers, FPU state and signal mask
+//     set; then every thread of every process is let go together.
+//
+// Options.Notify is told the points CRIU's action scripts know:
+// pre-restore before anything exists, post-restore and pre-resume once the
+// tree is whole and still stopped, post-resume once it runs.
 //
 // Syscalls run in the process through package inject. Runs of calls that
 // do not depend on each other's results (the mmaps, madvises and mprotects

@@ -28,6 +28,13 @@ type Options struct {
 	Log *slog.Logger
 	// Progress, if set, is called as pages are written (done, total).
 	Progress func(done, total uint64)
+	// Notify, if set, is called at the points of a restore that CRIU's
+	// action scripts and RPC notifications know, with the root's pid:
+	// "pre-restore" (nothing exists yet), "post-restore" and "pre-resume"
+	// (the whole tree built, stopped), "post-resume" (it runs). An error
+	// from any but post-resume fails the restore and kills the tree; one
+	// from post-resume is only reported (Result.NotifyErr).
+	Notify func(event string, pid int) error
 }
 
 // Result is what a restore reports.
@@ -39,6 +46,9 @@ type Result struct {
 	// Took is the time from start until the process ran.
 	Took  time.Duration
 	Pages uint64
+	// NotifyErr is what Notify returned at post-resume, when the tree was
+	// already running.
+	NotifyErr error
 }
 
 // restorer carries one process of the tree through its stages.

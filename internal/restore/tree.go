@@ -37,6 +37,8 @@ type treeRestorer struct {
 	// helpers are processes made only to recreate a session or group whose
 	// leader is gone; each is reaped by the process it was forked from.
 	helpers []helper
+	// born makes the root; nil is the stub birth.
+	born birthFunc
 }
 
 type shmOwner struct {
@@ -95,13 +97,18 @@ func Run(opts Options) (*Result, error) {
 	res.Pages = t.pages
 	res.Took = time.Since(t0)
 	t.log.Info("restored", "pid", res.Pid, "processes", len(t.rs), "took", res.Took)
+	// The tree runs: a failing post-resume script can only be reported.
+	if err := t.notify("post-resume"); err != nil {
+		t.log.Warn("post-resume action failed", "err", err)
+		res.NotifyErr = err
+	}
 	if opts.Detached {
 		return res, nil
 	}
 	var ws unix.WaitStatus
 	for {
 		_, err := unix.Wait4(res.Pid, &ws, 0, nil)
-		if err == unix.EINTR {
+		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
@@ -127,11 +134,89 @@ func (t *treeRestorer) kill() {
 	}
 }
 
+// A stage is one step of the restore over the whole tree. The stages run
+// in this order; a failure in any kills everything built so far.
+type stage struct {
+	name string
+	run  func(t *treeRestorer) error
+}
+
+var stages = []stage{
+	// files: deleted files back on disk, the fd kinds' side data read.
+	{"files", (*treeRestorer).prepareFiles},
+	// root: the tree's root, born with its pid (t.born, see birth).
+	{"root", (*treeRestorer).bornRoot},
+	// fork: every other process forked from its restored parent, parents
+	// first, each with its memory, so that children inherit their
+	// parent's pages copy-on-write, as they had them.
+	{"fork", (*treeRestorer).forkTree},
+	// groups: process groups, with helpers for leaders that are gone.
+	{"groups", (*treeRestorer).setGroups},
+	// task: fds, fs, signals, timers, rlimits and threads of every process.
+	{"task", (*treeRestorer).buildTasks},
+	// creds: credentials and seccomp, which may take away what the
+	// earlier stages needed.
+	{"creds", (*treeRestorer).setCreds},
+	// shared: what restore held for sharing closed, memfds sealed.
+	{"shared", func(t *treeRestorer) error { return t.files.Finish() }},
+	// zombies: the image's zombies exit with their status.
+	{"zombies", (*treeRestorer).killZombies},
+	// finish: scratch areas gone, every thread's registers, FPU state and
+	// signal mask set. Nothing has run yet.
+	{"finish", (*treeRestorer).finishAll},
+}
+
+// A birth makes the root of the tree, with pid, from outside: a stub that
+// clone3s it with set_tid today (birth in child.go); a process in new
+// namespaces or a sibling of the RPC's caller are other births.
+type birthFunc func(pid int, base uint64, log *slog.Logger) (*child, error)
+
+// build runs every stage, telling Options.Notify the points CRIU's action
+// scripts know, then lets the whole tree go together.
 func (t *treeRestorer) build() error {
-	var err error
-	if t.files, err = files.NewRestorer(t.l.set, files.RestoreOptions{ShellJob: t.opts.ShellJob}); err != nil {
+	if err := t.notify("pre-restore"); err != nil {
 		return err
 	}
+	for _, s := range stages {
+		tm := time.Now()
+		if err := s.run(t); err != nil {
+			return err
+		}
+		t.log.Debug("stage done", "stage", s.name, "took", time.Since(tm))
+	}
+	// CRIU's post-restore and pre-resume: the tree is whole and stopped. A
+	// script that fails here still stops the restore.
+	for _, ev := range []string{"post-restore", "pre-resume"} {
+		if err := t.notify(ev); err != nil {
+			return err
+		}
+	}
+	var errs []error
+	for _, r := range t.rs {
+		if !r.l.zombie {
+			errs = append(errs, r.detach())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// notify tells Options.Notify that the restore reached event.
+func (t *treeRestorer) notify(event string) error {
+	if t.opts.Notify == nil {
+		return nil
+	}
+	if err := t.opts.Notify(event, int(t.l.tree.GetPid())); err != nil {
+		return fmt.Errorf("%s: %w", event, err)
+	}
+	return nil
+}
+
+func (t *treeRestorer) prepareFiles() (err error) {
+	t.files, err = files.NewRestorer(t.l.set, files.RestoreOptions{ShellJob: t.opts.ShellJob})
+	return err
+}
+
+func (t *treeRestorer) bornRoot() error {
 	var spans [][2]uint64
 	for _, p := range t.l.procs {
 		for _, e := range p.mm.GetVmas() {
@@ -145,7 +230,11 @@ func (t *treeRestorer) build() error {
 		return err
 	}
 	root := t.rs[0]
-	if root.c, err = birth(int(root.l.tree.GetPid()), base, t.log); err != nil {
+	born := t.born
+	if born == nil {
+		born = birth
+	}
+	if root.c, err = born(int(root.l.tree.GetPid()), base, t.log); err != nil {
 		return err
 	}
 	if err := root.bornSetup(); err != nil {
@@ -154,8 +243,10 @@ func (t *treeRestorer) build() error {
 	if err := root.buildMemory(nil); err != nil {
 		return fmt.Errorf("process %d: %w", root.c.pid, err)
 	}
-	// Parents before children: each child is forked from its parent whose
-	// memory is in, and inherits it copy-on-write, as it had it.
+	return nil
+}
+
+func (t *treeRestorer) forkTree() error {
 	for _, r := range t.rs[1:] {
 		if err := t.fork(r); err != nil {
 			return err
@@ -167,33 +258,37 @@ func (t *treeRestorer) build() error {
 			return fmt.Errorf("process %d: %w", r.c.pid, err)
 		}
 	}
+	return nil
+}
+
+func (t *treeRestorer) setGroups() error {
 	if err := t.groups(); err != nil {
 		return err
 	}
-	if err := t.reapHelpers(); err != nil {
-		return err
-	}
+	return t.reapHelpers()
+}
+
+// each runs fn for every live process of the tree (not the zombies).
+func (t *treeRestorer) each(fn func(r *restorer) error) error {
 	for _, r := range t.rs {
 		if r.l.zombie {
 			continue
 		}
-		if err := r.buildRest(); err != nil {
+		if err := fn(r); err != nil {
 			return fmt.Errorf("process %d: %w", r.c.pid, err)
 		}
 	}
-	for _, r := range t.rs {
-		if r.l.zombie {
-			continue
-		}
-		if err := r.restoreCreds(); err != nil {
-			return fmt.Errorf("process %d: %w", r.c.pid, err)
-		}
-	}
-	if err := t.files.Finish(); err != nil {
-		return err
-	}
-	// Zombies die once everything else is built; their parents still have
-	// their scratch area to take back the SIGCHLD (see consumeSIGCHLD).
+	return nil
+}
+
+func (t *treeRestorer) buildTasks() error { return t.each((*restorer).buildRest) }
+func (t *treeRestorer) setCreds() error   { return t.each((*restorer).restoreCreds) }
+func (t *treeRestorer) finishAll() error  { return t.each((*restorer).finish) }
+
+// killZombies runs once everything else is built: the zombies' parents
+// still have their scratch area to take back the SIGCHLD (see
+// consumeSIGCHLD).
+func (t *treeRestorer) killZombies() error {
 	for _, r := range t.rs {
 		if r.l.zombie {
 			if err := t.die(r); err != nil {
@@ -201,21 +296,7 @@ func (t *treeRestorer) build() error {
 			}
 		}
 	}
-	for _, r := range t.rs {
-		if r.l.zombie {
-			continue
-		}
-		if err := r.finish(); err != nil {
-			return fmt.Errorf("process %d: %w", r.c.pid, err)
-		}
-	}
-	var errs []error
-	for _, r := range t.rs {
-		if !r.l.zombie {
-			errs = append(errs, r.detach())
-		}
-	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // bornSetup runs right after a process exists, before it forks anything:
