@@ -79,6 +79,10 @@ var (
 		Description: "prctl(PR_TIMER_CREATE_RESTORE_IDS, GET)",
 		NeededFor:   "restore of POSIX timers with their ids",
 		fn:          probeTimerRestoreIDs}
+	TimerfdTicks = &Probe{Name: "timerfd_set_ticks", MinKernel: "3.17", Config: "CONFIG_CHECKPOINT_RESTORE",
+		Description: "ioctl(TFD_IOC_SET_TICKS) on a timerfd, read back",
+		NeededFor:   "restore of timerfds with expirations not read yet",
+		fn:          probeTimerfdTicks}
 	Memfd = &Probe{Name: "memfd_create", MinKernel: "3.17", Required: ForRestore,
 		Description: "memfd_create (and vm.memfd_noexec allows exec)",
 		NeededFor:   "starting the restore stub, restore of memfds",
@@ -114,6 +118,6 @@ var Probes = []*Probe{
 	PtraceSeize, PtraceXstate, PtraceSigmask, PtracePeekSiginfo, PtraceRseqConfig,
 	PtraceSeccompFilter, PtraceSuspendSeccomp,
 	ProcessVMReadv, ProcessVMWritev, PidfdGetfd, Kcmp, MapFiles, PagemapScan, UffdWPAsync, SoftDirty,
-	Clone3SetTid, MmMap, ArchMapVdso, TimerRestoreIDs, Memfd, CloseRange, Rseq,
+	Clone3SetTid, MmMap, ArchMapVdso, TimerRestoreIDs, TimerfdTicks, Memfd, CloseRange, Rseq,
 	PtraceScope, NsLastPid, PidMax, Capabilities,
 }

@@ -2,7 +2,6 @@ package files
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -11,7 +10,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timerfd"
 
-	"github.com/cryo-project/cryo/internal/errs"
+	"github.com/cryo-project/cryo/internal/feature"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/procfs"
 )
@@ -149,6 +148,9 @@ func (timerfdOpen) open(_ *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error
 		return 0, err
 	}
 	if n := t.GetTicks(); n != 0 {
+		if err := feature.TimerfdTicks.Check(); err != nil {
+			return 0, fmt.Errorf("timerfd with %d unread expirations: %w", n, err)
+		}
 		var b [8]byte
 		binary.LittleEndian.PutUint64(b[:], n)
 		a, err := p.Arg(b[:])
@@ -156,9 +158,6 @@ func (timerfdOpen) open(_ *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error
 			return 0, err
 		}
 		if _, err := p.Call("ioctl(TFD_IOC_SET_TICKS)", unix.SYS_IOCTL, fd, kabi.TFD_IOC_SET_TICKS, a); err != nil {
-			if errors.Is(err, unix.ENOTTY) {
-				return 0, fmt.Errorf("timerfd with %d unread expirations: this kernel has no TFD_IOC_SET_TICKS (CONFIG_CHECKPOINT_RESTORE): %w", n, errs.ErrNotSupported)
-			}
 			return 0, err
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cryo-project/cryo/internal/feature"
 	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/ptrace"
@@ -115,6 +116,10 @@ func birth(pid int, base uint64, log *slog.Logger) (*child, error) {
 		}
 		if errors.Is(err, unix.EPERM) {
 			return nil, fmt.Errorf("clone3 with set_tid %d: %w (needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN in the stub, which cryo hands on as an ambient capability; see docs/nonroot.md)", pid, err)
+		}
+		// Say why as `cryo check` would: the kernel may lack set_tid.
+		if perr := feature.Clone3SetTid.Check(); perr != nil {
+			return nil, fmt.Errorf("clone3 with set_tid %d: %w: %w", pid, err, perr)
 		}
 		return nil, fmt.Errorf("clone3 with set_tid %d: %w", pid, err)
 	}

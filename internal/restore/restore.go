@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cryo-project/cryo/internal/feature"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/ptrace"
 	"github.com/cryo-project/cryo/internal/xstate"
@@ -82,7 +83,33 @@ func (r *restorer) preflight() error {
 	if bv := r.usedXFeatures(); bv&^hostXCR0() != 0 {
 		return fmt.Errorf("%w: the image's threads use xstate components %#x, this CPU/kernel offers %#x", xstate.ErrCPU, bv, hostXCR0())
 	}
+	if err := r.needFeatures(); err != nil {
+		return err
+	}
 	return r.l.checkPids()
+}
+
+// needFeatures asks package feature, as `cryo check` does, for what this
+// image needs of the kernel and can be probed in cryo's own process at no
+// cost: the exe link and mm fields always, POSIX timer ids when a process
+// has timers. The probes that need a stub of their own (clone3 with
+// set_tid, rseq) are asked only if their call fails, to say why (see
+// birth), rather than paid for on every restore.
+func (r *restorer) needFeatures() error {
+	if err := feature.MmMap.Check(); err != nil {
+		return err
+	}
+	for _, p := range r.l.procs {
+		if p.zombie {
+			continue
+		}
+		if n := len(p.cores[0].GetTc().GetTimers().GetPosix()); n > 0 {
+			if err := feature.TimerRestoreIDs.Check(); err != nil {
+				return fmt.Errorf("process %d has %d POSIX timers: %w", p.tree.GetPid(), n, err)
+			}
+		}
+	}
+	return nil
 }
 
 func (r *restorer) usedXFeatures() uint64 {

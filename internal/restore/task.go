@@ -3,6 +3,7 @@ package restore
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"iter"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timer"
 
+	"github.com/cryo-project/cryo/internal/feature"
 	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/ptrace"
@@ -174,7 +176,7 @@ func (r *restorer) restoreTimers() error {
 		return nil
 	}
 	if _, err := c.call(c.leader, "prctl(PR_TIMER_CREATE_RESTORE_IDS)", unix.SYS_PRCTL, unix.PR_TIMER_CREATE_RESTORE_IDS, unix.PR_TIMER_CREATE_RESTORE_IDS_ON); err != nil {
-		return fmt.Errorf("%w: restoring POSIX timer ids needs PR_TIMER_CREATE_RESTORE_IDS (Linux 6.15)", err)
+		return fmt.Errorf("%w (%v)", err, feature.TimerRestoreIDs.Check())
 	}
 	for _, t := range timers {
 		ev := kabi.Sigevent{Value: t.GetSivalPtr(), Signo: int32(t.GetSiSigno()), Notify: int32(t.GetItSigevNotify()), Tid: t.GetNotifyThreadId()}
@@ -320,7 +322,15 @@ func (r *restorer) restoreThread(t *inject.Task, i int) error {
 			return fmt.Errorf("thread %d: nice %d: %w", t.Tid, tc.GetSchedNice(), hintPrivilege(err, "a nice value below cryo's own needs CAP_SYS_NICE"))
 		}
 	}
-	return b.Run()
+	err := b.Run()
+	var se *inject.StepError
+	if errors.As(err, &se) && se.Name == "rseq" {
+		// Say why as `cryo check` would: the kernel may lack rseq.
+		if perr := feature.Rseq.Check(); perr != nil {
+			return fmt.Errorf("%w: %w", err, perr)
+		}
+	}
+	return err
 }
 
 // installSeccomp installs the chain ending in filter idx, oldest first.
