@@ -49,6 +49,7 @@ type zombie struct {
 	pid, ppid, pgid, sid int
 	exitCode             int // the wait status the parent will see
 	index                int
+	comm                 string
 }
 
 // Run dumps opts.Pid and all its descendants. On error every process is left
@@ -240,7 +241,8 @@ func (t *tree) add(pid, ppid int) error {
 		return err
 	}
 	if st.State == 'Z' {
-		t.zombies = append(t.zombies, &zombie{pid: pid, ppid: ppid, pgid: st.Pgrp, sid: st.Session, exitCode: st.ExitCode, index: len(t.procs) + len(t.zombies)})
+		t.zombies = append(t.zombies, &zombie{pid: pid, ppid: ppid, pgid: st.Pgrp, sid: st.Session, exitCode: st.ExitCode,
+			index: len(t.procs) + len(t.zombies), comm: st.Comm})
 		return nil
 	}
 	p := t.newProcess(pid)
@@ -331,7 +333,7 @@ func (t *tree) write(dir *image.Dir, sc *seccomp.SeccompEntry, st *Stats) error 
 			Tc: &core.TaskCoreEntry{
 				TaskState: proto.Uint32(taskDead), ExitCode: proto.Uint32(uint32(z.exitCode)),
 				Personality: proto.Uint32(0), Flags: proto.Uint32(0), BlkSigset: proto.Uint64(0),
-				Comm: proto.String(""),
+				Comm: proto.String(z.comm),
 			},
 		}); err != nil {
 			return err

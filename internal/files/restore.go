@@ -277,7 +277,7 @@ const atFdcwd = ^uint64(99) // -100
 // Finish runs once every process of the tree has its files: the kinds'
 // last steps (memfd seals, closing the sockets they made), then every fd
 // the restore kept for sharing (pidfds and what the kinds parked) is
-// closed.
+// closed, and the deleted files put back for the restore are unlinked.
 func (r *Restorer) Finish() error {
 	for _, k := range r.order {
 		if d, ok := k.(treeDoner); ok {
@@ -294,6 +294,10 @@ func (r *Restorer) Finish() error {
 		}
 	}
 	r.pidfds = map[[2]int]uint64{}
+	// Every process has opened the deleted files it holds: unlink them
+	// now, before the program runs, so that it sees them deleted as they
+	// were, never linked.
+	r.ghosts.cleanup()
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/cryo-project/cryo/internal/files"
 	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/ptrace"
 )
 
@@ -466,8 +467,19 @@ func (r *restorer) consumeSIGCHLD() error {
 // die turns a zombie of the image into a zombie again: it exits with its
 // dumped status and stays unreaped for its parent.
 func (t *treeRestorer) die(r *restorer) error {
-	status := int(r.l.cores[0].GetTc().GetExitCode())
+	tc := r.l.cores[0].GetTc()
+	status := int(tc.GetExitCode())
 	c := r.c
+	// A zombie keeps its name: its parent, ps and /proc still show it.
+	if comm := tc.GetComm(); comm != "" {
+		p, err := c.str(comm)
+		if err != nil {
+			return err
+		}
+		if _, err := c.call(c.leader, "prctl(PR_SET_NAME)", unix.SYS_PRCTL, unix.PR_SET_NAME, p); err != nil {
+			return err
+		}
+	}
 	if err := c.dropAll(); err != nil {
 		return err
 	}
@@ -492,6 +504,12 @@ func (t *treeRestorer) die(r *restorer) error {
 	// waits for its parent. Once detached (killed by a signal) it is not
 	// cryo's to wait for, and Reap returns at once.
 	if _, err := ptrace.Reap(c.pid); err != nil {
+		return err
+	}
+	// A detached process dies once it runs to take its signal, which may
+	// be later than Reap returns: the SIGCHLD it sends its parent is only
+	// there to take back once it is a zombie.
+	if err := waitZombie(c.pid); err != nil {
 		return err
 	}
 	if parent := t.byPid[r.l.tree.GetPpid()]; parent != nil {
@@ -530,4 +548,20 @@ func (c *child) fork(pid int) (*child, error) {
 	mem := c.mem.Fork(int(ret))
 	leader := inject.Built(t, mem)
 	return &child{pid: int(ret), log: c.log, leader: leader, threads: []*inject.Task{leader}, mem: mem, scratch: c.scratch, handedOn: c.handedOn}, nil
+}
+
+// waitZombie waits, bounded, until pid is a zombie.
+func waitZombie(pid int) error {
+	for deadline := time.Now().Add(ptrace.StopTimeout); ; time.Sleep(200 * time.Microsecond) {
+		st, err := procfs.StatPid(pid)
+		if err != nil {
+			return fmt.Errorf("zombie %d: %w", pid, err)
+		}
+		if st.State == 'Z' {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process %d did not die of its signal within %v (state %c)", pid, ptrace.StopTimeout, st.State)
+		}
+	}
 }

@@ -66,7 +66,10 @@ func TestDumpRestoreTwice(t *testing.T) {
 			mustDump(t, tg.pid, img1)
 			tg.expectKilled()
 
-			r := runCryo(t, restoreTimeout, restoreArgs(img1, "-d")...)
+			w := armState(t, img1, "pre-resume", tg.pid)
+			cp := startCryo(t, restoreArgs(img1, "-d")...)
+			expectSameState(t, img1, w, cp.done)
+			r := cp.wait(restoreTimeout)
 			if r.code != 0 || r.timedOut {
 				t.Fatalf("restore -d: %v%s", r, readLog(img1+".restore.log"))
 			}
@@ -99,7 +102,9 @@ func TestDumpRestoreTwice(t *testing.T) {
 // target's status after all checks passed.
 func restoreAndVerify(t *testing.T, tg *target, img string) {
 	t.Helper()
+	w := armState(t, img, "pre-resume", tg.pid)
 	cp := startCryo(t, restoreArgs(img)...)
+	expectSameState(t, img, w, cp.done)
 	deadline := time.Now().Add(restoreTimeout)
 	for !runsTarget(tg.pid, tg.name) {
 		select {

@@ -132,7 +132,10 @@ func TestCredsRoot(t *testing.T) {
 			img := filepath.Join(tg.dir, "img")
 			mustDump(t, tg.pid, img)
 			tg.expectKilled()
-			r := startCryoAs(t, tc.cryo, restoreArgs(img, "-d")...).wait(restoreTimeout)
+			w := armState(t, img, "pre-resume", tg.pid)
+			cp := startCryoAs(t, tc.cryo, restoreArgs(img, "-d")...)
+			expectSameState(t, img, w, cp.done)
+			r := cp.wait(restoreTimeout)
 			if r.code != 0 {
 				t.Fatalf("restore: %v%s", r, readLog(img+".restore.log"))
 			}

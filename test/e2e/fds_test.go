@@ -57,7 +57,10 @@ func TestFdsDumpRestoreTwice(t *testing.T) {
 	mustDump(t, tg.pid, img1)
 	tg.expectKilled()
 	reapOrphans(t)
-	r := runCryo(t, restoreTimeout, restoreArgs(img1, "-d")...)
+	w := armState(t, img1, "pre-resume", tg.pid)
+	cp := startCryo(t, restoreArgs(img1, "-d")...)
+	expectSameState(t, img1, w, cp.done)
+	r := cp.wait(restoreTimeout)
 	if r.code != 0 || r.timedOut {
 		t.Fatalf("restore -d: %v%s", r, readLog(img1+".restore.log"))
 	}

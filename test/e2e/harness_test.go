@@ -50,6 +50,11 @@ func run(m *testing.M) int {
 	}
 	cryoBin = filepath.Join(repo, "bin", "cryo")
 	closeInheritedFds()
+	if err := makeStateHook(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(filepath.Dir(stateHook))
 	if os.Geteuid() == 0 {
 		buildErr = build()
 		// Orphans (processes restored with -d, which cryo leaves behind)
@@ -615,8 +620,11 @@ func runCryo(t *testing.T, d time.Duration, args ...string) *cryoResult {
 func dump(t *testing.T, pid int, imgDir string, extra ...string) *cryoResult {
 	t.Helper()
 	logPath := imgDir + ".dump.log"
-	args := append([]string{"dump", "-t", strconv.Itoa(pid), "-D", imgDir, "-v4", "-o", logPath}, extra...)
-	r := runCryo(t, dumpTimeout, args...)
+	w := armState(t, imgDir, "post-dump", pid)
+	args := append([]string{"dump", "-t", strconv.Itoa(pid), "-D", imgDir, "-v4", "-o", logPath, "--action-script", stateHook}, extra...)
+	cp := startCryo(t, args...)
+	keepState(imgDir, w, cp.done)
+	r := cp.wait(dumpTimeout)
 	if r.code != 0 || r.timedOut {
 		r.output += readLog(logPath)
 	}
@@ -647,7 +655,7 @@ func readLog(path string) string {
 
 // restoreArgs are the arguments of `cryo restore` from imgDir.
 func restoreArgs(imgDir string, extra ...string) []string {
-	return append([]string{"restore", "-D", imgDir, "-v4", "-o", imgDir + ".restore.log"}, extra...)
+	return append([]string{"restore", "-D", imgDir, "-v4", "-o", imgDir + ".restore.log", "--action-script", stateHook}, extra...)
 }
 
 // lastLines returns the last n lines of s, for short error reports.
@@ -672,10 +680,13 @@ func readCmdline(pid int) string {
 // to be killed when the test ends; it fails the test if the restore does.
 func restoreDetached(t *testing.T, tg *target, img string) {
 	t.Helper()
-	if r := runCryo(t, restoreTimeout, restoreArgs(img, "-d")...); r.code != 0 {
+	w := armState(t, img, "pre-resume", tg.pid)
+	cp := startCryo(t, restoreArgs(img, "-d")...)
+	t.Cleanup(func() { killRestored(t, tg.pid, tg.name) })
+	expectSameState(t, img, w, cp.done)
+	if r := cp.wait(restoreTimeout); r.code != 0 {
 		t.Fatalf("restore -d: %v\n%s", r, readLog(img+".restore.log"))
 	}
-	t.Cleanup(func() { killRestored(t, tg.pid, tg.name) })
 	time.Sleep(200 * time.Millisecond)
 }
 
@@ -691,8 +702,9 @@ func cycleAgain(t *testing.T, tg *target) (res *cryoResult, img2 string) {
 		t.Fatalf("restored %s after its dump: %v", tg.name, err)
 	}
 	reapOrphans(t)
+	w := armState(t, img2, "pre-resume", tg.pid)
 	cp := startCryo(t, restoreArgs(img2)...)
-	time.Sleep(300 * time.Millisecond)
+	expectSameState(t, img2, w, cp.done)
 	tg.fire()
 	return cp.wait(restoreTimeout), img2
 }

@@ -50,7 +50,10 @@ func TestNonRoot(t *testing.T) {
 			}
 			expectAliveUnstopped(t, tg.pid, "after the refused dump")
 
-			r = env.cryo(t, env.capped, dumpTimeout, "dump", "-t", strconv.Itoa(tg.pid), "-D", img, "-v4", "-o", img+".dump.log")
+			sw := armState(t, img, "post-dump", tg.pid)
+			dcp := env.startCryo(t, env.capped, "dump", "-t", strconv.Itoa(tg.pid), "-D", img, "-v4", "-o", img+".dump.log", "--action-script", stateHook)
+			keepState(img, sw, dcp.done)
+			r = dcp.wait(dumpTimeout)
 			if r.code != 0 || r.timedOut {
 				t.Fatalf("dump as %s with %s: %v%s", nonrootUser, nonrootCaps, r, readLog(img+".dump.log"))
 			}
@@ -321,7 +324,9 @@ func (env *nonrootEnv) cryo(t *testing.T, bin string, d time.Duration, args ...s
 func (env *nonrootEnv) restoreAndVerify(t *testing.T, tg *target, img string) {
 	t.Helper()
 	logPath := img + ".restore.log"
-	cp := env.startCryo(t, env.capped, "restore", "-D", img, "-v4", "-o", logPath)
+	w := armState(t, img, "pre-resume", tg.pid)
+	cp := env.startCryo(t, env.capped, "restore", "-D", img, "-v4", "-o", logPath, "--action-script", stateHook)
+	expectSameState(t, img, w, cp.done)
 	// The process shows its cmdline as soon as its memory is in, long
 	// before its credentials are: wait for the log line that says the
 	// whole tree was let go.
@@ -342,6 +347,7 @@ func (env *nonrootEnv) restoreAndVerify(t *testing.T, tg *target, img string) {
 	if !runsTarget(tg.pid, tg.name) {
 		t.Fatalf("restore says it is done, but pid %d does not run %s%s", tg.pid, tg.name, readLog(logPath))
 	}
+
 	if err := checkUnprivileged(tg.pid, env.cred.Uid); err != nil {
 		t.Errorf("restored %s: %v", tg.name, err)
 	}
