@@ -251,7 +251,7 @@ func cryoAs(t *testing.T, u *ids, args ...string) (string, string, int) {
 	code := 0
 	if err != nil {
 		code = -1
-		if ee, ok := err.(*exec.ExitError); ok {
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 			code = ee.ExitCode()
 		}
 	}
