@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -117,14 +119,7 @@ func build() error {
 	return errors.Join(errs...)
 }
 
-func setSubreaper() error {
-	const prSetChildSubreaper = 36
-	_, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0)
-	if errno != 0 {
-		return errno
-	}
-	return nil
-}
+func setSubreaper() error { return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }
 
 func requireRoot(t *testing.T) {
 	t.Helper()
