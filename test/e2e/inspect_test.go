@@ -122,10 +122,7 @@ func (u *ids) wrap(argv []string) []string {
 func unprivileged(t *testing.T) *ids {
 	t.Helper()
 	if _, err := user.Lookup(inspectUser); err != nil {
-		out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", inspectUser).CombinedOutput()
-		if err != nil && !strings.Contains(string(out), "already exists") {
-			t.Fatalf("useradd %s: %v\n%s", inspectUser, err, out)
-		}
+		addSystemUser(t, inspectUser)
 	}
 	u, err := user.Lookup(inspectUser)
 	if err != nil {
