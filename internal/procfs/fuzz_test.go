@@ -147,3 +147,36 @@ func FuzzParseMountinfo(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseChildren(f *testing.F) {
+	seedFromTestdata(f, "*.children")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cs, err := ParseChildren(data)
+		if err != nil {
+			checkFuzzErr(t, err)
+			return
+		}
+		if 2*len(cs) > len(data)+1 {
+			t.Fatalf("%d pids from %d bytes", len(cs), len(data))
+		}
+		for _, c := range cs {
+			if c <= 0 {
+				t.Fatalf("pid %d", c)
+			}
+		}
+	})
+}
+
+func FuzzParseLimits(f *testing.F) {
+	seedFromTestdata(f, "*.limits")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ls, err := ParseLimits(data)
+		if err != nil {
+			checkFuzzErr(t, err)
+			return
+		}
+		if len(ls) > maxLimits || len(ls) > bytes.Count(data, []byte{'\n'}) {
+			t.Fatalf("%d limits from %d lines", len(ls), bytes.Count(data, []byte{'\n'})+1)
+		}
+	})
+}
