@@ -13,6 +13,7 @@ import (
 
 	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/ptrace"
 )
 
@@ -211,19 +212,15 @@ func probeMmMap() (string, error) {
 // cryo itself: Go's time functions call into the vdso.
 func probeMapVdso() (detail string, err error) {
 	err = withStub(0, func(s *stubProc) error {
-		maps, err := os.ReadFile("/proc/" + strconv.Itoa(s.pid) + "/maps")
+		ms, err := procfs.MapsPid(s.pid)
 		if err != nil {
 			return err
 		}
-		for _, line := range strings.Split(string(maps), "\n") {
-			if !strings.HasSuffix(line, "[vdso]") && !strings.HasSuffix(line, "[vvar]") && !strings.HasSuffix(line, "[vvar_vclock]") {
+		for _, m := range ms {
+			if m.Kind != procfs.KindVdso && m.Kind != procfs.KindVvar && m.Kind != procfs.KindVvarVclock {
 				continue
 			}
-			var lo, hi uint64
-			if _, err := fmt.Sscanf(line, "%x-%x", &lo, &hi); err != nil {
-				return fmt.Errorf("stub maps %q: %w", line, err)
-			}
-			if _, err := s.Call("munmap "+strings.Fields(line)[len(strings.Fields(line))-1], unix.SYS_MUNMAP, lo, hi-lo); err != nil {
+			if _, err := s.Call("munmap "+m.RawPath, unix.SYS_MUNMAP, m.Start, m.Len()); err != nil {
 				return err
 			}
 		}
@@ -236,18 +233,15 @@ func probeMapVdso() (detail string, err error) {
 		if err := inject.Errno(ret); err != nil {
 			return classify(fmt.Sprintf("arch_prctl(ARCH_MAP_VDSO_64, %#x)", at), err, "", unix.EINVAL)
 		}
-		maps, err = os.ReadFile("/proc/" + strconv.Itoa(s.pid) + "/maps")
-		if err != nil {
+		if ms, err = procfs.MapsPid(s.pid); err != nil {
 			return err
 		}
-		for _, line := range strings.Split(string(maps), "\n") {
-			if strings.HasSuffix(line, "[vdso]") {
-				var lo uint64
-				fmt.Sscanf(line, "%x-", &lo)
-				if lo < at || lo >= at+0x100000 {
-					return fmt.Errorf("ARCH_MAP_VDSO_64 at %#x put [vdso] at %#x", at, lo)
+		for _, m := range ms {
+			if m.Kind == procfs.KindVdso {
+				if m.Start < at || m.Start >= at+0x100000 {
+					return fmt.Errorf("ARCH_MAP_VDSO_64 at %#x put [vdso] at %#x", at, m.Start)
 				}
-				detail = fmt.Sprintf("[vdso] at +%#x of the address asked", lo-at)
+				detail = fmt.Sprintf("[vdso] at +%#x of the address asked", m.Start-at)
 				return nil
 			}
 		}
