@@ -1,7 +1,8 @@
 // Package procfs parses the text and binary files the Linux kernel exposes
 // under /proc/PID: maps and smaps, stat, status, fdinfo, auxv, timers,
-// mountinfo, limits and task/TID/children. It is what cryo's dump reads to
-// learn a process's state, and what `cryo maps` and `cryo deleted` print.
+// mountinfo, limits and task/TID/children, and the integer sysctls under
+// /proc/sys. It is what cryo's dump reads to learn a process's state, and
+// what `cryo maps` and `cryo deleted` print.
 //
 // Every parser has two forms. ParseXxx takes the file's bytes and never does
 // I/O, so it can be fed testdata and fuzzed; XxxPid reads /proc/PID/xxx with

@@ -3,6 +3,8 @@ package procfs
 import (
 	"bytes"
 	"errors"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -177,6 +179,27 @@ func FuzzParseLimits(f *testing.F) {
 		}
 		if len(ls) > maxLimits || len(ls) > bytes.Count(data, []byte{'\n'}) {
 			t.Fatalf("%d limits from %d lines", len(ls), bytes.Count(data, []byte{'\n'})+1)
+		}
+	})
+}
+
+func FuzzParseSysctlInt(f *testing.F) {
+	seedFromTestdata(f, "*.sysctl")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, err := ParseSysctlInt(data)
+		// strconv is the oracle: it agrees on every number, and differs
+		// only in also taking a '+' the kernel never prints.
+		s := strings.TrimSuffix(string(data), "\n")
+		want, werr := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			checkFuzzErr(t, err)
+			if werr == nil && !strings.HasPrefix(s, "+") {
+				t.Fatalf("%q refused, strconv reads %d", data, want)
+			}
+			return
+		}
+		if werr != nil || v != want {
+			t.Fatalf("%q parsed as %d, strconv: %d, %v", data, v, want, werr)
 		}
 	})
 }
