@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -118,11 +117,11 @@ func probeKcmp() (string, error) {
 // freePid picks a pid that no task uses: well above the last one handed
 // out, so that the kernel is unlikely to hand it out during the probe.
 func freePid(skip int) (int, error) {
-	last, err := readIntFile("/proc/sys/kernel/ns_last_pid")
+	last, err := sysctlInt("kernel.ns_last_pid")
 	if err != nil {
 		return 0, err
 	}
-	max, err := readIntFile("/proc/sys/kernel/pid_max")
+	max, err := sysctlInt("kernel.pid_max")
 	if err != nil {
 		return 0, err
 	}
@@ -269,7 +268,7 @@ func probeMemfd() (string, error) {
 	}
 	unix.Close(fd)
 	// The restore stub is exec'd from a memfd: vm.memfd_noexec=2 forbids it.
-	if v, err := readIntFile("/proc/sys/vm/memfd_noexec"); err == nil && v == 2 {
+	if v, err := sysctlInt("vm.memfd_noexec"); err == nil && v == 2 {
 		return "", fmt.Errorf("%w: vm.memfd_noexec = 2 forbids executing the restore stub from a memfd", ErrNotPermitted)
 	}
 	return "", nil
@@ -308,14 +307,8 @@ func probeRseq() (string, error) {
 	})
 }
 
-func readIntFile(path string) (int, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	v, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
-	}
-	return v, nil
+// sysctlInt reads an integer sysctl such as "kernel.pid_max".
+func sysctlInt(name string) (int, error) {
+	v, err := procfs.SysctlInt(name)
+	return int(v), err
 }
