@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -78,7 +79,7 @@ func (b *baselines) read(files []string) (time.Duration, int64, error) {
 			i := total % bufSize
 			n, err := f.Read(b.buf[i:min(i+ioChunk, bufSize)])
 			total += int64(n)
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {

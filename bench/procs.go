@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
+	"golang.org/x/sys/unix"
 
 	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/imageset"
@@ -44,13 +45,7 @@ func closeInheritedFds() {
 // setSubreaper makes this process the parent of orphans in its subtree:
 // a target restored with -d is re-parented here when cryo exits, so the
 // bench can kill and reap it by pid.
-func setSubreaper() error {
-	const prSetChildSubreaper = 36
-	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0); errno != 0 {
-		return errno
-	}
-	return nil
-}
+func setSubreaper() error { return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }
 
 func findRepo() (string, error) {
 	dir, err := os.Getwd()

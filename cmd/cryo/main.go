@@ -72,8 +72,10 @@ type exitStatus struct {
 func (e *exitStatus) Error() string { return e.err.Error() }
 func (e *exitStatus) Unwrap() error { return e.err }
 
+// exitCode finds the status with errors.As: a subcommand that wraps the
+// exitStatus of a helper with context must not turn its status into 1.
 func exitCode(err error) int {
-	if es, ok := err.(*exitStatus); ok {
+	if es := (*exitStatus)(nil); errors.As(err, &es) {
 		return es.code
 	}
 	return 1

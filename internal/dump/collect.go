@@ -164,47 +164,25 @@ func readRlimits(pid int, out *[16]unix.Rlimit) error {
 	if err == nil {
 		return nil
 	}
-	b, ferr := procfs.ReadFileBounded(fmt.Sprintf("/proc/%d/limits", pid), 64<<10)
-	if ferr != nil {
-		return fmt.Errorf("rlimits of %d: %w (and %s: %w)", pid, err, "/proc/PID/limits", ferr)
-	}
-	if err := parseLimits(b, out); err != nil {
-		return fmt.Errorf("/proc/%d/limits: %w", pid, err)
+	if ferr := rlimitsFromProc(pid, out); ferr != nil {
+		return fmt.Errorf("rlimits of %d: %w (and %w)", pid, err, ferr)
 	}
 	return nil
 }
 
-// parseLimits parses /proc/PID/limits: a header, then one line per resource
-// in RLIMIT_* order.
-func parseLimits(b []byte, out *[16]unix.Rlimit) error {
-	var err error
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) != len(out)+1 {
-		return fmt.Errorf("%d limits, want %d", len(lines)-1, len(out))
+// rlimitsFromProc is readRlimits's fallback, through /proc/PID/limits.
+func rlimitsFromProc(pid int, out *[16]unix.Rlimit) error {
+	ls, err := procfs.LimitsPid(pid)
+	if err != nil {
+		return err
 	}
-	// "Max cpu time              unlimited            unlimited            seconds"
-	// The name is padded to 26 columns; the two values follow.
-	for i, line := range lines[1:] {
-		if len(line) < 26 {
-			return fmt.Errorf("short line %q", line)
-		}
-		f := strings.Fields(line[26:])
-		if len(f) < 2 {
-			return fmt.Errorf("bad line %q", line)
-		}
-		for j, v := range f[:2] {
-			n := uint64(unix.RLIM_INFINITY)
-			if v != "unlimited" {
-				if n, err = strconv.ParseUint(v, 10, 64); err != nil {
-					return fmt.Errorf("bad value %q", v)
-				}
-			}
-			if j == 0 {
-				out[i].Cur = n
-			} else {
-				out[i].Max = n
-			}
-		}
+	// The image holds RLIM_NLIMITS entries; a kernel listing another
+	// number has resources this cryo does not know how to put back.
+	if len(ls) != len(out) {
+		return fmt.Errorf("/proc/%d/limits: %d limits, want %d", pid, len(ls), len(out))
+	}
+	for r, l := range ls {
+		out[r] = unix.Rlimit{Cur: l.Cur, Max: l.Max}
 	}
 	return nil
 }

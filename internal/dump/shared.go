@@ -5,9 +5,9 @@ import (
 	"os"
 	"sort"
 	"strconv"
-	"strings"
 
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/procfs"
 )
 
 // Processes that share what only threads of one process share. Restore
@@ -43,15 +43,15 @@ func checkChildrenShare(pid int) error {
 		return nil // gone: the seize will say so
 	}
 	for _, t := range tasks {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + t.Name() + "/children")
+		tid, err := strconv.Atoi(t.Name())
 		if err != nil {
 			continue
 		}
-		for _, c := range strings.Fields(string(b)) {
-			child, err := strconv.Atoi(c)
-			if err != nil {
-				continue
-			}
+		children, err := procfs.TaskChildrenPid(pid, tid)
+		if err != nil {
+			continue // the thread exited, or the process: the seize will say so
+		}
+		for _, child := range children {
 			for _, o := range sharedObjects {
 				if r, err := kabi.Kcmp(pid, child, o.typ, 0, 0); err == nil && r == 0 {
 					return sharing(pid, child, o.what, o.how)

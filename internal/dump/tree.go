@@ -3,11 +3,10 @@ package dump
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -270,15 +269,14 @@ func (t *tree) add(pid, ppid int) error {
 func children(p *process) ([]int, error) {
 	var out []int
 	for _, th := range p.threads {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p.pid, th.t.Tid))
-		if err != nil {
+		cs, err := procfs.TaskChildrenPid(p.pid, th.t.Tid)
+		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("children of %d: %w (needs CONFIG_PROC_CHILDREN)", p.pid, err)
 		}
-		for _, f := range strings.Fields(string(b)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				out = append(out, pid)
-			}
+		if err != nil {
+			return nil, fmt.Errorf("children of %d: %w", p.pid, err)
 		}
+		out = append(out, cs...)
 	}
 	return out, nil
 }

@@ -6,11 +6,12 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/cryo-project/cryo/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
 func probePtraceScope() (string, error) {
-	v, err := readIntFile("/proc/sys/kernel/yama/ptrace_scope")
+	v, err := sysctlInt("kernel.yama.ptrace_scope")
 	if errors.Is(err, os.ErrNotExist) {
 		return "Yama not built in: classic rules (same uid, or CAP_SYS_PTRACE)", nil
 	}
@@ -59,25 +60,18 @@ func probeNsLastPid() (string, error) {
 	if n == 0 {
 		return "", fmt.Errorf("read %s: %w", path, err)
 	}
-	last, err := strconv.Atoi(string(trimNL(b[:n])))
+	last, err := procfs.ParseSysctlInt(b[:n])
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", path, err)
 	}
-	if _, err := f.WriteAt([]byte(strconv.Itoa(last)), 0); err != nil {
+	if _, err := f.WriteAt([]byte(strconv.FormatInt(last, 10)), 0); err != nil {
 		return "", classify("write", err, "needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN over the pid namespace")
 	}
 	return fmt.Sprintf("last pid %d", last), nil
 }
 
-func trimNL(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
 func probePidMax() (string, error) {
-	v, err := readIntFile("/proc/sys/kernel/pid_max")
+	v, err := sysctlInt("kernel.pid_max")
 	if err != nil {
 		return "", err
 	}

@@ -125,7 +125,7 @@ func Names() []string {
 	return out
 }
 
-// unsupported turns the errnos that mean "the kernel does not know this"
+// classify turns the errnos that mean "the kernel does not know this"
 // into ErrNotSupported, EPERM and EACCES into ErrNotPermitted with why, and
 // leaves anything else as a probe error; op names the call that failed.
 func classify(op string, err error, why string, unknown ...unix.Errno) error {

@@ -2,6 +2,7 @@ package feature
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -112,15 +113,14 @@ func probePagemapScan() (string, error) {
 // pages were written: the pair dump uses for incremental dumps. Async mode
 // resolves write faults in the kernel, so no thread has to serve the uffd.
 func probeUffdWPAsync() (string, error) {
-	fd, _, e := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK|kabi.UFFD_USER_MODE_ONLY, 0, 0)
-	if e == unix.EINVAL {
+	uffd, err := kabi.Userfaultfd(unix.O_CLOEXEC | unix.O_NONBLOCK | kabi.UFFD_USER_MODE_ONLY)
+	if errors.Is(err, unix.EINVAL) {
 		// UFFD_USER_MODE_ONLY is 5.11; before it, plain userfaultfd.
-		fd, _, e = unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK, 0, 0)
+		uffd, err = kabi.Userfaultfd(unix.O_CLOEXEC | unix.O_NONBLOCK)
 	}
-	if e != 0 {
-		return "", classify("userfaultfd", e, "vm.unprivileged_userfaultfd=0 and no CAP_SYS_PTRACE", unix.ENOSYS)
+	if err != nil {
+		return "", classify("userfaultfd", err, "vm.unprivileged_userfaultfd=0 and no CAP_SYS_PTRACE", unix.ENOSYS)
 	}
-	uffd := int(fd)
 	defer unix.Close(uffd)
 	api := kabi.UffdioAPI{API: kabi.UFFD_API, Features: kabi.UFFD_FEATURE_WP_ASYNC}
 	if err := kabi.IoctlPtr(uffd, kabi.UFFDIO_API, &api); err != nil {

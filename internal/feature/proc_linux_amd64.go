@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/ptrace"
 )
 
@@ -117,11 +117,11 @@ func probeKcmp() (string, error) {
 // freePid picks a pid that no task uses: well above the last one handed
 // out, so that the kernel is unlikely to hand it out during the probe.
 func freePid(skip int) (int, error) {
-	last, err := readIntFile("/proc/sys/kernel/ns_last_pid")
+	last, err := sysctlInt("kernel.ns_last_pid")
 	if err != nil {
 		return 0, err
 	}
-	max, err := readIntFile("/proc/sys/kernel/pid_max")
+	max, err := sysctlInt("kernel.pid_max")
 	if err != nil {
 		return 0, err
 	}
@@ -211,19 +211,15 @@ func probeMmMap() (string, error) {
 // cryo itself: Go's time functions call into the vdso.
 func probeMapVdso() (detail string, err error) {
 	err = withStub(0, func(s *stubProc) error {
-		maps, err := os.ReadFile("/proc/" + strconv.Itoa(s.pid) + "/maps")
+		ms, err := procfs.MapsPid(s.pid)
 		if err != nil {
 			return err
 		}
-		for _, line := range strings.Split(string(maps), "\n") {
-			if !strings.HasSuffix(line, "[vdso]") && !strings.HasSuffix(line, "[vvar]") && !strings.HasSuffix(line, "[vvar_vclock]") {
+		for _, m := range ms {
+			if m.Kind != procfs.KindVdso && m.Kind != procfs.KindVvar && m.Kind != procfs.KindVvarVclock {
 				continue
 			}
-			var lo, hi uint64
-			if _, err := fmt.Sscanf(line, "%x-%x", &lo, &hi); err != nil {
-				return fmt.Errorf("stub maps %q: %w", line, err)
-			}
-			if _, err := s.Call("munmap "+strings.Fields(line)[len(strings.Fields(line))-1], unix.SYS_MUNMAP, lo, hi-lo); err != nil {
+			if _, err := s.Call("munmap "+m.RawPath, unix.SYS_MUNMAP, m.Start, m.Len()); err != nil {
 				return err
 			}
 		}
@@ -236,18 +232,15 @@ func probeMapVdso() (detail string, err error) {
 		if err := inject.Errno(ret); err != nil {
 			return classify(fmt.Sprintf("arch_prctl(ARCH_MAP_VDSO_64, %#x)", at), err, "", unix.EINVAL)
 		}
-		maps, err = os.ReadFile("/proc/" + strconv.Itoa(s.pid) + "/maps")
-		if err != nil {
+		if ms, err = procfs.MapsPid(s.pid); err != nil {
 			return err
 		}
-		for _, line := range strings.Split(string(maps), "\n") {
-			if strings.HasSuffix(line, "[vdso]") {
-				var lo uint64
-				fmt.Sscanf(line, "%x-", &lo)
-				if lo < at || lo >= at+0x100000 {
-					return fmt.Errorf("ARCH_MAP_VDSO_64 at %#x put [vdso] at %#x", at, lo)
+		for _, m := range ms {
+			if m.Kind == procfs.KindVdso {
+				if m.Start < at || m.Start >= at+0x100000 {
+					return fmt.Errorf("ARCH_MAP_VDSO_64 at %#x put [vdso] at %#x", at, m.Start)
 				}
-				detail = fmt.Sprintf("[vdso] at +%#x of the address asked", lo-at)
+				detail = fmt.Sprintf("[vdso] at +%#x of the address asked", m.Start-at)
 				return nil
 			}
 		}
@@ -275,7 +268,7 @@ func probeMemfd() (string, error) {
 	}
 	unix.Close(fd)
 	// The restore stub is exec'd from a memfd: vm.memfd_noexec=2 forbids it.
-	if v, err := readIntFile("/proc/sys/vm/memfd_noexec"); err == nil && v == 2 {
+	if v, err := sysctlInt("vm.memfd_noexec"); err == nil && v == 2 {
 		return "", fmt.Errorf("%w: vm.memfd_noexec = 2 forbids executing the restore stub from a memfd", ErrNotPermitted)
 	}
 	return "", nil
@@ -314,14 +307,8 @@ func probeRseq() (string, error) {
 	})
 }
 
-func readIntFile(path string) (int, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	v, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
-	}
-	return v, nil
+// sysctlInt reads an integer sysctl such as "kernel.pid_max".
+func sysctlInt(name string) (int, error) {
+	v, err := procfs.SysctlInt(name)
+	return int(v), err
 }

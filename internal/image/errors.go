@@ -7,7 +7,8 @@ import (
 
 // Sentinels for the ways an image directory can be unusable. Compare with
 // errors.Is: every error this package returns about image content is a
-// *FormatError wrapping one of them.
+// *FormatError wrapping one of them, or errs.ErrNotSupported for an intact
+// checksum sidecar of a version this cryo does not read.
 var (
 	// ErrImageCorrupt: bytes in the directory do not form a valid image.
 	ErrImageCorrupt = errors.New("image corrupt")
@@ -31,7 +32,7 @@ var (
 type FormatError struct {
 	File   string // base name inside the image directory
 	Offset int64  // byte offset in File; -1 when the problem is the whole file
-	Err    error  // wraps one of the package sentinels
+	Err    error  // wraps one of the package sentinels, or errs.ErrNotSupported
 }
 
 func (e *FormatError) Error() string {

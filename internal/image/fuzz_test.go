@@ -54,7 +54,7 @@ func FuzzReader(f *testing.F) {
 			for {
 				before := r.Offset()
 				err := r.Next(ft.msg())
-				if err == io.EOF {
+				if errors.Is(err, io.EOF) {
 					if r.Offset() != int64(len(b)) {
 						t.Fatalf("EOF at %d of %d", r.Offset(), len(b))
 					}

@@ -112,7 +112,7 @@ func (d *Dir) ReadGhostFile(id uint32, dst io.WriterAt) (*ghost_file.GhostFileEn
 	defer r.Close()
 	e := &ghost_file.GhostFileEntry{}
 	if err := r.Next(e); err != nil {
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return nil, corrupt(name, r.off, "no ghost_file_entry")
 		}
 		return nil, err
@@ -133,7 +133,7 @@ func (d *Dir) ReadGhostFile(id uint32, dst io.WriterAt) (*ghost_file.GhostFileEn
 	for end := uint64(0); ; {
 		at := r.off
 		var c ghost_file.GhostChunkEntry
-		if err := r.Next(&c); err == io.EOF {
+		if err := r.Next(&c); errors.Is(err, io.EOF) {
 			return e, nil
 		} else if err != nil {
 			return nil, err

@@ -130,7 +130,7 @@ func TestRoundTrip(t *testing.T) {
 		for i := 0; ; i++ {
 			m := next(i)
 			err := r.Next(m)
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				if i != len(want) {
 					t.Errorf("%s: %d entries, want %d", name, i, len(want))
 				}
@@ -315,7 +315,7 @@ func readAllAt(name string, b []byte, magic string, msg func() proto.Message, at
 	}
 	for {
 		at(r.Offset())
-		if err := r.Next(msg()); err == io.EOF {
+		if err := r.Next(msg()); errors.Is(err, io.EOF) {
 			return nil
 		} else if err != nil {
 			return err

@@ -55,7 +55,7 @@ func (r *Reader) readAt(p []byte, off int64) error {
 	if n == len(p) {
 		return nil
 	}
-	if err == nil || err == io.EOF {
+	if err == nil || errors.Is(err, io.EOF) {
 		err = io.ErrUnexpectedEOF
 	}
 	return err
@@ -146,7 +146,7 @@ func (d *Dir) Open(name, magic string) (*Reader, error) {
 		defer f.Close()
 		b := make([]byte, s.size+1) // s.size is bounded by inMemoryLimit here
 		n, err := io.ReadFull(f, b)
-		if err != io.ErrUnexpectedEOF && err != nil && err != io.EOF {
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("read %s: %w", name, err)
 		}
 		b = b[:n]
@@ -180,7 +180,7 @@ func (d *Dir) ReadOne(name, magic string, m proto.Message) error {
 	}
 	defer r.Close()
 	if err := r.Next(m); err != nil {
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return corrupt(name, r.off, "no entry in an image that holds one")
 		}
 		return err
@@ -239,7 +239,7 @@ func (pr *PagesReader) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	for {
 		if pr.pos == len(pr.buf) {
-			if err := pr.load(); err == io.EOF {
+			if err := pr.load(); errors.Is(err, io.EOF) {
 				return total, nil
 			} else if err != nil {
 				return total, err
@@ -271,7 +271,7 @@ func (pr *PagesReader) load() error {
 	b := pr.buf[:n]
 	got, err := pr.f.ReadAt(b, next)
 	if got < len(b) {
-		if err == nil || err == io.EOF {
+		if err == nil || errors.Is(err, io.EOF) {
 			return corrupt(pr.name, next+int64(got), "truncated: chunk at %#x ends early, recorded size %d", next, pr.sums.size)
 		}
 		return fmt.Errorf("read %s at offset %#x: %w", pr.name, next, err)

@@ -7,6 +7,8 @@ import (
 	"hash/crc32"
 	"slices"
 	"strings"
+
+	"github.com/cryo-project/cryo/internal/errs"
 )
 
 // SumsName is the checksum sidecar's file name. It does not end in .img so
@@ -110,7 +112,12 @@ func parseSums(b []byte) (*sums, error) {
 		return nil, &FormatError{File: SumsName, Offset: 0, Err: fmt.Errorf("magic %q: %w", b[:len(sumsMagic)], ErrWrongMagic)}
 	}
 	if v := binary.LittleEndian.Uint32(b[8:]); v != sumsVersion {
-		return nil, bad(8, "unsupported version %d (this cryo reads %d)", v, sumsVersion)
+		// Another version lays its records out differently, so only the
+		// trailer can tell a sidecar of another cryo from a damaged one.
+		if binary.LittleEndian.Uint32(b[len(b)-4:]) == crc32.Checksum(b[:len(b)-4], castagnoli) {
+			return nil, &FormatError{File: SumsName, Offset: 8, Err: fmt.Errorf("sidecar version %d, this cryo reads %d: %w", v, sumsVersion, errs.ErrNotSupported)}
+		}
+		return nil, bad(8, "version %d (this cryo reads %d), and the sidecar's crc32c does not match", v, sumsVersion)
 	}
 	s := &sums{chunk: binary.LittleEndian.Uint32(b[12:])}
 	if s.chunk < minChunk || s.chunk > maxChunk || s.chunk&(s.chunk-1) != 0 {

@@ -2,6 +2,7 @@ package image
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"hash/crc32"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
+	"github.com/cryo-project/cryo/internal/errs"
 )
 
 // writeSmall commits a tiny image with a pages file and returns the
@@ -60,6 +62,25 @@ func TestSumsRoundTrip(t *testing.T) {
 		if _, err := parseSums(b[:n]); !errors.Is(err, ErrImageCorrupt) {
 			t.Fatalf("cut at %d accepted: %v", n, err)
 		}
+	}
+}
+
+// TestSumsVersion: a sidecar of another version that is intact is refused
+// as not supported (another cryo wrote it), not as corrupt; one whose
+// trailer does not match is corrupt, whatever its version says.
+func TestSumsVersion(t *testing.T) {
+	b := writeSmall(t, 10)
+	c := bytes.Clone(b)
+	binary.LittleEndian.PutUint32(c[8:], sumsVersion+1)
+	binary.LittleEndian.PutUint32(c[len(c)-4:], crc32.Checksum(c[:len(c)-4], castagnoli))
+	_, err := parseSums(c)
+	var fe *FormatError
+	if !errors.Is(err, errs.ErrNotSupported) || errors.Is(err, ErrImageCorrupt) || !errors.As(err, &fe) || fe.Offset != 8 {
+		t.Errorf("intact sidecar of version %d: %v, want ErrNotSupported at byte 8", sumsVersion+1, err)
+	}
+	binary.LittleEndian.PutUint32(c[len(c)-4:], ^binary.LittleEndian.Uint32(c[len(c)-4:]))
+	if _, err := parseSums(c); !errors.Is(err, ErrImageCorrupt) || errors.Is(err, errs.ErrNotSupported) {
+		t.Errorf("damaged sidecar of version %d: %v, want ErrImageCorrupt", sumsVersion+1, err)
 	}
 }
 

@@ -3,12 +3,14 @@ package image
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"hash"
 	"hash/crc32"
 	"io"
 	"os"
+
+	"golang.org/x/sys/unix"
 
 	"google.golang.org/protobuf/proto"
 )
@@ -227,7 +229,7 @@ func (pw *PagesWriter) ReadFrom(r io.Reader) (int64, error) {
 			}
 			total += int64(n)
 		}
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return total, nil
 		}
 		if err != nil {

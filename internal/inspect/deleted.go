@@ -168,7 +168,7 @@ func Deleted(opts DeletedOptions) (*DeletedReport, error) {
 			continue
 		case procDenied:
 			if explicit {
-				return nil, fmt.Errorf("pid %d: %w (reading another user's process needs %s): %v", r.pid, ErrNotPermitted, PtraceCapability, r.err)
+				return nil, fmt.Errorf("pid %d: %w (reading another user's process needs %s): %w", r.pid, ErrNotPermitted, PtraceCapability, r.err)
 			}
 			rep.Processes.NotPermitted++
 			continue

@@ -2,6 +2,7 @@ package inspect
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -231,11 +232,11 @@ func TestDeletedSelf(t *testing.T) {
 func TestDeletedErrors(t *testing.T) {
 	// A pid that cannot exist (above the kernel's PID_MAX_LIMIT).
 	_, err := Deleted(DeletedOptions{Pids: []int{1 << 23}})
-	if err == nil || !strings.Contains(err.Error(), ErrNoProcess.Error()) {
+	if !errors.Is(err, ErrNoProcess) {
 		t.Errorf("Deleted of a missing pid: %v, want %v", err, ErrNoProcess)
 	}
-	if _, err := Maps(1<<23, MapsOptions{}); err == nil {
-		t.Error("Maps of a missing pid succeeded")
+	if _, err := Maps(1<<23, MapsOptions{}); !errors.Is(err, ErrNoProcess) {
+		t.Errorf("Maps of a missing pid: %v, want %v", err, ErrNoProcess)
 	}
 }
 

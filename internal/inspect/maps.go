@@ -82,7 +82,7 @@ func Maps(pid int, opts MapsOptions) (*MapsReport, error) {
 	case procGone:
 		return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
 	case procDenied:
-		return nil, fmt.Errorf("pid %d: %w (reading another user's process needs %s): %v", pid, ErrNotPermitted, PtraceCapability, err)
+		return nil, fmt.Errorf("pid %d: %w (reading another user's process needs %s): %w", pid, ErrNotPermitted, PtraceCapability, err)
 	default:
 		return nil, fmt.Errorf("pid %d: %w", pid, err)
 	}

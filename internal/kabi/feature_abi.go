@@ -20,6 +20,16 @@ const (
 	UFFDIO_WRITEPROTECT = 0xc018aa06 // _IOWR(0xaa, 0x06, struct uffdio_writeprotect)
 )
 
+// Userfaultfd is userfaultfd(2), which x/sys/unix has no wrapper for. flags
+// take O_CLOEXEC, O_NONBLOCK and UFFD_USER_MODE_ONLY.
+func Userfaultfd(flags int) (int, error) {
+	fd, _, e := unix.Syscall(unix.SYS_USERFAULTFD, uintptr(flags), 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(fd), nil
+}
+
 // UffdioAPI is struct uffdio_api.
 type UffdioAPI struct {
 	API      uint64

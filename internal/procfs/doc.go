@@ -1,6 +1,7 @@
 // Package procfs parses the text and binary files the Linux kernel exposes
-// under /proc/PID: maps and smaps, stat, status, fdinfo, auxv, timers and
-// mountinfo. It is what cryo's dump reads to learn a process's state, and
+// under /proc/PID: maps and smaps, stat, status, fdinfo, auxv, timers,
+// mountinfo, limits and task/TID/children, and the integer sysctls under
+// /proc/sys. It is what cryo's dump reads to learn a process's state, and
 // what `cryo maps` and `cryo deleted` print.
 //
 // Every parser has two forms. ParseXxx takes the file's bytes and never does

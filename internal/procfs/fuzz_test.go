@@ -3,6 +3,8 @@ package procfs
 import (
 	"bytes"
 	"errors"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -144,6 +146,60 @@ func FuzzParseMountinfo(f *testing.F) {
 			if len(m.Optional) > maxOptionalFields || len(m.MountPoint) > len(data) {
 				t.Fatalf("unbounded mount %+v", m)
 			}
+		}
+	})
+}
+
+func FuzzParseChildren(f *testing.F) {
+	seedFromTestdata(f, "*.children")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cs, err := ParseChildren(data)
+		if err != nil {
+			checkFuzzErr(t, err)
+			return
+		}
+		if 2*len(cs) > len(data)+1 {
+			t.Fatalf("%d pids from %d bytes", len(cs), len(data))
+		}
+		for _, c := range cs {
+			if c <= 0 {
+				t.Fatalf("pid %d", c)
+			}
+		}
+	})
+}
+
+func FuzzParseLimits(f *testing.F) {
+	seedFromTestdata(f, "*.limits")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ls, err := ParseLimits(data)
+		if err != nil {
+			checkFuzzErr(t, err)
+			return
+		}
+		if len(ls) > maxLimits || len(ls) > bytes.Count(data, []byte{'\n'}) {
+			t.Fatalf("%d limits from %d lines", len(ls), bytes.Count(data, []byte{'\n'})+1)
+		}
+	})
+}
+
+func FuzzParseSysctlInt(f *testing.F) {
+	seedFromTestdata(f, "*.sysctl")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, err := ParseSysctlInt(data)
+		// strconv is the oracle: it agrees on every number, and differs
+		// only in also taking a '+' the kernel never prints.
+		s := strings.TrimSuffix(string(data), "\n")
+		want, werr := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			checkFuzzErr(t, err)
+			if werr == nil && !strings.HasPrefix(s, "+") {
+				t.Fatalf("%q refused, strconv reads %d", data, want)
+			}
+			return
+		}
+		if werr != nil || v != want {
+			t.Fatalf("%q parsed as %d, strconv: %d, %v", data, v, want, werr)
 		}
 	})
 }

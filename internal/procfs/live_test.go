@@ -5,9 +5,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"strconv"
 	"syscall"
 	"testing"
 )
@@ -211,4 +213,62 @@ func TestLiveParseErrorNamesPath(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 	eq(t, "message", pe.Error(), `/proc/412/stat:1 (byte 0): no (comm) in "garbage"`)
+}
+
+// TestLiveChildren: a child this process started is listed under one of
+// its threads (the one that forked it), and under no other.
+func TestLiveChildren(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Skipf("no sleep to start: %v", err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, e := range tasks {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			t.Fatalf("task %q", e.Name())
+		}
+		cs, err := TaskChildrenPid(os.Getpid(), tid)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // the thread exited, or no CONFIG_PROC_CHILDREN: counted below
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			if c == cmd.Process.Pid {
+				found++
+			}
+		}
+	}
+	if found != 1 {
+		t.Errorf("child %d listed under %d threads, want 1", cmd.Process.Pid, found)
+	}
+}
+
+// TestLiveLimits: /proc/self/limits says what getrlimit says.
+func TestLiveLimits(t *testing.T) {
+	ls, err := LimitsPid(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rlimNlimits = 16
+	if len(ls) != rlimNlimits {
+		t.Fatalf("%d limits, want %d", len(ls), rlimNlimits)
+	}
+	for r := range ls {
+		var want syscall.Rlimit
+		if err := syscall.Getrlimit(r, &want); err != nil {
+			t.Fatal(err)
+		}
+		eq(t, "limit "+strconv.Itoa(r), ls[r], Rlimit{want.Cur, want.Max})
+	}
 }

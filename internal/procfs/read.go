@@ -65,7 +65,7 @@ func ReadFileBounded(path string, max int64) ([]byte, error) {
 		}
 		n, err := f.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			if int64(len(buf)) > max {
 				return nil, fmt.Errorf("read %s: larger than %d bytes: %w", path, max, ErrTooLarge)
 			}

@@ -68,5 +68,6 @@
 // deciding what a socket's state means for a checkpoint). It changes no
 // thread's namespace but the one it locks for Dial, and puts that one back.
 // It imports nothing of cryo's but internal/kabi, where the kernel structs
-// it reads are defined; it has no unsafe code of its own.
+// it reads are defined, and internal/errs, whose ErrNotSupported its own
+// wraps; it has no unsafe code of its own.
 package sockdiag

@@ -2,7 +2,10 @@ package sockdiag
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
+
+	"github.com/cryo-project/cryo/internal/errs"
 )
 
 var (
@@ -19,8 +22,10 @@ var (
 	// ErrNotSupported is matched when the kernel has no sock_diag handler
 	// for the family or protocol asked about (it answers ENOENT: the
 	// handler is a module that is not built, such as raw_diag without
-	// CONFIG_INET_RAW_DIAG). The kernel's errno is wrapped too.
-	ErrNotSupported = errors.New("not supported by this kernel's sock_diag")
+	// CONFIG_INET_RAW_DIAG). The kernel's errno is wrapped too. It wraps
+	// errs.ErrNotSupported, so that a dump refused for want of a handler
+	// is found by the same errors.Is as every other refusal.
+	ErrNotSupported = fmt.Errorf("%w by this kernel's sock_diag", errs.ErrNotSupported)
 )
 
 // ParseError reports where a sock_diag reply failed to parse.

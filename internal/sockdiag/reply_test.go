@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cryo-project/cryo/internal/errs"
 	"github.com/cryo-project/cryo/internal/kabi"
 )
 
@@ -153,5 +154,13 @@ func TestParseUnixSynthetic(t *testing.T) {
 	var pe *ParseError
 	if !errors.As(err, &pe) || pe.Offset != int64(cut+unix.NLMSG_HDRLEN+kabi.UnixDiagMsgSize) {
 		t.Errorf("error in the second datagram: %v, want it at byte %d of the reply", err, cut+unix.NLMSG_HDRLEN+kabi.UnixDiagMsgSize)
+	}
+}
+
+// A family the kernel has no handler for is refused with the one
+// not-supported sentinel that dump's callers test for.
+func TestErrNotSupportedIsShared(t *testing.T) {
+	if !errors.Is(ErrNotSupported, errs.ErrNotSupported) {
+		t.Errorf("sockdiag.ErrNotSupported (%v) does not wrap errs.ErrNotSupported", ErrNotSupported)
 	}
 }

@@ -25,6 +25,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	x86 "github.com/checkpoint-restore/go-criu/v8/crit/images/core-x86"
+
+	"github.com/cryo-project/cryo/internal/errs"
 )
 
 func cpuid(leaf, sub uint32) (eax, ebx, ecx, edx uint32)
@@ -121,7 +123,7 @@ func Encode(raw []byte) (*x86.UserX86FpregsEntry, error) {
 	}
 	bv := le.Uint64(raw[headerOff:])
 	if extra := bv &^ Supported; extra != 0 {
-		return nil, fmt.Errorf("thread uses xstate components %#x that cryo cannot save yet", extra)
+		return nil, fmt.Errorf("thread uses xstate components %#x that cryo cannot save yet: %w", extra, errs.ErrNotSupported)
 	}
 	xs := &x86.UserX86XsaveEntry{XstateBv: proto.Uint64(bv)}
 	if len(raw) >= ymmhOff+ymmhSize {

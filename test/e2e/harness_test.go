@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -122,14 +124,23 @@ func build() error {
 	return errors.Join(errs...)
 }
 
-func setSubreaper() error {
-	const prSetChildSubreaper = 36
-	_, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0)
-	if errno != 0 {
-		return errno
+// useraddNameInUse is useradd's exit status for a name already taken
+// (useradd(8), EXIT VALUES).
+const useraddNameInUse = 9
+
+// addSystemUser creates name as a system user without a home or a login
+// shell. A name that is already taken is fine: another test, or an
+// earlier run, made it. That is told by useradd's exit status, not by
+// its message, which is translated and reworded between versions.
+func addSystemUser(t *testing.T, name string) {
+	t.Helper()
+	out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput()
+	if ee := (*exec.ExitError)(nil); err != nil && !(errors.As(err, &ee) && ee.ExitCode() == useraddNameInUse) {
+		t.Fatalf("useradd %s: %v\n%s", name, err, out)
 	}
-	return nil
 }
+
+func setSubreaper() error { return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }
 
 func requireRoot(t *testing.T) {
 	t.Helper()

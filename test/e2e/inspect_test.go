@@ -122,10 +122,7 @@ func (u *ids) wrap(argv []string) []string {
 func unprivileged(t *testing.T) *ids {
 	t.Helper()
 	if _, err := user.Lookup(inspectUser); err != nil {
-		out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", inspectUser).CombinedOutput()
-		if err != nil && !strings.Contains(string(out), "already exists") {
-			t.Fatalf("useradd %s: %v\n%s", inspectUser, err, out)
-		}
+		addSystemUser(t, inspectUser)
 	}
 	u, err := user.Lookup(inspectUser)
 	if err != nil {
@@ -251,7 +248,7 @@ func cryoAs(t *testing.T, u *ids, args ...string) (string, string, int) {
 	code := 0
 	if err != nil {
 		code = -1
-		if ee, ok := err.(*exec.ExitError); ok {
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 			code = ee.ExitCode()
 		}
 	}

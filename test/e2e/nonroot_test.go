@@ -119,10 +119,7 @@ func setupNonRoot(t *testing.T) *nonrootEnv {
 	}
 	u, err := user.Lookup(nonrootUser)
 	if err != nil {
-		out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", nonrootUser).CombinedOutput()
-		if err != nil && !strings.Contains(string(out), "already exists") {
-			t.Fatalf("useradd %s: %v\n%s", nonrootUser, err, out)
-		}
+		addSystemUser(t, nonrootUser)
 		if u, err = user.Lookup(nonrootUser); err != nil {
 			t.Fatalf("user %s after useradd: %v", nonrootUser, err)
 		}

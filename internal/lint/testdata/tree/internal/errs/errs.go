@@ -1,0 +1,6 @@
+package errs
+
+import "errors"
+
+// The one home of "not supported".
+var ErrNotSupported = errors.New("not supported")

@@ -1,0 +1,5 @@
+package ignored
+
+import "unsafe"
+
+var _ = unsafe.Sizeof(0)
