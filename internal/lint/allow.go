@@ -12,12 +12,6 @@ type allowed struct {
 // touched here. Whoever lands the restructuring fixes them and deletes
 // the entries (the fix for each is named).
 var allowlist = []allowed{
-	// restoreTree's wait for the restored process: err == unix.EINTR,
-	// which should be errors.Is(err, unix.EINTR).
-	{Rule: "errcmp", File: "internal/restore/tree.go"},
-	// pidFree finds the Tgid of a pid's holder by splitting
-	// /proc/PID/status: procfs.StatusPid(pid).Tgid.
-	{Rule: "procparse", File: "internal/restore/load.go"},
 	// restorer.mapVdso finds the new [vdso] by splitting /proc/PID/maps:
 	// procfs.MapsPid and Kind == procfs.KindVdso.
 	{Rule: "procparse", File: "internal/restore/mem.go"},

@@ -142,14 +142,11 @@ func takeProc(pid int, locks []string) (*Proc, []int, error) {
 			return nil, nil, err
 		}
 		p.Threads[tid] = th
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, tid))
-		if err == nil {
-			for _, c := range strings.Fields(string(b)) {
-				if n, err := strconv.Atoi(c); err == nil {
-					kids = append(kids, n)
-				}
-			}
+		cs, err := procfs.TaskChildrenPid(pid, tid)
+		if err != nil {
+			return nil, nil, err
 		}
+		kids = append(kids, cs...)
 	}
 	if p.Maps, err = takeMaps(pid); err != nil {
 		return nil, nil, err
@@ -194,17 +191,13 @@ const pfCompared = ^uint32(0x4 | 0x40 | 0x100)
 
 func takeThread(pid, tid int) (map[string]string, error) {
 	m := map[string]string{}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
-	if err != nil {
-		return nil, err
-	}
-	st, err := procfs.ParseStatus(b)
+	st, err := procfs.TaskStatusPid(pid, tid)
 	if err != nil {
 		return nil, err
 	}
 	for _, k := range statusKeys {
 		if v, ok := st.Fields[k]; ok {
-			m["status."+k] = strings.Join(strings.Fields(v), " ")
+			m["status."+k] = v
 		}
 	}
 	m["status.State"] = stateWord(st.State)
@@ -298,52 +291,41 @@ func takeFds(pid int, into map[int]string) error {
 			continue // closed meanwhile: the process runs
 		}
 		link = anonLinkRE.ReplaceAllString(link, "$1")
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, n))
+		fi, err := procfs.FdinfoPid(pid, n)
 		if err != nil {
 			continue
 		}
-		var lines []string
-		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			k, _, _ := strings.Cut(l, ":")
-			switch strings.TrimSpace(k) {
-			case "mnt_id", "ino":
-				continue // the mount and inode of a re-created object
-			case "eventfd-id":
-				continue // an idr number, new for every eventfd
-			case "it_value", "ticks":
-				// A timer runs on while the tree is frozen: its time left
-				// shrinks, its expirations add up, between the dump's read
-				// and any later look.
+		// Left out: the mount and inode of a re-created object (mnt_id,
+		// ino), an eventfd's idr number, and what a timer does while the
+		// tree is frozen (its time left shrinks, its expirations add up,
+		// between the dump's read and any later look).
+		text := fmt.Sprintf("%s | pos: %d | flags: %o", link, fi.Pos, fi.Flags)
+		for _, kv := range fi.Extra {
+			switch kv.Key {
+			case "eventfd-id", "it_value", "ticks":
 				continue
 			}
-			lines = append(lines, inodeRE.ReplaceAllString(strings.Join(strings.Fields(l), " "), "$1*"))
+			text += " | " + kv.Key + ": " + inodeRE.ReplaceAllString(kv.Value, "$1*")
 		}
-		into[n] = link + " | " + strings.Join(lines, " | ")
+		into[n] = text
 	}
 	return nil
 }
 
-// readLocks is /proc/locks by pid, each line without its ordinal and with
-// the inode number (major:minor:inode) kept: a lock on a file is on that
-// very file, which restore does not re-create.
+// readLocks is /proc/locks by pid, each lock without its ordinal (which
+// counts every lock of the machine) and with the locked file's inode kept:
+// a lock on a file is on that very file, which restore does not re-create.
 func readLocks() (map[int][]string, error) {
-	b, err := os.ReadFile("/proc/locks")
+	ls, err := procfs.Locks()
 	if err != nil {
 		return nil, err
 	}
 	out := map[int][]string{}
-	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		f := strings.Fields(l)
-		// "1: POSIX  ADVISORY  WRITE 1234 00:2f:5678 0 EOF", or with "->"
-		// for a blocked waiter.
-		if len(f) < 8 || f[1] == "->" {
-			continue
+	for _, l := range ls {
+		if l.Blocked {
+			continue // a waiter is a task in a syscall, not a lock held
 		}
-		pid, err := strconv.Atoi(f[4])
-		if err != nil {
-			continue
-		}
-		out[pid] = append(out[pid], strings.Join(f[1:], " "))
+		out[l.Pid] = append(out[l.Pid], l.String())
 	}
 	for pid := range out {
 		sort.Strings(out[pid])

@@ -2,9 +2,6 @@ package restore
 
 import (
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
@@ -106,18 +103,14 @@ func pidFree(pid int) error {
 	for deadline := time.Now().Add(2 * time.Second); exiting(pid) && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
-	comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	st, err := procfs.StatusPid(pid)
 	if err != nil {
-		return nil
+		return nil // no such pid (or gone meanwhile): free
 	}
-	holder := strings.TrimSpace(string(comm))
+	holder := st.Name
 	// A thread's /proc entry is reachable by its tid too: name its process.
-	if st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status"); err == nil {
-		for _, line := range strings.Split(string(st), "\n") {
-			if v, ok := strings.CutPrefix(line, "Tgid:"); ok && strings.TrimSpace(v) != strconv.Itoa(pid) {
-				return fmt.Errorf("pid %d is taken by a thread of process %s (%s): %w", pid, strings.TrimSpace(v), holder, ErrPidTaken)
-			}
-		}
+	if st.Tgid != pid {
+		return fmt.Errorf("pid %d is taken by a thread of process %d (%s): %w", pid, st.Tgid, holder, ErrPidTaken)
 	}
 	return fmt.Errorf("pid %d is taken by process %d (%s): %w", pid, pid, holder, ErrPidTaken)
 }
