@@ -54,6 +54,7 @@ signal state. Without -d, cryo waits for it and exits with its exit status.`,
 	f.StringVarP(&opts.Dir, "images-dir", "D", "", "directory of the image files")
 	f.BoolVarP(&opts.Detached, "restore-detached", "d", false, "return once the process runs, do not wait for it")
 	f.BoolVarP(&opts.ShellJob, "shell-job", "j", false, "attach terminal fds to this terminal")
+	f.BoolVar(&opts.Verify, "verify", false, "before the tree runs, compare what /proc shows of it with the dump's record; kill it on any difference")
 	actions.register(f, &opts.Dir)
 	log.register(f)
 	root.AddCommand(cmd)

@@ -22,6 +22,7 @@ import (
 	"github.com/cryo-project/cryo/internal/imageset"
 	"github.com/cryo-project/cryo/internal/meta"
 	"github.com/cryo-project/cryo/internal/procfs"
+	"github.com/cryo-project/cryo/internal/procstate"
 	"github.com/cryo-project/cryo/internal/ptrace"
 	"github.com/cryo-project/cryo/internal/xstate"
 )
@@ -175,6 +176,9 @@ func (t *tree) collect() error {
 func (t *tree) writeImages() error {
 	tm := time.Now()
 	if err := t.write(t.dir, t.sc, t.st); err != nil {
+		return err
+	}
+	if err := t.writeState(); err != nil {
 		return err
 	}
 	t.st.MemDump = time.Since(tm)
@@ -394,4 +398,37 @@ func (t *tree) meta() *meta.Meta {
 		AccountedReadOnly: acc,
 		Inherited:         inh,
 	}
+}
+
+// writeState records what the kernel shows of the frozen tree now, every
+// injection undone (cryo-state.json), for `cryo restore --verify`. Signals
+// the kernel dequeued as a thread was stopped are pending in the image,
+// and so in the record.
+func (t *tree) writeState() error {
+	st, err := procstate.Take(t.opts.Pid)
+	if err != nil {
+		return fmt.Errorf("record the state of the tree: %w", err)
+	}
+	for _, p := range t.procs {
+		for _, th := range p.threads {
+			var signos []int
+			for _, si := range th.t.Caught {
+				signos = append(signos, int(si.Signo()))
+			}
+			st.AddPending(p.pid, th.t.Tid, signos)
+		}
+	}
+	b, err := st.Marshal()
+	if err != nil {
+		return err
+	}
+	w, err := t.dir.CreateRaw(imageset.StateName)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(b); err != nil {
+		w.Close()
+		return err
+	}
+	return w.Close()
 }

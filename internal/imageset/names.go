@@ -24,6 +24,11 @@ var (
 	StatsDump = File{"stats-dump", "STATS"}
 )
 
+// StateName is cryo's own record of what the kernel showed of the tree
+// when it was dumped (package procstate), for `cryo restore --verify`.
+// CRIU ignores it.
+const StateName = "cryo-state.json"
+
 // StatsDumpOld is the name cryo wrote stats-dump under before it followed
 // CRIU's; images that have it are still read.
 const StatsDumpOld = "stats-dump.img"

@@ -17,6 +17,7 @@ package procstate
 
 import (
 	"cmp"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -122,7 +123,14 @@ func takeProc(pid int, locks []string) (*Proc, []int, error) {
 			}
 			return nil, nil, err
 		}
-		p.Fields[name] = strings.TrimSpace(string(b))
+		switch name {
+		case "cmdline", "environ", "auxv":
+			// Bytes, not text: JSON would turn what is not UTF-8 into
+			// U+FFFD.
+			p.Fields[name] = hex.EncodeToString(b)
+		default:
+			p.Fields[name] = strings.TrimSpace(string(b))
+		}
 	}
 	if st.State == 'Z' {
 		return p, nil, nil // a zombie has no memory, files or threads to show
@@ -385,7 +393,7 @@ func diffMap(who string, a, b map[string]string) []string {
 		if v, ok := b[k]; !ok {
 			out = append(out, fmt.Sprintf("%s: %s is gone (was %q)", who, k, a[k]))
 		} else if v != a[k] {
-			out = append(out, fmt.Sprintf("%s: %s %q, was %q", who, k, v, a[k]))
+			out = append(out, fmt.Sprintf("%s: %s %s", who, k, showDiff(a[k], v)))
 		}
 	}
 	for _, k := range keys(b) {
@@ -423,4 +431,45 @@ func Unmarshal(b []byte) (*Tree, error) {
 		return nil, err
 	}
 	return &t, nil
+}
+
+// AddPending marks signals as pending for thread tid of process pid in
+// the snapshot: signals the kernel had dequeued for a thread as cryo
+// stopped it, which the dump records as pending, and which are so once
+// restored.
+func (t *Tree) AddPending(pid, tid int, signos []int) {
+	p := t.Procs[pid]
+	if p == nil || p.Threads[tid] == nil {
+		return
+	}
+	th := p.Threads[tid]
+	v, err := strconv.ParseUint(th["status.SigPnd"], 16, 64)
+	if err != nil {
+		return
+	}
+	for _, s := range signos {
+		if s >= 1 && s <= 64 {
+			v |= 1 << (s - 1)
+		}
+	}
+	th["status.SigPnd"] = fmt.Sprintf("%016x", v)
+}
+
+// showDiff says how after differs from before: both whole when they are
+// short, else where they part and a little of each from there.
+func showDiff(before, after string) string {
+	if len(before)+len(after) < 160 {
+		return fmt.Sprintf("%q, was %q", after, before)
+	}
+	i := 0
+	for i < len(before) && i < len(after) && before[i] == after[i] {
+		i++
+	}
+	cut := func(s string) string {
+		if i >= len(s) {
+			return ""
+		}
+		return s[i:min(len(s), i+32)]
+	}
+	return fmt.Sprintf("differs from byte %d (of %d, was %d): %q, was %q", i, len(after), len(before), cut(after), cut(before))
 }

@@ -36,6 +36,11 @@ type Options struct {
 	// from any but post-resume fails the restore and kills the tree; one
 	// from post-resume is only reported (Result.NotifyErr).
 	Notify func(event string, pid int) error
+	// Verify compares, before the tree runs, what the kernel shows of the
+	// restored tree with what it showed of the dumped one (cryo-state.json,
+	// package procstate), and fails the restore, killing the tree, on any
+	// difference. The zero value trusts the restore.
+	Verify bool
 }
 
 // Result is what a restore reports.

@@ -4,17 +4,22 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"runtime"
 	"sort"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/cryo-project/cryo/internal/files"
+	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/imageset"
 	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/procfs"
+	"github.com/cryo-project/cryo/internal/procstate"
 	"github.com/cryo-project/cryo/internal/ptrace"
 )
 
@@ -184,6 +189,11 @@ func (t *treeRestorer) build() error {
 			return err
 		}
 		t.log.Debug("stage done", "stage", s.name, "took", time.Since(tm))
+	}
+	if t.opts.Verify {
+		if err := t.verify(); err != nil {
+			return err
+		}
 	}
 	// CRIU's post-restore and pre-resume: the tree is whole and stopped. A
 	// script that fails here still stops the restore.
@@ -565,3 +575,47 @@ func waitZombie(pid int) error {
 		}
 	}
 }
+
+// maxStateSize bounds cryo-state.json as read back.
+const maxStateSize = 256 << 20
+
+// verify compares what the kernel shows of the restored tree, whole and
+// still stopped, with what it showed of the dumped one (cryo-state.json):
+// a difference fails the restore, which kills the tree before anything of
+// it runs.
+func (t *treeRestorer) verify() error {
+	dir := t.l.dir
+	if !dir.Has(imageset.StateName) {
+		return fmt.Errorf("--verify: the image has no %s (dumped by an older cryo, or by another tool)", imageset.StateName)
+	}
+	rc, err := dir.OpenRaw(imageset.StateName)
+	if err != nil {
+		return err
+	}
+	b, err := io.ReadAll(io.LimitReader(rc, maxStateSize))
+	rc.Close()
+	if err != nil {
+		return err
+	}
+	want, err := procstate.Unmarshal(b)
+	if err != nil {
+		return &image.FormatError{File: imageset.StateName, Offset: -1, Err: fmt.Errorf("%w: %w", err, image.ErrImageCorrupt)}
+	}
+	got, err := procstate.Take(int(t.l.tree.GetPid()))
+	if err != nil {
+		return fmt.Errorf("--verify: %w", err)
+	}
+	diffs := procstate.Diff(want, got)
+	t.log.Info("verified", "differences", len(diffs))
+	if len(diffs) == 0 {
+		return nil
+	}
+	if len(diffs) > 10 {
+		diffs = append(diffs[:10], fmt.Sprintf("and %d more", len(diffs)-10))
+	}
+	return fmt.Errorf("%w: the restored tree is not as it was dumped: %s", ErrVerify, strings.Join(diffs, "; "))
+}
+
+// ErrVerify reports that --verify found the restored tree different from
+// the dumped one.
+var ErrVerify = errors.New("verify failed")
