@@ -44,6 +44,7 @@ func (p *process) collect() (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.smaps = maps
 	if err := p.findSyscallIP(maps); err != nil {
 		return nil, err
 	}

@@ -101,6 +101,9 @@ type process struct {
 	areaAt    map[uint64]*area // areas by start, built when a child asks
 	pagemap   *os.File
 	inherited [][2]uint64
+	// smaps is what collect read of /proc/PID/smaps, kept for the state
+	// record (writeState): the kernel's smaps costs a page-table walk.
+	smaps []procfs.Mapping
 }
 
 // check refuses what cannot be dumped before anything is touched.

@@ -178,9 +178,11 @@ func (t *tree) writeImages() error {
 	if err := t.write(t.dir, t.sc, t.st); err != nil {
 		return err
 	}
+	ts := time.Now()
 	if err := t.writeState(); err != nil {
 		return err
 	}
+	t.log.Debug("state recorded", "took", time.Since(ts))
 	t.st.MemDump = time.Since(tm)
 	t.st.Frozen = time.Since(t.t0)
 	if err := writeStats(t.dir, t.st); err != nil {
@@ -405,7 +407,11 @@ func (t *tree) meta() *meta.Meta {
 // the kernel dequeued as a thread was stopped are pending in the image,
 // and so in the record.
 func (t *tree) writeState() error {
-	st, err := procstate.Take(t.opts.Pid)
+	smaps := map[int][]procfs.Mapping{}
+	for _, p := range t.procs {
+		smaps[p.pid] = p.smaps
+	}
+	st, err := procstate.TakeWith(t.opts.Pid, smaps)
 	if err != nil {
 		return fmt.Errorf("record the state of the tree: %w", err)
 	}
