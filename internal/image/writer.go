@@ -396,3 +396,36 @@ func (pw *PagesWriter) WriteChunks(bufs [][]byte, sums []uint32) (int, error) {
 	}
 	return total, nil
 }
+
+// WriteLoose writes one framed image file outside any Dir: for what CRIU
+// leaves beside a committed image (stats-restore, written by a restore),
+// which the sidecar does not list and Open does not check. The file is
+// written under a temporary name and renamed, so a reader never sees half
+// of it.
+func WriteLoose(path, magic string, msgs ...proto.Message) error {
+	hdr, err := header(magic)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	var b []byte
+	for _, m := range hdr {
+		b = binary.LittleEndian.AppendUint32(b, m)
+	}
+	for _, m := range msgs {
+		at := len(b)
+		b, err = proto.MarshalOptions{}.MarshalAppend(append(b, 0, 0, 0, 0), m)
+		if err != nil {
+			return fmt.Errorf("write %s: encode %T: %w", path, m, err)
+		}
+		binary.LittleEndian.PutUint32(b[at:], uint32(len(b)-at-4))
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, fileMode); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 
 	core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
@@ -287,4 +288,10 @@ func ReadPagemap(dir *image.Dir, f File) (uint32, []*pagemap.PagemapEntry, error
 
 func corrupt(file, format string, args ...any) error {
 	return &image.FormatError{File: file, Offset: -1, Err: fmt.Errorf(format+": %w", append(args, image.ErrImageCorrupt)...)}
+}
+
+// WriteLoose writes f beside a committed image in the directory at dir
+// (image.WriteLoose).
+func WriteLoose(dir string, f File, msgs ...proto.Message) error {
+	return image.WriteLoose(filepath.Join(dir, f.Name), f.Magic, msgs...)
 }

@@ -22,6 +22,9 @@ var (
 	// StatsDump has no .img suffix: CRIU writes it so, and crit and
 	// Podman's --print-stats look for that name.
 	StatsDump = File{"stats-dump", "STATS"}
+	// StatsRestore is what a restore writes into the image directory, as
+	// CRIU does, under CRIU's name.
+	StatsRestore = File{"stats-restore", "STATS"}
 )
 
 // StateName is cryo's own record of what the kernel showed of the tree

@@ -13,6 +13,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/cryo-project/cryo/internal/files"
 	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/imageset"
@@ -45,6 +48,8 @@ type treeRestorer struct {
 	helpers []helper
 	// born makes the root; nil is the stub birth.
 	born birthFunc
+	// forking is the time the root and fork stages took (stats-restore).
+	forking time.Duration
 }
 
 type shmOwner struct {
@@ -103,6 +108,7 @@ func Run(opts Options) (*Result, error) {
 	res.Pages = t.pages
 	res.Took = time.Since(t0)
 	t.log.Info("restored", "pid", res.Pid, "processes", len(t.rs), "took", res.Took)
+	t.writeStats(res)
 	// The tree runs: a failing post-resume script can only be reported.
 	if err := t.notify("post-resume"); err != nil {
 		t.log.Warn("post-resume action failed", "err", err)
@@ -188,7 +194,11 @@ func (t *treeRestorer) build() error {
 		if err := s.run(t); err != nil {
 			return err
 		}
-		t.log.Debug("stage done", "stage", s.name, "took", time.Since(tm))
+		took := time.Since(tm)
+		t.log.Debug("stage done", "stage", s.name, "took", took)
+		if s.name == "root" || s.name == "fork" {
+			t.forking += took
+		}
 	}
 	if t.opts.Verify {
 		if err := t.verify(); err != nil {
@@ -619,3 +629,18 @@ func (t *treeRestorer) verify() error {
 // ErrVerify reports that --verify found the restored tree different from
 // the dumped one.
 var ErrVerify = errors.New("verify failed")
+
+// writeStats leaves stats-restore in the image directory, as CRIU does
+// (Podman's --print-stats and crit read it): the time from the root's
+// birth to the last fork, the whole restore's, and the pages restored. An
+// image directory cryo may not write to only costs the file.
+func (t *treeRestorer) writeStats(res *Result) {
+	e := &stats.StatsEntry{Restore: &stats.RestoreStatsEntry{
+		PagesCompared: proto.Uint64(0), PagesSkippedCow: proto.Uint64(0),
+		ForkingTime: proto.Uint32(uint32(t.forking.Microseconds())), RestoreTime: proto.Uint32(uint32(res.Took.Microseconds())),
+		PagesRestored: proto.Uint64(res.Pages),
+	}}
+	if err := imageset.WriteLoose(t.l.dir.Path(), imageset.StatsRestore, e); err != nil {
+		t.log.Warn("stats-restore not written", "err", err)
+	}
+}

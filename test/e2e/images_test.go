@@ -52,7 +52,8 @@ func TestImageFiles(t *testing.T) {
 		crit := imagetest.Crit(t)
 		for _, e := range ents {
 			n := e.Name()
-			if !strings.HasSuffix(n, ".img") || strings.HasPrefix(n, "pages-") {
+			// stats-dump has CRIU's name, without .img.
+			if (!strings.HasSuffix(n, ".img") && n != "stats-dump") || strings.HasPrefix(n, "pages-") {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -104,6 +105,21 @@ func TestImageFiles(t *testing.T) {
 	})
 
 	restoreAndVerify(t, tg, img)
+
+	// A restore leaves stats-restore beside the image, as CRIU does, for
+	// crit and Podman's --print-stats.
+	t.Run("stats", func(t *testing.T) {
+		crit := imagetest.Crit(t)
+		for _, c := range []struct{ file, field string }{
+			{"stats-dump", `"frozen_time"`}, {"stats-dump", `"pages_written"`},
+			{"stats-restore", `"restore_time"`}, {"stats-restore", `"pages_restored"`}, {"stats-restore", `"forking_time"`},
+		} {
+			out, err := exec.Command(crit, "decode", "-i", filepath.Join(img, c.file)).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), c.field) {
+				t.Errorf("crit decode -i %s: want %s: %v\n%s", c.file, c.field, err, lastLines(string(out), 10))
+			}
+		}
+	})
 }
 
 // shownProcess is what `cryo show` says about one process, in either form.
