@@ -22,9 +22,11 @@ type Lock struct {
 	// Pid is the owner's pid as seen from the reader's pid namespace; -1
 	// for locks no process owns (OFD locks, some leases).
 	Pid int
-	// Dev and Ino name the locked file.
-	Dev Dev
-	Ino uint64
+	// Dev and Ino name the locked file; NoInode is set when the kernel
+	// had none to print ("<none>:0").
+	Dev     Dev
+	Ino     uint64
+	NoInode bool
 	// Start and End are the range (End inclusive); ToEOF for "EOF".
 	Start, End uint64
 	ToEOF      bool
@@ -85,18 +87,23 @@ func parseLocks(file string, data []byte) ([]Lock, error) {
 		} else {
 			return nil, l.errf("bad pid %s", quote(pid))
 		}
-		// MAJ:MIN:INO, the device in hex as the kernel prints it.
-		parts := bytes.Split(f[4], []byte{':'})
-		if len(parts) != 3 {
-			return nil, l.errf("bad file %s", quote(f[4]))
+		// MAJ:MIN:INO, the device in hex as the kernel prints it, or
+		// "<none>:0" for a lock whose file has no inode to show.
+		if string(f[4]) == "<none>:0" {
+			k.NoInode = true
+		} else {
+			parts := bytes.Split(f[4], []byte{':'})
+			if len(parts) != 3 {
+				return nil, l.errf("bad file %s", quote(f[4]))
+			}
+			maj, ok1 := parseUint32(parts[0], 16)
+			min, ok2 := parseUint32(parts[1], 16)
+			ino, ok3 := parseUint(parts[2], 10)
+			if !ok1 || !ok2 || !ok3 {
+				return nil, l.errf("bad file %s", quote(f[4]))
+			}
+			k.Dev, k.Ino = Dev{Major: maj, Minor: min}, ino
 		}
-		maj, ok1 := parseUint32(parts[0], 16)
-		min, ok2 := parseUint32(parts[1], 16)
-		ino, ok3 := parseUint(parts[2], 10)
-		if !ok1 || !ok2 || !ok3 {
-			return nil, l.errf("bad file %s", quote(f[4]))
-		}
-		k.Dev, k.Ino = Dev{Major: maj, Minor: min}, ino
 		start, ok := parseUint(f[5], 10)
 		if !ok {
 			return nil, l.errf("bad start %s", quote(f[5]))
@@ -126,5 +133,9 @@ func (k Lock) String() string {
 	if k.Blocked {
 		arrow = "-> "
 	}
-	return fmt.Sprintf("%s%s %s %s %d %02x:%02x:%d %d %s", arrow, k.Kind, k.Mode, k.Type, k.Pid, k.Dev.Major, k.Dev.Minor, k.Ino, k.Start, end)
+	file := fmt.Sprintf("%02x:%02x:%d", k.Dev.Major, k.Dev.Minor, k.Ino)
+	if k.NoInode {
+		file = "<none>:0"
+	}
+	return fmt.Sprintf("%s%s %s %s %d %s %d %s", arrow, k.Kind, k.Mode, k.Type, k.Pid, file, k.Start, end)
 }

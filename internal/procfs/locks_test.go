@@ -21,6 +21,7 @@ func TestParseLocksGolden(t *testing.T) {
 		"FLOCK ADVISORY WRITE 1234 00:1b:5512 0 EOF",
 		"OFDLCK ADVISORY READ -1 fe:00:9978291 0 4095",
 		"LEASE ACTIVE READ 1234 fe:00:9978292 0 EOF",
+		"-> LEASE BREAKER READ 25336 <none>:0 0 EOF",
 	}
 	if len(ls) != len(want) {
 		t.Fatalf("%d locks, want %d", len(ls), len(want))
