@@ -17,6 +17,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 
 	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/feature"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/meta"
 	"github.com/cryo-project/cryo/internal/procfs"
@@ -230,16 +231,17 @@ func (p *process) findRuns(areas []*area) ([]run, error) {
 		force := !a.m.Perms.Read
 		first := len(runs) // runs never span two areas: restore writes each area its own way
 		ppm := p.parentPagemap(a)
-		if ppm == nil && !noPagemapScan {
+		if ppm == nil && feature.PagemapScan.Check() == nil {
 			// No page frames to compare with a parent: let the kernel list
 			// the pages (PAGEMAP_SCAN, 6.7), rather than walking 8 bytes of
-			// pagemap per page in Go.
+			// pagemap per page in Go. The probe is cryo check's, asked once
+			// (package feature caches it).
 			got, err := scanRuns(pm, a, force)
-			if err == nil {
-				runs = append(runs, got...)
-				continue
+			if err != nil {
+				return nil, fmt.Errorf("PAGEMAP_SCAN of %d at %#x: %w", p.pid, a.m.Start, err)
 			}
-			noPagemapScan = true // an older kernel: walk pagemap below
+			runs = append(runs, got...)
+			continue
 		}
 		for addr := a.m.Start; addr < a.m.End; {
 			n := min((a.m.End-addr)/pageSize, uint64(len(buf)/8))
@@ -276,9 +278,6 @@ func (p *process) findRuns(areas []*area) ([]run, error) {
 	}
 	return runs, nil
 }
-
-// noPagemapScan is set once PAGEMAP_SCAN has failed: the kernel lacks it.
-var noPagemapScan bool
 
 // scanRuns lists the pages of area a to dump with PAGEMAP_SCAN: present or
 // swapped, and for a private file mapping only those no longer the file's.

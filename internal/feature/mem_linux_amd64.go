@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/ptrace"
 )
@@ -88,24 +89,45 @@ func scanPages(m *mapping, cat uint64) ([]kabi.PageRegion, error) {
 	return out[:n], nil
 }
 
+// probePagemapScan scans a stub's memory from outside, as the dump scans
+// the process it dumps: /proc/PID/pagemap of another process, not cryo's
+// own, which a cryo with file capabilities cannot open (it is not
+// dumpable, so its /proc files are root's).
 func probePagemapScan() (string, error) {
-	m, err := mapPages(4, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, -1)
-	if err != nil {
-		return "", err
-	}
-	defer m.unmap()
-	ps := os.Getpagesize()
-	m.b[0] = 1
-	m.b[2*ps] = 1
-	regions, err := scanPages(m, kabi.PAGE_IS_PRESENT)
-	if err != nil {
-		return "", err
-	}
-	if len(regions) != 2 || regions[0].Start != m.page(0) || regions[0].End != m.page(1) ||
-		regions[1].Start != m.page(2) || regions[1].End != m.page(3) {
-		return "", fmt.Errorf("PAGEMAP_SCAN saw present pages %v, wrote pages 0 and 2 of %#x", regions, m.addr)
-	}
-	return "", nil
+	return "", withStub(0, func(s *stubProc) error {
+		ps := uint64(os.Getpagesize())
+		addr, err := s.call(unix.SYS_MMAP, 0, 4*ps, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+		if err != nil {
+			return err
+		}
+		if err := inject.Errno(addr); err != nil {
+			return fmt.Errorf("mmap in the stub: %w", err)
+		}
+		base := uint64(addr)
+		for _, pg := range []uint64{0, 2} {
+			if err := ptrace.WriteMem(s.pid, base+pg*ps, []byte{1}); err != nil {
+				return err
+			}
+		}
+		pm, err := unix.Open("/proc/"+strconv.Itoa(s.pid)+"/pagemap", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return classify("open the stub's pagemap", err, "")
+		}
+		defer unix.Close(pm)
+		out := make([]kabi.PageRegion, 8)
+		a := kabi.PmScanArg{Start: base, End: base + 4*ps, CategoryMask: kabi.PAGE_IS_PRESENT, ReturnMask: kabi.PAGE_IS_PRESENT}
+		n, err := kabi.PagemapScan(pm, &a, out)
+		if err != nil {
+			// An ioctl pagemap does not have: ENOTTY.
+			return classify("ioctl(PAGEMAP_SCAN)", err, "", unix.ENOTTY, unix.EINVAL)
+		}
+		regions := out[:n]
+		if len(regions) != 2 || regions[0].Start != base || regions[0].End != base+ps ||
+			regions[1].Start != base+2*ps || regions[1].End != base+3*ps {
+			return fmt.Errorf("PAGEMAP_SCAN saw present pages %v, pages 0 and 2 of %#x were written", regions, base)
+		}
+		return nil
+	})
 }
 
 // probeUffdWPAsync write-protects a private region of cryo's own with a
