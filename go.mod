@@ -11,4 +11,7 @@ require (
 	google.golang.org/protobuf v1.36.12
 )
 
-require github.com/inconshreveable/mousetrap v1.1.0 // indirect
+require (
+	github.com/aperturerobotics/protobuf-go-lite v0.14.0 // indirect
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+)

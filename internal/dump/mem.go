@@ -16,8 +16,8 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 
-	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/feature"
+	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/meta"
 	"github.com/cryo-project/cryo/internal/procfs"
