@@ -54,6 +54,7 @@ signal state. Without -d, cryo waits for it and exits with its exit status.`,
 	f.StringVarP(&opts.Dir, "images-dir", "D", "", "directory of the image files")
 	f.BoolVarP(&opts.Detached, "restore-detached", "d", false, "return once the process runs, do not wait for it")
 	f.BoolVarP(&opts.ShellJob, "shell-job", "j", false, "attach terminal fds to this terminal")
+	f.BoolVarP(&opts.FileLocks, "file-locks", "l", false, "take the image's file locks again (without it, an image with locks is refused)")
 	actions.register(f, &opts.Dir)
 	log.register(f)
 	root.AddCommand(cmd)

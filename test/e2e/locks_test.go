@@ -1,0 +1,352 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cryo-project/cryo/internal/image/imagetest"
+)
+
+// File locks (issue #10): the locks target (test/targets/locks.c) holds
+// flocks, POSIX and OFD locks on byte ranges, a flock on a description
+// shared across fork, a POSIX lock on a mmap'd file and two leases; the
+// pylocks target is the issue's Python program with an sqlite database in
+// WAL mode. After each restore the test compares the tree's lines of
+// /proc/locks with those before the dump and, as a process outside the
+// tree, fails to take every one of the locks.
+
+// heldLock is one line of /proc/locks that belongs to the tree, with the
+// inode replaced by the file's name.
+type heldLock struct {
+	kind, typ  string // POSIX, OFDLCK, FLOCK, LEASE; READ, WRITE
+	pid        int
+	path       string
+	start, end string
+}
+
+func (l heldLock) String() string {
+	return fmt.Sprintf("%s %s pid %d %s %s-%s", l.kind, l.typ, l.pid, filepath.Base(l.path), l.start, l.end)
+}
+
+// treeLocks returns the locks of /proc/locks held by pids or (OFD locks,
+// which show no pid) on a file of dir, sorted.
+func treeLocks(t *testing.T, dir string, pids ...int) []heldLock {
+	t.Helper()
+	byIno := map[string]string{}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		var st unix.Stat_t
+		if unix.Stat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			byIno[fmt.Sprintf("%02x:%02x:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)] = p
+		}
+	}
+	b, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []heldLock
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 8 || f[1] == "->" {
+			continue
+		}
+		pid, _ := strconv.Atoi(f[4])
+		path, ours := byIno[f[5]]
+		mine := false
+		for _, p := range pids {
+			mine = mine || p == pid
+		}
+		if !mine && !(pid == -1 && ours) {
+			continue
+		}
+		if !ours {
+			path = "inode " + f[5]
+		}
+		out = append(out, heldLock{kind: f[1], typ: f[3], pid: pid, path: path, start: f[6], end: f[7]})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+func sameLocks(t *testing.T, what string, got, want []heldLock) {
+	t.Helper()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("%s: the tree's /proc/locks differ from before the dump:\ngot  %v\nwant %v", what, got, want)
+	}
+}
+
+// outsiderCannotTake is a process outside the tree (this test) trying to
+// take each lock: a write lock over each POSIX or OFD lock's range (an OFD
+// lock of its own, which a POSIX lock blocks alike), an exclusive flock
+// over each flock. Each must fail as a conflict. Leases are left alone:
+// the only way to test one from outside is to break it.
+func outsiderCannotTake(t *testing.T, what string, locks []heldLock) {
+	t.Helper()
+	n := 0
+	for _, l := range locks {
+		switch l.kind {
+		case "FLOCK":
+			fd, err := unix.Open(l.path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+			unix.Close(fd)
+			if !errors.Is(err, unix.EWOULDBLOCK) {
+				t.Errorf("%s: an outside process took an exclusive flock over %v: %v", what, l, err)
+			}
+			n++
+		case "POSIX", "OFDLCK":
+			start, _ := strconv.ParseInt(l.start, 10, 64)
+			var n64 int64
+			if l.end != "EOF" {
+				end, _ := strconv.ParseInt(l.end, 10, 64)
+				n64 = end - start + 1
+			}
+			fd, err := unix.Open(l.path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fl := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: start, Len: n64}
+			err = unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &fl)
+			unix.Close(fd)
+			if !errors.Is(err, unix.EAGAIN) {
+				t.Errorf("%s: an outside process took a write lock over %v: %v", what, l, err)
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatalf("%s: no lock to try: %v", what, locks)
+	}
+}
+
+// dumpLocks dumps pid with --file-locks and checks that CRIU's crit reads
+// the file-locks.img it wrote.
+func dumpLocks(t *testing.T, pid int, img string) {
+	t.Helper()
+	mustDump(t, pid, img, "--file-locks")
+	crit := imagetest.Crit(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, crit, "decode", "-i", filepath.Join(img, "file-locks.img")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"FILE_LOCKS"`) {
+		t.Fatalf("crit decode file-locks.img: %v\n%s", err, out)
+	}
+}
+
+// waitLog waits for line in the target's log.
+func (tg *target) waitLog(line string, d time.Duration) {
+	tg.t.Helper()
+	for deadline := time.Now().Add(d); !strings.Contains(tg.log(), "\n"+line+"\n"); {
+		if time.Now().After(deadline) {
+			tg.t.Fatalf("%s: no %q line within %v", tg.name, line, d)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func touch(t *testing.T, path string) {
+	t.Helper()
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFileLocksStandalone: the locks target's checks pass with no
+// checkpoint.
+func TestFileLocksStandalone(t *testing.T) {
+	requireRoot(t)
+	tg := startTarget(t, "locks")
+	tg.fire()
+	tg.waitLog("HELD", 10*time.Second)
+	breakLeases(t, tg)
+	st, ok := tg.waitExit(10 * time.Second)
+	if !ok {
+		t.Fatal("locks did not finish")
+	}
+	tg.expectPassed(st.ExitCode(), "standalone")
+	reapOrphans(t)
+}
+
+// breakLeases opens each leased file from outside as the lease forbids:
+// the open must fail at once (O_NONBLOCK) and start the break the target
+// then checks. One at a time: the target counts a SIGIO for each.
+func breakLeases(t *testing.T, tg *target) {
+	t.Helper()
+	for i, o := range []struct {
+		name  string
+		flags int
+	}{{"lease-r", unix.O_WRONLY}, {"lease-w", unix.O_RDONLY}} {
+		if i == 1 {
+			tg.waitLog("BROKEN-R", 10*time.Second)
+		}
+		fd, err := unix.Open(filepath.Join(tg.dir, o.name), o.flags|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err == nil {
+			unix.Close(fd)
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			t.Errorf("an outside open of %s (flags %#o) did not meet a lease: %v", o.name, o.flags, err)
+		}
+	}
+}
+
+// TestFileLocksRefusedWithoutFlag: without --file-locks a dump refuses a
+// process holding a lock, naming it, and the process runs on with every
+// lock (its checks pass afterwards).
+func TestFileLocksRefusedWithoutFlag(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "locks")
+	img := filepath.Join(tg.dir, "img")
+	if err := os.MkdirAll(img, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	r := dump(t, tg.pid, img)
+	want := fmt.Sprintf("fd 3 (%s) of pid %d: it holds an exclusive flock; dump with --file-locks", filepath.Join(tg.dir, "flock-ex"), tg.pid)
+	if r.code == 0 || !strings.Contains(r.output, want) {
+		t.Fatalf("dump without --file-locks: want a refusal %q, got: %v", want, r)
+	}
+	t.Logf("refused: %s", lastLines(r.output, 1))
+	expectAliveUnstopped(t, tg.pid, "after the refused dump")
+	tg.fire()
+	tg.waitLog("HELD", 10*time.Second)
+	breakLeases(t, tg)
+	st, ok := tg.waitExit(10 * time.Second)
+	if !ok {
+		t.Fatal("locks did not finish")
+	}
+	tg.expectPassed(st.ExitCode(), "after a refused dump")
+	reapOrphans(t)
+}
+
+// TestFileLocks: dumped with --file-locks, restored, dumped and restored
+// again; after each restore the tree holds the same locks as before the
+// dump and an outside process can take none of them; at the end the
+// target checks each from inside and sees its leases broken from outside.
+func TestFileLocks(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "locks")
+	kid := tg.kids["kid"]
+	before := treeLocks(t, tg.dir, tg.pid, kid)
+	if len(before) != 12 {
+		t.Fatalf("the target holds %d locks, want 12: %v", len(before), before)
+	}
+	img1 := filepath.Join(tg.dir, "img1")
+	dumpLocks(t, tg.pid, img1)
+	tg.expectKilled()
+	reapOrphans(t)
+	if got := treeLocks(t, tg.dir, tg.pid, kid); len(got) != 0 {
+		t.Fatalf("locks left after the dump killed the tree: %v", got)
+	}
+	if r := runCryo(t, restoreTimeout, restoreArgs(img1, "-d")...); r.code == 0 || !strings.Contains(r.output, "restore with --file-locks") {
+		t.Fatalf("restore without --file-locks of an image with locks: want a refusal, got %v", r)
+	}
+	if r := runCryo(t, restoreTimeout, restoreArgs(img1, "-d", "--file-locks")...); r.code != 0 {
+		t.Fatalf("restore -d --file-locks: %v%s", r, readLog(img1+".restore.log"))
+	}
+	t.Cleanup(func() { killRestored(t, tg.pid, tg.name) })
+	expectAliveUnstopped(t, tg.pid, "after restore")
+	sameLocks(t, "first restore", treeLocks(t, tg.dir, tg.pid, kid), before)
+	outsiderCannotTake(t, "first restore", before)
+
+	img2 := filepath.Join(tg.dir, "img2")
+	dumpLocks(t, tg.pid, img2)
+	if _, err := waitReaped(tg.pid, exitTimeout); err != nil {
+		t.Fatalf("restored locks after its dump: %v", err)
+	}
+	reapOrphans(t)
+	cp := startCryo(t, restoreArgs(img2, "--file-locks")...)
+	for deadline := time.Now().Add(restoreTimeout); len(treeLocks(t, tg.dir, tg.pid, kid)) < len(before); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("second restore: locks not back after %v: %v", restoreTimeout, cp.res)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	sameLocks(t, "second restore", treeLocks(t, tg.dir, tg.pid, kid), before)
+	outsiderCannotTake(t, "second restore", before)
+	tg.fire()
+	tg.waitLog("HELD", 10*time.Second)
+	breakLeases(t, tg)
+	r := cp.wait(restoreTimeout)
+	if r.timedOut {
+		t.Fatalf("restored target did not finish: %v", r)
+	}
+	tg.expectPassed(r.code, "after two dumps and restores")
+}
+
+// TestFileLocksConflictAtRestore: a lock taken by a process outside the
+// tree between dump and restore fails the restore, naming the lock and
+// its holder, and nothing of the tree is left; once it is given up, the
+// same image restores.
+func TestFileLocksConflictAtRestore(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "locks")
+	before := treeLocks(t, tg.dir, tg.pid, tg.kids["kid"])
+	img := filepath.Join(tg.dir, "img")
+	dumpLocks(t, tg.pid, img)
+	tg.expectKilled()
+	reapOrphans(t)
+
+	open := func(name string) int {
+		fd, err := unix.Open(filepath.Join(tg.dir, name), unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fd
+	}
+	for _, c := range []struct {
+		name string
+		take func(fd int) error
+		want string
+	}{
+		{"posix", func(fd int) error {
+			return unix.FcntlFlock(uintptr(fd), unix.F_SETLK, &unix.Flock_t{Type: unix.F_WRLCK, Start: 35, Len: 1})
+		}, fmt.Sprintf("cannot take its POSIX write lock on bytes 30-39 again, held by pid %d (e2e.test), with a POSIX write lock on bytes 35-35", os.Getpid())},
+		{"ofd", func(fd int) error {
+			return unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &unix.Flock_t{Type: unix.F_RDLCK, Start: 0, Len: 0})
+		}, fmt.Sprintf("cannot take its OFD write lock on bytes 5-5 again, held by fd %%d of pid %d (e2e.test), with an OFD read lock on bytes 0-EOF", os.Getpid())},
+		{"flock-sh", func(fd int) error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) },
+			fmt.Sprintf("cannot take its shared flock again, held by pid %d (e2e.test), with an exclusive flock", os.Getpid())},
+	} {
+		fd := open(c.name)
+		if err := c.take(fd); err != nil {
+			t.Fatalf("take a lock on %s: %v", c.name, err)
+		}
+		r := runCryo(t, restoreTimeout, restoreArgs(img, "-d", "--file-locks")...)
+		want := c.want
+		if strings.Contains(want, "%d") {
+			want = fmt.Sprintf(want, fd)
+		}
+		if r.code == 0 || !strings.Contains(r.output, want) {
+			t.Errorf("restore with %s locked from outside: want a failure naming %q, got %v", c.name, want, r)
+		}
+		t.Logf("%s locked from outside: %s", c.name, lastLines(r.output, 1))
+		reapOrphans(t) // the killed half-built tree, re-parented to the test
+		for _, pid := range []int{tg.pid, tg.kids["kid"]} {
+			if runsTarget(pid, tg.name) {
+				t.Fatalf("pid %d runs locks after a failed restore", pid)
+			}
+		}
+		unix.Close(fd) // gives the lock up
+	}
+	if r := runCryo(t, restoreTimeout, restoreArgs(img, "-d", "--file-locks")...); r.code != 0 {
+		t.Fatalf("restore -d --file-locks once the locks are free: %v%s", r, readLog(img+".restore.log"))
+	}
+	t.Cleanup(func() { killRestored(t, tg.pid, tg.name) })
+	sameLocks(t, "restore once free", treeLocks(t, tg.dir, tg.pid, tg.kids["kid"]), before)
+}
