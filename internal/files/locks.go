@@ -115,10 +115,14 @@ func describeLock(lk *procfs.Lock) string {
 		}
 		return "shared flock"
 	case procfs.LockLease:
-		if lk.Lease == procfs.LeaseBreaking {
-			return fmt.Sprintf("lease being broken (to %s)", rw)
+		switch {
+		case lk.Lease != procfs.LeaseBreaking:
+			return rw + " lease"
+		case lk.Type == procfs.LockRead:
+			// F_GETLEASE, and so fdinfo, shows the type the break leads to.
+			return "write lease being broken down to a read lease"
 		}
-		return rw + " lease"
+		return "lease being broken, to be given up"
 	}
 	return fmt.Sprintf("%s lock (%s) on bytes %s", lk.Kind, rw, lk.Range())
 }

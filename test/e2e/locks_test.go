@@ -350,3 +350,171 @@ func TestFileLocksConflictAtRestore(t *testing.T) {
 	t.Cleanup(func() { killRestored(t, tg.pid, tg.name) })
 	sameLocks(t, "restore once free", treeLocks(t, tg.dir, tg.pid, tg.kids["kid"]), before)
 }
+
+// TestFileLocksRefused: what cannot be restored exactly is refused by
+// name even with --file-locks, and the target runs on: a lease in the
+// middle of being broken (its break deadline cannot be set again), and a
+// flock held by an open file description that only a mapping keeps (no
+// fd shows it; restore would map the file through a new one).
+func TestFileLocksRefused(t *testing.T) {
+	requireCryo(t)
+	t.Run("breaking-lease", func(t *testing.T) {
+		tg := startTarget(t, "locks")
+		fd, err := unix.Open(filepath.Join(tg.dir, "lease-r"), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			if err == nil {
+				unix.Close(fd)
+			}
+			t.Fatalf("breaking the read lease: %v", err)
+		}
+		img := filepath.Join(tg.dir, "img")
+		os.MkdirAll(img, 0o700)
+		r := dump(t, tg.pid, img, "--file-locks")
+		want := fmt.Sprintf("fd 9 (%s) of pid %d: a lease being broken, to be given up", filepath.Join(tg.dir, "lease-r"), tg.pid)
+		if r.code == 0 || !strings.Contains(r.output, want) {
+			t.Fatalf("dump of a lease being broken: want a refusal %q, got %v", want, r)
+		}
+		t.Logf("refused: %s", lastLines(r.output, 1))
+		expectAliveUnstopped(t, tg.pid, "after the refused dump")
+	})
+	t.Run("mapping-only", func(t *testing.T) {
+		tg := startTarget(t, "locks", "hidden")
+		img := filepath.Join(tg.dir, "img")
+		os.MkdirAll(img, 0o700)
+		r := dump(t, tg.pid, img, "--file-locks")
+		want := "holds an exclusive flock on inode"
+		if r.code == 0 || !strings.Contains(r.output, want) || !strings.Contains(r.output, filepath.Join(tg.dir, "hidden")) {
+			t.Fatalf("dump of a flock only a mapping keeps: want a refusal %q naming the mapping, got %v", want, r)
+		}
+		t.Logf("refused: %s", lastLines(r.output, 1))
+		expectAliveUnstopped(t, tg.pid, "after the refused dump")
+		tg.fire()
+		tg.waitLog("HELD", 10*time.Second)
+		breakLeases(t, tg)
+		st, ok := tg.waitExit(10 * time.Second)
+		if !ok {
+			t.Fatal("locks did not finish")
+		}
+		tg.expectPassed(st.ExitCode(), "after a refused dump")
+		reapOrphans(t)
+	})
+}
+
+// TestFileLocksSqlite is issue #10: a Python program with an flock, POSIX
+// locks and an sqlite database in WAL mode (a row committed before the
+// dump, a read transaction open) is refused without --file-locks, then
+// dumped and restored twice with it. After each restore another process
+// cannot take the program's locks: sqlite's TRUNCATE checkpoint finds the
+// reader and stays busy, and closing its connection leaves the WAL alone
+// (the dead-man switch is held). Then the restored program commits a row,
+// and a new process reads it from disk while the program still runs.
+func TestFileLocksSqlite(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "pylocks")
+	db := filepath.Join(tg.dir, "data.db")
+	before := treeLocks(t, tg.dir, tg.pid)
+	if len(before) != 6 {
+		t.Fatalf("the program holds %d lock ranges, want 6: %v", len(before), before)
+	}
+	img0 := filepath.Join(tg.dir, "img0")
+	os.MkdirAll(img0, 0o700)
+	if r := dump(t, tg.pid, img0); r.code == 0 || !strings.Contains(r.output, "dump with --file-locks") {
+		t.Fatalf("dump without --file-locks: want a refusal naming a lock, got %v", r)
+	}
+	expectAliveUnstopped(t, tg.pid, "after the refused dump")
+	sameLocks(t, "after the refused dump", treeLocks(t, tg.dir, tg.pid), before)
+
+	outsider := func(what string) {
+		t.Helper()
+		outsiderCannotTake(t, what, before)
+		out := sqliteOutsider(t, db)
+		if out != "rows ['before-dump'] checkpoint-busy 1" {
+			t.Errorf("%s: an outside sqlite connection saw %q, want the committed row and a busy TRUNCATE checkpoint", what, out)
+		}
+		if _, err := os.Stat(db + "-wal"); err != nil {
+			t.Errorf("%s: the WAL is gone after an outside connection closed: %v", what, err)
+		}
+	}
+
+	img1 := filepath.Join(tg.dir, "img1")
+	dumpLocks(t, tg.pid, img1)
+	tg.expectKilled()
+	reapOrphans(t)
+	if r := runCryo(t, restoreTimeout, restoreArgs(img1, "-d", "--file-locks")...); r.code != 0 {
+		t.Fatalf("restore -d --file-locks: %v%s", r, readLog(img1+".restore.log"))
+	}
+	t.Cleanup(func() { killRestored(t, tg.pid, tg.name) })
+	sameLocks(t, "first restore", treeLocks(t, tg.dir, tg.pid), before)
+	outsider("first restore")
+
+	img2 := filepath.Join(tg.dir, "img2")
+	dumpLocks(t, tg.pid, img2)
+	if _, err := waitReaped(tg.pid, exitTimeout); err != nil {
+		t.Fatalf("restored pylocks after its dump: %v", err)
+	}
+	reapOrphans(t)
+	cp := startCryo(t, restoreArgs(img2, "--file-locks")...)
+	for deadline := time.Now().Add(restoreTimeout); len(treeLocks(t, tg.dir, tg.pid)) < len(before); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("second restore: locks not back after %v: %v", restoreTimeout, cp.res)
+		}
+	}
+	sameLocks(t, "second restore", treeLocks(t, tg.dir, tg.pid), before)
+	outsider("second restore")
+
+	tg.fire()
+	tg.waitLog("HELD", 10*time.Second)
+	if !strings.Contains(tg.log(), "\ncommitted\n") {
+		t.Fatal("the restored program did not commit")
+	}
+	// The program runs on, holding its locks; what it committed must be on
+	// disk (the database and its WAL) for a new process to read.
+	if got := sqliteRows(t, db); got != "['before-dump', 'after-restore']" {
+		t.Errorf("rows on disk while the restored program runs: %s", got)
+	}
+	touch(t, tg.trigger+".done")
+	r := cp.wait(restoreTimeout)
+	if r.timedOut {
+		t.Fatalf("restored program did not finish: %v", r)
+	}
+	tg.expectPassed(r.code, "after two dumps and restores")
+	if got := sqliteRows(t, db); got != "['before-dump', 'after-restore']" {
+		t.Errorf("rows on disk after the program closed the database: %s", got)
+	}
+}
+
+func python(t *testing.T, script string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "python3", append([]string{"-c", script}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("python3: %v\n%s", err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// sqliteOutsider connects to db as another process would: it reads the
+// rows, asks for a TRUNCATE checkpoint without waiting (which must find
+// the restored program's reader and report busy), and closes, which must
+// not checkpoint and delete the WAL while the program holds the database.
+func sqliteOutsider(t *testing.T, db string) string {
+	return python(t, `
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)
+rows = [r[0] for r in c.execute("SELECT v FROM t ORDER BY rowid")]
+busy = c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+c.close()
+print("rows", rows, "checkpoint-busy", busy)
+`, db)
+}
+
+// sqliteRows reads the rows of db from disk in a new process.
+func sqliteRows(t *testing.T, db string) string {
+	return python(t, `
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], timeout=0)
+print([r[0] for r in c.execute("SELECT v FROM t ORDER BY rowid")])
+c.close()
+`, db)
+}
