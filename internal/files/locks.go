@@ -16,6 +16,7 @@ import (
 	"github.com/cryo-project/cryo/internal/errs"
 	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/imageset"
+	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/procfs"
 )
@@ -542,50 +543,107 @@ func (r *Restorer) TakeLocks() error {
 		return nil
 	}
 	for _, posix := range []bool{false, true} {
+		var pids []int
+		byPid := map[int][]*imageLock{}
 		for i := range r.locks {
 			il := &r.locks[i]
 			if (il.lk.Kind == procfs.LockPOSIX) != posix {
 				continue
 			}
-			p := r.procs[il.pid]
-			if p == nil {
-				return fmt.Errorf("file lock of pid %d: the process was not restored", il.pid)
+			if byPid[il.pid] == nil {
+				pids = append(pids, il.pid)
 			}
-			if err := takeLock(p, il); err != nil {
-				return r.lockFailed(il, err)
+			byPid[il.pid] = append(byPid[il.pid], il)
+		}
+		for _, pid := range pids {
+			if posix {
+				// The kernel walks a process's locks on the file from the
+				// lowest start up to where a new lock goes: taking them
+				// from the highest start down is about twice as fast for
+				// ten thousand (0.5 s instead of 0.9 s here).
+				ls := byPid[pid]
+				sort.SliceStable(ls, func(i, j int) bool { return ls[i].lk.Start > ls[j].lk.Start })
+			}
+			p := r.procs[pid]
+			if p == nil {
+				return fmt.Errorf("file locks of pid %d: the process was not restored", pid)
+			}
+			if err := r.takeLocks(p, byPid[pid]); err != nil {
+				return err
 			}
 		}
 	}
 	return r.verifyLocks()
 }
 
-// takeLock takes il in p without waiting: a conflict is an error.
-func takeLock(p Proc, il *imageLock) error {
+// Batcher is a Proc that runs independent calls in one ptrace stop
+// (inject.Batch): a thousand locks are then a few stops, not a thousand.
+type Batcher interface {
+	Proc
+	Batch() *inject.Batch
+}
+
+// takeLocks takes ils in p without waiting: a conflict is an error.
+func (r *Restorer) takeLocks(p Proc, ils []*imageLock) error {
+	bp, ok := p.(Batcher)
+	if !ok {
+		for _, il := range ils {
+			nr, args, data := lockCall(il)
+			if data != nil {
+				a, err := p.Arg(data)
+				if err != nil {
+					return err
+				}
+				args[2] = a
+			}
+			if _, err := p.Call(fmt.Sprintf("take %s through fd %d", il, il.fd), nr, args...); err != nil {
+				return r.lockFailed(il, err)
+			}
+		}
+		return nil
+	}
+	b := bp.Batch()
+	for _, il := range ils {
+		il := il
+		nr, args, data := lockCall(il)
+		var st inject.Step
+		if data != nil {
+			st = b.AddArg("take a file lock", data, nr, func(a uint64) []uint64 { return []uint64{args[0], args[1], a} })
+		} else {
+			st = b.Add("take a file lock", nr, args...)
+		}
+		st.Describe(func() string { return fmt.Sprintf("take %s through fd %d", il, il.fd) })
+	}
+	if err := b.Run(); err != nil {
+		var se *inject.StepError
+		if errors.As(err, &se) && se.Index < len(ils) {
+			return r.lockFailed(ils[se.Index], err)
+		}
+		return fmt.Errorf("file locks of pid %d: %w", p.Pid(), err)
+	}
+	return nil
+}
+
+// lockCall is the syscall that takes il without waiting, and the struct
+// flock its third argument points to, if any.
+func lockCall(il *imageLock) (uintptr, []uint64, []byte) {
 	lk := &il.lk
-	name := fmt.Sprintf("take %s through fd %d", il, il.fd)
 	switch lk.Kind {
 	case procfs.LockFlock:
 		op := uint64(unix.LOCK_SH)
 		if lk.Type == procfs.LockWrite {
 			op = unix.LOCK_EX
 		}
-		_, err := p.Call(name, unix.SYS_FLOCK, il.fd, op|unix.LOCK_NB)
-		return err
+		return unix.SYS_FLOCK, []uint64{il.fd, op | unix.LOCK_NB}, nil
 	case procfs.LockLease:
-		_, err := p.Call(name, unix.SYS_FCNTL, il.fd, unix.F_SETLEASE, uint64(lk.Type))
-		return err
+		return unix.SYS_FCNTL, []uint64{il.fd, unix.F_SETLEASE, uint64(lk.Type)}, nil
 	}
 	cmd := uint64(unix.F_SETLK)
 	if lk.Kind == procfs.LockOFD {
-		cmd = unix.F_OFD_SETLK
+		cmd = unix.F_OFD_SETLK // l_pid must be 0
 	}
 	fl := unix.Flock_t{Type: int16(lk.Type), Whence: unix.SEEK_SET, Start: lk.Start, Len: lk.Len()}
-	a, err := p.Arg(kabi.Bytes(&fl))
-	if err != nil {
-		return err
-	}
-	_, err = p.Call(name, unix.SYS_FCNTL, il.fd, cmd, a)
-	return err
+	return unix.SYS_FCNTL, []uint64{il.fd, cmd, 0}, append([]byte(nil), kabi.Bytes(&fl)...)
 }
 
 // lockFailed explains why il could not be taken: the conflicting locks
