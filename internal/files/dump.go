@@ -214,7 +214,9 @@ func (d *Dumper) ByPath(pid int, what, link string, flags uint32, open func() (*
 // inode, anything else by path. open gives a handle on the mapped inode
 // (its map_files link).
 func (d *Dumper) Mapping(pid int, m procfs.Mapping, open func() (*os.File, error)) (uint32, error) {
-	d.noteMapping(pid, m)
+	if err := d.noteMapping(pid, m); err != nil {
+		return 0, err
+	}
 	what := fmt.Sprintf("mapping %#x-%#x", m.Start, m.End)
 	if strings.HasPrefix(m.Path, "/memfd:") {
 		f, err := open()

@@ -76,6 +76,9 @@ type lockDump struct {
 	// device and inode /proc/locks names.
 	pids   map[int]bool
 	mapped map[lockFile]string
+	// leases are the leases of /proc/locks by file, read at the first
+	// mapping.
+	leases map[lockFile]procfs.Lock
 }
 
 // heldLock is a lock as found, with the fd that showed it.
@@ -231,12 +234,34 @@ func leaseOwner(fd *Fd, lk *procfs.Lock) error {
 	return nil
 }
 
-// noteMapping records that pid maps m, for checkLocks.
-func (d *Dumper) noteMapping(pid int, m procfs.Mapping) {
+// noteMapping records that pid maps m, for checkLocks, and refuses a
+// mapping of a file under a write lease: the dump reads a mapping's file
+// through a new open of it (map_files), and any open breaks a write lease
+// (the process would be sent SIGIO, the open would wait for the lease to
+// go). /proc/locks is read the first time, before any such open.
+func (d *Dumper) noteMapping(pid int, m procfs.Mapping) error {
+	ld := &d.locks
 	k := lockFile{m.Dev, m.Inode}
-	if _, ok := d.locks.mapped[k]; !ok {
-		d.locks.mapped[k] = fmt.Sprintf("mapping %#x-%#x (%s) of pid %d", m.Start, m.End, m.RawPath, pid)
+	if _, ok := ld.mapped[k]; !ok {
+		ld.mapped[k] = fmt.Sprintf("mapping %#x-%#x (%s) of pid %d", m.Start, m.End, m.RawPath, pid)
 	}
+	if ld.leases == nil {
+		all, err := procfs.ReadLocks()
+		if err != nil {
+			return fmt.Errorf("file locks: %w", err)
+		}
+		ld.leases = map[lockFile]procfs.Lock{}
+		for _, lk := range all {
+			if lk.Kind == procfs.LockLease && !lk.Blocked {
+				ld.leases[lockFile{lk.Dev, lk.Ino}] = lk
+			}
+		}
+	}
+	if lk, ok := ld.leases[k]; ok && lk.Type == procfs.LockWrite {
+		return fmt.Errorf("mapping %#x-%#x (%s) of pid %d: the file is under %s (pid %d), which opening it to dump the mapping would break: %w",
+			m.Start, m.End, m.RawPath, pid, aLock(&lk), lk.Pid, errs.ErrNotSupported)
+	}
+	return nil
 }
 
 // lockKey identifies a lock in /proc/locks, ids aside.

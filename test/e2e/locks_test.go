@@ -353,9 +353,11 @@ func TestFileLocksConflictAtRestore(t *testing.T) {
 
 // TestFileLocksRefused: what cannot be restored exactly is refused by
 // name even with --file-locks, and the target runs on: a lease in the
-// middle of being broken (its break deadline cannot be set again), and a
-// flock held by an open file description that only a mapping keeps (no
-// fd shows it; restore would map the file through a new one).
+// middle of being broken (its break deadline cannot be set again), a
+// mapping of a file under a write lease (the dump's open of it would
+// break the lease), and a flock held by an open file description that
+// only a mapping keeps (no fd shows it; restore would map the file
+// through a new one).
 func TestFileLocksRefused(t *testing.T) {
 	requireCryo(t)
 	t.Run("breaking-lease", func(t *testing.T) {
@@ -376,6 +378,28 @@ func TestFileLocksRefused(t *testing.T) {
 		}
 		t.Logf("refused: %s", lastLines(r.output, 1))
 		expectAliveUnstopped(t, tg.pid, "after the refused dump")
+	})
+	t.Run("write-lease-mapped", func(t *testing.T) {
+		tg := startTarget(t, "locks", "lease-mapped")
+		img := filepath.Join(tg.dir, "img")
+		os.MkdirAll(img, 0o700)
+		r := dump(t, tg.pid, img, "--file-locks")
+		want := fmt.Sprintf("(%s) of pid %d: the file is under a write lease (pid %d), which opening it", filepath.Join(tg.dir, "lease-w"), tg.pid, tg.pid)
+		if r.code == 0 || !strings.Contains(r.output, want) {
+			t.Fatalf("dump of a mapping under a write lease: want a refusal %q, got %v", want, r)
+		}
+		t.Logf("refused: %s", lastLines(r.output, 1))
+		expectAliveUnstopped(t, tg.pid, "after the refused dump")
+		// The lease is intact (not broken by the dump): the target checks it.
+		tg.fire()
+		tg.waitLog("HELD", 10*time.Second)
+		breakLeases(t, tg)
+		st, ok := tg.waitExit(10 * time.Second)
+		if !ok {
+			t.Fatal("locks did not finish")
+		}
+		tg.expectPassed(st.ExitCode(), "after a refused dump")
+		reapOrphans(t)
 	})
 	t.Run("mapping-only", func(t *testing.T) {
 		tg := startTarget(t, "locks", "hidden")

@@ -29,7 +29,9 @@
  *
  * `locks TRIGGER hidden` also holds an exclusive flock on `hidden` through
  * an open file description that only a mapping keeps (flock, mmap, close):
- * no fd shows that lock, and a dump must refuse it.
+ * no fd shows that lock, and a dump must refuse it. `locks TRIGGER
+ * lease-mapped` maps lease-w: a dump must refuse it without opening the
+ * file, which would break the write lease.
  */
 #include "common.h"
 
@@ -271,6 +273,9 @@ int main(int argc, char **argv)
 			die("mmap hidden");
 		close(h);
 	}
+	if (argc > 2 && strcmp(argv[2], "lease-mapped") == 0 &&
+	    mmap(NULL, 4096, PROT_READ, MAP_SHARED, fds[F_LEASE_W], 0) == MAP_FAILED)
+		die("mmap lease-w");
 	char c;
 	if (read(ready_pipe[0], &c, 1) != 1)
 		die("kid ready");
