@@ -14,7 +14,11 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
+	filelock "github.com/checkpoint-restore/go-criu/v8/crit/images/file-lock"
+
+	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/image/imagetest"
 )
 
@@ -541,4 +545,72 @@ c = sqlite3.connect(sys.argv[1], timeout=0)
 print([r[0] for r in c.execute("SELECT v FROM t ORDER BY rowid")])
 c.close()
 `, db)
+}
+
+// TestFileLocksImageChecked: file-locks.img is read as untrusted input:
+// an entry naming no fd of the process, no process, an unknown kind, a
+// bad range or a lease being broken is refused with the file named, before
+// any process exists.
+func TestFileLocksImageChecked(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "locks")
+	base := filepath.Join(tg.dir, "img")
+	dumpLocks(t, tg.pid, base)
+	tg.expectKilled()
+	reapOrphans(t)
+	edit := func(flag uint32, fn func(e *filelock.FileLockEntry)) func(t *testing.T, dir string) {
+		return func(t *testing.T, dir string) {
+			f := readImageFile(t, filepath.Join(dir, "file-locks.img"))
+			for i := range f.entries {
+				e := &filelock.FileLockEntry{}
+				if err := proto.Unmarshal(f.entries[i], e); err != nil {
+					t.Fatal(err)
+				}
+				if e.GetFlag() == flag {
+					f.edit(t, i, e, func() { fn(e) })
+					f.write(t)
+					return
+				}
+			}
+			t.Fatalf("no entry of flag %d", flag)
+		}
+	}
+	for _, v := range []struct {
+		name string
+		edit func(t *testing.T, dir string)
+		want string
+	}{
+		{"no-such-fd", edit(1, func(e *filelock.FileLockEntry) { e.Fd = proto.Int32(99) }), fmt.Sprintf("pid %d has no fd 99", tg.pid)},
+		{"no-such-process", edit(2, func(e *filelock.FileLockEntry) { e.Pid = proto.Int32(1) }), "pid 1 has no fd 3"},
+		{"unknown-kind", edit(4, func(e *filelock.FileLockEntry) { e.Flag = proto.Uint32(16) }), "unknown kind"},
+		{"negative-len", edit(1, func(e *filelock.FileLockEntry) { e.Len = proto.Int64(-5) }), "bad range"},
+		{"overflowing-range", edit(1, func(e *filelock.FileLockEntry) { e.Start, e.Len = proto.Int64(1<<62), proto.Int64(1<<62+1) }), "bad range"},
+		{"flock-with-range", edit(2, func(e *filelock.FileLockEntry) { e.Len = proto.Int64(10) }), "bad range"},
+		{"mandatory-flock", edit(2, func(e *filelock.FileLockEntry) { e.Type = proto.Uint32(32 | 64) }), "unknown type"},
+		{"breaking-lease", edit(8, func(e *filelock.FileLockEntry) { e.Type = proto.Uint32(e.GetType() | 4) }), "lease being broken"},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "img")
+			if out, err := exec.Command("cp", "-a", base, dir).CombinedOutput(); err != nil {
+				t.Fatalf("cp: %v: %s", err, out)
+			}
+			v.edit(t, dir)
+			if err := image.Reseal(dir); err != nil {
+				t.Fatal(err)
+			}
+			r := runCryo(t, restoreTimeout, restoreArgs(dir, "-d", "--file-locks")...)
+			if r.code == 0 {
+				killRestored(t, tg.pid, tg.name)
+				t.Fatalf("restore of the edited image succeeded, want a refusal naming %q", v.want)
+			}
+			t.Logf("refused: %s", lastLines(r.output, 1))
+			if !strings.Contains(r.output, "file-locks.img") || !strings.Contains(r.output, v.want) {
+				t.Errorf("refusal does not name file-locks.img and %q: %v", v.want, r)
+			}
+			reapOrphans(t)
+			if runsTarget(tg.pid, tg.name) {
+				t.Errorf("the refused restore left pid %d running", tg.pid)
+			}
+		})
+	}
 }
