@@ -52,10 +52,13 @@ func treeLocks(t *testing.T, dir string, pids ...int) []heldLock {
 	if err != nil {
 		t.Fatal(err)
 	}
+	paths := []string{dir}
 	for _, e := range ents {
-		p := filepath.Join(dir, e.Name())
+		paths = append(paths, filepath.Join(dir, e.Name()))
+	}
+	for _, p := range paths {
 		var st unix.Stat_t
-		if unix.Stat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		if unix.Stat(p, &st) == nil && (st.Mode&unix.S_IFMT == unix.S_IFREG || p == dir) {
 			byIno[fmt.Sprintf("%02x:%02x:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)] = p
 		}
 	}
@@ -138,6 +141,24 @@ func outsiderCannotTake(t *testing.T, what string, locks []heldLock) {
 	if n == 0 {
 		t.Fatalf("%s: no lock to try: %v", what, locks)
 	}
+}
+
+// fdFlags returns the flags: lines of pid's fdinfo for fds.
+func fdFlags(t *testing.T, pid int, fds ...int) string {
+	t.Helper()
+	var out []string
+	for _, fd := range fds {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "flags:") {
+				out = append(out, fmt.Sprintf("fd %d %s", fd, strings.Fields(l)[1]))
+			}
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // dumpLocks dumps pid with --file-locks and checks that CRIU's crit reads
@@ -247,8 +268,12 @@ func TestFileLocks(t *testing.T) {
 	tg := startTarget(t, "locks")
 	kid := tg.kids["kid"]
 	before := treeLocks(t, tg.dir, tg.pid, kid)
-	if len(before) != 12 {
-		t.Fatalf("the target holds %d locks, want 12: %v", len(before), before)
+	if len(before) != 13 {
+		t.Fatalf("the target holds %d locks, want 13: %v", len(before), before)
+	}
+	leaseFlags := fdFlags(t, tg.pid, 9, 10)
+	if !strings.Contains(leaseFlags, "fd 9 02120000") {
+		t.Fatalf("flags of the read lease's fd: %s, want O_ASYNC set", leaseFlags)
 	}
 	img1 := filepath.Join(tg.dir, "img1")
 	dumpLocks(t, tg.pid, img1)
@@ -266,6 +291,9 @@ func TestFileLocks(t *testing.T) {
 	t.Cleanup(func() { killRestored(t, tg.pid, tg.name) })
 	expectAliveUnstopped(t, tg.pid, "after restore")
 	sameLocks(t, "first restore", treeLocks(t, tg.dir, tg.pid, kid), before)
+	if got := fdFlags(t, tg.pid, 9, 10); got != leaseFlags {
+		t.Errorf("the leased fds' flags are %s after restore, were %s (a lease sets O_ASYNC)", got, leaseFlags)
+	}
 	outsiderCannotTake(t, "first restore", before)
 
 	img2 := filepath.Join(tg.dir, "img2")
@@ -326,6 +354,10 @@ func TestFileLocksConflictAtRestore(t *testing.T) {
 		}, fmt.Sprintf("cannot take its OFD write lock on bytes 5-5 again, held by fd %%d of pid %d (e2e.test), with an OFD read lock on bytes 0-EOF", os.Getpid())},
 		{"flock-sh", func(fd int) error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) },
 			fmt.Sprintf("cannot take its shared flock again, held by pid %d (e2e.test), with an exclusive flock", os.Getpid())},
+		// A write lease needs its open alone: an open from outside is a
+		// conflict too.
+		{"lease-w", func(fd int) error { return nil },
+			fmt.Sprintf("cannot take its write lease again, held by fd %%d of pid %d (e2e.test), open with flags", os.Getpid())},
 	} {
 		fd := open(c.name)
 		if err := c.take(fd); err != nil {

@@ -4,6 +4,7 @@
  * In the trigger's directory the target holds:
  *   flock-ex      exclusive flock
  *   flock-sh      shared flock
+ *   (the directory itself) shared flock, on an O_DIRECTORY fd
  *   posix         POSIX read lock 10-19, write lock 30-39, read lock 300-EOF
  *                 (through fd P, and a dup of it); its child holds its own
  *                 POSIX write lock 200-209 through its own open
@@ -43,7 +44,7 @@
 static char path_buf[8][2100];
 static const char *names[] = {"flock-ex", "flock-sh", "posix", "ofd", "shared", "mapped", "lease-r", "lease-w"};
 enum { F_EX, F_SH, F_POSIX, F_OFD, F_SHARED, F_MAPPED, F_LEASE_R, F_LEASE_W };
-static int fds[8], posix_dup;
+static int fds[8], posix_dup, dir_fd;
 static pid_t kid;
 static volatile sig_atomic_t sigios;
 
@@ -132,6 +133,12 @@ static void helper(pid_t parent)
 	if (s >= 0)
 		close(s);
 	expect_flock_busy("flock-shared-excludes", F_SHARED, LOCK_SH);
+	int d = open(work_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	r = d < 0 ? -1 : flock(d, LOCK_EX | LOCK_NB);
+	report("flock-dir-held", r < 0 && errno == EWOULDBLOCK, "flock(LOCK_EX) of the directory from a new open: %d (%s)", r,
+	       r < 0 ? strerror(errno) : "taken");
+	if (d >= 0)
+		close(d);
 }
 
 static int has_lock_line(pid_t pid, int fd, const char *what)
@@ -174,7 +181,7 @@ static void verify(void)
 	}
 	int st = 0;
 	waitpid(h, &st, 0);
-	check("helper", WIFEXITED(st) && WEXITSTATUS(st) == 0 && lines == 14, "status %#x, %d checks", st, lines);
+	check("helper", WIFEXITED(st) && WEXITSTATUS(st) == 0 && lines == 15, "status %#x, %d checks", st, lines);
 
 	/* The shared flock: one description, held in both processes. */
 	check("shared-flock-parent", has_lock_line(getpid(), fds[F_SHARED], "FLOCK  ADVISORY  WRITE"), "no flock in fdinfo");
@@ -242,6 +249,9 @@ int main(int argc, char **argv)
 		die("lock mapped");
 	if (flock(fds[F_SHARED], LOCK_EX | LOCK_NB))
 		die("flock shared");
+	dir_fd = open(work_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir_fd < 0 || flock(dir_fd, LOCK_SH | LOCK_NB))
+		die("flock dir");
 	if (fcntl(fds[F_LEASE_R], F_SETLEASE, F_RDLCK) || fcntl(fds[F_LEASE_W], F_SETLEASE, F_WRLCK))
 		die("lease");
 	int ready_pipe[2];
