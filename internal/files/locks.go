@@ -316,7 +316,7 @@ func (d *Dumper) checkLocks() error {
 			continue
 		}
 		if lk.Kind != procfs.LockOFD && ld.pids[lk.Pid] {
-			return fmt.Errorf("pid %d holds %s on inode %s:%d%s that no fd of the tree shows (a file kept only by a mapping, or passed out of the tree), which cryo cannot restore: %w",
+			return fmt.Errorf("pid %d holds %s on inode %s:%d%s that no fd of the tree shows (held through a file only a mapping keeps, one passed out of the tree, or a thread's own fd table), which cryo cannot restore: %w",
 				lk.Pid, aLock(lk), lk.Dev, lk.Ino, ld.whereMapped(lk), errs.ErrNotSupported)
 		}
 		if lk.Kind != procfs.LockPOSIX && ld.mapped[lockFile{lk.Dev, lk.Ino}] != "" {
@@ -784,6 +784,11 @@ func (r *Restorer) verifyLocks() error {
 		pid int
 		fd  uint64
 	}
+	byFile := map[uint32][]*imageLock{}
+	for i := range r.locks {
+		il := &r.locks[i]
+		byFile[il.file] = append(byFile[il.file], il)
+	}
 	want := map[pfd][]procfs.Lock{}
 	for _, p := range r.set.Procs {
 		if p.Zombie {
@@ -791,9 +796,8 @@ func (r *Restorer) verifyLocks() error {
 		}
 		pid := int(p.Pid())
 		for _, fd := range p.Fds {
-			for i := range r.locks {
-				il := &r.locks[i]
-				if il.file == fd.GetId() && (il.lk.Kind != procfs.LockPOSIX || il.pid == pid) {
+			for _, il := range byFile[fd.GetId()] {
+				if il.lk.Kind != procfs.LockPOSIX || il.pid == pid {
 					k := pfd{pid, uint64(fd.GetFd())}
 					want[k] = append(want[k], il.lk)
 				}
