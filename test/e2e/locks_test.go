@@ -334,6 +334,11 @@ func TestFileLocksConflictAtRestore(t *testing.T) {
 	tg.expectKilled()
 	reapOrphans(t)
 
+	comm, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	me := strings.TrimSpace(string(comm)) // the holder's name in cryo's error
 	open := func(name string) int {
 		fd, err := unix.Open(filepath.Join(tg.dir, name), unix.O_RDWR|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -348,16 +353,16 @@ func TestFileLocksConflictAtRestore(t *testing.T) {
 	}{
 		{"posix", func(fd int) error {
 			return unix.FcntlFlock(uintptr(fd), unix.F_SETLK, &unix.Flock_t{Type: unix.F_WRLCK, Start: 35, Len: 1})
-		}, fmt.Sprintf("cannot take its POSIX write lock on bytes 30-39 again, held by pid %d (e2e.test), with a POSIX write lock on bytes 35-35", os.Getpid())},
+		}, fmt.Sprintf("cannot take its POSIX write lock on bytes 30-39 again, held by pid %d (%s), with a POSIX write lock on bytes 35-35", os.Getpid(), me)},
 		{"ofd", func(fd int) error {
 			return unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &unix.Flock_t{Type: unix.F_RDLCK, Start: 0, Len: 0})
-		}, fmt.Sprintf("cannot take its OFD write lock on bytes 5-5 again, held by fd %%d of pid %d (e2e.test), with an OFD read lock on bytes 0-EOF", os.Getpid())},
+		}, fmt.Sprintf("cannot take its OFD write lock on bytes 5-5 again, held by fd %%d of pid %d (%s), with an OFD read lock on bytes 0-EOF", os.Getpid(), me)},
 		{"flock-sh", func(fd int) error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) },
-			fmt.Sprintf("cannot take its shared flock again, held by pid %d (e2e.test), with an exclusive flock", os.Getpid())},
+			fmt.Sprintf("cannot take its shared flock again, held by pid %d (%s), with an exclusive flock", os.Getpid(), me)},
 		// A write lease needs its open alone: an open from outside is a
 		// conflict too.
 		{"lease-w", func(fd int) error { return nil },
-			fmt.Sprintf("cannot take its write lease again, held by fd %%d of pid %d (e2e.test), open with flags", os.Getpid())},
+			fmt.Sprintf("cannot take its write lease again, held by fd %%d of pid %d (%s), open with flags", os.Getpid(), me)},
 	} {
 		fd := open(c.name)
 		if err := c.take(fd); err != nil {
