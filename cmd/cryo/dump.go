@@ -56,6 +56,7 @@ running exactly as it was.`,
 	f.StringVarP(&opts.Dir, "images-dir", "D", "", "directory for the image files")
 	f.BoolVarP(&opts.LeaveRunning, "leave-running", "R", false, "leave the process running after the dump")
 	f.BoolVarP(&opts.ShellJob, "shell-job", "j", false, "allow stdio on a terminal (re-attached on restore)")
+	f.BoolVarP(&opts.FileLocks, "file-locks", "l", false, "dump the file locks the tree holds (without it, a lock fails the dump)")
 	actions.register(f, &opts.Dir)
 	log.register(f)
 	root.AddCommand(cmd)

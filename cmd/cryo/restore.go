@@ -55,6 +55,7 @@ signal state. Without -d, cryo waits for it and exits with its exit status.`,
 	f.BoolVarP(&opts.Detached, "restore-detached", "d", false, "return once the process runs, do not wait for it")
 	f.BoolVarP(&opts.ShellJob, "shell-job", "j", false, "attach terminal fds to this terminal")
 	f.BoolVar(&opts.Verify, "verify", false, "before the tree runs, compare what /proc shows of it with the dump's record; kill it on any difference")
+	f.BoolVarP(&opts.FileLocks, "file-locks", "l", false, "take the image's file locks again (without it, an image with locks is refused)")
 	actions.register(f, &opts.Dir)
 	log.register(f)
 	root.AddCommand(cmd)

@@ -274,7 +274,7 @@ func (c *session) dump(o *rpc.CriuOpts) error {
 	defer stop()
 	_, err = dump.Run(dump.Options{
 		Pid: int(o.GetPid()), Dir: cm.dir, LeaveRunning: o.GetLeaveRunning(), ShellJob: o.GetShellJob(),
-		Log: cm.log, Notify: c.notifier(o), Context: ctx,
+		FileLocks: o.GetFileLocks(), Log: cm.log, Notify: c.notifier(o), Context: ctx,
 	})
 	if err != nil {
 		cm.log.Error("dump failed", "pid", o.GetPid(), "err", err)
@@ -317,7 +317,7 @@ func (c *session) restore(o *rpc.CriuOpts) (int, error) {
 	}
 	defer cm.closeFn()
 	res, err := restore.Run(restore.Options{
-		Dir: cm.dir, Detached: true, ShellJob: o.GetShellJob(), Log: cm.log, Notify: c.notifier(o),
+		Dir: cm.dir, Detached: true, ShellJob: o.GetShellJob(), FileLocks: o.GetFileLocks(), Log: cm.log, Notify: c.notifier(o),
 	})
 	if err != nil {
 		cm.log.Error("restore failed", "err", err)
@@ -329,7 +329,7 @@ func (c *session) restore(o *rpc.CriuOpts) (int, error) {
 // The options each request handles; every other one set to anything but
 // its default fails the request.
 var (
-	commonOptions = []string{"images_dir_fd", "images_dir", "log_level", "log_file", "work_dir_fd", "notify_scripts", "shell_job",
+	commonOptions = []string{"images_dir_fd", "images_dir", "log_level", "log_file", "work_dir_fd", "notify_scripts", "shell_job", "file_locks",
 		// Values that change nothing cryo does: cryo has no ghost size
 		// limit, restores on the CPU it checks itself, and keeps its own
 		// default of not linking deleted files back.

@@ -39,6 +39,9 @@ type Options struct {
 	// ShellJob allows stdio on a terminal; restore re-attaches it to the
 	// terminal of cryo restore. Without it a terminal fd fails the dump.
 	ShellJob bool
+	// FileLocks dumps the tree's file locks (criu's --file-locks). Without
+	// it a process holding any file lock fails the dump, naming the lock.
+	FileLocks bool
 	// Log receives progress messages; nil discards them.
 	Log *slog.Logger
 	// Progress, if set, is called as pages are written (done, total).

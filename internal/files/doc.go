@@ -30,6 +30,13 @@
 // process has all its fds (processDone) or once the whole tree has
 // (treeDone). Adding a kind is one new file and one line of the table.
 //
+// # File locks
+//
+// flock, POSIX and OFD locks and leases are not a kind: they ride on the
+// fds of the other kinds (locks.go). A dump reads each fd's locks from
+// fdinfo; a restore takes them again in TakeLocks, its own stage after
+// every other, and reads them back.
+//
 // # What this package may not touch
 //
 // It runs syscalls in a process being restored only through the Proc the

@@ -32,6 +32,9 @@ type DumpOptions struct {
 	// ShellJob lets terminals be dumped, to be re-attached to the terminal
 	// of `cryo restore` (criu's --shell-job). The zero value refuses them.
 	ShellJob bool
+	// FileLocks dumps the tree's file locks into file-locks.img (criu's
+	// --file-locks). The zero value refuses a tree that holds any.
+	FileLocks bool
 }
 
 // Dumper records the files of one dumped tree, process after process.
@@ -46,6 +49,7 @@ type Dumper struct {
 	opened  map[fileIno][]openFd
 	kinds   []dumper // the kinds' dump halves, in table order
 	closers []io.Closer
+	locks   lockDump
 }
 
 // fileKey identifies a file opened with given flags, for files reached
@@ -65,7 +69,7 @@ type openFd struct {
 
 // NewDumper starts the files of a dump.
 func NewDumper(opts DumpOptions) *Dumper {
-	d := &Dumper{opts: opts, next: 1, byKey: map[fileKey]uint32{}, ghosts: map[uint32]ghost{}, opened: map[fileIno][]openFd{}}
+	d := &Dumper{opts: opts, next: 1, byKey: map[fileKey]uint32{}, ghosts: map[uint32]ghost{}, opened: map[fileIno][]openFd{}, locks: newLockDump()}
 	for _, k := range table {
 		if k.Dump != nil {
 			d.kinds = append(d.kinds, k.Dump())
@@ -210,6 +214,9 @@ func (d *Dumper) ByPath(pid int, what, link string, flags uint32, open func() (*
 // inode, anything else by path. open gives a handle on the mapped inode
 // (its map_files link).
 func (d *Dumper) Mapping(pid int, m procfs.Mapping, open func() (*os.File, error)) (uint32, error) {
+	if err := d.noteMapping(pid, m); err != nil {
+		return 0, err
+	}
 	what := fmt.Sprintf("mapping %#x-%#x", m.Start, m.End)
 	if strings.HasPrefix(m.Path, "/memfd:") {
 		f, err := open()
@@ -229,6 +236,7 @@ func (d *Dumper) Mapping(pid int, m procfs.Mapping, open func() (*os.File, error
 // fd of a kind cryo cannot restore fails the dump, naming the fd, its kind
 // and its link.
 func (d *Dumper) DumpFds(pid int) ([]*fdinfo.FdinfoEntry, error) {
+	d.locks.pids[pid] = true
 	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -295,6 +303,9 @@ func (d *Dumper) dumpFd(pid, n int, path string) (*fdinfo.FdinfoEntry, error) {
 			return nil, fmt.Errorf("fd %d (%s) of pid %d: %w", n, link, pid, err)
 		}
 	}
+	if err := d.noteLocks(fd, id); err != nil {
+		return nil, fmt.Errorf("fd %d (%s) of pid %d: %w", n, link, pid, err)
+	}
 	key := fileIno{st.Dev, st.Ino}
 	d.opened[key] = append(d.opened[key], openFd{pid: pid, fd: n, id: id})
 	return &fdinfo.FdinfoEntry{
@@ -330,7 +341,7 @@ func unknownKind(fd *Fd) string {
 
 // Check refuses, once every process of the tree is dumped, what restore
 // could not rebuild: each kind checks its own (a pipe end outside the
-// tree, a socket's peer).
+// tree, a socket's peer), then the file locks (a lock no fd shows).
 func (d *Dumper) Check() error {
 	for _, k := range d.kinds {
 		if c, ok := k.(checker); ok {
@@ -339,7 +350,7 @@ func (d *Dumper) Check() error {
 			}
 		}
 	}
-	return nil
+	return d.checkLocks()
 }
 
 // Side is where kinds write what they keep beside files.img.
@@ -363,6 +374,17 @@ func (d *Dumper) Write(s *Side) error {
 	}
 	if err := d.writeGhosts(s.Dir); err != nil {
 		return err
+	}
+	if d.opts.FileLocks {
+		// Written even without a lock: criu restore --file-locks wants it.
+		locks := d.lockEntries()
+		msgs := make([]proto.Message, len(locks))
+		for i, e := range locks {
+			msgs[i] = e
+		}
+		if err := imageset.Write(s.Dir, imageset.FileLocks, msgs...); err != nil {
+			return err
+		}
 	}
 	for _, k := range d.kinds {
 		if w, ok := k.(sideWriter); ok {

@@ -37,6 +37,9 @@ type RestoreOptions struct {
 	// ShellJob attaches the image's terminals to the terminal of `cryo
 	// restore` itself. The zero value refuses an image with terminals.
 	ShellJob bool
+	// FileLocks takes the image's file locks again (criu's --file-locks).
+	// The zero value refuses an image that holds any.
+	FileLocks bool
 }
 
 // Owner is the fd in process Pid that holds an open file description,
@@ -60,6 +63,8 @@ type Restorer struct {
 	pidfds map[[2]int]uint64
 	// base is, by pid, the lowest fd number above the image's fds.
 	base map[int]uint64
+	// locks are file-locks.img's entries, for TakeLocks.
+	locks []imageLock
 }
 
 // NewRestorer reads what the kinds keep beside files.img and puts the
@@ -88,6 +93,9 @@ func NewRestorer(set *imageset.Set, opts RestoreOptions) (*Restorer, error) {
 				return nil, err
 			}
 		}
+	}
+	if err := r.loadLocks(); err != nil {
+		return nil, err
 	}
 	var err error
 	if r.ghosts, err = prepareGhosts(set); err != nil {

@@ -8,3 +8,14 @@ const (
 	TaskAlive = 1
 	TaskDead  = 2 // a zombie
 )
+
+// file_lock_entry.flag, the kind of lock (criu/include/file-lock.h FL_*),
+// and the bit file_lock_entry.type carries for a lease being broken
+// (LEASE_BREAKING), over the type the lease is being broken to.
+const (
+	FlPOSIX       = 1
+	FlFlock       = 2
+	FlOFD         = 4
+	FlLease       = 8
+	LeaseBreaking = 4
+)

@@ -19,6 +19,9 @@ var (
 	FifoData   = File{"fifo-data.img", "FIFO_DATA"}
 	SkQueues   = File{"sk-queues.img", "SK_QUEUES"}
 	MemfdInode = File{"memfd-inode.img", "MEMFD_INODE"}
+	// FileLocks holds the tree's file locks (file_lock_entry), written
+	// when the dump was asked to take them (--file-locks), even if none.
+	FileLocks = File{"file-locks.img", "FILE_LOCKS"}
 	// StatsDump has no .img suffix: CRIU writes it so, and crit and
 	// Podman's --print-stats look for that name.
 	StatsDump = File{"stats-dump", "STATS"}

@@ -35,6 +35,10 @@ type Fdinfo struct {
 	Signalfd *Signalfd
 	Timerfd  *Timerfd
 	Pidfd    *Pidfd
+
+	// Locks are the "lock:" lines: the file locks held through this fd's
+	// open file description (see Lock), whatever the fd's type.
+	Locks []Lock
 }
 
 // Eventfd is an eventfd's state (fs/eventfd.c eventfd_show_fdinfo).
@@ -252,6 +256,15 @@ func (fi *Fdinfo) parseTyped(key, val []byte, bad func() error) error {
 		if !ok {
 			return bad()
 		}
+	case "lock":
+		if len(fi.Locks) == maxLocks {
+			return bad()
+		}
+		lk, ok := parseLock(val)
+		if !ok || lk.Blocked {
+			return bad()
+		}
+		fi.Locks = append(fi.Locks, lk)
 	case "Pid":
 		if fi.Pidfd == nil {
 			fi.Pidfd = &Pidfd{}

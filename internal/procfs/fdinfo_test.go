@@ -30,7 +30,8 @@ func TestParseFdinfoFiles(t *testing.T) {
 
 	fi = parseFdinfoFile(t, "flock")
 	eq(t, "flock", *fi, Fdinfo{Pos: 11, Flags: oLargefile | oAppend | oRdwr, MntID: 27, Ino: 9978156,
-		Extra: []KV{{"lock", "1: FLOCK  ADVISORY  WRITE 3470 fe:00:9978156 0 EOF"}}})
+		Extra: []KV{{"lock", "1: FLOCK  ADVISORY  WRITE 3470 fe:00:9978156 0 EOF"}},
+		Locks: []Lock{{ID: 1, Kind: LockFlock, Type: LockWrite, Pid: 3470, Dev: Dev{Major: 0xfe}, Ino: 9978156, End: eof, ToEOF: true}}})
 
 	fi = parseFdinfoFile(t, "pipe")
 	eq(t, "pipe", *fi, Fdinfo{Pos: 0, Flags: oWronly, MntID: 16, Ino: 6114})

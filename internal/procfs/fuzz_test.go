@@ -91,6 +91,9 @@ func FuzzParseFdinfo(f *testing.F) {
 		if len(fi.Extra) > bytes.Count(data, []byte{'\n'})+1 {
 			t.Fatalf("%d extra lines", len(fi.Extra))
 		}
+		if len(fi.Locks) > len(fi.Extra) {
+			t.Fatalf("%d locks from %d extra lines", len(fi.Locks), len(fi.Extra))
+		}
 		for _, w := range fi.Inotify {
 			if len(w.Fhandle) > maxFhandle {
 				t.Fatalf("%d-byte handle", len(w.Fhandle))

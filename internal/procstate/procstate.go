@@ -336,7 +336,7 @@ func takeFds(pid int, into map[int]string) error {
 // counts every lock of the machine) and with the locked file's inode kept:
 // a lock on a file is on that very file, which restore does not re-create.
 func readLocks() (map[int][]string, error) {
-	ls, err := procfs.Locks()
+	ls, err := procfs.ReadLocks()
 	if err != nil {
 		return nil, err
 	}
@@ -345,12 +345,34 @@ func readLocks() (map[int][]string, error) {
 		if l.Blocked {
 			continue // a waiter is a task in a syscall, not a lock held
 		}
-		out[l.Pid] = append(out[l.Pid], l.String())
+		out[l.Pid] = append(out[l.Pid], lockText(&l))
 	}
 	for pid := range out {
 		sort.Strings(out[pid])
 	}
 	return out, nil
+}
+
+// lockText is a lock as /proc/locks prints it, without its ordinal.
+func lockText(l *procfs.Lock) string {
+	mode := "ADVISORY"
+	switch {
+	case l.Lease == procfs.LeaseActive:
+		mode = "ACTIVE"
+	case l.Lease == procfs.LeaseBreaking:
+		mode = "BREAKING"
+	case l.Lease == procfs.LeaseBreaker:
+		mode = "BREAKER"
+	case l.Mandatory:
+		mode = "MANDATORY"
+	case l.MSNFS:
+		mode = "MSNFS"
+	}
+	file := "<none>:0"
+	if !l.NoInode {
+		file = fmt.Sprintf("%v:%d", l.Dev, l.Ino)
+	}
+	return fmt.Sprintf("%v %s %v %s %s", l.Kind, mode, l.Type, file, l.Range())
 }
 
 // Diff lists every difference between a (before) and b (after), each

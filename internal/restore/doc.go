@@ -27,6 +27,8 @@
 //     earlier stages needed (creds.go, docs/security.md);
 //   - shared: what was held for sharing closed, memfds sealed;
 //   - zombies: the image's zombies exit with their status;
+//   - locks: file locks taken again (package files), once no fd will be
+//     closed any more, and read back;
 //   - finish: the scratch area unmapped (through a syscall instruction of
 //     the new vdso), every thread's registers, FPU state and signal mask
 //     set; then every thread of every process is let go together.

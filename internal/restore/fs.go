@@ -6,6 +6,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 
 	"github.com/cryo-project/cryo/internal/files"
+	"github.com/cryo-project/cryo/internal/inject"
 )
 
 // proc is the process being built as package files sees it: every call
@@ -21,6 +22,7 @@ func (p proc) Call(name string, nr uintptr, args ...uint64) (uint64, error) {
 func (p proc) Arg(b []byte) (uint64, error)           { return p.c.arg(b) }
 func (p proc) Str(s string) (uint64, error)           { return p.c.str(s) }
 func (p proc) Out(addr uint64, n int) ([]byte, error) { return p.c.out(addr, n) }
+func (p proc) Batch() *inject.Batch                   { return p.c.batch() }
 
 // openFile opens the regular file of entry f in the process, for a
 // mapping or the exe link (through its ghost if it was deleted).

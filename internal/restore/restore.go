@@ -25,6 +25,9 @@ type Options struct {
 	// ShellJob re-attaches the image's terminal fds to the terminal of
 	// cryo itself (the one on its stdin, stdout or stderr).
 	ShellJob bool
+	// FileLocks takes the image's file locks again (criu's --file-locks).
+	// Without it an image holding any file lock is refused.
+	FileLocks bool
 	// Log receives progress messages; nil discards them.
 	Log *slog.Logger
 	// Progress, if set, is called as pages are written (done, total).

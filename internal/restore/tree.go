@@ -173,6 +173,9 @@ var stages = []stage{
 	{"shared", func(t *treeRestorer) error { return t.files.Finish() }},
 	// zombies: the image's zombies exit with their status.
 	{"zombies", (*treeRestorer).killZombies},
+	// locks: file locks taken and read back, once no more fds close (a
+	// close drops the POSIX locks of its process on the file).
+	{"locks", func(t *treeRestorer) error { return t.files.TakeLocks() }},
 	// finish: scratch areas gone, every thread's registers, FPU state and
 	// signal mask set. Nothing has run yet.
 	{"finish", (*treeRestorer).finishAll},
@@ -233,7 +236,7 @@ func (t *treeRestorer) notify(event string) error {
 }
 
 func (t *treeRestorer) prepareFiles() (err error) {
-	t.files, err = files.NewRestorer(t.l.set, files.RestoreOptions{ShellJob: t.opts.ShellJob})
+	t.files, err = files.NewRestorer(t.l.set, files.RestoreOptions{ShellJob: t.opts.ShellJob, FileLocks: t.opts.FileLocks})
 	return err
 }
 

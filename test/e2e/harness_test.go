@@ -161,12 +161,12 @@ func requireCryo(t *testing.T) {
 // targetCmd is how a target is started, without its trigger argument.
 func targetCmd(name string) []string {
 	switch name {
-	case "pyjob":
+	case "pyjob", "pylocks":
 		py := "/usr/bin/python3"
 		if _, err := os.Stat(py); err != nil {
 			py = "python3"
 		}
-		return []string{py, filepath.Join(repo, "test", "targets", "pyjob.py")}
+		return []string{py, filepath.Join(repo, "test", "targets", name+".py")}
 	case "pipeline":
 		// A real shell pipeline; its trigger path comes as $2.
 		return []string{"/bin/sh", "-c", `"$1" produce | "$1" consume "$2"`, "sh", filepath.Join(repo, "bin", "targets", "pipeline")}
