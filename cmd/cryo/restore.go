@@ -2,9 +2,12 @@ package main
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
+	"github.com/cryo-project/cryo/internal/files"
 	"github.com/cryo-project/cryo/internal/restore"
 )
 
@@ -13,6 +16,7 @@ func init() {
 		opts    restore.Options
 		log     logOptions
 		actions actionScripts
+		inherit []string
 	)
 	cmd := &cobra.Command{
 		Use:   "restore -D DIR",
@@ -31,6 +35,9 @@ signal state. Without -d, cryo waits for it and exits with its exit status.`,
 			defer closeLog()
 			opts.Log = l
 			opts.Notify = actions.notify()
+			if opts.Inherit, err = inheritFds(inherit); err != nil {
+				return err
+			}
 			pr := newProgress("restore")
 			opts.Progress = pr.update
 			res, err := restore.Run(opts)
@@ -56,7 +63,28 @@ signal state. Without -d, cryo waits for it and exits with its exit status.`,
 	f.BoolVarP(&opts.ShellJob, "shell-job", "j", false, "attach terminal fds to this terminal")
 	f.BoolVar(&opts.Verify, "verify", false, "before the tree runs, compare what /proc shows of it with the dump's record; kill it on any difference")
 	f.BoolVarP(&opts.FileLocks, "file-locks", "l", false, "take the image's file locks again (without it, an image with locks is refused)")
+	f.StringArrayVar(&inherit, "inherit-fd", nil, "fd[N]:KEY: use cryo's fd N for the image's file KEY (e.g. pipe:[1234]) whose other end was outside the tree")
 	actions.register(f, &opts.Dir)
 	log.register(f)
 	root.AddCommand(cmd)
+}
+
+// inheritFds opens criu's --inherit-fd arguments: fd[N]:KEY, N one of
+// cryo's own fds.
+func inheritFds(args []string) (map[string]*os.File, error) {
+	out := map[string]*os.File{}
+	for _, a := range args {
+		n, key, err := files.ParseInheritFd(a)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := unix.FcntlInt(uintptr(n), unix.F_GETFD, 0); err != nil {
+			return nil, fmt.Errorf("--inherit-fd %s: fd %d of cryo: %w", a, n, err)
+		}
+		if _, dup := out[key]; dup {
+			return nil, fmt.Errorf("--inherit-fd: %s given twice", key)
+		}
+		out[key] = os.NewFile(uintptr(n), key)
+	}
+	return out, nil
 }

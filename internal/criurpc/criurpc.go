@@ -316,8 +316,12 @@ func (c *session) restore(o *rpc.CriuOpts) (int, error) {
 		return 0, err
 	}
 	defer cm.closeFn()
+	inherit, err := inheritFds(o.GetInheritFd())
+	if err != nil {
+		return 0, err
+	}
 	res, err := restore.Run(restore.Options{
-		Dir: cm.dir, Detached: true, ShellJob: o.GetShellJob(), FileLocks: o.GetFileLocks(), Log: cm.log, Notify: c.notifier(o),
+		Inherit: inherit, Dir: cm.dir, Detached: true, ShellJob: o.GetShellJob(), FileLocks: o.GetFileLocks(), Log: cm.log, Notify: c.notifier(o),
 	})
 	if err != nil {
 		cm.log.Error("restore failed", "err", err)
@@ -335,8 +339,28 @@ var (
 		// default of not linking deleted files back.
 		"ghost_limit", "cpu_cap", "force_irmap", "evasive_devices"}
 	dumpOptions    = append([]string{"pid", "leave_running"}, commonOptions...)
-	restoreOptions = commonOptions
+	restoreOptions = append([]string{"inherit_fd"}, commonOptions...)
 )
+
+// inheritFds are inherit_fd's files: fds of cryo's own, which the caller
+// passed it (go-criu's AddInheritFd), by criu's key.
+func inheritFds(in []*rpc.InheritFd) (map[string]*os.File, error) {
+	out := map[string]*os.File{}
+	for _, e := range in {
+		n := e.GetFd()
+		if n < 3 {
+			return nil, fmt.Errorf("inherit_fd %s: fd %d is not one passed to cryo", e.GetKey(), n)
+		}
+		if _, err := unix.FcntlInt(uintptr(n), unix.F_GETFD, 0); err != nil {
+			return nil, fmt.Errorf("inherit_fd %s: fd %d: %w", e.GetKey(), n, err)
+		}
+		if _, dup := out[e.GetKey()]; dup {
+			return nil, fmt.Errorf("inherit_fd: %s given twice", e.GetKey())
+		}
+		out[e.GetKey()] = os.NewFile(uintptr(n), e.GetKey())
+	}
+	return out, nil
+}
 
 // optionNames are criu_opts' fields by number (rpc.proto), for the
 // checks and their messages.

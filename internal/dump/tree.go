@@ -65,7 +65,7 @@ func Run(opts Options) (st *Stats, err error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	t := &tree{opts: opts, log: opts.Log, files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob, FileLocks: opts.FileLocks}),
+	t := &tree{opts: opts, log: opts.Log, files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, Log: opts.Log}),
 		snaps: map[*process]*snapshot{}, st: &Stats{}, sc: &seccomp.SeccompEntry{}}
 	root := t.newProcess(opts.Pid)
 	if err := root.check(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sort"
 	"strconv"
@@ -35,6 +36,16 @@ type DumpOptions struct {
 	// FileLocks dumps the tree's file locks into file-locks.img (criu's
 	// --file-locks). The zero value refuses a tree that holds any.
 	FileLocks bool
+	// Log receives notes on what the restore will need; nil discards them.
+	Log *slog.Logger
+}
+
+// log is the dump's logger, or one that discards.
+func (d *Dumper) log() *slog.Logger {
+	if d.opts.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return d.opts.Log
 }
 
 // Dumper records the files of one dumped tree, process after process.

@@ -15,7 +15,6 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pipe"
 	pipedata "github.com/checkpoint-restore/go-criu/v8/crit/images/pipe-data"
 
-	"github.com/cryo-project/cryo/internal/errs"
 	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/imageset"
 )
@@ -25,7 +24,7 @@ import (
 // the pipe by inode. The data is copied without consuming it (peekPipe).
 // Restore makes each pipe once, in the first process that holds an end of
 // it, refills it, and hands out its ends; a pipe with an end outside the
-// dumped tree is refused.
+// dumped tree is replaced by the one the restore is given (inherit.go).
 var pipeKind = Kind{
 	Name:    "pipe",
 	Type:    fdinfo.FdTypes_PIPE,
@@ -129,8 +128,10 @@ func peekPipe(path string, ino uint64) (*pipeState, error) {
 	return &pipeState{ino: ino, data: data, capacity: size}, nil
 }
 
-// check refuses pipes with an end outside the dumped tree: restoring one
-// end alone would cut the processes off from their peer.
+// check notes the pipes with an end outside the dumped tree (a shell's or
+// supervisor's pipe on the program's stdio): the image holds them like any
+// other, and restore wants the pipe to use instead (--inherit-fd), as the
+// outside end cannot come back with the tree.
 func (pd *pipeDump) check(d *Dumper) error {
 	for _, ps := range pd.order {
 		if !ps.fifo && (!ps.ends[0] || !ps.ends[1]) {
@@ -138,7 +139,8 @@ func (pd *pipeDump) check(d *Dumper) error {
 			if !ps.ends[1] {
 				which = "write"
 			}
-			return fmt.Errorf("pipe:[%d] in the tree of pid %d has its %s end outside it: %w", ps.ino, d.opts.Root, which, errs.ErrNotSupported)
+			d.log().Info("a pipe's end is outside the tree: restore it with --inherit-fd fd[N]:pipe:[ID]",
+				"pipe", ps.ino, "outside", which)
 		}
 	}
 	return nil
@@ -247,6 +249,9 @@ func (po *pipeOpen) loadSide(r *Restorer) (err error) {
 // open hands out an end of the pipe, making the pipe (with its capacity
 // and unread data) if this is the first end any process needs.
 func (po *pipeOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error) {
+	if fd, ok, err := r.openInherited(p, InheritKey(f)); ok {
+		return fd, err
+	}
 	pe := f.GetPipe()
 	ends, ok := po.ends[pe.GetPipeId()]
 	if !ok {

@@ -40,6 +40,9 @@ type RestoreOptions struct {
 	// FileLocks takes the image's file locks again (criu's --file-locks).
 	// The zero value refuses an image that holds any.
 	FileLocks bool
+	// Inherit are the files given for the image's files whose other side
+	// was outside the tree (criu's --inherit-fd), by key (InheritKey).
+	Inherit map[string]*os.File
 }
 
 // Owner is the fd in process Pid that holds an open file description,
@@ -65,6 +68,9 @@ type Restorer struct {
 	base map[int]uint64
 	// locks are file-locks.img's entries, for TakeLocks.
 	locks []imageLock
+	// inherit are the given files (inherit.go), by key, in inheritOrder.
+	inherit      map[string]*inherited
+	inheritOrder []string
 }
 
 // NewRestorer reads what the kinds keep beside files.img and puts the
@@ -72,7 +78,8 @@ type Restorer struct {
 // Cleanup when the restore is over, whatever its outcome.
 func NewRestorer(set *imageset.Set, opts RestoreOptions) (*Restorer, error) {
 	r := &Restorer{set: set, opts: opts, kinds: map[fdinfo.FdTypes]opener{},
-		owners: map[uint32]Owner{}, procs: map[int]Proc{}, pidfds: map[[2]int]uint64{}, base: map[int]uint64{}}
+		owners: map[uint32]Owner{}, procs: map[int]Proc{}, pidfds: map[[2]int]uint64{}, base: map[int]uint64{},
+		inherit: map[string]*inherited{}}
 	for _, k := range table {
 		if k.Restore != nil {
 			o := k.Restore()
@@ -95,6 +102,9 @@ func NewRestorer(set *imageset.Set, opts RestoreOptions) (*Restorer, error) {
 		}
 	}
 	if err := r.loadLocks(); err != nil {
+		return nil, err
+	}
+	if err := r.checkInherited(); err != nil {
 		return nil, err
 	}
 	var err error
@@ -293,6 +303,9 @@ func (r *Restorer) Finish() error {
 				return err
 			}
 		}
+	}
+	if err := r.finishInherited(); err != nil {
+		return err
 	}
 	for key, fd := range r.pidfds {
 		if p := r.procs[key[0]]; p != nil {

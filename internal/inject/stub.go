@@ -3,6 +3,7 @@ package inject
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"golang.org/x/sys/unix"
 
@@ -36,6 +37,8 @@ type StubOptions struct {
 	// (PTRACE_O_SUSPEND_SECCOMP needs CAP_SYS_ADMIN): on EPERM the seize is
 	// retried without them. Zero: none.
 	Optional int
+	// Files are the stub's fds 3, 4, ...; the zero value: none.
+	Files []*os.File
 }
 
 // Stub is a stub (package stub) started, seized, and given its scratch
@@ -54,7 +57,7 @@ func StartStub(base uint64, o StubOptions) (*Stub, error) {
 	if o.Name == "" {
 		o.Name = "cryo-stub"
 	}
-	sp, err := stub.Start(base, o.Name)
+	sp, err := stub.Start(base, o.Name, o.Files...)
 	if err != nil {
 		return nil, err
 	}

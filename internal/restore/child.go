@@ -80,7 +80,7 @@ func chooseBase(vmas [][2]uint64) (uint64, error) {
 // birth starts the stub, has it fork a child with the dumped pid, and
 // returns that child stopped under ptrace. The stub is killed: cryo being
 // a child subreaper, the new process becomes cryo's child.
-func birth(pid int, base uint64, log *slog.Logger) (*child, error) {
+func birth(pid int, base uint64, log *slog.Logger, files ...*os.File) (*child, error) {
 	if handed, err := stub.HandOn(); err != nil {
 		return nil, err
 	} else if handed == 0 && os.Geteuid() != 0 {
@@ -90,6 +90,7 @@ func birth(pid int, base uint64, log *slog.Logger) (*child, error) {
 		Name:     "cryo-restore-stub",
 		Ptrace:   kabi.PTRACE_O_TRACEFORK | kabi.PTRACE_O_TRACECLONE,
 		Optional: suspendSeccomp,
+		Files:    files,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start the restore stub: %w", seizeHint(err))

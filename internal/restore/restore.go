@@ -39,6 +39,11 @@ type Options struct {
 	// from any but post-resume fails the restore and kills the tree; one
 	// from post-resume is only reported (Result.NotifyErr).
 	Notify func(event string, pid int) error
+	// Inherit are files the caller gives for the image's files whose other
+	// side was outside the tree, by key (criu's --inherit-fd fd[N]:KEY;
+	// files.InheritKey). Restore keeps them open in the tree; the caller
+	// keeps its own.
+	Inherit map[string]*os.File
 	// Verify compares, before the tree runs, what the kernel shows of the
 	// restored tree with what it showed of the dumped one (cryo-state.json,
 	// package procstate), and fails the restore, killing the tree, on any
@@ -68,6 +73,9 @@ type restorer struct {
 	t    *treeRestorer
 	c    *child
 	vdso uint64
+	// inherited is how many given files the root holds at 3, 4, ... from
+	// its birth (Options.Inherit).
+	inherited int
 }
 
 // preflight refuses, before anything starts, images this machine cannot run.
@@ -141,8 +149,20 @@ func (r *restorer) buildMemory(parent *restorer) error {
 		r.log.Debug("stage done", "pid", c.pid, "stage", name, "took", time.Since(stage))
 		stage = time.Now()
 	}
-	// The stub's stdio is not the process's: start from an empty fd table.
-	if _, err := c.call(c.leader, "close_range", unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>32, 0); err != nil {
+	// The stub's stdio is not the process's: start from an empty fd table,
+	// but for the files the root inherits (at 3, 4, ...; see
+	// files.Restorer.Inherit).
+	if r.inherited > 0 {
+		if _, err := c.call(c.leader, "close_range", unix.SYS_CLOSE_RANGE, 0, 2, 0); err != nil {
+			return err
+		}
+		if _, err := c.call(c.leader, "close_range", unix.SYS_CLOSE_RANGE, 3+uint64(r.inherited), ^uint64(0)>>32, 0); err != nil {
+			return err
+		}
+		if err := r.t.files.Inherit(r.proc(), 3); err != nil {
+			return err
+		}
+	} else if _, err := c.call(c.leader, "close_range", unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>32, 0); err != nil {
 		return err
 	}
 	var kept map[uint64]bool

@@ -16,6 +16,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cryo-project/cryo/internal/errs"
 	"github.com/cryo-project/cryo/internal/files"
 	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/imageset"
@@ -236,7 +237,7 @@ func (t *treeRestorer) notify(event string) error {
 }
 
 func (t *treeRestorer) prepareFiles() (err error) {
-	t.files, err = files.NewRestorer(t.l.set, files.RestoreOptions{ShellJob: t.opts.ShellJob, FileLocks: t.opts.FileLocks})
+	t.files, err = files.NewRestorer(t.l.set, files.RestoreOptions{ShellJob: t.opts.ShellJob, FileLocks: t.opts.FileLocks, Inherit: t.opts.Inherit})
 	return err
 }
 
@@ -255,9 +256,13 @@ func (t *treeRestorer) bornRoot() error {
 	}
 	root := t.rs[0]
 	born := t.born
+	inherit := t.files.InheritFiles()
 	if born == nil {
-		born = birth
+		born = func(pid int, base uint64, log *slog.Logger) (*child, error) { return birth(pid, base, log, inherit...) }
+	} else if len(inherit) > 0 {
+		return fmt.Errorf("--inherit-fd: %w with this birth", errs.ErrNotSupported)
 	}
+	root.inherited = len(inherit)
 	if root.c, err = born(int(root.l.tree.GetPid()), base, t.log); err != nil {
 		return err
 	}

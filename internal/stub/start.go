@@ -52,8 +52,9 @@ func HandOn() (uint64, error) {
 // HandOn as ambient ones (raised in the forked child only, before the
 // exec: cryo's own threads are untouched). Both restore and `cryo check`
 // start their stubs here, so that the probes run with exactly the
-// privilege the restore will have.
-func Start(base uint64, name string) (*Proc, error) {
+// privilege the restore will have. Files, if any, are the stub's fds 3,
+// 4, ... (the files a restore inherits, see files.Restorer.Inherit).
+func Start(base uint64, name string, files ...*os.File) (*Proc, error) {
 	handed, err := HandOn()
 	if err != nil {
 		return nil, err
@@ -83,7 +84,7 @@ func Start(base uint64, name string) (*Proc, error) {
 	}
 	proc, err := os.StartProcess("/proc/self/fd/"+strconv.Itoa(mfd), []string{name}, &os.ProcAttr{
 		Env:   []string{},
-		Files: []*os.File{devnull, devnull, devnull},
+		Files: append([]*os.File{devnull, devnull, devnull}, files...),
 		Sys:   &syscall.SysProcAttr{AmbientCaps: ambient},
 	})
 	if err != nil {

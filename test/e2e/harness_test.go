@@ -582,8 +582,15 @@ func startCryo(t *testing.T, args ...string) *cryoProc {
 // startCryoAs runs bin/cryo with the given credentials (nil: the test's).
 func startCryoAs(t *testing.T, cred *syscall.Credential, args ...string) *cryoProc {
 	t.Helper()
+	return startCryoFiles(t, cred, nil, args...)
+}
+
+// startCryoFiles runs bin/cryo with files as its fds 3, 4, ...
+func startCryoFiles(t *testing.T, cred *syscall.Credential, files []*os.File, args ...string) *cryoProc {
+	t.Helper()
 	cp := &cryoProc{out: &lockedBuffer{}, done: make(chan struct{}), res: &cryoResult{args: args}}
 	cp.cmd = exec.Command(cryoBin, args...)
+	cp.cmd.ExtraFiles = files
 	cp.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	cp.cmd.Stdout, cp.cmd.Stderr = cp.out, cp.out
 	cp.cmd.Stdin = nil

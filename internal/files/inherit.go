@@ -1,0 +1,261 @@
+package files
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+
+	"github.com/cryo-project/cryo/internal/errs"
+)
+
+// Inherited files, criu's --inherit-fd fd[N]:KEY: a file of the image
+// whose other side lives outside the tree — the pipe a shell or a
+// supervisor reads the program's output from, a container's stdio that
+// runc hands over — is not re-created at restore but replaced by an open
+// file the caller of the restore gives (fd N of `cryo restore`). The key
+// names the image's file as criu does: pipe:[ID] for a pipe.
+//
+// cryo holds the given file itself (the *os.File of RestoreOptions.Inherit)
+// and hands it to the root at its birth (package restore puts it among the
+// stub's fds), from where the other processes take it like any shared
+// file. What the file must be for the restore to be exact is checked on
+// cryo's own copy, before anything is built: the same kind, the same end
+// of a pipe. What the process saw of it is set again there too: the pipe's
+// status flags and capacity, and the bytes that were unread when the tree
+// held the read end (they were written by the outside writer and, the
+// reader being gone, are lost from the old pipe).
+
+// InheritKey is the key criu gives f for --inherit-fd, or "" for a kind
+// that has none here.
+func InheritKey(f *fdinfo.FileEntry) string {
+	switch f.GetType() {
+	case fdinfo.FdTypes_PIPE:
+		return fmt.Sprintf("pipe:[%d]", f.GetPipe().GetPipeId())
+	}
+	return ""
+}
+
+var inheritArg = regexp.MustCompile(`^fd\[(\d+)\]:(.+)$`)
+
+// ParseInheritFd parses criu's fd[N]:KEY.
+func ParseInheritFd(s string) (fd int, key string, err error) {
+	m := inheritArg.FindStringSubmatch(s)
+	if m == nil {
+		return 0, "", fmt.Errorf("--inherit-fd %q: want fd[N]:KEY, e.g. fd[3]:pipe:[1234]", s)
+	}
+	fd, err = strconv.Atoi(m[1])
+	if err != nil || fd > 1<<20 {
+		return 0, "", fmt.Errorf("--inherit-fd %q: bad fd number", s)
+	}
+	return fd, m[2], nil
+}
+
+// inherited is one given file, once placed in the root.
+type inherited struct {
+	file *os.File
+	// owner is where the root holds it (parked above its image's fds);
+	// Pid is 0 until Inherit placed it.
+	owner Owner
+	// apply sets on it what the program saw of the image's file.
+	apply func() error
+}
+
+// checkInherited matches the given files with the image before anything is
+// built: every key names a file of the image, every file whose other side
+// was outside the tree is given one, and each given file is the kind the
+// image's is.
+func (r *Restorer) checkInherited() error {
+	byKey := map[string][]*fdinfo.FileEntry{}
+	for _, f := range r.set.Files {
+		if k := InheritKey(f); k != "" {
+			byKey[k] = append(byKey[k], f)
+		}
+	}
+	for key := range r.opts.Inherit {
+		if byKey[key] == nil {
+			return fmt.Errorf("--inherit-fd for %s: no file of the image has that key (see cryo show)", key)
+		}
+	}
+	for key, fs := range byKey {
+		if fs[0].GetType() != fdinfo.FdTypes_PIPE {
+			continue
+		}
+		end, external := pipeEnd(fs)
+		given, ok := r.opts.Inherit[key]
+		switch {
+		case !external && ok:
+			return fmt.Errorf("--inherit-fd for %s: the tree holds both ends of that pipe; there is nothing outside it to inherit", key)
+		case external && !ok:
+			return fmt.Errorf("%s: its %s end was outside the tree; give this restore the pipe to use instead with --inherit-fd fd[N]:%s: %w", key, otherEnd(end), key, errs.ErrNotSupported)
+		case external:
+			apply, err := r.adoptPipe(key, fs[0], end, given)
+			if err != nil {
+				return err
+			}
+			r.inherit[key] = &inherited{file: given, apply: apply}
+			r.inheritOrder = append(r.inheritOrder, key)
+		}
+	}
+	return nil
+}
+
+// pipeEnd says which end (0 read, 1 write) the tree held of a pipe whose
+// open file descriptions are fs, and whether the other one was outside.
+func pipeEnd(fs []*fdinfo.FileEntry) (end int, external bool) {
+	var held [2]bool
+	for _, f := range fs {
+		if f.GetPipe().GetFlags()&unix.O_ACCMODE == unix.O_WRONLY {
+			held[1] = true
+		} else {
+			held[0] = true
+		}
+	}
+	if held[0] && held[1] {
+		return 0, false
+	}
+	if held[1] {
+		return 1, true
+	}
+	return 0, true
+}
+
+func otherEnd(end int) string {
+	if end == 0 {
+		return "write"
+	}
+	return "read"
+}
+
+// adoptPipe checks the given file against the image's pipe, and returns
+// what makes it the pipe the program saw — its status flags, capacity and
+// unread bytes — to be set on it once the tree is built (applyInherited):
+// a restore that fails before then leaves the caller's pipe as it was.
+func (r *Restorer) adoptPipe(key string, f *fdinfo.FileEntry, end int, given *os.File) (func() error, error) {
+	fd := int(given.Fd())
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("--inherit-fd for %s: %w", key, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return nil, fmt.Errorf("--inherit-fd for %s: the file given is not a pipe (mode %#o)", key, st.Mode&unix.S_IFMT)
+	}
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return nil, fmt.Errorf("--inherit-fd for %s: %w", key, err)
+	}
+	if givenEnd := b2i(fl&unix.O_ACCMODE == unix.O_WRONLY); givenEnd != end {
+		return nil, fmt.Errorf("--inherit-fd for %s: the pipe given is open for its %s end; the tree held the %s end", key, endName(givenEnd), endName(end))
+	}
+	d := restoreHalf[*pipeOpen](r).data[f.GetPipe().GetPipeId()]
+	// Unread bytes were written by the outside writer for the tree to
+	// read; they go into the new pipe first, so it must hold nothing yet.
+	// When the tree held the write end, the bytes are the outside
+	// reader's, still in the old pipe it holds: not copied.
+	refill := end == 0 && len(d.data) > 0
+	if refill {
+		if n, err := unix.IoctlGetInt(fd, unix.TIOCINQ); err != nil { // FIONREAD
+			return nil, fmt.Errorf("--inherit-fd for %s: %w", key, err)
+		} else if n != 0 {
+			return nil, fmt.Errorf("--inherit-fd for %s: the pipe given already holds %d bytes; the %d bytes the tree had not read must come first: %w", key, n, len(d.data), errs.ErrNotSupported)
+		}
+	}
+	want := int(f.GetPipe().GetFlags())
+	return func() error {
+		// The description is shared with the caller; its status flags are
+		// what the program set, and the program is who relies on them.
+		if fl&unix.O_NONBLOCK != want&unix.O_NONBLOCK {
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl&^unix.O_NONBLOCK|want&unix.O_NONBLOCK); err != nil {
+				return fmt.Errorf("--inherit-fd for %s: set its flags: %w", key, err)
+			}
+		}
+		if d.capacity != 0 {
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, int(d.capacity)); err != nil {
+				return fmt.Errorf("--inherit-fd for %s: set its capacity to %d: %w", key, d.capacity, err)
+			}
+		}
+		if refill {
+			if err := writeThrough(os.Getpid(), uint64(fd), os.O_WRONLY, d.data); err != nil {
+				return fmt.Errorf("--inherit-fd for %s: refill %d unread bytes: %w", key, len(d.data), err)
+			}
+		}
+		return nil
+	}, nil
+}
+
+func endName(end int) string {
+	if end == 1 {
+		return "write"
+	}
+	return "read"
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// InheritFiles are the given files in the order the root's birth gets
+// them, at fds 3, 4, ... of the stub; Inherit takes them from there.
+func (r *Restorer) InheritFiles() []*os.File {
+	out := make([]*os.File, 0, len(r.inherit))
+	for _, key := range r.inheritOrder {
+		out = append(out, r.inherit[key].file)
+	}
+	return out
+}
+
+// Inherit records that the root p holds the given files at fds first,
+// first+1, ... (as InheritFiles ordered them) and moves them above its
+// image's fds, where its own fds will not close them.
+func (r *Restorer) Inherit(p Proc, first uint64) error {
+	for i, key := range r.inheritOrder {
+		fd, err := r.Park(p, first+uint64(i))
+		if err != nil {
+			return fmt.Errorf("inherited %s: %w", key, err)
+		}
+		r.inherit[key].owner = Owner{Pid: p.Pid(), Fd: fd}
+	}
+	return nil
+}
+
+// openInherited gives p the inherited file of key, if one was given.
+func (r *Restorer) openInherited(p Proc, key string) (uint64, bool, error) {
+	in, ok := r.inherit[key]
+	if !ok {
+		return 0, false, nil
+	}
+	if in.owner.Pid == 0 {
+		return 0, true, errors.New("inherited " + key + ": not handed to the root")
+	}
+	if in.owner.Pid == p.Pid() {
+		fd, err := p.Call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, in.owner.Fd, unix.F_DUPFD_CLOEXEC, r.base[p.Pid()])
+		return fd, true, err
+	}
+	fd, err := r.Take(p, in.owner)
+	return fd, true, err
+}
+
+// finishInherited closes the root's parked copies, once every process has
+// its fds, and sets on each given file what the program saw of its own.
+func (r *Restorer) finishInherited() error {
+	for _, key := range r.inheritOrder {
+		in := r.inherit[key]
+		if p := r.procs[in.owner.Pid]; p != nil {
+			if _, err := p.Call("close inherited", unix.SYS_CLOSE, in.owner.Fd); err != nil {
+				return err
+			}
+		}
+		if err := in.apply(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
