@@ -3,9 +3,12 @@ package files
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -82,7 +85,11 @@ func (r *Restorer) checkInherited() error {
 			return fmt.Errorf("--inherit-fd for %s: no file of the image has that key (see cryo show)", key)
 		}
 	}
-	for key, fs := range byKey {
+	// Keys in order: the fds restore parks them on, and the refusal, are
+	// the same from run to run.
+	var missing []string
+	for _, key := range slices.Sorted(maps.Keys(byKey)) {
+		fs := byKey[key]
 		if fs[0].GetType() != fdinfo.FdTypes_PIPE {
 			continue
 		}
@@ -92,7 +99,7 @@ func (r *Restorer) checkInherited() error {
 		case !external && ok:
 			return fmt.Errorf("--inherit-fd for %s: the tree holds both ends of that pipe; there is nothing outside it to inherit", key)
 		case external && !ok:
-			return fmt.Errorf("%s: its %s end was outside the tree; give this restore the pipe to use instead with --inherit-fd fd[N]:%s: %w", key, otherEnd(end), key, errs.ErrNotSupported)
+			missing = append(missing, fmt.Sprintf("%s (its %s end was outside the tree)", key, otherEnd(end)))
 		case external:
 			apply, err := r.adoptPipe(key, fs[0], end, given)
 			if err != nil {
@@ -101,6 +108,9 @@ func (r *Restorer) checkInherited() error {
 			r.inherit[key] = &inherited{file: given, apply: apply}
 			r.inheritOrder = append(r.inheritOrder, key)
 		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%s: give this restore the pipe to use instead of each with --inherit-fd fd[N]:KEY: %w", strings.Join(missing, ", "), errs.ErrNotSupported)
 	}
 	return nil
 }

@@ -139,7 +139,7 @@ func (j *pipeJob) finish(t *testing.T, in, out *os.File) {
 }
 
 // TestInheritFdPipes: a job on outside pipes is dumped; restore without
-// --inherit-fd is refused naming the pipe and the flag; with new pipes it
+// --inherit-fd is refused naming both pipes and the flag; with new pipes it
 // carries on, the byte that was unread in its stdin first.
 func TestInheritFdPipes(t *testing.T) {
 	requireCryo(t)
@@ -151,7 +151,7 @@ func TestInheritFdPipes(t *testing.T) {
 		killRestored(t, j.pid, j.name)
 		t.Fatal("restore without --inherit-fd of a job whose pipes were outside succeeded")
 	}
-	for _, want := range []string{j.inKey, "--inherit-fd"} {
+	for _, want := range []string{j.inKey, j.outKey, "--inherit-fd"} {
 		if !strings.Contains(r.output, want) {
 			t.Errorf("refusal %q does not name %s", r.output, want)
 		}
