@@ -236,11 +236,26 @@ func (d *Dumper) Mapping(pid int, m procfs.Mapping, open func() (*os.File, error
 		}
 		return dumpHalf[*memfdDump](d).add(d, f, m.RawPath, unix.O_RDWR, 0)
 	}
-	flags := uint32(unix.O_RDONLY)
-	if m.Perms.Shared && m.Perms.Write {
-		flags = unix.O_RDWR
+	return d.ByPath(pid, what, m.RawPath, mappingFlags(pid, m), open)
+}
+
+// mappingFlags is the open mode of the file behind mapping m: the mode of
+// its map_files link, which the kernel derives from the file's f_mode, so a
+// private mapping of a file opened O_RDWR is restored on a file opened
+// O_RDWR too. Without the link (it cannot be read), a shared writable
+// mapping needs O_RDWR and anything else O_RDONLY.
+func mappingFlags(pid int, m procfs.Mapping) uint32 {
+	fi, err := os.Lstat(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End))
+	if err != nil {
+		if m.Perms.Shared && m.Perms.Write {
+			return unix.O_RDWR
+		}
+		return unix.O_RDONLY
 	}
-	return d.ByPath(pid, what, m.RawPath, flags, open)
+	if fi.Mode().Perm()&0o200 != 0 {
+		return unix.O_RDWR
+	}
+	return unix.O_RDONLY
 }
 
 // DumpFds records the fd table of pid and returns its fdinfo entries. An
