@@ -10,13 +10,18 @@ BIN     := bin
 CRYO    := $(BIN)/cryo
 TARGETS := $(patsubst test/targets/%.c,$(BIN)/targets/%,$(wildcard test/targets/*.c))
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
+# What `cryo --version` prints: the release (a tag, if HEAD has one) and
+# the commit, -dirty if the tree has changes.
+VERSION := $(shell git describe --tags --exact-match 2>/dev/null || echo dev)
+COMMIT  := $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 .PHONY: all build targets deps demo test lint unit bench fuzz clean
 
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(CRYO) ./cmd/cryo
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(CRYO) ./cmd/cryo
 
 $(BIN)/targets/%: test/targets/%.c test/targets/common.h
 	@mkdir -p $(BIN)/targets

@@ -16,21 +16,18 @@ import (
 
 // snapshot is everything read from the frozen process, ready to be written.
 type snapshot struct {
-	areas   []*area
-	runs    []run
-	proc    *procInfo
-	auxv    []byte
-	exeID   uint32
-	cwdID   uint32
-	rootID  uint32
-	rlimits [16]unix.Rlimit
-	persona uint32
-	oomAdj  int
-	seccomp [][]byte // filters of the leader, most recent first
-	// seccompIdx is the index in seccomp.img of the newest filter.
-	seccompIdx uint32
-	vdsoHash   string
-	cmdline    string
+	areas    []*area
+	runs     []run
+	proc     *procInfo
+	auxv     []byte
+	exeID    uint32
+	cwdID    uint32
+	rootID   uint32
+	rlimits  [16]unix.Rlimit
+	persona  uint32
+	oomAdj   int
+	vdsoHash string
+	cmdline  string
 }
 
 func (p *process) collect() (*snapshot, error) {
@@ -74,6 +71,9 @@ func (p *process) collect() (*snapshot, error) {
 	if s.proc, err = p.collectProcess(); err != nil {
 		return nil, err
 	}
+	if err := p.collectReports(); err != nil {
+		return nil, err
+	}
 	// The injections used stack bytes below each red zone as scratch: put
 	// them back before the memory is read, so the image holds the stacks
 	// exactly as the program left them.
@@ -113,11 +113,6 @@ func (p *process) collect() (*snapshot, error) {
 	}
 	if b, err := os.ReadFile(pidDir + "/oom_score_adj"); err == nil {
 		s.oomAdj, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-	}
-	if p.status.Seccomp == 2 {
-		if s.seccomp, err = seccompFilters(p.pid); err != nil {
-			return nil, err
-		}
 	}
 	return s, nil
 }

@@ -107,6 +107,23 @@ type process struct {
 	// smaps is what collect read of /proc/PID/smaps, kept for the state
 	// record (writeState): the kernel's smaps costs a page-table walk.
 	smaps []procfs.Mapping
+	// parentTid is the thread of its parent whose child it is.
+	parentTid int
+	// suspended: its threads were seized with PTRACE_O_SUSPEND_SECCOMP.
+	suspended bool
+	// stopSig is the signal of the group stop the process was in when
+	// seized (0: it was running).
+	stopSig unix.Signal
+	// kids are the process's children in the tree (not its zombies), and
+	// reports what each one's wait would tell this process now (waitid
+	// with WNOWAIT, which collects nothing): a stop or a continue not yet
+	// collected, by pid.
+	// sharedPending is the process's queue of pending signals, read
+	// before anything was injected.
+	sharedPending []kabi.Siginfo
+	kids          []*process
+	reports       map[int]waitReport
+	reportName    string // p's own, as its parent sees it (meta.Task.Report)
 }
 
 // check refuses what cannot be dumped before anything is touched.
@@ -134,7 +151,7 @@ func (p *process) check() error {
 		return fmt.Errorf("pid %d (%s) is a zombie", p.pid, st.Name)
 	}
 	if st.TracerPid != 0 {
-		return fmt.Errorf("pid %d (%s) is already traced by pid %d", p.pid, st.Name, st.TracerPid)
+		return traced(p.pid, p.pid, st.Name, st.TracerPid)
 	}
 	p.status = st
 	if err := checkPrivileges(); err != nil {
@@ -145,7 +162,14 @@ func (p *process) check() error {
 
 // freeze seizes every thread, re-reading the thread list until a pass finds
 // none new: a thread may create another while it is being seized.
-func (p *process) freeze() error {
+func (p *process) freeze() (err error) {
+	defer func() {
+		if err != nil {
+			// The threads seized so far go back as they were: the tree
+			// releases only the processes frozen whole.
+			err = errors.Join(err, p.release())
+		}
+	}()
 	seen := map[int]bool{}
 	opts := kabi.PTRACE_O_TRACESYSGOOD | ptraceSuspendSeccomp
 	for pass := 0; ; pass++ {
@@ -171,9 +195,18 @@ func (p *process) freeze() error {
 			if errors.Is(err, ptrace.ErrGone) {
 				continue // the thread exited on its own
 			}
+			if err != nil && errors.Is(err, unix.EPERM) {
+				// A task has one tracer: a thread traced by another
+				// process cannot be seized (and a leader's tracer is
+				// refused in check, before anything).
+				if st, serr := procfs.TaskStatusPid(p.pid, tid); serr == nil && st.TracerPid != 0 {
+					return traced(p.pid, tid, st.Name, st.TracerPid)
+				}
+			}
 			if err != nil {
 				return permissionHint(p.pid, err)
 			}
+			t.QuietSignals = true
 			th := &thread{t: inject.Borrowed(t, p.pid)}
 			if tid == p.pid {
 				p.threads = append([]*thread{th}, p.threads...)
@@ -189,12 +222,60 @@ func (p *process) freeze() error {
 	if len(p.threads) == 0 || p.threads[0].t.Tid != p.pid {
 		return fmt.Errorf("process %d: %w", p.pid, ptrace.ErrGone)
 	}
-	for _, th := range p.threads {
-		if th.t.GroupStopped {
-			return fmt.Errorf("process %d is stopped (job control, SIGSTOP): %w", p.pid, ErrNotSupported)
+	p.suspended = opts&ptraceSuspendSeccomp != 0
+	return p.checkStopped()
+}
+
+// checkStopped records whether the process is in a group stop (SIGSTOP,
+// SIGTSTP, SIGTTIN, SIGTTOU), and with which signal. A group stop is the
+// whole process's: the kernel stops every thread before it calls the stop
+// complete, and a seized thread reports it as a PTRACE_EVENT_STOP with the
+// stop signal. Threads that disagree mean the process was being stopped or
+// continued while cryo froze it: the image would hold neither state.
+func (p *process) checkStopped() error {
+	lead := p.threads[0].t
+	for _, th := range p.threads[1:] {
+		if th.t.GroupStopped != lead.GroupStopped || th.t.StopSignal != lead.StopSignal {
+			return fmt.Errorf("process %d was being stopped or continued while it was frozen (thread %d: %s, thread %d: %s): try again",
+				p.pid, lead.Tid, stopName(lead.Task), th.t.Tid, stopName(th.t.Task))
 		}
 	}
+	if lead.GroupStopped {
+		switch lead.StopSignal {
+		case unix.SIGSTOP, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU:
+		default:
+			return fmt.Errorf("process %d is in a group stop by signal %d, not a stop signal: %w", p.pid, lead.StopSignal, ErrNotSupported)
+		}
+		p.stopSig = lead.StopSignal
+	}
 	return nil
+}
+
+func stopName(t *ptrace.Task) string {
+	if !t.GroupStopped {
+		return "running"
+	}
+	return "stopped by " + unix.SignalName(t.StopSignal)
+}
+
+// traced refuses thread tid of process pid, which tracer traces: cryo
+// cannot seize it (a task has one tracer), and a restore could not give
+// the relationship back.
+func traced(pid, tid int, name string, tracer int) error {
+	// TracerPid is the tracing thread's tid: name its process.
+	who := fmt.Sprintf("pid %d", tracer)
+	if st, err := procfs.StatusPid(tracer); err == nil {
+		who = fmt.Sprintf("pid %d (%s)", st.Tgid, st.Name)
+		if st.Tgid != tracer {
+			who = fmt.Sprintf("pid %d (%s, its thread %d)", st.Tgid, st.Name, tracer)
+		}
+	}
+	what := fmt.Sprintf("process %d (%s)", pid, name)
+	if tid != pid {
+		what = fmt.Sprintf("thread %d (%s) of process %d", tid, name, pid)
+	}
+	return fmt.Errorf("%s is traced by %s (a debugger or tracer): a task has only one tracer, and restore cannot give a ptrace relationship back; detach it first: %w",
+		what, who, ErrNotSupported)
 }
 
 // ptraceSuspendSeccomp keeps the target's seccomp filters from judging
@@ -221,11 +302,25 @@ func listTasks(pid int) ([]int, error) {
 	return tids, nil
 }
 
+// requeueCaught queues again the signals the kernel dequeued for the
+// process's threads while cryo stopped them, every SIGSTOP last.
+func (p *process) requeueCaught() error {
+	var errs []error
+	for _, stop := range []bool{false, true} {
+		for _, th := range p.threads {
+			if err := th.requeueCaught(p.pid, p.sharedPending, stop); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // release undoes everything the dump did to the process and lets it run.
 func (p *process) release() error {
-	var errs []error
+	errs := []error{p.requeueCaught()}
 	for _, th := range p.threads {
-		if err := th.release(p.pid); err != nil {
+		if err := th.release(); err != nil {
 			errs = append(errs, err)
 		}
 	}

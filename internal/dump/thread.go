@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -33,6 +34,11 @@ type thread struct {
 	stat    *procfs.Stat
 	seccomp int
 	secbits uint32 // securebits: per thread, and only the thread can tell
+	attrs   attrs
+	// filters is the thread's seccomp chain, most recent first, and
+	// filterIdx where its most recent one is in seccomp.img.
+	filters   []filter
+	filterIdx uint32
 }
 
 // call injects a syscall whose result the kernel writes into out bytes of
@@ -62,15 +68,39 @@ func (th *thread) call(name string, out int, nr uintptr, args func(scratch uint6
 // putBackScratch restores the stack bytes the injections borrowed.
 func (th *thread) putBackScratch() error { return th.t.PutBackArena() }
 
-// release puts back the borrowed stack bytes and the registers, re-queues
-// signals dequeued while stopping the thread, and detaches.
-func (th *thread) release(pid int) error {
+// requeueCaught queues again the signals the kernel dequeued for the
+// thread while cryo had it stopped, SIGSTOP's (stop true) or all others'.
+// shared is the process's queue as it was read before the first injection.
+// SIGSTOP goes last, after every other call in the process: it cannot be
+// blocked, so any call made after it was queued would take it again.
+func (th *thread) requeueCaught(pid int, shared []kabi.Siginfo, stop bool) error {
 	var errs []error
+	var keep []kabi.Siginfo
 	for _, si := range th.t.Caught {
-		if err := th.requeue(pid, si); err != nil {
+		if (si.Signo() == int(unix.SIGSTOP)) != stop {
+			keep = append(keep, si)
+			continue
+		}
+		if err := th.requeue(pid, si, th.caughtShared(si, shared)); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	th.t.Caught = keep
+	return errors.Join(errs...)
+}
+
+// caughtShared tells which queue a caught signal si belongs to: one an
+// injected call let the thread take (SIGSTOP) goes back to the queue it
+// was read in, the process's (shared) if it was there; one the kernel had
+// dequeued for the thread before it stopped is the thread's.
+func (th *thread) caughtShared(si kabi.Siginfo, shared []kabi.Siginfo) bool {
+	return slices.Contains(shared, si) && !slices.Contains(th.pending, si)
+}
+
+// release puts back the borrowed stack bytes and the registers, and
+// detaches (after requeueCaught).
+func (th *thread) release() error {
+	var errs []error
 	th.t.Caught = nil
 	if err := th.putBackScratch(); err != nil {
 		errs = append(errs, err)
@@ -82,10 +112,14 @@ func (th *thread) release(pid int) error {
 }
 
 // requeue hands a signal the kernel dequeued while the thread was being
-// stopped back to the thread, siginfo intact.
-func (th *thread) requeue(pid int, si kabi.Siginfo) error {
+// stopped back to the thread, or to its process if shared, siginfo intact.
+func (th *thread) requeue(pid int, si kabi.Siginfo, shared bool) error {
 	s, err := th.t.Arena().Put(si[:])
 	if err != nil {
+		return err
+	}
+	if shared {
+		_, err = th.t.Call("rt_sigqueueinfo", unix.SYS_RT_SIGQUEUEINFO, uint64(pid), uint64(si.Signo()), s)
 		return err
 	}
 	_, err = th.t.Call("rt_tgsigqueueinfo", unix.SYS_RT_TGSIGQUEUEINFO, uint64(pid), uint64(th.t.Tid), uint64(si.Signo()), s)
@@ -112,6 +146,16 @@ func (p *process) collectThread(th *thread) error {
 	if th.pending, err = peekSignals(tid, false); err != nil {
 		return err
 	}
+	if tid == p.pid {
+		// Before the first injection: resuming a thread for one lets
+		// it dequeue an unblocked pending signal (held back in Caught),
+		// and any thread may take one from the process's queue. A
+		// stopped process keeps the signals sent to it pending, so it
+		// has such signals more often than not.
+		if p.sharedPending, err = peekSignals(tid, true); err != nil {
+			return err
+		}
+	}
 	// Signals the kernel dequeued while the thread was being stopped are
 	// pending as far as the program can tell.
 	th.pending = append(th.pending, th.t.Caught...)
@@ -135,6 +179,18 @@ func (p *process) collectThread(th *thread) error {
 		return err
 	}
 	th.seccomp = th.status.Seccomp
+	if th.seccomp != 0 && !p.suspended {
+		// Without PTRACE_O_SUSPEND_SECCOMP the thread's own mode judges
+		// the calls cryo injects: strict mode kills it for any but read,
+		// write, exit and sigreturn, a filter may kill it too.
+		return fmt.Errorf("thread %d is in seccomp mode %d, which would judge the calls cryo injects; suspending it (PTRACE_O_SUSPEND_SECCOMP) needs CAP_SYS_ADMIN, and cryo must run without seccomp itself: %w",
+			tid, th.seccomp, ErrNotSupported)
+	}
+	if th.seccomp == 2 {
+		if th.filters, err = seccompChain(tid); err != nil {
+			return err
+		}
+	}
 
 	b, _, err := th.call("sigaltstack", 24, unix.SYS_SIGALTSTACK, func(s uint64) []uint64 { return []uint64{0, s} })
 	if err != nil {
@@ -156,7 +212,7 @@ func (p *process) collectThread(th *thread) error {
 		return err
 	}
 	th.secbits = uint32(v)
-	return nil
+	return p.collectAttrs(th)
 }
 
 // peekSignals copies a queue of pending signals without dequeuing them.
@@ -205,9 +261,7 @@ func (p *process) collectProcess() (*procInfo, error) {
 	l := p.threads[0]
 	pi := &procInfo{}
 	var err error
-	if pi.shared, err = peekSignals(l.t.Tid, true); err != nil {
-		return nil, err
-	}
+	pi.shared = p.sharedPending
 	for sig := 1; sig <= 64; sig++ {
 		bit := uint64(1) << uint(sig-1)
 		switch {

@@ -39,8 +39,11 @@ type tree struct {
 
 	dir *image.Dir
 	st  *Stats
-	sc  *seccomp.SeccompEntry // the tree's seccomp filters
-	t0  time.Time             // when the freeze began
+	sc  *seccompSet // the tree's seccomp filters
+	t0  time.Time   // when the freeze began
+	// baseSlice is the fair class's time slice for a thread that asked
+	// for none (see baseSlice).
+	baseSlice uint64
 }
 
 // zombie is a child that has exited and not been reaped: restored as a
@@ -49,7 +52,13 @@ type zombie struct {
 	pid, ppid, pgid, sid int
 	exitCode             int // the wait status the parent will see
 	index                int
-	comm                 string
+	// status is what /proc/PID/status shows of it: its name, blocked
+	// signals and credentials stay with a zombie until it is reaped.
+	status *procfs.Status
+	// exitSignal is what its parent got when it died.
+	exitSignal int
+	// parentTid is the thread of its parent whose child it is.
+	parentTid int
 }
 
 // Run dumps opts.Pid and all its descendants. On error every process is left
@@ -66,9 +75,12 @@ func Run(opts Options) (st *Stats, err error) {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	t := &tree{opts: opts, log: opts.Log, files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, Log: opts.Log}),
-		snaps: map[*process]*snapshot{}, st: &Stats{}, sc: &seccomp.SeccompEntry{}}
+		snaps: map[*process]*snapshot{}, st: &Stats{}, sc: newSeccompSet()}
 	root := t.newProcess(opts.Pid)
 	if err := root.check(); err != nil {
+		return nil, err
+	}
+	if t.baseSlice, err = baseSlice(); err != nil {
 		return nil, err
 	}
 	if t.dir, err = image.Create(opts.Dir); err != nil {
@@ -161,12 +173,20 @@ func (t *tree) collect() error {
 		if err != nil {
 			return err
 		}
-		if len(s.seccomp) > 0 {
-			s.seccompIdx = addSeccomp(t.sc, s.seccomp)
+		for _, th := range p.threads {
+			if len(th.filters) > 0 {
+				th.filterIdx = t.sc.add(th.filters)
+			}
 		}
 		t.snaps[p] = s
 		t.st.Threads += len(p.threads)
 		t.st.VMAs += len(s.areas)
+	}
+	for _, p := range t.procs {
+		var err error
+		if p.reportName, err = p.report(); err != nil {
+			return err
+		}
 	}
 	return t.files.Check()
 }
@@ -175,7 +195,12 @@ func (t *tree) collect() error {
 // that makes the directory a complete image.
 func (t *tree) writeImages() error {
 	tm := time.Now()
-	if err := t.write(t.dir, t.sc, t.st); err != nil {
+	if err := t.write(t.dir, t.sc.entry, t.st); err != nil {
+		return err
+	}
+	// From here on the tree is as its programs see it: what the post-dump
+	// point, the state record and --leave-running find is what was there.
+	if err := t.requeueCaught(); err != nil {
 		return err
 	}
 	ts := time.Now()
@@ -227,8 +252,8 @@ func (t *tree) freeze(root *process) error {
 		if err != nil {
 			return err
 		}
-		for _, pid := range kids {
-			if err := t.add(pid, p.pid); err != nil {
+		for _, k := range kids {
+			if err := t.add(k.pid, p.pid, k.tid); err != nil {
 				return err
 			}
 		}
@@ -237,7 +262,7 @@ func (t *tree) freeze(root *process) error {
 }
 
 // add seizes one child, or records it as a zombie.
-func (t *tree) add(pid, ppid int) error {
+func (t *tree) add(pid, ppid, ptid int) error {
 	st, err := procfs.StatPid(pid)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -246,11 +271,19 @@ func (t *tree) add(pid, ppid int) error {
 		return err
 	}
 	if st.State == 'Z' {
+		status, err := procfs.StatusPid(pid)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil // reaped since
+			}
+			return err
+		}
 		t.zombies = append(t.zombies, &zombie{pid: pid, ppid: ppid, pgid: st.Pgrp, sid: st.Session, exitCode: st.ExitCode,
-			index: len(t.procs) + len(t.zombies), comm: st.Comm})
+			index: len(t.procs) + len(t.zombies), status: status, exitSignal: st.ExitSignal, parentTid: ptid})
 		return nil
 	}
 	p := t.newProcess(pid)
+	p.parentTid = ptid
 	for _, q := range t.procs {
 		if q.pid == ppid {
 			p.parent = q
@@ -262,18 +295,26 @@ func (t *tree) add(pid, ppid int) error {
 	if err := p.freeze(); err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, ptrace.ErrGone) {
 			// Exited while being seized: now a zombie, or gone.
-			return t.add(pid, ppid)
+			return t.add(pid, ppid, ptid)
 		}
 		return err
 	}
 	t.procs = append(t.procs, p)
+	if p.parent != nil {
+		p.parent.kids = append(p.parent.kids, p)
+	}
 	return nil
 }
 
+// kid is a child of a process and the thread of it that is the child's
+// parent.
+type kid struct{ pid, tid int }
+
 // children lists the children of every thread of p (a child belongs to
-// the thread that forked it).
-func children(p *process) ([]int, error) {
-	var out []int
+// the thread that forked it: when that thread exits, the child gets its
+// parent-death signal and a new parent thread).
+func children(p *process) ([]kid, error) {
+	var out []kid
 	for _, th := range p.threads {
 		cs, err := procfs.TaskChildrenPid(p.pid, th.t.Tid)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -282,9 +323,22 @@ func children(p *process) ([]int, error) {
 		if err != nil {
 			return nil, fmt.Errorf("children of %d: %w", p.pid, err)
 		}
-		out = append(out, cs...)
+		for _, c := range cs {
+			out = append(out, kid{c, th.t.Tid})
+		}
 	}
 	return out, nil
+}
+
+// requeueCaught queues again, in every process, the signals the kernel
+// dequeued for its threads while cryo stopped them. No call can be
+// injected after it: a queued SIGSTOP would be taken again.
+func (t *tree) requeueCaught() error {
+	var errs []error
+	for _, p := range t.procs {
+		errs = append(errs, p.requeueCaught())
+	}
+	return errors.Join(errs...)
 }
 
 func (t *tree) release() error {
@@ -332,13 +386,18 @@ func (t *tree) write(dir *image.Dir, sc *seccomp.SeccompEntry, st *Stats) error 
 			Pgid: proto.Uint32(uint32(z.pgid)), Sid: proto.Uint32(uint32(z.sid)),
 			Threads: []uint32{uint32(z.pid)},
 		})
+		zs := z.status
 		if err := imageset.Write(dir, imageset.Core(uint32(z.pid)), &core.CoreEntry{
 			Mtype: core.CoreEntry_X86_64.Enum(),
 			Tc: &core.TaskCoreEntry{
 				TaskState: proto.Uint32(taskDead), ExitCode: proto.Uint32(uint32(z.exitCode)),
-				Personality: proto.Uint32(0), Flags: proto.Uint32(0), BlkSigset: proto.Uint64(0),
-				Comm: proto.String(z.comm),
+				Personality: proto.Uint32(0), Flags: proto.Uint32(0), BlkSigset: proto.Uint64(zs.SigBlk),
+				Comm: proto.String(zs.Name),
 			},
+			// A zombie keeps its credentials, which /proc shows; its
+			// securebits no one can ask.
+			ThreadCore: &core.ThreadCoreEntry{Creds: statusCreds(zs, 0), BlkSigset: proto.Uint64(zs.SigBlk), Comm: proto.String(zs.Name),
+				FutexRla: proto.Uint64(0), FutexRlaLen: proto.Uint32(0)},
 		}); err != nil {
 			return err
 		}
@@ -389,8 +448,25 @@ func (t *tree) meta() *meta.Meta {
 			inh[p.pid] = p.inherited
 		}
 	}
+	tasks := map[int]*meta.Task{}
+	for _, p := range t.procs {
+		for _, th := range p.threads {
+			tasks[th.t.Tid] = p.metaTask(th, t.baseSlice)
+		}
+	}
+	for _, z := range t.zombies {
+		mt := &meta.Task{ZombieIgnored: z.status.SigIgn, ZombieCaught: z.status.SigCgt}
+		if sig := z.exitSignal; sig != int(unix.SIGCHLD) {
+			mt.ExitSignal = &sig
+		}
+		if tid := z.parentTid; tid != z.ppid {
+			mt.ParentTid = &tid
+		}
+		tasks[z.pid] = mt
+	}
 	root := t.snaps[t.procs[0]]
 	return &meta.Meta{
+		Tasks:             tasks,
 		Kernel:            unix.ByteSliceToString(uts.Release[:]),
 		Machine:           unix.ByteSliceToString(uts.Machine[:]),
 		VdsoHash:          root.vdsoHash,
@@ -403,9 +479,8 @@ func (t *tree) meta() *meta.Meta {
 }
 
 // writeState records what the kernel shows of the frozen tree now, every
-// injection undone (cryo-state.json), for `cryo restore --verify`. Signals
-// the kernel dequeued as a thread was stopped are pending in the image,
-// and so in the record.
+// injection undone and every signal the freeze took queued again
+// (cryo-state.json), for `cryo restore --verify`.
 func (t *tree) writeState() error {
 	smaps := map[int][]procfs.Mapping{}
 	for _, p := range t.procs {
@@ -418,15 +493,6 @@ func (t *tree) writeState() error {
 		// the record, never the dump.
 		t.log.Warn("no state record for restore --verify", "err", err)
 		return nil
-	}
-	for _, p := range t.procs {
-		for _, th := range p.threads {
-			var signos []int
-			for _, si := range th.t.Caught {
-				signos = append(signos, int(si.Signo()))
-			}
-			st.AddPending(p.pid, th.t.Tid, signos)
-		}
 	}
 	b, err := st.Marshal()
 	if err != nil {

@@ -17,7 +17,6 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/rlimit"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/rseq"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timer"
@@ -25,13 +24,15 @@ import (
 	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/imageset"
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/xstate"
 )
 
 // CRIU's task_state values (criu/include/task-entries.h).
 const (
-	taskAlive = 1
-	taskDead  = 2
+	taskAlive   = 1
+	taskDead    = 2
+	taskStopped = 3
 )
 
 // id numbers the kernel objects of process p (mm, fd table, fs, signal
@@ -157,6 +158,18 @@ func signalQueue(sis []kabi.Siginfo) *siginfo.SignalQueueEntry {
 
 func capWords(v uint64) []uint32 { return []uint32{uint32(v), uint32(v >> 32)} }
 
+// statusCreds is the creds entry of a task whose status is st.
+func statusCreds(st *procfs.Status, secbits uint32) *creds.CredsEntry {
+	return &creds.CredsEntry{
+		Uid: proto.Uint32(st.Uid[0]), Euid: proto.Uint32(st.Uid[1]), Suid: proto.Uint32(st.Uid[2]), Fsuid: proto.Uint32(st.Uid[3]),
+		Gid: proto.Uint32(st.Gid[0]), Egid: proto.Uint32(st.Gid[1]), Sgid: proto.Uint32(st.Gid[2]), Fsgid: proto.Uint32(st.Gid[3]),
+		CapInh: capWords(st.CapInh), CapPrm: capWords(st.CapPrm), CapEff: capWords(st.CapEff),
+		CapBnd: capWords(st.CapBnd), CapAmb: capWords(st.CapAmb),
+		Secbits: proto.Uint32(secbits), Groups: st.Groups,
+		NoNewPrivs: proto.Uint32(boolU32(st.NoNewPrivs)),
+	}
+}
+
 func (p *process) coreEntry(th *thread, leader bool, s *snapshot) (*core.CoreEntry, error) {
 	fp, err := xstate.Encode(th.xsave)
 	if err != nil {
@@ -166,28 +179,21 @@ func (p *process) coreEntry(th *thread, leader bool, s *snapshot) (*core.CoreEnt
 	tc := &core.ThreadCoreEntry{
 		FutexRla:    proto.Uint64(th.robust[0]),
 		FutexRlaLen: proto.Uint32(uint32(th.robust[1])),
-		SchedNice:   proto.Int32(int32(th.stat.Nice)),
-		SchedPolicy: proto.Uint32(th.stat.Policy),
-		SchedPrio:   proto.Uint32(th.stat.RtPriority),
+		SchedNice:   proto.Int32(int32(th.stat.Nice)), // sched_getattr shows none for real-time threads
+		SchedPolicy: proto.Uint32(th.attrs.schedPolicy()),
+		SchedPrio:   proto.Uint32(th.attrs.sched.Priority),
 		BlkSigset:   proto.Uint64(th.sigmask),
 		Sas: &core.ThreadSasEntry{
 			SsSp: proto.Uint64(th.sas.Sp), SsSize: proto.Uint64(th.sas.Size), SsFlags: proto.Uint32(uint32(th.sas.Flags)),
 		},
-		PdeathSig: proto.Uint32(uint32(th.pdeath)),
-		SignalsP:  signalQueue(th.pending),
-		Creds: &creds.CredsEntry{
-			Uid: proto.Uint32(st.Uid[0]), Euid: proto.Uint32(st.Uid[1]), Suid: proto.Uint32(st.Uid[2]), Fsuid: proto.Uint32(st.Uid[3]),
-			Gid: proto.Uint32(st.Gid[0]), Egid: proto.Uint32(st.Gid[1]), Sgid: proto.Uint32(st.Gid[2]), Fsgid: proto.Uint32(st.Gid[3]),
-			CapInh: capWords(st.CapInh), CapPrm: capWords(st.CapPrm), CapEff: capWords(st.CapEff),
-			CapBnd: capWords(st.CapBnd), CapAmb: capWords(st.CapAmb),
-			Secbits: proto.Uint32(th.secbits), Groups: st.Groups,
-			NoNewPrivs: proto.Uint32(boolU32(st.NoNewPrivs)),
-		},
+		PdeathSig:   proto.Uint32(uint32(th.pdeath)),
+		SignalsP:    signalQueue(th.pending),
+		Creds:       statusCreds(st, th.secbits),
 		SeccompMode: core.SeccompMode(st.Seccomp).Enum(),
 		Comm:        proto.String(th.comm),
 	}
-	if st.Seccomp == 2 && len(s.seccomp) > 0 {
-		tc.SeccompFilter = proto.Uint32(s.seccompIdx)
+	if len(th.filters) > 0 {
+		tc.SeccompFilter = proto.Uint32(th.filterIdx)
 	}
 	if th.rseq.RseqAbiPointer != 0 {
 		tc.RseqEntry = &rseq.RseqEntry{
@@ -234,6 +240,12 @@ func (p *process) coreEntry(th *thread, leader bool, s *snapshot) (*core.CoreEnt
 			Sigaction: proto.Uint64(a.Handler), Flags: proto.Uint64(a.Flags),
 			Restorer: proto.Uint64(a.Restorer), Mask: proto.Uint64(a.Mask),
 		})
+	}
+	task.Loginuid = proto.Uint32(th.attrs.loginuid)
+	task.MembarrierRegistrationMask = proto.Uint32(th.attrs.membarrier)
+	if p.stopSig != 0 {
+		task.TaskState = proto.Uint32(taskStopped)
+		task.StopSigno = proto.Uint32(uint32(p.stopSig))
 	}
 	c.Tc = task
 	c.Ids = p.ids()
@@ -288,21 +300,6 @@ func (p *process) mmEntry(s *snapshot) *mm.MmEntry {
 		e.Vmas = append(e.Vmas, a.entry)
 	}
 	return e
-}
-
-// addSeccomp appends a process's filters to the tree's seccomp.img entry,
-// oldest first; each names the one installed before it by 1-based index in
-// prev (0: none). It returns the index of the newest, which is what the
-// process's threads point at.
-func addSeccomp(e *seccomp.SeccompEntry, newestFirst [][]byte) uint32 {
-	prev := uint32(0)
-	for i := len(newestFirst) - 1; i >= 0; i-- {
-		e.SeccompFilters = append(e.SeccompFilters, &seccomp.SeccompFilter{
-			Filter: newestFirst[i], Prev: proto.Uint32(prev), Flags: proto.Uint32(0),
-		})
-		prev = uint32(len(e.SeccompFilters))
-	}
-	return prev - 1
 }
 
 func writeStats(dir *image.Dir, st *Stats) error {

@@ -14,6 +14,7 @@ const (
 	PTRACE_GETSIGMASK             = 0x420a
 	PTRACE_SETSIGMASK             = 0x420b
 	PTRACE_SECCOMP_GET_FILTER     = 0x420c
+	PTRACE_SECCOMP_GET_METADATA   = 0x420d
 	PTRACE_GET_RSEQ_CONFIGURATION = 0x420f
 	PTRACE_PEEKSIGINFO_SHARED     = 1
 	NT_PRSTATUS                   = 1
@@ -57,6 +58,24 @@ func (s *Siginfo) Signo() int { return int(*(*int32)(unsafe.Pointer(&s[0]))) }
 
 // Code returns si_code.
 func (s *Siginfo) Code() int { return int(*(*int32)(unsafe.Pointer(&s[8]))) }
+
+// Pid returns si_pid (of SIGCHLD, kill(2) and waitid(2) reports).
+func (s *Siginfo) Pid() int { return int(*(*int32)(unsafe.Pointer(&s[16]))) }
+
+// Status returns si_status of a SIGCHLD or waitid(2) report: the exit
+// status, or the signal that killed, stopped or continued the child.
+func (s *Siginfo) Status() int { return int(*(*int32)(unsafe.Pointer(&s[24]))) }
+
+// Waitid is waitid(2) of cryo's own, returning the raw siginfo (x/sys's
+// Siginfo hides si_pid and si_status).
+func Waitid(idtype, id, options int) (Siginfo, error) {
+	var si Siginfo
+	_, _, e := unix.Syscall6(unix.SYS_WAITID, uintptr(idtype), uintptr(id), uintptr(unsafe.Pointer(&si)), uintptr(options), 0, 0)
+	if e != 0 {
+		return si, e
+	}
+	return si, nil
+}
 
 func ptrace(req int, pid int, addr, data uintptr) error {
 	_, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(pid), addr, data, 0, 0)
@@ -122,6 +141,15 @@ func GetRseqConfiguration(tid int) (RseqConfiguration, error) {
 	var c RseqConfiguration
 	err := ptrace(PTRACE_GET_RSEQ_CONFIGURATION, tid, unsafe.Sizeof(c), uintptr(unsafe.Pointer(&c)))
 	return c, err
+}
+
+// SeccompMetadata returns the flags of tid's n-th seccomp filter (0 is the
+// most recently installed): SECCOMP_FILTER_FLAG_LOG is the one the kernel
+// keeps.
+func SeccompMetadata(tid int, n int) (uint64, error) {
+	md := struct{ FilterOff, Flags uint64 }{FilterOff: uint64(n)}
+	err := ptrace(PTRACE_SECCOMP_GET_METADATA, tid, unsafe.Sizeof(md), uintptr(unsafe.Pointer(&md)))
+	return md.Flags, err
 }
 
 // SeccompFilter returns the BPF program of tid's n-th seccomp filter (0 is the

@@ -132,14 +132,3 @@ func FromBytes[T any](b []byte) T {
 	copy(Bytes(&v), b)
 	return v
 }
-
-// IoprioGet is ioprio_get(IOPRIO_WHO_PROCESS, tid): the thread's I/O
-// priority, class in bits 13-15 and level below.
-func IoprioGet(tid int) (int, error) {
-	const ioprioWhoProcess = 1
-	r, _, e := unix.Syscall(unix.SYS_IOPRIO_GET, ioprioWhoProcess, uintptr(tid), 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(r), nil
-}

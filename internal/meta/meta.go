@@ -48,6 +48,10 @@ type Meta struct {
 	Inherited map[int][][2]uint64 `json:"inherited,omitempty"`
 	Cmdline   string              `json:"cmdline"`
 	Created   time.Time           `json:"created"`
+
+	// Tasks holds, by tid, what CRIU's core entry has no field for (see
+	// Task).
+	Tasks map[int]*Task `json:"tasks,omitempty"`
 }
 
 // Write stores m in dir.

@@ -467,28 +467,6 @@ func Unmarshal(b []byte) (*Tree, error) {
 	return &t, nil
 }
 
-// AddPending marks signals as pending for thread tid of process pid in
-// the snapshot: signals the kernel had dequeued for a thread as cryo
-// stopped it, which the dump records as pending, and which are so once
-// restored.
-func (t *Tree) AddPending(pid, tid int, signos []int) {
-	p := t.Procs[pid]
-	if p == nil || p.Threads[tid] == nil {
-		return
-	}
-	th := p.Threads[tid]
-	v, err := strconv.ParseUint(th["status.SigPnd"], 16, 64)
-	if err != nil {
-		return
-	}
-	for _, s := range signos {
-		if s >= 1 && s <= 64 {
-			v |= 1 << (s - 1)
-		}
-	}
-	th["status.SigPnd"] = fmt.Sprintf("%016x", v)
-}
-
 // showDiff says how after differs from before: both whole when they are
 // short, else where they part and a little of each from there.
 func showDiff(before, after string) string {

@@ -28,8 +28,25 @@ type Task struct {
 	// kernel had already dequeued them: they must be queued again (on release,
 	// or in the image as pending signals).
 	Caught []kabi.Siginfo
-	// GroupStopped is set when the task was in a group stop (SIGSTOP) when seized.
+	// GroupStopped is set when the task was in a group stop (SIGSTOP,
+	// SIGTSTP, SIGTTIN, SIGTTOU) when seized, and StopSignal is the signal
+	// that stopped its group: the kernel reports it in the PTRACE_EVENT_STOP
+	// of a seized task instead of SIGTRAP.
 	GroupStopped bool
+	StopSignal   unix.Signal
+	// Deliver is a stop signal that RunToTrap and RunSyscall let through
+	// to the kernel instead of suppressing it (0: none). Restore sets it to
+	// put a restored process in a group stop: a thread that takes part in
+	// the stop reports a PTRACE_EVENT_STOP with the signal, which sets
+	// GroupStopped and StopSignal, and runs on with the injection.
+	Deliver unix.Signal
+	// QuietSignals blocks every signal for the instants of each injected
+	// syscall (RunSyscall), and puts the task's own mask back after it:
+	// resumed for a call, a task would otherwise dequeue a pending signal
+	// it does not block, which then has to be held back (Caught) and
+	// queued again, by another call that dequeues the next one. Dump sets
+	// it; only SIGKILL and SIGSTOP, which cannot be blocked, still come.
+	QuietSignals bool
 
 	dirty bool // registers were changed by an injection
 }
@@ -89,6 +106,7 @@ func (t *Task) waitEventStop() error {
 			if sig != unix.SIGTRAP {
 				// Group stop: the process had been stopped by SIGSTOP & co.
 				t.GroupStopped = true
+				t.StopSignal = sig
 			}
 			return nil
 		}
@@ -173,10 +191,12 @@ func (t *Task) RunToTrap(regs *unix.PtraceRegs, trap uint64) (unix.PtraceRegs, e
 		return out, fmt.Errorf("set registers of %d: %w", t.Tid, err)
 	}
 	t.dirty = true
+	deliver := 0
 	for {
-		if err := kabi.Cont(t.Tid, 0); err != nil {
+		if err := kabi.Cont(t.Tid, deliver); err != nil {
 			return out, fmt.Errorf("continue %d: %w", t.Tid, err)
 		}
+		deliver = 0
 		ws, err := wait(t.Tid)
 		if err != nil {
 			return out, err
@@ -185,6 +205,7 @@ func (t *Task) RunToTrap(regs *unix.PtraceRegs, trap uint64) (unix.PtraceRegs, e
 			return out, fmt.Errorf("task %d during injection: %w", t.Tid, ErrGone)
 		}
 		if event(ws) != 0 {
+			t.sawEvent(ws)
 			continue
 		}
 		if ws.StopSignal() == unix.SIGTRAP {
@@ -195,10 +216,28 @@ func (t *Task) RunToTrap(regs *unix.PtraceRegs, trap uint64) (unix.PtraceRegs, e
 				return out, nil // resuming from here suppresses the int3's SIGTRAP
 			}
 		}
-		if si, err := kabi.GetSiginfo(t.Tid); err == nil {
-			t.Caught = append(t.Caught, si)
-		}
+		deliver = t.caught(ws)
 	}
+}
+
+// sawEvent notes a group stop the task took part in (see Deliver).
+func (t *Task) sawEvent(ws unix.WaitStatus) {
+	if event(ws) == kabi.PTRACE_EVENT_STOP && t.Deliver != 0 && ws.StopSignal() == t.Deliver {
+		t.GroupStopped, t.StopSignal = true, t.Deliver
+	}
+}
+
+// caught handles a signal-delivery stop met during an injection: the
+// signal is recorded in Caught and suppressed, or, if it is Deliver, let
+// through. It returns the signal to resume with.
+func (t *Task) caught(ws unix.WaitStatus) int {
+	if t.Deliver != 0 && ws.StopSignal() == t.Deliver {
+		return int(t.Deliver)
+	}
+	if si, err := kabi.GetSiginfo(t.Tid); err == nil {
+		t.Caught = append(t.Caught, si)
+	}
+	return 0
 }
 
 // RunSyscall resumes the stopped task from regs, whose rip points at a
@@ -207,16 +246,31 @@ func (t *Task) RunToTrap(regs *unix.PtraceRegs, trap uint64) (unix.PtraceRegs, e
 // the result). It is RunToTrap for code with no int3 after the syscall:
 // dump injects through [vdso], which it may not write. Events and signals
 // that come between are handled as in RunToTrap.
-func (t *Task) RunSyscall(regs *unix.PtraceRegs) (unix.PtraceRegs, error) {
-	var out unix.PtraceRegs
+func (t *Task) RunSyscall(regs *unix.PtraceRegs) (out unix.PtraceRegs, err error) {
+	if t.QuietSignals {
+		mask, err := kabi.GetSigmask(t.Tid)
+		if err != nil {
+			return out, fmt.Errorf("signal mask of %d: %w", t.Tid, err)
+		}
+		if err := kabi.SetSigmask(t.Tid, ^uint64(0)); err != nil {
+			return out, fmt.Errorf("block signals of %d: %w", t.Tid, err)
+		}
+		defer func() {
+			if merr := kabi.SetSigmask(t.Tid, mask); merr != nil && err == nil {
+				err = fmt.Errorf("restore signal mask of %d: %w", t.Tid, merr)
+			}
+		}()
+	}
 	if err := kabi.SetRegs(t.Tid, regs); err != nil {
 		return out, fmt.Errorf("set registers of %d: %w", t.Tid, err)
 	}
 	t.dirty = true
+	deliver := 0
 	for stops := 0; stops < 2; {
-		if err := kabi.SyscallStep(t.Tid, 0); err != nil {
+		if err := kabi.SyscallStep(t.Tid, deliver); err != nil {
 			return out, fmt.Errorf("step %d: %w", t.Tid, err)
 		}
+		deliver = 0
 		ws, err := wait(t.Tid)
 		if err != nil {
 			return out, err
@@ -228,10 +282,9 @@ func (t *Task) RunSyscall(regs *unix.PtraceRegs) (unix.PtraceRegs, error) {
 		case ws.StopSignal() == unix.SIGTRAP|0x80:
 			stops++
 		case event(ws) != 0:
+			t.sawEvent(ws)
 		default:
-			if si, err := kabi.GetSiginfo(t.Tid); err == nil {
-				t.Caught = append(t.Caught, si)
-			}
+			deliver = t.caught(ws)
 		}
 	}
 	if err := kabi.GetRegs(t.Tid, &out); err != nil {

@@ -32,6 +32,20 @@ type child struct {
 	// handedOn are the capabilities a non-root cryo gave the stub as
 	// ambient ones (see caps.go): the process must not keep them.
 	handedOn uint64
+	// slack is the leader's timer slack, which what it clones gets as
+	// its default (see withSlack), and threadSlack the other threads'.
+	slack       uint64
+	threadSlack map[int]uint64
+}
+
+// thread returns the process's thread tid, nil if there is none (yet).
+func (c *child) thread(tid int) *inject.Task {
+	for _, t := range c.threads {
+		if t != nil && t.Tid == tid {
+			return t
+		}
+	}
+	return nil
 }
 
 // scratchSize is the length of the scratch area.
@@ -80,7 +94,8 @@ func chooseBase(vmas [][2]uint64) (uint64, error) {
 // birth starts the stub, has it fork a child with the dumped pid, and
 // returns that child stopped under ptrace. The stub is killed: cryo being
 // a child subreaper, the new process becomes cryo's child.
-func birth(pid int, base uint64, log *slog.Logger, files ...*os.File) (*child, error) {
+func birth(ba birthArgs) (*child, error) {
+	pid, base, log, files := ba.pid, ba.base, ba.log, ba.files
 	if handed, err := stub.HandOn(); err != nil {
 		return nil, err
 	} else if handed == 0 && os.Geteuid() != 0 {
@@ -96,13 +111,24 @@ func birth(pid int, base uint64, log *slog.Logger, files ...*os.File) (*child, e
 		return nil, fmt.Errorf("start the restore stub: %w", seizeHint(err))
 	}
 	defer st.Kill()
+	// The stub is cryo's child: it has the slack of cryo's thread.
+	slack, err := ownSlack()
+	if err != nil {
+		return nil, err
+	}
+	if ba.slack != 0 && ba.slack != slack {
+		if _, err := st.Syscall(unix.SYS_PRCTL, unix.PR_SET_TIMERSLACK, ba.slack); err != nil {
+			return nil, fmt.Errorf("timer slack of the stub: %w", err)
+		}
+		slack = ba.slack
+	}
 	var tid [8]byte
 	binary.LittleEndian.PutUint64(tid[:], uint64(pid))
 	tidAddr, err := st.Mem.Put(tid[:4])
 	if err != nil {
 		return nil, err
 	}
-	args := kabi.CloneArgs{ExitSignal: uint64(unix.SIGCHLD), SetTid: tidAddr, SetTidSize: 1}
+	args := kabi.CloneArgs{ExitSignal: uint64(ba.exitSignal), SetTid: tidAddr, SetTidSize: 1}
 	argsAddr, err := st.Mem.Put(kabi.Bytes(&args))
 	if err != nil {
 		return nil, err
@@ -133,7 +159,7 @@ func birth(pid int, base uint64, log *slog.Logger, files ...*os.File) (*child, e
 		st.KillChild(pid)
 		return nil, fmt.Errorf("new process %d: %w", pid, err)
 	}
-	c := &child{pid: pid, log: log, mem: st.Mem.Fork(pid), handedOn: st.Proc.Handed}
+	c := &child{pid: pid, log: log, mem: st.Mem.Fork(pid), handedOn: st.Proc.Handed, slack: slack}
 	c.scratch = c.mem.Addr()
 	c.log.Debug("process born", "pid", pid)
 	c.leader = inject.Built(t, c.mem)
@@ -144,6 +170,15 @@ func birth(pid int, base uint64, log *slog.Logger, files ...*os.File) (*child, e
 		return nil, fmt.Errorf("block signals of %d: %w", pid, err)
 	}
 	return c, nil
+}
+
+// ownSlack is the timer slack of the calling thread of cryo's.
+func ownSlack() (uint64, error) {
+	v, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
+	if err != nil {
+		return 0, fmt.Errorf("timer slack of cryo: %w", err)
+	}
+	return uint64(v), nil
 }
 
 // suspendSeccomp (PTRACE_O_SUSPEND_SECCOMP) keeps restored seccomp filters

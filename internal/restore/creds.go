@@ -252,15 +252,18 @@ func (r *restorer) restoreCreds() error {
 		tc := r.l.cores[i].GetThreadCore()
 		late := w.nnp || w.caps.Has(unix.CAP_SYS_ADMIN)
 		if tc.GetSeccompMode() == 2 && !late {
-			if err := r.installSeccomp(t, tc.GetSeccompFilter()); err != nil {
+			if err := r.installSeccomp(t, i); err != nil {
 				return fmt.Errorf("thread %d: %w", t.Tid, err)
 			}
 		}
 		if err := c.setCreds(t, w, haves[i]); err != nil {
 			return fmt.Errorf("thread %d: %w", t.Tid, err)
 		}
+		if err := r.afterCreds(t, i); err != nil {
+			return fmt.Errorf("thread %d: %w", t.Tid, err)
+		}
 		if tc.GetSeccompMode() == 2 && late {
-			if err := r.installSeccomp(t, tc.GetSeccompFilter()); err != nil {
+			if err := r.installSeccomp(t, i); err != nil {
 				return fmt.Errorf("thread %d: %w", t.Tid, err)
 			}
 		}

@@ -20,18 +20,30 @@
 //     the VMAs it had inherited, with the pages still shared, and rebuilds
 //     only the rest. Sessions are set as processes are born;
 //   - groups: process groups, helpers standing in for leaders that exited;
+//   - continued: processes whose parent had a continue to collect are
+//     stopped and continued, before any signal of theirs is queued
+//     (jobctl.go);
 //   - task: fds (package files: objects processes share are made once and
 //     taken over by the others with pidfd_getfd run by the receiving
 //     process), root, cwd, umask, signals, timers, rlimits, threads;
 //   - creds: credentials and seccomp, last, as each may take away what the
 //     earlier stages needed (creds.go, docs/security.md);
 //   - shared: what was held for sharing closed, memfds sealed;
-//   - zombies: the image's zombies exit with their status;
+//   - zombies: the image's zombies exit with their status, name, mask,
+//     signal actions and credentials;
+//   - stops: processes that were in a group stop are put in one again,
+//     and their parents collect what they had collected (jobctl.go);
 //   - locks: file locks taken again (package files), once no fd will be
 //     closed any more, and read back;
 //   - finish: the scratch area unmapped (through a syscall instruction of
-//     the new vdso), every thread's registers, FPU state and signal mask
-//     set; then every thread of every process is let go together.
+//     the new vdso), then the last calls (dumpability, MDWE, seccomp strict
+//     mode, a held SIGSTOP), every thread's registers, FPU state and signal
+//     mask set, and scheduling, affinity and I/O priority given from
+//     outside (attrs.go); then, the tree checked whole, every thread of
+//     every process is let go together.
+//
+// Threads are made as soon as their process's address space is in, before
+// it forks: a child of the image may be the child of a thread.
 //
 // Options.Notify is told the points CRIU's action scripts know:
 // pre-restore before anything exists, post-restore and pre-resume once the

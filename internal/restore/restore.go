@@ -76,6 +76,13 @@ type restorer struct {
 	// inherited is how many given files the root holds at 3, 4, ... from
 	// its birth (Options.Inherit).
 	inherited int
+	// seccomp says how the process's seccomp filters go in (seccomp.go);
+	// nil if it has none.
+	seccomp *seccompPlan
+	// held are pending signals of the image queued last (queueHeld).
+	held []heldSignal
+	// threadsMade: every thread exists (makeThreads).
+	threadsMade bool
 }
 
 // preflight refuses, before anything starts, images this machine cannot run.
@@ -101,6 +108,26 @@ func (r *restorer) preflight() error {
 	}
 	if err := r.needFeatures(); err != nil {
 		return err
+	}
+	for _, p := range r.l.procs {
+		if !p.zombie {
+			if err := checkJobctl(p); err != nil {
+				return err
+			}
+		}
+	}
+	if err := r.l.preflightAttrs(); err != nil {
+		return err
+	}
+	if r.opts.Detached {
+		// The root's parent is cryo restore, which exits at once with -d:
+		// the kernel would send each thread its parent-death signal.
+		for i, c := range r.l.cores {
+			if d := c.GetThreadCore().GetPdeathSig(); d != 0 {
+				return fmt.Errorf("thread %d of the root has parent-death signal %d, which the kernel would send it as soon as cryo restore -d exits: restore it without -d: %w",
+					r.l.tree.Threads[i], d, ErrNotSupported)
+			}
+		}
 	}
 	return r.l.checkPids()
 }
@@ -233,7 +260,7 @@ func (r *restorer) buildRest() error {
 		return err
 	}
 	step("files+process")
-	if err := r.createThreads(); err != nil {
+	if err := r.makeThreads(false); err != nil {
 		return err
 	}
 	for i, t := range c.threads {
@@ -252,6 +279,11 @@ func (r *restorer) buildRest() error {
 // registers, FPU state and signal mask.
 func (r *restorer) finish() error {
 	c := r.c
+	stage := time.Now()
+	step := func(name string) {
+		r.log.Debug("stage done", "pid", c.pid, "stage", name, "took", time.Since(stage))
+		stage = time.Now()
+	}
 	ip, err := r.findSyscall()
 	if err != nil {
 		return err
@@ -260,6 +292,11 @@ func (r *restorer) finish() error {
 	if _, err := c.call(c.leader, "munmap scratch", unix.SYS_MUNMAP, c.scratch, scratchSize); err != nil {
 		return err
 	}
+	step("munmap")
+	if err := r.lastCalls(ip); err != nil {
+		return err
+	}
+	step("last calls")
 	for i, t := range c.threads {
 		core := r.l.cores[i]
 		ti := core.GetThreadInfo()
@@ -287,7 +324,13 @@ func (r *restorer) finish() error {
 			return fmt.Errorf("thread %d: signal mask: %w", t.Tid, err)
 		}
 	}
-	return nil
+	step("registers")
+	if err := r.setSched(); err != nil {
+		return err
+	}
+	err = r.checkAudit()
+	step("sched+audit")
+	return err
 }
 
 // detach lets every thread of the process run.

@@ -86,6 +86,7 @@ func (r *restorer) restoreProcess() error {
 			})
 		}
 	}
+	r.addMembarrier(b)
 	if err := b.Run(); err != nil {
 		return err
 	}
@@ -237,6 +238,12 @@ func (r *restorer) addSignals(b *inject.Batch, t *inject.Task, q *siginfo.Signal
 		var si kabi.Siginfo
 		copy(si[:], raw)
 		signo := uint64(si.Signo())
+		if si.Signo() == int(unix.SIGSTOP) {
+			// SIGSTOP cannot be blocked: any call injected after it was
+			// queued would take it. It is queued last (queueHeld).
+			r.held = append(r.held, heldSignal{t: t, shared: shared, info: raw})
+			continue
+		}
 		name := "re-queue signal " + strconv.Itoa(si.Signo())
 		if shared {
 			b.AddArg(name+" (rt_sigqueueinfo)", raw, unix.SYS_RT_SIGQUEUEINFO, func(p uint64) []uint64 {
@@ -251,38 +258,81 @@ func (r *restorer) addSignals(b *inject.Batch, t *inject.Task, q *siginfo.Signal
 	return nil
 }
 
-// createThreads makes every thread but the leader with its dumped tid.
-func (r *restorer) createThreads() error {
-	c := r.c
-	for _, tid := range r.l.tree.Threads[1:] {
-		var b [8]byte
-		binary.LittleEndian.PutUint64(b[:], uint64(tid))
-		tp, err := c.arg(b[:])
-		if err != nil {
-			return err
-		}
-		args := kabi.CloneArgs{
-			Flags:  unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND | unix.CLONE_THREAD | unix.CLONE_SYSVSEM,
-			SetTid: tp, SetTidSize: 1,
-		}
-		ap, err := c.arg(kabi.Bytes(&args))
-		if err != nil {
-			return err
-		}
-		ret, err := c.call(c.leader, "clone3 thread "+strconv.Itoa(int(tid)), unix.SYS_CLONE3, ap, uint64(len(kabi.Bytes(&args))))
-		if err != nil {
-			if pe := pidFree(int(tid)); pe != nil {
-				return pe
-			}
-			return err
-		}
-		t, err := ptrace.Attached(int(ret))
-		if err != nil {
-			return fmt.Errorf("new thread %d: %w", ret, err)
-		}
-		c.threads = append(c.threads, inject.Built(t, c.mem))
+// makeThreads makes every thread but the leader with its dumped tid. They
+// are made early, once the address space is in and before the process
+// forks, since a child of the image may be a thread's child (see
+// treeRestorer.fork): early is true then. Threads that share seccomp
+// filters beyond what TSYNC can give are made by the thread holding those
+// filters, as they are installed (seccomp.go), which must wait for the
+// task stage: the process's children would inherit the filters.
+func (r *restorer) makeThreads(early bool) error {
+	if r.threadsMade {
+		return nil
 	}
+	c := r.c
+	if c.threadSlack == nil {
+		c.threadSlack = map[int]uint64{}
+	}
+	plan, err := r.planSeccomp()
+	if err != nil {
+		return err
+	}
+	r.seccomp = plan
+	if plan != nil && plan.inherit {
+		if early {
+			return nil
+		}
+		r.threadsMade = true
+		return r.createThreadsInheriting(plan)
+	}
+	for _, tid := range r.l.tree.Threads[1:] {
+		t, err := r.cloneThread(c.leader, &c.slack, tid)
+		if err != nil {
+			return err
+		}
+		c.threads = append(c.threads, t)
+	}
+	r.threadsMade = true
 	return nil
+}
+
+// cloneThread has thread from make thread tid, with from's slack (cur,
+// updated) set to tid's default slack first.
+func (r *restorer) cloneThread(from *inject.Task, cur *uint64, tid uint32) (*inject.Task, error) {
+	c := r.c
+	if _, def, ok := r.t.l.slackOf(tid); ok {
+		if err := withSlack(from, cur, def); err != nil {
+			return nil, fmt.Errorf("thread %d: %w", tid, err)
+		}
+	}
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(tid))
+	tp, err := c.arg(b[:])
+	if err != nil {
+		return nil, err
+	}
+	args := kabi.CloneArgs{
+		Flags:  unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND | unix.CLONE_THREAD | unix.CLONE_SYSVSEM,
+		SetTid: tp, SetTidSize: 1,
+	}
+	ap, err := c.arg(kabi.Bytes(&args))
+	if err != nil {
+		return nil, err
+	}
+	ret, err := c.call(from, "clone3 thread "+strconv.Itoa(int(tid)), unix.SYS_CLONE3, ap, uint64(len(kabi.Bytes(&args))))
+	if err != nil {
+		if pe := pidFree(int(tid)); pe != nil {
+			return nil, pe
+		}
+		return nil, err
+	}
+	t, err := ptrace.Attached(int(ret))
+	if err != nil {
+		return nil, fmt.Errorf("new thread %d: %w", ret, err)
+	}
+	// A new thread's slack is its creator's.
+	c.threadSlack[int(ret)] = *cur
+	return inject.Built(t, c.mem), nil
 }
 
 // restoreThread puts back the state each thread has of its own. The calls
@@ -310,17 +360,11 @@ func (r *restorer) restoreThread(t *inject.Task, i int) error {
 	if comm != "" {
 		b.AddArg("prctl(PR_SET_NAME)", append([]byte(comm), 0), unix.SYS_PRCTL, func(p uint64) []uint64 { return []uint64{unix.PR_SET_NAME, p} })
 	}
-	if d := tc.GetPdeathSig(); d != 0 {
-		b.Add("prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(d))
-	}
+	// The parent-death signal comes after the credentials, which reset
+	// it (afterCreds); scheduling, nice and affinity last (setSched).
+	r.addThreadAttrs(b, i)
 	if err := r.addSignals(b, t, tc.GetSignalsP(), false); err != nil {
 		return err
-	}
-	// The nice value is set from outside; nothing in the batch depends on it.
-	if tc.SchedNice != nil && tc.GetSchedPolicy() == 0 /* SCHED_OTHER */ {
-		if err := unix.Setpriority(unix.PRIO_PROCESS, t.Tid, int(tc.GetSchedNice())); err != nil {
-			return fmt.Errorf("thread %d: nice %d: %w", t.Tid, tc.GetSchedNice(), hintPrivilege(err, "a nice value below cryo's own needs CAP_SYS_NICE"))
-		}
 	}
 	err := b.Run()
 	var se *inject.StepError
@@ -331,43 +375,6 @@ func (r *restorer) restoreThread(t *inject.Task, i int) error {
 		}
 	}
 	return err
-}
-
-// installSeccomp installs the chain ending in filter idx, oldest first.
-func (r *restorer) installSeccomp(t *inject.Task, idx uint32) error {
-	if r.l.seccomp == nil {
-		return fmt.Errorf("seccomp filter %d, but no seccomp.img", idx)
-	}
-	fs := r.l.seccomp.GetSeccompFilters()
-	var chain []int
-	for i := int(idx) + 1; i > 0; i = int(fs[i-1].GetPrev()) {
-		if i > len(fs) || len(chain) > len(fs) {
-			return fmt.Errorf("seccomp.img: bad filter chain at %d", i)
-		}
-		chain = append(chain, i-1)
-	}
-	c := r.c
-	for k := len(chain) - 1; k >= 0; k-- {
-		prog := fs[chain[k]].GetFilter()
-		if len(prog) == 0 || len(prog)%8 != 0 || len(prog)/8 > 4096 {
-			return fmt.Errorf("seccomp.img: filter %d of %d bytes", chain[k], len(prog))
-		}
-		pp, err := c.arg(prog)
-		if err != nil {
-			return err
-		}
-		var fprog [16]byte
-		binary.LittleEndian.PutUint16(fprog[0:], uint16(len(prog)/8))
-		binary.LittleEndian.PutUint64(fprog[8:], pp)
-		fp, err := c.arg(fprog[:])
-		if err != nil {
-			return err
-		}
-		if _, err := c.call(t, "seccomp", unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, fp); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // sigaltstack flags (include/uapi/linux/signal.h).

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -138,11 +140,20 @@ func Run(opts Options) (*Result, error) {
 	return res, nil
 }
 
-// kill ends every process built so far, children first, by pid.
+// kill ends every process built so far, children first, by pid. A zombie
+// whose parent died meanwhile was re-parented, to cryo (a subreaper) or to
+// a subreaper of the tree that is killed here too, and is reaped last.
 func (t *treeRestorer) kill() {
 	for i := len(t.rs) - 1; i >= 0; i-- {
 		if c := t.rs[i].c; c != nil {
 			c.kill()
+		}
+	}
+	for _, r := range t.rs {
+		if r.l.zombie && r.c != nil {
+			if _, err := ptrace.Reap(r.c.pid); err != nil {
+				t.log.Warn("reap zombie", "pid", r.c.pid, "err", err)
+			}
 		}
 	}
 }
@@ -165,6 +176,10 @@ var stages = []stage{
 	{"fork", (*treeRestorer).forkTree},
 	// groups: process groups, with helpers for leaders that are gone.
 	{"groups", (*treeRestorer).setGroups},
+	// continued: processes whose parent had a continue to collect are
+	// stopped and continued, before any signal of theirs is queued
+	// (jobctl.go).
+	{"continued", (*treeRestorer).continueAll},
 	// task: fds, fs, signals, timers, rlimits and threads of every process.
 	{"task", (*treeRestorer).buildTasks},
 	// creds: credentials and seccomp, which may take away what the
@@ -177,6 +192,9 @@ var stages = []stage{
 	// locks: file locks taken and read back, once no more fds close (a
 	// close drops the POSIX locks of its process on the file).
 	{"locks", func(t *treeRestorer) error { return t.files.TakeLocks() }},
+	// stops: processes that were stopped are put in a group stop again,
+	// and their parents collect what they had collected (jobctl.go).
+	{"stops", (*treeRestorer).stopAll},
 	// finish: scratch areas gone, every thread's registers, FPU state and
 	// signal mask set. Nothing has run yet.
 	{"finish", (*treeRestorer).finishAll},
@@ -185,7 +203,21 @@ var stages = []stage{
 // A birth makes the root of the tree, with pid, from outside: a stub that
 // clone3s it with set_tid today (birth in child.go); a process in new
 // namespaces or a sibling of the RPC's caller are other births.
-type birthFunc func(pid int, base uint64, log *slog.Logger) (*child, error)
+type birthFunc func(b birthArgs) (*child, error)
+
+// birthArgs say what the root is to be born with.
+type birthArgs struct {
+	pid  int
+	base uint64 // where the stub and its scratch area go (chooseBase)
+	log  *slog.Logger
+	// slack is the root's default timer slack: its creator's slack when
+	// it is cloned (0: whatever the creator has).
+	slack uint64
+	// exitSignal is what the root's parent is to get when it exits.
+	exitSignal unix.Signal
+	// files are the root's fds 3, 4, ... (files.Restorer.InheritFiles).
+	files []*os.File
+}
 
 // build runs every stage, telling Options.Notify the points CRIU's action
 // scripts know, then lets the whole tree go together.
@@ -216,6 +248,11 @@ func (t *treeRestorer) build() error {
 			return err
 		}
 	}
+	// Whatever happened meanwhile (a script, another process, the OOM
+	// killer), the tree is let go only if it is still whole.
+	if err := t.checkWhole(); err != nil {
+		return err
+	}
 	var errs []error
 	for _, r := range t.rs {
 		if !r.l.zombie {
@@ -223,6 +260,30 @@ func (t *treeRestorer) build() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkWhole makes sure that every thread of the tree is still alive and
+// cryo's, and every zombie of the image still a zombie of its parent: a
+// process killed while the restore held it (SIGKILL is the one signal
+// nothing blocks) would leave its part of the tree gone or re-parented.
+func (t *treeRestorer) checkWhole() error {
+	for _, r := range t.rs {
+		if r.l.zombie {
+			st, err := procfs.StatPid(r.c.pid)
+			ppid := r.l.tree.GetPpid()
+			if err != nil || st.State != 'Z' || uint32(st.PPid) != ppid {
+				return fmt.Errorf("zombie %d is no longer a zombie of process %d (killed while restored?): %w", r.c.pid, ppid, ptrace.ErrGone)
+			}
+			continue
+		}
+		for _, th := range r.c.threads {
+			si, err := kabi.Waitid(unix.P_PID, th.Tid, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT|waitAll)
+			if err != nil || si.Pid() == th.Tid {
+				return fmt.Errorf("process %d: thread %d died while restored (status %#x, killed?): %w", r.c.pid, th.Tid, si.Status(), ptrace.ErrGone)
+			}
+		}
+	}
+	return nil
 }
 
 // notify tells Options.Notify that the restore reached event.
@@ -258,12 +319,16 @@ func (t *treeRestorer) bornRoot() error {
 	born := t.born
 	inherit := t.files.InheritFiles()
 	if born == nil {
-		born = func(pid int, base uint64, log *slog.Logger) (*child, error) { return birth(pid, base, log, inherit...) }
+		born = birth
 	} else if len(inherit) > 0 {
 		return fmt.Errorf("--inherit-fd: %w with this birth", errs.ErrNotSupported)
 	}
 	root.inherited = len(inherit)
-	if root.c, err = born(int(root.l.tree.GetPid()), base, t.log); err != nil {
+	ba := birthArgs{pid: int(root.l.tree.GetPid()), base: base, log: t.log, files: inherit, exitSignal: t.l.exitSignal(root.l.tree.GetPid())}
+	if _, def, ok := t.l.slackOf(root.l.tree.GetPid()); ok {
+		ba.slack = def
+	}
+	if root.c, err = born(ba); err != nil {
 		return err
 	}
 	if err := root.bornSetup(); err != nil {
@@ -272,7 +337,7 @@ func (t *treeRestorer) bornRoot() error {
 	if err := root.buildMemory(nil); err != nil {
 		return fmt.Errorf("process %d: %w", root.c.pid, err)
 	}
-	return nil
+	return root.makeThreads(true)
 }
 
 func (t *treeRestorer) forkTree() error {
@@ -284,6 +349,9 @@ func (t *treeRestorer) forkTree() error {
 			continue
 		}
 		if err := r.buildMemory(t.byPid[r.l.tree.GetPpid()]); err != nil {
+			return fmt.Errorf("process %d: %w", r.c.pid, err)
+		}
+		if err := r.makeThreads(true); err != nil {
 			return fmt.Errorf("process %d: %w", r.c.pid, err)
 		}
 	}
@@ -338,6 +406,9 @@ func (r *restorer) bornSetup() error {
 	if r.l.zombie {
 		return nil
 	}
+	if err := r.setAudit(); err != nil {
+		return err
+	}
 	if r.l.cores[0].GetTc().GetChildSubreaper() {
 		if _, err := r.c.call(r.c.leader, "prctl(PR_SET_CHILD_SUBREAPER)", unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
 			return err
@@ -367,7 +438,29 @@ func (t *treeRestorer) fork(r *restorer) error {
 		}
 		from = h
 	}
-	c, err := from.c.fork(int(te.GetPid()))
+	// The child of a thread other than the leader is forked by that
+	// thread, which the kernel then makes its parent (real_parent): the
+	// one whose exit sends it its parent-death signal.
+	by, slack := from.c.leader, &from.c.slack
+	if ptid := t.l.metaTask(te.GetPid()).ParentTid; ptid != nil && *ptid != int(te.GetPpid()) {
+		if from != parent {
+			return fmt.Errorf("process %d is the child of thread %d of process %d and in a session whose leader is gone, which restore can give only as the leader's child: %w",
+				te.GetPid(), *ptid, te.GetPpid(), ErrNotSupported)
+		}
+		if by = parent.c.thread(*ptid); by == nil {
+			return fmt.Errorf("process %d is the child of thread %d of process %d, which does not exist yet (threads made in the order of shared seccomp filters): %w",
+				te.GetPid(), *ptid, te.GetPpid(), ErrNotSupported)
+		}
+		s := parent.c.threadSlack[*ptid]
+		slack = &s
+		defer func() { parent.c.threadSlack[*ptid] = s }()
+	}
+	if _, def, ok := t.l.slackOf(te.GetPid()); ok && !r.l.zombie {
+		if err := withSlack(by, slack, def); err != nil {
+			return fmt.Errorf("process %d: %w", te.GetPid(), err)
+		}
+	}
+	c, err := from.c.forkBy(by, int(te.GetPid()), t.l.exitSignal(te.GetPid()))
 	if err != nil {
 		return fmt.Errorf("process %d: %w", te.GetPid(), err)
 	}
@@ -386,7 +479,7 @@ func (t *treeRestorer) helperFor(r *restorer, id int, session bool) (*restorer, 
 	if err := pidFree(id); err != nil {
 		return nil, err
 	}
-	c, err := r.c.fork(id)
+	c, err := r.c.fork(id, unix.SIGCHLD)
 	if err != nil {
 		return nil, fmt.Errorf("helper %d: %w", id, err)
 	}
@@ -462,16 +555,28 @@ func (t *treeRestorer) reapHelpers() error {
 // consumeSIGCHLD takes back the SIGCHLD that a helper's or a zombie's
 // death queued for r, unless r had one pending in the image: the program
 // must not see a child exit that is only restore's doing.
-func (r *restorer) consumeSIGCHLD() error {
-	if r.l.zombie {
+func (r *restorer) consumeSIGCHLD() error { return r.consumeSignal(unix.SIGCHLD) }
+
+// consumeSignal is consumeSIGCHLD for a child whose exit signal is sig
+// (clone's exit signal; 0: none).
+func (r *restorer) consumeSignal(sig unix.Signal) error {
+	if r.l.zombie || sig == 0 {
 		return nil
 	}
 	for _, s := range r.l.cores[0].GetTc().GetSignalsS().GetSignals() {
-		if len(s.GetSiginfo()) >= 4 && s.GetSiginfo()[0] == byte(unix.SIGCHLD) {
+		if len(s.GetSiginfo()) >= 4 && s.GetSiginfo()[0] == byte(sig) {
 			return nil
 		}
 	}
-	set := uint64(1) << (unix.SIGCHLD - 1)
+	return r.takeSignal(sig)
+}
+
+// takeSIGCHLD takes back a SIGCHLD pending for r, if there is one.
+func (r *restorer) takeSIGCHLD() error { return r.takeSignal(unix.SIGCHLD) }
+
+// takeSignal takes back a pending sig of r's, if there is one.
+func (r *restorer) takeSignal(sig unix.Signal) error {
+	set := uint64(1) << (sig - 1)
 	b := kabi.Bytes(&set)
 	sp, err := r.c.arg(b)
 	if err != nil {
@@ -487,7 +592,7 @@ func (r *restorer) consumeSIGCHLD() error {
 		return err
 	}
 	if e := inject.Errno(ret); e != nil && !errors.Is(e, unix.EAGAIN) {
-		return fmt.Errorf("consume SIGCHLD in %d: %w", r.c.pid, e)
+		return fmt.Errorf("consume %s in %d: %w", unix.SignalName(sig), r.c.pid, e)
 	}
 	return nil
 }
@@ -498,23 +603,16 @@ func (t *treeRestorer) die(r *restorer) error {
 	tc := r.l.cores[0].GetTc()
 	status := int(tc.GetExitCode())
 	c := r.c
-	// A zombie keeps its name: its parent, ps and /proc still show it.
-	if comm := tc.GetComm(); comm != "" {
-		p, err := c.str(comm)
-		if err != nil {
-			return err
-		}
-		if _, err := c.call(c.leader, "prctl(PR_SET_NAME)", unix.SYS_PRCTL, unix.PR_SET_NAME, p); err != nil {
-			return err
-		}
+	if err := r.zombieState(); err != nil {
+		return fmt.Errorf("zombie %d: %w", c.pid, err)
 	}
-	if err := c.dropAll(); err != nil {
-		return err
-	}
+	// A zombie keeps the mask it had when it died (/proc shows it); the
+	// signal it died of was not blocked.
+	mask := r.l.cores[0].GetTc().GetBlkSigset()
 	if sig := status & 0x7f; sig != 0 {
 		// Killed by a signal: no core file, the signal unblocked, then sent.
 		unix.Prlimit(c.pid, unix.RLIMIT_CORE, &unix.Rlimit{}, nil)
-		if err := kabi.SetSigmask(c.pid, 0); err != nil {
+		if err := kabi.SetSigmask(c.pid, mask&^(1<<(sig-1))); err != nil {
 			return err
 		}
 		// Two syscall stops, not the int3: the signal must stay pending, to
@@ -526,6 +624,9 @@ func (t *treeRestorer) die(r *restorer) error {
 		}
 		c.leader.Detach()
 	} else {
+		if err := kabi.SetSigmask(c.pid, mask); err != nil {
+			return err
+		}
 		c.leader.Syscall(unix.SYS_EXIT_GROUP, uint64(status>>8&0xff)) // returns ErrGone
 	}
 	// As its tracer, cryo takes the exit report first; the zombie then
@@ -541,27 +642,86 @@ func (t *treeRestorer) die(r *restorer) error {
 		return err
 	}
 	if parent := t.byPid[r.l.tree.GetPpid()]; parent != nil {
-		return parent.consumeSIGCHLD()
+		return parent.consumeSignal(t.l.exitSignal(r.l.tree.GetPid()))
 	}
 	return nil
+}
+
+// zombieState gives the process that is to die as a zombie of the image
+// what /proc shows of a zombie: its name and its credentials (all but the
+// securebits, which no one can ask a zombie), or, for an image without
+// them, none of the capabilities cryo handed on.
+func (r *restorer) zombieState() error {
+	c := r.c
+	tc := r.l.cores[0].GetTc()
+	if comm := tc.GetComm(); comm != "" {
+		p, err := c.str(comm)
+		if err != nil {
+			return err
+		}
+		if _, err := c.call(c.leader, "prctl(PR_SET_NAME)", unix.SYS_PRCTL, unix.PR_SET_NAME, p); err != nil {
+			return err
+		}
+	}
+	// Its signal actions: ignored or caught (the handler is never run).
+	mt := r.t.l.metaTask(r.l.tree.GetPid())
+	b := c.batch()
+	for sig := 1; sig <= 64; sig++ {
+		bit := uint64(1) << (sig - 1)
+		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) || (mt.ZombieIgnored|mt.ZombieCaught)&bit == 0 {
+			continue
+		}
+		act := kabi.Sigaction{Handler: sigIgn}
+		if mt.ZombieCaught&bit != 0 {
+			act.Handler = c.scratch
+		}
+		b.AddArg("rt_sigaction "+strconv.Itoa(sig), kabi.Bytes(&act), unix.SYS_RT_SIGACTION, func(p uint64) []uint64 {
+			return []uint64{uint64(sig), p, 0, 8}
+		})
+	}
+	if err := b.Run(); err != nil {
+		return err
+	}
+	cr := r.l.cores[0].GetThreadCore().GetCreds()
+	if cr == nil {
+		return c.dropAll()
+	}
+	w, err := wantCreds(cr)
+	if err != nil {
+		return err
+	}
+	h, err := c.threadCreds(c.leader)
+	if err != nil {
+		return err
+	}
+	w.secbits = h.secbits
+	if err := refuse(w, h, c.handedOn); err != nil {
+		return err
+	}
+	return c.setCreds(c.leader, w, h)
 }
 
 // fork has the process (still in its stub state) fork a child with the
 // given pid, which inherits the stub layout and scratch area and is
 // attached to cryo by PTRACE_O_TRACEFORK.
-func (c *child) fork(pid int) (*child, error) {
+func (c *child) fork(pid int, exitSignal unix.Signal) (*child, error) {
+	return c.forkBy(c.leader, pid, exitSignal)
+}
+
+// forkBy is fork by thread by of the process (its parent thread).
+func (c *child) forkBy(by *inject.Task, pid int, exitSignal unix.Signal) (*child, error) {
 	var tid [8]byte
 	binary.LittleEndian.PutUint64(tid[:], uint64(pid))
 	tp, err := c.arg(tid[:])
 	if err != nil {
 		return nil, err
 	}
-	args := kabi.CloneArgs{ExitSignal: uint64(unix.SIGCHLD), SetTid: tp, SetTidSize: 1}
+	args := kabi.CloneArgs{ExitSignal: uint64(exitSignal), SetTid: tp, SetTidSize: 1}
 	ap, err := c.arg(kabi.Bytes(&args))
 	if err != nil {
 		return nil, err
 	}
-	ret, err := c.call(c.leader, "clone3", unix.SYS_CLONE3, ap, uint64(len(kabi.Bytes(&args))))
+	ret, err := c.call(by, "clone3", unix.SYS_CLONE3, ap, uint64(len(kabi.Bytes(&args))))
 	if err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return nil, pidFree(pid)
@@ -575,7 +735,7 @@ func (c *child) fork(pid int) (*child, error) {
 	c.log.Debug("process born", "pid", ret, "parent", c.pid)
 	mem := c.mem.Fork(int(ret))
 	leader := inject.Built(t, mem)
-	return &child{pid: int(ret), log: c.log, leader: leader, threads: []*inject.Task{leader}, mem: mem, scratch: c.scratch, handedOn: c.handedOn}, nil
+	return &child{pid: int(ret), log: c.log, leader: leader, threads: []*inject.Task{leader}, mem: mem, scratch: c.scratch, handedOn: c.handedOn, slack: c.slack}, nil
 }
 
 // waitZombie waits, bounded, until pid is a zombie.

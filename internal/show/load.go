@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
@@ -77,6 +79,12 @@ func process(set *imageset.Set, pe *imageset.Proc) *Process {
 		})
 	}
 	p.Comm = tc.GetComm()
+	if tc.GetTaskState() == imageset.TaskStopped {
+		p.StoppedBy = unix.SignalName(unix.Signal(tc.GetStopSigno()))
+		if p.StoppedBy == "" {
+			p.StoppedBy = fmt.Sprintf("signal %d", tc.GetStopSigno())
+		}
+	}
 	p.SharedPending = len(tc.GetSignalsS().GetSignals())
 	p.SignalHandlers = handlers(tc.GetSigactions())
 	p.Exe = files[pe.Mm.GetExeFileId()].GetReg().GetName()

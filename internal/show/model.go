@@ -31,6 +31,9 @@ type Process struct {
 	// the wait status its parent will see. A zombie has no memory or files.
 	Zombie     bool   `json:"zombie,omitempty"`
 	ExitStatus uint32 `json:"exit_status,omitempty"`
+	// StoppedBy names the signal of the group stop the process was in
+	// (SIGSTOP, SIGTSTP...); empty if it was running.
+	StoppedBy string `json:"stopped_by,omitempty"`
 }
 
 // Thread is one thread (the first is the thread-group leader).

@@ -28,7 +28,11 @@ func WriteText(w io.Writer, img *Image) error {
 			fmt.Fprintf(bw, "\nProcess %d (zombie, exit status %#x)  ppid %d  pgid %d  sid %d\n", p.PID, p.ExitStatus, p.PPID, p.PGID, p.SID)
 			continue
 		}
-		fmt.Fprintf(bw, "\nProcess %d (%s)  ppid %d  pgid %d  sid %d\n", p.PID, printable(p.Comm), p.PPID, p.PGID, p.SID)
+		state := ""
+		if p.StoppedBy != "" {
+			state = ", stopped by " + p.StoppedBy
+		}
+		fmt.Fprintf(bw, "\nProcess %d (%s%s)  ppid %d  pgid %d  sid %d\n", p.PID, printable(p.Comm), state, p.PPID, p.PGID, p.SID)
 		if p.Exe != "" {
 			fmt.Fprintf(bw, "  exe   %s\n", printable(p.Exe))
 		}

@@ -5,11 +5,14 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cryo-project/cryo/internal/kabi"
 )
 
 // TestDumpUnsupportedFd: a dump of a process holding an fd cryo cannot dump
@@ -119,16 +122,18 @@ func TestDumpRefusesSharedObjects(t *testing.T) {
 	}
 }
 
-// TestDumpStoppedRefused: a process stopped by job control (SIGSTOP) is
-// refused at once, saying why, and left as it was: every thread still
-// stopped and untraced. After SIGCONT it runs on intact.
-func TestDumpStoppedRefused(t *testing.T) {
+// TestDumpStoppedLeaveRunning: a process stopped by job control (SIGSTOP),
+// eight threads in every kind of state, is dumped with --leave-running
+// and left as it was: every thread still stopped and untraced. After
+// SIGCONT it runs on intact. Then the image is restored: stopped again,
+// and after SIGCONT intact again.
+func TestDumpStoppedLeaveRunning(t *testing.T) {
 	requireCryo(t)
 	tg := startTarget(t, "threads")
 	if err := syscall.Kill(tg.pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	allStopped := func() string {
+	stoppedUntraced := func() string {
 		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", tg.pid))
 		if err != nil {
 			return err.Error()
@@ -143,32 +148,112 @@ func TestDumpStoppedRefused(t *testing.T) {
 		}
 		return ""
 	}
-	for deadline := time.Now().Add(5 * time.Second); allStopped() != ""; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); stoppedUntraced() != ""; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("target did not stop: %s", allStopped())
+			t.Fatalf("target did not stop: %s", stoppedUntraced())
 		}
 	}
+	before := snapshotTree(t, tg.pid)
 	img := filepath.Join(tg.dir, "img")
-	// The refusal comes from the seize itself, with no stop to wait for:
-	// a dump that waited would fail with "did not stop" instead.
-	r := dump(t, tg.pid, img)
-	if r.timedOut || r.code == 0 || !strings.Contains(r.output, "stopped (job control") {
-		t.Fatalf("dump of a stopped process: want a refusal saying it is stopped, got %v", r)
+	mustDump(t, tg.pid, img, "--leave-running")
+	if bad := stoppedUntraced(); bad != "" {
+		t.Errorf("after the dump: %s; want every thread stopped, untraced", bad)
 	}
-	if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
-		t.Errorf("a failed dump left %s/inventory.img", img)
-	}
-	if bad := allStopped(); bad != "" {
-		t.Errorf("after the refused dump: %s; want every thread stopped, untraced", bad)
-	}
+	compareSnapshots(t, "after dump --leave-running", before, snapshotTree(t, tg.pid))
 	if err := syscall.Kill(tg.pid, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	expectAliveUnstopped(t, tg.pid, "after SIGCONT")
+	// The original goes; its image comes back stopped.
+	if err := syscall.Kill(tg.pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	tg.expectKilled()
+	restoreDetached(t, tg, img)
+	if bad := stoppedUntraced(); bad != "" {
+		t.Fatalf("after restore: %s; want every thread stopped, untraced", bad)
+	}
+	compareSnapshots(t, "after restore", before, snapshotTree(t, tg.pid))
+	if err := syscall.Kill(tg.pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	expectAliveUnstopped(t, tg.pid, "restored, after SIGCONT")
+	tg.fire()
+	ws, err := waitReaped(tg.pid, restoreTimeout)
+	if err != nil {
+		t.Fatalf("restored target: %v\n%s", err, tg.log())
+	}
+	tg.expectPassed(ws.ExitStatus(), "restored stopped, then continued")
+}
+
+// TestDumpTracedRefused: a thread traced by a process outside the tree (here
+// the test itself, with PTRACE_SEIZE) makes the dump fail at once, naming
+// the tracer, and the process runs on untouched.
+func TestDumpTracedRefused(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "threads")
+	tid := 0
+	for _, v := range tg.tids {
+		tid = v
+		break
+	}
+	if tid == 0 {
+		t.Fatalf("the threads target reported no thread:\n%s", tg.log())
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := kabi.Seize(tid, 0); err != nil {
+		t.Fatalf("seize thread %d: %v", tid, err)
+	}
+	attached := true
+	detach := func() {
+		if !attached {
+			return
+		}
+		attached = false
+		// Detaching needs a stopped tracee.
+		if err := kabi.Interrupt(tid); err != nil {
+			t.Errorf("interrupt %d: %v", tid, err)
+			return
+		}
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(tid, &ws, syscall.WALL, nil); err != nil {
+			t.Errorf("wait for %d: %v", tid, err)
+		}
+		if err := kabi.Detach(tid, 0); err != nil {
+			t.Errorf("detach %d: %v", tid, err)
+		}
+	}
+	defer detach()
+	img := filepath.Join(tg.dir, "img")
+	r := dump(t, tg.pid, img)
+	want := fmt.Sprintf("thread %d", tid)
+	if r.timedOut || r.code == 0 || !strings.Contains(r.output, want) || !strings.Contains(r.output, fmt.Sprintf("traced by pid %d", os.Getpid())) {
+		t.Fatalf("dump of a process with a traced thread: want a refusal naming %s and its tracer %d, got %v", want, os.Getpid(), r)
+	}
+	if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
+		t.Errorf("a failed dump left %s/inventory.img", img)
+	}
+	for _, e := range mustReadDir(t, fmt.Sprintf("/proc/%d/task", tg.pid)) {
+		if tp := tracerPid(tg.pid, e.Name()); tp != 0 && e.Name() != strconv.Itoa(tid) {
+			t.Errorf("after the refused dump thread %s is traced by %d", e.Name(), tp)
+		}
+	}
+	detach()
+	expectAliveUnstopped(t, tg.pid, "after the refused dump")
 	tg.fire()
 	st, ok := tg.waitExit(10 * time.Second)
 	if !ok {
 		t.Fatal("target did not finish its checks within 10 s")
 	}
-	tg.expectPassed(st.ExitCode(), "after the refused dump and SIGCONT")
+	tg.expectPassed(st.ExitCode(), "after the refused dump")
+}
+
+func mustReadDir(t *testing.T, dir string) []os.DirEntry {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ents
 }
