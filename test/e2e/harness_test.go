@@ -211,6 +211,13 @@ func startTargetNoWait(t *testing.T, name string, args ...string) *target {
 // (nil: the test's own).
 func startTargetAs(t *testing.T, cred *syscall.Credential, name string, args ...string) *target {
 	t.Helper()
+	return startTargetAttr(t, &syscall.SysProcAttr{Setsid: true, Credential: cred}, name, args...)
+}
+
+// startTargetAttr starts a target with attr (which should have Setsid:
+// each target leads its own session), without waiting for it.
+func startTargetAttr(t *testing.T, attr *syscall.SysProcAttr, name string, args ...string) *target {
+	t.Helper()
 	dir := t.TempDir()
 	tg := &target{
 		t:       t,
@@ -231,7 +238,7 @@ func startTargetAs(t *testing.T, cred *syscall.Credential, name string, args ...
 	argv = append(argv, args...)
 	tg.cmd = exec.Command(argv[0], argv[1:]...)
 	tg.cmd.Stdout, tg.cmd.Stderr = logf, logf
-	tg.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: cred}
+	tg.cmd.SysProcAttr = attr
 	if err := tg.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}

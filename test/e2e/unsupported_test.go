@@ -257,3 +257,65 @@ func mustReadDir(t *testing.T, dir string) []os.DirEntry {
 	}
 	return ents
 }
+
+// TestDumpRefusesNamespaces: a process in a namespace of its own (one the
+// dumper is not in) is refused, naming the namespace: restore would build
+// it in the restorer's, where its hostname, mounts, network or ids are
+// others. The process goes on unharmed.
+func TestDumpRefusesNamespaces(t *testing.T) {
+	requireCryo(t)
+	for _, ns := range []struct {
+		name  string
+		flags uintptr
+	}{
+		{"uts", syscall.CLONE_NEWUTS},
+		{"ipc", syscall.CLONE_NEWIPC},
+		{"net", syscall.CLONE_NEWNET},
+		{"mnt", syscall.CLONE_NEWNS},
+		{"cgroup", syscall.CLONE_NEWCGROUP},
+		{"pid", syscall.CLONE_NEWPID},
+		{"user", syscall.CLONE_NEWUSER},
+	} {
+		t.Run(ns.name, func(t *testing.T) {
+			attr := &syscall.SysProcAttr{Setsid: true, Cloneflags: ns.flags}
+			if ns.flags == syscall.CLONE_NEWUSER {
+				// Root in it is root outside: the target can still
+				// reach its files.
+				attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}}
+				attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}}
+			}
+			tg := startTargetAttr(t, attr, "counter")
+			if ns.flags == syscall.CLONE_NEWPID {
+				// It is pid 1 in its namespace, and says so.
+				for deadline := time.Now().Add(10 * time.Second); !strings.Contains(tg.log(), "READY\n"); time.Sleep(5 * time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatalf("target not ready:\n%s", tg.log())
+					}
+				}
+			} else {
+				tg.waitReady()
+			}
+			img := filepath.Join(tg.dir, "img")
+			r := dump(t, tg.pid, img, "--leave-running")
+			if r.timedOut || r.code == 0 || !strings.Contains(r.output, "is in "+ns.name+":[") || !strings.Contains(r.output, "not supported") {
+				t.Fatalf("dump of a process in its own %s namespace: want a refusal naming it, got %v", ns.name, r)
+			}
+			if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
+				t.Errorf("a failed dump left %s/inventory.img", img)
+			}
+			expectAliveUnstopped(t, tg.pid, "after the refused dump")
+			tg.fire()
+			st, ok := tg.waitExit(10 * time.Second)
+			if !ok {
+				t.Fatal("target did not finish its checks within 10 s")
+			}
+			if ns.flags == syscall.CLONE_NEWPID {
+				if st.ExitCode() != 0 || !strings.Contains(tg.log(), " 0 failed") {
+					t.Errorf("target after the refused dump: exit %d\n%s", st.ExitCode(), tg.log())
+				}
+				return
+			}
+			tg.expectPassed(st.ExitCode(), "after the refused dump")
+		})
+	}
+}
