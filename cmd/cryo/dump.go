@@ -57,6 +57,8 @@ running exactly as it was.`,
 	f.BoolVarP(&opts.LeaveRunning, "leave-running", "R", false, "leave the process running after the dump")
 	f.BoolVarP(&opts.ShellJob, "shell-job", "j", false, "allow stdio on a terminal (re-attached on restore)")
 	f.BoolVarP(&opts.FileLocks, "file-locks", "l", false, "dump the file locks the tree holds (without it, a lock fails the dump)")
+	f.Var(sizeValue{&opts.GhostLimit}, "ghost-limit", "largest deleted file whose contents go into the image (K, M, G suffixes); a larger one fails the dump (default: no limit; criu's is 1M)")
+	registerCompat(f, true)
 	actions.register(f, &opts.Dir)
 	log.register(f)
 	root.AddCommand(cmd)

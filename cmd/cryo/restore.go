@@ -64,6 +64,7 @@ signal state. Without -d, cryo waits for it and exits with its exit status.`,
 	f.BoolVar(&opts.Verify, "verify", false, "before the tree runs, compare what /proc shows of it with the dump's record; kill it on any difference")
 	f.BoolVarP(&opts.FileLocks, "file-locks", "l", false, "take the image's file locks again (without it, an image with locks is refused)")
 	f.StringArrayVar(&inherit, "inherit-fd", nil, "fd[N]:KEY: use cryo's fd N for the image's file KEY (e.g. pipe:[1234]) whose other end was outside the tree")
+	registerCompat(f, false)
 	actions.register(f, &opts.Dir)
 	log.register(f)
 	root.AddCommand(cmd)

@@ -274,7 +274,7 @@ func (c *session) dump(o *rpc.CriuOpts) error {
 	defer stop()
 	_, err = dump.Run(dump.Options{
 		Pid: int(o.GetPid()), Dir: cm.dir, LeaveRunning: o.GetLeaveRunning(), ShellJob: o.GetShellJob(),
-		FileLocks: o.GetFileLocks(), Log: cm.log, Notify: c.notifier(o), Context: ctx,
+		FileLocks: o.GetFileLocks(), GhostLimit: ghostLimit(o), Log: cm.log, Notify: c.notifier(o), Context: ctx,
 	})
 	if err != nil {
 		cm.log.Error("dump failed", "pid", o.GetPid(), "err", err)
@@ -330,13 +330,23 @@ func (c *session) restore(o *rpc.CriuOpts) (int, error) {
 	return res.Pid, nil
 }
 
+// ghostLimit is the dump's limit on deleted files' contents: the caller's
+// ghost_limit if it set one, else cryo's default of none.
+func ghostLimit(o *rpc.CriuOpts) int64 {
+	if o.GhostLimit == nil {
+		return 0
+	}
+	return int64(o.GetGhostLimit())
+}
+
 // The options each request handles; every other one set to anything but
 // its default fails the request.
 var (
 	commonOptions = []string{"images_dir_fd", "images_dir", "log_level", "log_file", "work_dir_fd", "notify_scripts", "shell_job", "file_locks",
-		// Values that change nothing cryo does: cryo has no ghost size
-		// limit, restores on the CPU it checks itself, and keeps its own
-		// default of not linking deleted files back.
+		// ghost_limit is honoured when set (cryo's default is no limit).
+		// Values that change nothing cryo does: cryo restores on the CPU
+		// it checks itself, finds watches by file handle, and opens
+		// devices by the path they were dumped with.
 		"ghost_limit", "cpu_cap", "force_irmap", "evasive_devices"}
 	dumpOptions    = append([]string{"pid", "leave_running"}, commonOptions...)
 	restoreOptions = append([]string{"inherit_fd"}, commonOptions...)

@@ -42,6 +42,9 @@ type Options struct {
 	// FileLocks dumps the tree's file locks (criu's --file-locks). Without
 	// it a process holding any file lock fails the dump, naming the lock.
 	FileLocks bool
+	// GhostLimit is the largest deleted file whose contents go into the
+	// image, in bytes (criu's --ghost-limit); 0: no limit.
+	GhostLimit int64
 	// Log receives progress messages; nil discards them.
 	Log *slog.Logger
 	// Progress, if set, is called as pages are written (done, total).

@@ -74,7 +74,7 @@ func Run(opts Options) (st *Stats, err error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	t := &tree{opts: opts, log: opts.Log, files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, Log: opts.Log}),
+	t := &tree{opts: opts, log: opts.Log, files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, GhostLimit: opts.GhostLimit, Log: opts.Log}),
 		snaps: map[*process]*snapshot{}, st: &Stats{}, sc: newSeccompSet()}
 	root := t.newProcess(opts.Pid)
 	if err := root.check(); err != nil {

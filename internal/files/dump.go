@@ -36,6 +36,9 @@ type DumpOptions struct {
 	// FileLocks dumps the tree's file locks into file-locks.img (criu's
 	// --file-locks). The zero value refuses a tree that holds any.
 	FileLocks bool
+	// GhostLimit is the largest deleted file whose contents the image may
+	// hold, in bytes (criu's --ghost-limit); 0 means no limit.
+	GhostLimit int64
 	// Log receives notes on what the restore will need; nil discards them.
 	Log *slog.Logger
 }
@@ -214,7 +217,9 @@ func (d *Dumper) ByPath(pid int, what, link string, flags uint32, open func() (*
 	id := d.Add(regEntry(strings.TrimSuffix(link, " (deleted)"), flags, 0, &st))
 	d.byKey[key] = id
 	if st.Nlink == 0 && st.Mode&unix.S_IFMT == unix.S_IFREG {
-		d.addGhost(id, f, &st)
+		if err := d.addGhost(id, link, f, &st); err != nil {
+			return 0, fmt.Errorf("%s of %d: %w", what, pid, err)
+		}
 	} else {
 		f.Close()
 	}

@@ -22,16 +22,22 @@ import (
 // intact), but they cannot be linked back into the filesystem (linkat
 // gives ENOENT), so their whole contents go into the image, whatever their
 // size: a restore that cannot bring the file back is worse than a large
-// image.
+// image. criu's --ghost-limit sets a size above which the dump fails
+// instead; cryo's default is no limit (criu's is 1 MiB).
 
 type ghost struct {
 	src   *os.File
 	entry *ghost_file.GhostFileEntry
 }
 
-// addGhost records that file id is deleted; src reads its contents and
-// is closed with the dump.
-func (d *Dumper) addGhost(id uint32, src *os.File, st *unix.Stat_t) {
+// addGhost records that file id (at path, as its link names it) is
+// deleted; src reads its contents and is closed with the dump. A file
+// larger than DumpOptions.GhostLimit fails the dump.
+func (d *Dumper) addGhost(id uint32, path string, src *os.File, st *unix.Stat_t) error {
+	if d.opts.GhostLimit > 0 && st.Size > d.opts.GhostLimit {
+		src.Close()
+		return fmt.Errorf("deleted file %s holds %d bytes, more than --ghost-limit %d allows in the image", path, st.Size, d.opts.GhostLimit)
+	}
 	d.keep(src)
 	d.ghosts[id] = ghost{src: src, entry: &ghost_file.GhostFileEntry{
 		Uid:  proto.Uint32(st.Uid),
@@ -41,6 +47,7 @@ func (d *Dumper) addGhost(id uint32, src *os.File, st *unix.Stat_t) {
 		Ino:  proto.Uint64(st.Ino),
 		Size: proto.Uint64(uint64(st.Size)),
 	}}
+	return nil
 }
 
 func (d *Dumper) writeGhosts(dir *image.Dir) error {

@@ -53,7 +53,9 @@ func (regDump) dump(d *Dumper, fd *Fd) (uint32, error) {
 		if err != nil {
 			return 0, fmt.Errorf("open deleted file: %w", err)
 		}
-		d.addGhost(id, f, fd.Stat)
+		if err := d.addGhost(id, fd.Link, f, fd.Stat); err != nil {
+			return 0, err
+		}
 	}
 	return id, nil
 }

@@ -319,3 +319,29 @@ func TestDumpRefusesNamespaces(t *testing.T) {
 		})
 	}
 }
+
+// TestDumpGhostLimit: criu's --ghost-limit. The files target holds a
+// deleted 8 MiB file: a 1M limit refuses it, naming the file, and leaves
+// the process untouched; 16M takes it, and the restored process finds its
+// contents. criu's other flags that change nothing cryo does are taken.
+func TestDumpGhostLimit(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "files")
+	img := filepath.Join(tg.dir, "img")
+	r := dump(t, tg.pid, img, "--ghost-limit", "1M", "--link-remap", "--force-irmap", "--evasive-devices")
+	if r.timedOut || r.code == 0 || !strings.Contains(r.output, "deleted.dat") || !strings.Contains(r.output, "--ghost-limit 1048576") {
+		t.Fatalf("dump with --ghost-limit 1M of a process holding a deleted 8 MiB file: want a refusal naming it, got %v", r)
+	}
+	expectAliveUnstopped(t, tg.pid, "after the refused dump")
+	img = filepath.Join(tg.dir, "img2")
+	mustDump(t, tg.pid, img, "--ghost-limit", "16M")
+	tg.expectKilled()
+	reapOrphans(t)
+	restoreDetached(t, tg, img)
+	tg.fire()
+	ws, err := waitReaped(tg.pid, exitTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.expectPassed(ws.ExitStatus(), "after restore")
+}
