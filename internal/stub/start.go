@@ -48,7 +48,8 @@ func HandOn() (uint64, error) {
 }
 
 // Start builds the stub for base, runs it from a memfd named name with an
-// empty environment and fds 0-2 on /dev/null, holding the capabilities of
+// empty environment, fds 0-2 on /dev/null and SIGKILL as its parent-death
+// signal, holding the capabilities of
 // HandOn as ambient ones (raised in the forked child only, before the
 // exec: cryo's own threads are untouched). Both restore and `cryo check`
 // start their stubs here, so that the probes run with exactly the
@@ -85,7 +86,11 @@ func Start(base uint64, name string, files ...*os.File) (*Proc, error) {
 	proc, err := os.StartProcess("/proc/self/fd/"+strconv.Itoa(mfd), []string{name}, &os.ProcAttr{
 		Env:   []string{},
 		Files: append([]*os.File{devnull, devnull, devnull}, files...),
-		Sys:   &syscall.SysProcAttr{AmbientCaps: ambient},
+		// Until cryo traces it (with PTRACE_O_EXITKILL), the stub dies
+		// with the thread that started it, so a cryo killed in between
+		// leaves nothing; a restore gives the root its own parent-death
+		// signal later.
+		Sys: &syscall.SysProcAttr{AmbientCaps: ambient, Pdeathsig: syscall.SIGKILL},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start stub (ambient capabilities %#x): %w", handed, err)

@@ -174,14 +174,7 @@ func checkRacedImage(t *testing.T, tg *target, img, what string) {
 // committed, a complete one.
 func TestKillCryoMidDump(t *testing.T) {
 	requireCryo(t)
-	loops := 200
-	if s := os.Getenv("CRYO_KILL_LOOPS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			t.Fatalf("CRYO_KILL_LOOPS=%q: want a positive number", s)
-		}
-		loops = n
-	}
+	loops := killLoops(t, 200)
 	intact, reported := 0, 0
 	outcomes := map[string]int{}
 	fail := func(format string, args ...any) {
@@ -207,6 +200,92 @@ func TestKillCryoMidDump(t *testing.T) {
 	if outcomes[killRemoved] == 0 {
 		t.Errorf("no kill came while the dump's worker was at work (images: %v): the removal of a partial image was never tested", outcomes)
 	}
+}
+
+// killLoops is how many times a kill test kills cryo: def, or
+// $CRYO_KILL_LOOPS.
+func killLoops(t *testing.T, def int) int {
+	s := os.Getenv("CRYO_KILL_LOOPS")
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		t.Fatalf("CRYO_KILL_LOOPS=%q: want a positive number", s)
+	}
+	return n
+}
+
+// TestKillCryoMidRestore: cryo restore, with -d and without, is SIGKILLed
+// after a random delay while it builds a tree of four processes and a
+// zombie (test/targets/tree). What it had built dies with it (every
+// restored task is traced with PTRACE_O_EXITKILL until the tree is let
+// go): afterwards either no process of the tree runs, or, when the kill
+// came after the tree was let go, all of them do, none stopped. No cryo
+// process is left behind either way.
+func TestKillCryoMidRestore(t *testing.T) {
+	requireCryo(t)
+	loops := killLoops(t, 30)
+	tg := startTarget(t, "tree")
+	var live []int
+	for _, p := range treePids(tg.pid) {
+		if runsTarget(p, "tree") {
+			live = append(live, p)
+		}
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	mustDump(t, tg.pid, img)
+	tg.expectKilled()
+	reapOrphans(t)
+	alive := func() int {
+		n := 0
+		for _, p := range live {
+			if runsTarget(p, "tree") {
+				n++
+			}
+		}
+		return n
+	}
+	outcomes := map[string]int{}
+	for i := range loops {
+		args := restoreArgs(img)
+		if i%2 == 1 {
+			args = append(args, "-d")
+		}
+		delay := time.Duration(rand.IntN(150)) * time.Millisecond
+		cp := startCryo(t, args...)
+		time.Sleep(delay)
+		_ = cp.cmd.Process.Signal(syscall.SIGKILL)
+		if r := cp.wait(5 * time.Second); r.timedOut {
+			t.Fatalf("kill %d: cryo restore did not die of SIGKILL", i)
+		}
+		for _, w := range orphanedCryos() {
+			if _, err := waitReaped(w, exitTimeout); err != nil {
+				t.Errorf("kill %d (after %v): cryo %d outlived the restore it served: %v", i, delay, w, err)
+			}
+		}
+		// Tasks killed with their tracer take a moment to go.
+		n := alive()
+		for deadline := time.Now().Add(2 * time.Second); n != 0 && n != len(live) && time.Now().Before(deadline); n = alive() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		switch n {
+		case 0:
+			outcomes["nothing left"]++
+		case len(live):
+			outcomes["whole tree"]++
+			for _, p := range live {
+				if bad := stoppedThreads(p); bad != "" {
+					t.Errorf("kill %d (after %v): the whole tree runs, but %d is %s", i, delay, p, bad)
+				}
+			}
+		default:
+			t.Errorf("kill %d (after %v, args %v): %d of the tree's %d processes run: half a tree was left", i, delay, args, n, len(live))
+		}
+		killRestored(t, tg.pid, "tree")
+		reapOrphans(t)
+	}
+	t.Logf("%d kills of cryo restore: %v", loops, outcomes)
 }
 
 // What a dump killed mid-way left in its image directory.

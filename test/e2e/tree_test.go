@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -94,7 +96,11 @@ func reapOrphans(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	t.Fatalf("children of the test still alive %v after their tree was dumped", exitTimeout)
+	var left []string
+	for _, p := range treePids(os.Getpid())[1:] {
+		left = append(left, fmt.Sprintf("%d %s (%s)", p, strings.ReplaceAll(readCmdline(p), "\x00", " "), procState(p)))
+	}
+	t.Fatalf("children of the test still alive %v after their tree was dumped: %s", exitTimeout, strings.Join(left, "; "))
 }
 
 // TestShellPipeline checkpoints `sh -c 'producer | consumer'` with the pipe
