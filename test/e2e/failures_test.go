@@ -186,7 +186,7 @@ func TestKillCryoMidDump(t *testing.T) {
 		reported++
 	}
 	for i := range loops {
-		if outcome, ok := killOnce(t, i, fail); ok {
+		if outcome, ok := killOnce(t, i, killMode{leave: true}, fail); ok {
 			intact++
 			outcomes[outcome]++
 		}
@@ -288,24 +288,72 @@ func TestKillCryoMidRestore(t *testing.T) {
 	t.Logf("%d kills of cryo restore: %v", loops, outcomes)
 }
 
+// TestKillCryoAndWorkerMidDump: as TestKillCryoMidDump, but the dump's
+// worker, which does the tracing, is SIGKILLed with its supervisor, as the
+// OOM killer would kill both, and every other dump is a plain one (no
+// --leave-running): the target is left running, unstopped and intact with
+// the image directory empty or complete (killedDumpImage), or, in a plain
+// dump, killed once its image was complete.
+func TestKillCryoAndWorkerMidDump(t *testing.T) {
+	requireCryo(t)
+	loops := killLoops(t, 30)
+	intact, reported := 0, 0
+	outcomes := map[string]int{}
+	fail := func(format string, args ...any) {
+		if reported < 5 {
+			t.Errorf(format, args...)
+		}
+		reported++
+	}
+	for i := range loops {
+		if outcome, ok := killOnce(t, i, killMode{all: true, leave: i%2 == 0}, fail); ok {
+			intact++
+			outcomes[outcome]++
+		}
+	}
+	t.Logf("%d/%d targets intact or dumped after SIGKILL of cryo and its worker mid-dump; images: %v", intact, loops, outcomes)
+	if intact != loops {
+		t.Errorf("%d/%d targets corrupted or stopped, or images left partial", loops-intact, loops)
+	}
+}
+
 // What a dump killed mid-way left in its image directory.
 const (
 	killNoWorker = "killed before the worker started"
 	killRemoved  = "partial image removed"
 	killComplete = "complete image"
+	killDumped   = "complete image, target killed by the dump"
 )
 
-// killOnce runs one dump, SIGKILLs it, and checks the target and the image
-// directory. It returns which of the outcomes above it saw, and false (after
-// reporting why) if the target or the image is not as cryo promises.
-func killOnce(t *testing.T, i int, fail func(string, ...any)) (string, bool) {
+// killMode is how killOnce kills: the worker too (all), and whether the
+// dump was to leave the target running.
+type killMode struct{ all, leave bool }
+
+// killOnce runs one dump, SIGKILLs it (and its worker too if all, as the
+// OOM killer might), and checks the target and the image directory. It
+// returns which of the outcomes above it saw, and false (after reporting
+// why) if the target or the image is not as cryo promises.
+func killOnce(t *testing.T, i int, mode killMode, fail func(string, ...any)) (string, bool) {
 	tg := startTarget(t, "memory", "lite")
 	img := filepath.Join(tg.dir, "img")
 	_ = os.MkdirAll(img, 0o700)
 	defer os.RemoveAll(img)
 	delay := time.Duration(rand.IntN(51)) * time.Millisecond
-	cp := startCryo(t, "dump", "-t", strconv.Itoa(tg.pid), "-D", img, "--leave-running")
+	args := []string{"dump", "-t", strconv.Itoa(tg.pid), "-D", img}
+	if mode.leave {
+		args = append(args, "--leave-running")
+	}
+	cp := startCryo(t, args...)
 	time.Sleep(delay)
+	if mode.all {
+		sup := cp.cmd.Process.Pid
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", sup, sup))
+		for _, f := range strings.Fields(string(b)) {
+			if w, err := strconv.Atoi(f); err == nil {
+				_ = syscall.Kill(w, syscall.SIGKILL)
+			}
+		}
+	}
 	_ = cp.cmd.Process.Signal(syscall.SIGKILL)
 	r := cp.wait(5 * time.Second)
 	if r.timedOut {
@@ -326,6 +374,15 @@ func killOnce(t *testing.T, i int, fail func(string, ...any)) (string, bool) {
 	}
 	select {
 	case <-tg.done:
+		if !mode.leave {
+			// A plain dump kills the target once the image is
+			// committed, and only then.
+			if _, err := killedDumpImage(t, img, true); err != nil {
+				fail("iteration %d (kill after %v): the target was killed, but its image: %v", i, delay, err)
+				return "", false
+			}
+			return killDumped, true
+		}
 		fail("iteration %d (kill after %v): target died: %v\n%s", i, delay, tg.state, lastLines(tg.log(), 10))
 		return "", false
 	default:
