@@ -9,7 +9,6 @@ import (
 	"os"
 	"sort"
 	"strconv"
-	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/ptrace"
 )
 
@@ -621,15 +621,14 @@ func (r *restorer) mapVdso() error {
 			return nil
 		}
 	}
-	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", r.c.pid))
+	maps, err := procfs.MapsPid(r.c.pid)
 	if err != nil {
 		return err
 	}
-	want := fmt.Sprintf("%x-", vdso)
-	for _, line := range strings.Split(string(maps), "\n") {
-		if strings.HasSuffix(line, "[vdso]") {
-			if !strings.HasPrefix(line, want) {
-				return fmt.Errorf("this kernel puts [vdso] at %s, the image at %#x: the image comes from a kernel with another vdso layout: %w", strings.Fields(line)[0], vdso, ErrNotSupported)
+	for _, m := range maps {
+		if m.Kind == procfs.KindVdso {
+			if m.Start != vdso {
+				return fmt.Errorf("this kernel puts [vdso] at %#x-%#x, the image at %#x: the image comes from a kernel with another vdso layout: %w", m.Start, m.End, vdso, ErrNotSupported)
 			}
 			r.vdso = vdso
 			return nil

@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"os"
 	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -20,6 +18,7 @@ import (
 	"github.com/cryo-project/cryo/internal/feature"
 	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/ptrace"
 	"github.com/cryo-project/cryo/internal/xstate"
 )
@@ -42,20 +41,16 @@ func hostXCR0() uint64 { return xstate.HostFeatures() }
 
 // vdsoHashOf hashes the [vdso] of pid, to compare with an image's.
 func vdsoHashOf(pid int) (string, error) {
-	maps, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/maps")
+	maps, err := procfs.MapsPid(pid)
 	if err != nil {
 		return "", err
 	}
-	for _, line := range strings.Split(string(maps), "\n") {
-		if !strings.HasSuffix(line, "[vdso]") {
+	for _, m := range maps {
+		if m.Kind != procfs.KindVdso {
 			continue
 		}
-		var lo, hi uint64
-		if _, err := fmt.Sscanf(line, "%x-%x", &lo, &hi); err != nil {
-			return "", err
-		}
-		b := make([]byte, hi-lo)
-		if err := ptrace.ReadMem(pid, lo, b); err != nil {
+		b := make([]byte, m.End-m.Start)
+		if err := ptrace.ReadMem(pid, m.Start, b); err != nil {
 			return "", err
 		}
 		return fmt.Sprintf("%x", sha256.Sum256(b)), nil
