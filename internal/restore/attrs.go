@@ -348,16 +348,15 @@ func (r *restorer) addMembarrier(b *inject.Batch) {
 	}
 }
 
-// afterCreds gives thread t its parent-death signal, which a change of its
-// uids resets, and which the root's leader has as SIGKILL until here (the
-// stub's, so that it dies with a cryo killed before it traced it).
+// afterCreds gives thread t what a change of its uids has reset: the
+// parent-death signal.
 func (r *restorer) afterCreds(t *inject.Task, i int) error {
-	d := r.l.cores[i].GetThreadCore().GetPdeathSig()
-	if d == 0 && (r != r.t.rs[0] || i != 0) {
-		return nil
+	if d := r.l.cores[i].GetThreadCore().GetPdeathSig(); d != 0 {
+		if _, err := r.c.call(t, "prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(d)); err != nil {
+			return err
+		}
 	}
-	_, err := r.c.call(t, "prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(d))
-	return err
+	return nil
 }
 
 // lastCalls are the calls of finish after the scratch area is gone, made

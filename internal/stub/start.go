@@ -88,8 +88,8 @@ func Start(base uint64, name string, files ...*os.File) (*Proc, error) {
 		Files: append([]*os.File{devnull, devnull, devnull}, files...),
 		// Until cryo traces it (with PTRACE_O_EXITKILL), the stub dies
 		// with the thread that started it, so a cryo killed in between
-		// leaves nothing; a restore gives the root its own parent-death
-		// signal later.
+		// leaves nothing. What it forks starts without (fork clears
+		// the parent-death signal) and is traced from its birth.
 		Sys: &syscall.SysProcAttr{AmbientCaps: ambient, Pdeathsig: syscall.SIGKILL},
 	})
 	if err != nil {
