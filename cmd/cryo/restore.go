@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -17,6 +19,7 @@ func init() {
 		log     logOptions
 		actions actionScripts
 		inherit []string
+		pidfile string
 	)
 	cmd := &cobra.Command{
 		Use:   "restore -D DIR",
@@ -34,7 +37,7 @@ signal state. Without -d, cryo waits for it and exits with its exit status.`,
 			}
 			defer closeLog()
 			opts.Log = l
-			opts.Notify = actions.notify()
+			opts.Notify = withPidfile(actions.notify(), pidfile, opts.Dir)
 			if opts.Inherit, err = inheritFds(inherit); err != nil {
 				return err
 			}
@@ -63,6 +66,7 @@ signal state. Without -d, cryo waits for it and exits with its exit status.`,
 	f.BoolVarP(&opts.ShellJob, "shell-job", "j", false, "attach terminal fds to this terminal")
 	f.BoolVar(&opts.Verify, "verify", false, "before the tree runs, compare what /proc shows of it with the dump's record; kill it on any difference")
 	f.BoolVarP(&opts.FileLocks, "file-locks", "l", false, "take the image's file locks again (without it, an image with locks is refused)")
+	f.StringVar(&pidfile, "pidfile", "", "write the restored root's pid to this file (relative to the image directory, as in criu)")
 	f.StringArrayVar(&inherit, "inherit-fd", nil, "fd[N]:KEY: use cryo's fd N for the image's file KEY (e.g. pipe:[1234]) whose other end was outside the tree")
 	registerCompat(f, false)
 	actions.register(f, &opts.Dir)
@@ -88,4 +92,32 @@ func inheritFds(args []string) (map[string]*os.File, error) {
 		out[key] = os.NewFile(uintptr(n), key)
 	}
 	return out, nil
+}
+
+// withPidfile adds criu's --pidfile to a restore's notifications: once the
+// tree is whole, before it runs (pre-resume), the root's pid goes into
+// path, relative to the image directory dir, so that a file that cannot
+// be written fails the restore with nothing left running. An empty path
+// adds nothing.
+func withPidfile(notify func(string, int) error, path, dir string) func(string, int) error {
+	if path == "" {
+		return notify
+	}
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(dir, path)
+	}
+	return func(event string, pid int) error {
+		if notify != nil {
+			if err := notify(event, pid); err != nil {
+				return err
+			}
+		}
+		if event != "pre-resume" {
+			return nil
+		}
+		if err := os.WriteFile(path, []byte(strconv.Itoa(pid)), 0o644); err != nil {
+			return fmt.Errorf("--pidfile: %w", err)
+		}
+		return nil
+	}
 }

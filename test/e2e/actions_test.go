@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -129,4 +130,34 @@ func TestActionScriptFails(t *testing.T) {
 			tg.expectPassed(ws.ExitStatus(), "restored after a failed restore")
 		})
 	}
+}
+
+// TestRestorePidfile: criu's --pidfile names the restored root, relative
+// to the image directory; one that cannot be written fails the restore
+// with nothing of the tree left running.
+func TestRestorePidfile(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "counter")
+	img := filepath.Join(t.TempDir(), "img")
+	mustDump(t, tg.pid, img)
+	tg.expectKilled()
+	reapOrphans(t)
+	bad := filepath.Join(t.TempDir(), "no-such-dir", "pid")
+	if r := runCryo(t, restoreTimeout, restoreArgs(img, "-d", "--pidfile", bad)...); r.code == 0 || !strings.Contains(r.output, "--pidfile") {
+		t.Fatalf("restore with an unwritable --pidfile: want a failure naming it, got %v", r)
+	}
+	if runsTarget(tg.pid, tg.name) {
+		t.Fatalf("a restore that failed on its pidfile left pid %d running", tg.pid)
+	}
+	restoreDetached(t, tg, img, "--pidfile", "root.pid")
+	b, err := os.ReadFile(filepath.Join(img, "root.pid"))
+	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(tg.pid) {
+		t.Fatalf("pidfile holds %q (%v), want %d", b, err, tg.pid)
+	}
+	tg.fire()
+	ws, err := waitReaped(tg.pid, exitTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.expectPassed(ws.ExitStatus(), "after restore with --pidfile")
 }

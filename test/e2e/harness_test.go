@@ -703,10 +703,10 @@ func readCmdline(pid int) string {
 
 // restoreDetached restores img with -d and arranges for the restored tree
 // to be killed when the test ends; it fails the test if the restore does.
-func restoreDetached(t *testing.T, tg *target, img string) {
+func restoreDetached(t *testing.T, tg *target, img string, extra ...string) {
 	t.Helper()
 	w := armState(t, img, "pre-resume", tg.pid)
-	cp := startCryo(t, restoreArgs(img, "-d")...)
+	cp := startCryo(t, restoreArgs(img, append([]string{"-d"}, extra...)...)...)
 	t.Cleanup(func() { killRestored(t, tg.pid, tg.name) })
 	expectSameState(t, img, w, cp.done)
 	if r := cp.wait(restoreTimeout); r.code != 0 {
