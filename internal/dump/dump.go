@@ -322,13 +322,40 @@ func (p *process) requeueCaught() error {
 // release undoes everything the dump did to the process and lets it run.
 func (p *process) release() error {
 	errs := []error{p.requeueCaught()}
+	var stopped []int
 	for _, th := range p.threads {
+		if th.t.GroupStopped {
+			stopped = append(stopped, th.t.Tid)
+		}
 		if err := th.release(); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	p.threads = nil
+	p.awaitStopped(stopped)
 	return errors.Join(errs...)
+}
+
+// awaitStopped waits, a second at most, until the threads tids, which were
+// in a group stop when seized, are stopped again: the kernel wakes a
+// thread that its tracer lets go, and it stops again at once, before any
+// code of its own (__ptrace_unlink). A dump that leaves the tree running
+// returns with the tree as it found it, not on its way there.
+func (p *process) awaitStopped(tids []int) {
+	deadline := time.Now().Add(time.Second)
+	for _, tid := range tids {
+		for {
+			st, err := procfs.TaskStatPid(p.pid, tid)
+			if err != nil || st.State == 'T' || st.State == 'Z' || st.State == 'X' {
+				break
+			}
+			if time.Now().After(deadline) {
+				p.log.Warn("thread not back in its group stop", "pid", p.pid, "tid", tid, "state", string(st.State))
+				return
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
 }
 
 // kill ends the dumped process and reaps the ptrace notifications of its
