@@ -195,6 +195,23 @@ func regEntry(name string, flags uint32, pos uint64, st *unix.Stat_t) *fdinfo.Fi
 	}
 }
 
+// checkUnlinked refuses a file that no longer has a name and that is not a
+// regular file: a regular one's contents go into the image (a ghost), but
+// a removed directory, a deleted FIFO or a deleted device node cannot be
+// put back where the program had it, and restore would fail to open it
+// after the dump had ended the process.
+func checkUnlinked(st *unix.Stat_t) error {
+	if st.Nlink != 0 {
+		return nil
+	}
+	what := map[uint32]string{unix.S_IFDIR: "a directory removed", unix.S_IFIFO: "a FIFO deleted", unix.S_IFCHR: "a character device node deleted",
+		unix.S_IFBLK: "a block device node deleted", unix.S_IFSOCK: "a socket file deleted", unix.S_IFLNK: "a symbolic link deleted"}[st.Mode&unix.S_IFMT]
+	if what == "" {
+		return nil
+	}
+	return fmt.Errorf("%s since it was opened, which cryo cannot re-create yet: %w", what, errs.ErrNotSupported)
+}
+
 // ByPath registers a file a process reaches through a path-like link
 // (exe, cwd, root, a mapping) rather than an fd. open gives a handle on
 // the very inode, for ghosts. Such files share no open file description:
@@ -206,6 +223,10 @@ func (d *Dumper) ByPath(pid int, what, link string, flags uint32, open func() (*
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return 0, fmt.Errorf("%s of %d (%s): %w", what, pid, link, err)
+	}
+	if err := checkUnlinked(&st); err != nil {
 		f.Close()
 		return 0, fmt.Errorf("%s of %d (%s): %w", what, pid, link, err)
 	}
@@ -330,6 +351,9 @@ func (d *Dumper) dumpFd(pid, n int, path string) (*fdinfo.FdinfoEntry, error) {
 		if k == nil {
 			return nil, fmt.Errorf("fd %d (%s, %s) of pid %d: %w", n, unknownKind(fd), link, pid, errs.ErrNotSupported)
 		}
+		if err := checkSignalIO(fd); err != nil {
+			return nil, fmt.Errorf("fd %d (%s) of pid %d: %w", n, link, pid, err)
+		}
 		if id, err = k.dump(d, fd); err != nil {
 			return nil, fmt.Errorf("fd %d (%s) of pid %d: %w", n, link, pid, err)
 		}
@@ -345,6 +369,61 @@ func (d *Dumper) dumpFd(pid, n int, path string) (*fdinfo.FdinfoEntry, error) {
 		Type:  d.Entry(id).GetType().Enum(),
 		Fd:    proto.Uint32(uint32(n)),
 	}, nil
+}
+
+// checkSignalIO refuses signal-driven I/O, which no kind restores yet: an
+// owner set with F_SETOWN (it gets SIGIO, and SIGURG from a socket, even
+// without O_ASYNC), a signal set with F_SETSIG, or O_ASYNC itself, but on
+// a UNIX socket with no owner, where unix.go gives the flag back and it
+// sends nothing. Restore would bring the file back silent.
+func checkSignalIO(fd *Fd) error {
+	if fd.Flags&unix.O_PATH != 0 {
+		return nil // fcntl answers EBADF: no I/O, no owner
+	}
+	cp, err := fd.Copy()
+	if err != nil {
+		return fmt.Errorf("copy the fd to read its owner: %w", err)
+	}
+	kind, owner, err := kabi.GetOwnerEx(cp)
+	if err != nil {
+		return fmt.Errorf("F_GETOWN_EX: %w", err)
+	}
+	sig, err := unix.FcntlInt(uintptr(cp), unix.F_GETSIG, 0)
+	if err != nil {
+		return fmt.Errorf("F_GETSIG: %w", err)
+	}
+	// F_SETLEASE made its holder the owner and set O_ASYNC; the lease's
+	// restore does both again (locks.go checks the owner is the holder).
+	lease := leaseHolder(fd)
+	if lease != 0 && kind == kabi.F_OWNER_PID && sig == 0 && owner == lease {
+		owner = 0
+	}
+	if owner != 0 || sig != 0 {
+		what := map[int]string{kabi.F_OWNER_TID: "thread", kabi.F_OWNER_PID: "process", kabi.F_OWNER_PGRP: "process group"}[kind]
+		return fmt.Errorf("its SIGIO goes to %s %d (F_SETOWN), signal %d (F_SETSIG, 0: SIGIO), which cryo does not restore yet: %w", what, owner, sig, errs.ErrNotSupported)
+	}
+	if fd.Flags&unix.O_ASYNC != 0 && lease == 0 && !isUnixSocket(fd) {
+		return fmt.Errorf("O_ASYNC (signal-driven I/O), which cryo does not restore on this kind of file yet: %w", errs.ErrNotSupported)
+	}
+	return nil
+}
+
+// leaseHolder is the process that holds a lease through fd, or 0.
+func leaseHolder(fd *Fd) int {
+	for _, lk := range fd.Info.Locks {
+		if lk.Kind == procfs.LockLease && !lk.Blocked {
+			return lk.Pid
+		}
+	}
+	return 0
+}
+
+func isUnixSocket(fd *Fd) bool {
+	if fd.Stat.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return false
+	}
+	a, ok := fd.socket()
+	return ok && a.family == unix.AF_UNIX
 }
 
 // sharedWith returns the id of an fd already seen that shares its open

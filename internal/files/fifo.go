@@ -39,6 +39,9 @@ func (fifoDump) match(fd *Fd) bool {
 }
 
 func (fifoDump) dump(d *Dumper, fd *Fd) (uint32, error) {
+	if err := checkUnlinked(fd.Stat); err != nil {
+		return 0, err
+	}
 	if _, err := dumpHalf[*pipeDump](d).pipe(fd, true); err != nil {
 		return 0, err
 	}

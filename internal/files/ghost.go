@@ -3,7 +3,6 @@ package files
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	ghost_file "github.com/checkpoint-restore/go-criu/v8/crit/images/ghost-file"
+	criutime "github.com/checkpoint-restore/go-criu/v8/crit/images/time"
 
 	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/imageset"
@@ -46,6 +46,8 @@ func (d *Dumper) addGhost(id uint32, path string, src *os.File, st *unix.Stat_t)
 		Dev:  proto.Uint32(uint32(st.Dev)),
 		Ino:  proto.Uint64(st.Ino),
 		Size: proto.Uint64(uint64(st.Size)),
+		Atim: &criutime.Timeval{TvSec: proto.Uint64(uint64(st.Atim.Sec)), TvUsec: proto.Uint64(uint64(st.Atim.Nsec / 1000))},
+		Mtim: &criutime.Timeval{TvSec: proto.Uint64(uint64(st.Mtim.Sec)), TvUsec: proto.Uint64(uint64(st.Mtim.Nsec / 1000))},
 	}}
 	return nil
 }
@@ -90,13 +92,7 @@ func prepareGhosts(set *imageset.Set) (*ghosts, error) {
 		g.created = append(g.created, path)
 		e, err := set.Dir.ReadGhostFile(id, file)
 		if err == nil {
-			err = file.Chmod(os.FileMode(e.GetMode() & 0o7777))
-		}
-		if err == nil {
-			err = os.Chown(path, int(e.GetUid()), int(e.GetGid()))
-			if errors.Is(err, os.ErrPermission) {
-				err = nil // not root: the file stays the restorer's
-			}
+			err = giveBack(file, e)
 		}
 		file.Close()
 		if err != nil {
@@ -106,6 +102,53 @@ func prepareGhosts(set *imageset.Set) (*ghosts, error) {
 		g.paths[id] = path
 	}
 	return g, nil
+}
+
+// giveBack gives a re-created deleted file the owner, mode and times it
+// had (times to the microsecond, as CRIU's image keeps them). A restorer
+// that may not give it its owner fails: the program would find the file
+// another user's.
+func giveBack(file *os.File, e *ghost_file.GhostFileEntry) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(file.Fd()), &st); err != nil {
+		return err
+	}
+	if st.Uid != e.GetUid() || st.Gid != e.GetGid() {
+		if err := file.Chown(int(e.GetUid()), int(e.GetGid())); err != nil {
+			return fmt.Errorf("give it its owner %d:%d: %w", e.GetUid(), e.GetGid(), err)
+		}
+	}
+	// After chown, which clears set-user-id and set-group-id.
+	if err := file.Chmod(fileMode(e.GetMode())); err != nil {
+		return err
+	}
+	if e.Atim == nil || e.Mtim == nil {
+		return nil // an image without them (CRIU's are optional)
+	}
+	ts := []unix.Timespec{timeval(e.GetAtim()), timeval(e.GetMtim())}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, file.Name(), ts, 0); err != nil {
+		return fmt.Errorf("give it its times: %w", err)
+	}
+	return nil
+}
+
+// fileMode is os.FileMode of a st_mode's permission and set-id bits.
+func fileMode(m uint32) os.FileMode {
+	fm := os.FileMode(m & 0o777)
+	if m&unix.S_ISUID != 0 {
+		fm |= os.ModeSetuid
+	}
+	if m&unix.S_ISGID != 0 {
+		fm |= os.ModeSetgid
+	}
+	if m&unix.S_ISVTX != 0 {
+		fm |= os.ModeSticky
+	}
+	return fm
+}
+
+func timeval(tv *criutime.Timeval) unix.Timespec {
+	return unix.Timespec{Sec: int64(tv.GetTvSec()), Nsec: int64(tv.GetTvUsec()) * 1000}
 }
 
 func (g *ghosts) cleanup() {

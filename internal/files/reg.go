@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/cryo-project/cryo/internal/errs"
 )
 
 // Regular files, directories, and the character devices that carry no
@@ -47,6 +48,13 @@ func (regDump) match(fd *Fd) bool {
 }
 
 func (regDump) dump(d *Dumper, fd *Fd) (uint32, error) {
+	if err := checkUnlinked(fd.Stat); err != nil {
+		return 0, err
+	}
+	if fd.Flags&unix.O_TMPFILE == unix.O_TMPFILE {
+		// Reopened by name it would lose __O_TMPFILE from its flags.
+		return 0, fmt.Errorf("a file made with O_TMPFILE, which cryo cannot re-create yet: %w", errs.ErrNotSupported)
+	}
 	id := d.Add(regEntry(strings.TrimSuffix(fd.Link, " (deleted)"), fd.Flags, uint64(fd.Info.Pos), fd.Stat))
 	if fd.Stat.Nlink == 0 && fd.Stat.Mode&unix.S_IFMT == unix.S_IFREG {
 		f, err := os.Open(fd.Path)

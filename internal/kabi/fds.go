@@ -1,6 +1,8 @@
 package kabi
 
 import (
+	"unsafe"
+
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -31,4 +33,23 @@ func GetFd(pid, fd int) (int, error) {
 		return -1, fmt.Errorf("pidfd_getfd %d of %d: %w", fd, pid, err)
 	}
 	return cp, nil
+}
+
+// F_OWNER_* are the kinds of owner F_GETOWN_EX reports
+// (include/uapi/asm-generic/fcntl.h).
+const (
+	F_OWNER_TID  = 0
+	F_OWNER_PID  = 1
+	F_OWNER_PGRP = 2
+)
+
+// GetOwnerEx is fcntl(F_GETOWN_EX): who gets fd's SIGIO and SIGURG, by
+// kind (F_OWNER_*) and id; 0 and 0 when nobody does. Unlike F_GETOWN, it
+// cannot mistake a process group for an error.
+func GetOwnerEx(fd int) (kind, id int, err error) {
+	var o struct{ Type, Pid int32 }
+	if _, _, e := unix.Syscall(unix.SYS_FCNTL, uintptr(fd), unix.F_GETOWN_EX, uintptr(unsafe.Pointer(&o))); e != 0 {
+		return 0, 0, e
+	}
+	return int(o.Type), int(o.Pid), nil
 }

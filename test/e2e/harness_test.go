@@ -161,7 +161,7 @@ func requireCryo(t *testing.T) {
 // targetCmd is how a target is started, without its trigger argument.
 func targetCmd(name string) []string {
 	switch name {
-	case "pyjob", "pylocks":
+	case "pyjob", "pylocks", "unlinked":
 		py := "/usr/bin/python3"
 		if _, err := os.Stat(py); err != nil {
 			py = "python3"
