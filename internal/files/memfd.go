@@ -176,6 +176,9 @@ func (mo *memfdOpen) fd(r *Restorer, p Proc, id uint32) (uint64, error) {
 		if err := fillShmem(r.set.Dir, p.Pid(), fd, ino.GetShmid()); err != nil {
 			return 0, fmt.Errorf("memfd %s: %w", ino.GetName(), err)
 		}
+		if err := giveMemfdBack(p, fd, ino); err != nil {
+			return 0, fmt.Errorf("memfd %s: %w", ino.GetName(), err)
+		}
 	}
 	fd, err := r.Park(p, fd)
 	if err != nil {
@@ -186,6 +189,32 @@ func (mo *memfdOpen) fd(r *Restorer, p Proc, id uint32) (uint64, error) {
 	}
 	mo.fds[key] = fd
 	return fd, nil
+}
+
+// giveMemfdBack gives a re-created memfd what its inode had besides its
+// contents: the size (the contents go back in whole pages), the mode and
+// the owner. CRIU's image keeps no times of a memfd.
+func giveMemfdBack(p Proc, fd uint64, ino *memfd.MemfdInodeEntry) error {
+	if _, err := p.Call("ftruncate memfd", unix.SYS_FTRUNCATE, fd, ino.GetSize()); err != nil {
+		return err
+	}
+	if _, err := p.Call("fchmod memfd", unix.SYS_FCHMOD, fd, uint64(ino.GetMode()&0o7777)); err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/fd/%d", p.Pid(), fd), &st); err != nil {
+		return err
+	}
+	if st.Uid != ino.GetUid() || st.Gid != ino.GetGid() {
+		if _, err := p.Call("fchown memfd", unix.SYS_FCHOWN, fd, uint64(ino.GetUid()), uint64(ino.GetGid())); err != nil {
+			return fmt.Errorf("give it its owner %d:%d: %w", ino.GetUid(), ino.GetGid(), err)
+		}
+		// chown clears the set-id bits: the mode once more.
+		if _, err := p.Call("fchmod memfd", unix.SYS_FCHMOD, fd, uint64(ino.GetMode()&0o7777)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // open opens a new description of a re-created memfd: reopening it

@@ -21,6 +21,9 @@
  *   pidfd      O_NONBLOCK pidfd on a forked child that sleeps: it must
  *              still name that child, pidfd_send_signal must reach it and
  *              waitid(P_PIDFD) must report its death.
+ *   memfd      a memfd of 37 bytes (not a whole page), mode 0751, owned by
+ *              uid/gid 1000 (when root), sealed against growing: the same
+ *              size, contents, mode, owner and seals after restore.
  *
  * Optional second argument, for the dump-refusal tests:
  *   pending-inotify  leave one inotify event unread (UNSUPPORTED fd=N line)
@@ -32,6 +35,7 @@
 #include <signal.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
@@ -40,7 +44,9 @@
 #define P_PIDFD 3
 #endif
 
-static int sfd, tper, tone, tabs_rt, tabs_bt, ifd, pfd;
+static int sfd, tper, tone, tabs_rt, tabs_bt, ifd, pfd, mfd;
+static const char memfd_text[] = "thirty-seven bytes, not a whole page";
+static struct stat memfd_st;
 static pid_t kid;
 static int wd_a, wd_b, wd_d;
 static char file_a[2200], file_b[2200], dir_d[2200];
@@ -220,6 +226,31 @@ static void check_inotify(void)
 	      ok && ev->len ? ev->name : "", wd_d);
 }
 
+static void make_memfd(void)
+{
+	mfd = memfd_create("fds-memfd", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (mfd < 0 || write(mfd, memfd_text, sizeof(memfd_text)) != (ssize_t)sizeof(memfd_text) || fchmod(mfd, 0751))
+		die("memfd");
+	if (geteuid() == 0 && fchown(mfd, 1000, 1000))
+		die("fchown memfd");
+	if (fcntl(mfd, F_ADD_SEALS, F_SEAL_GROW) || fstat(mfd, &memfd_st))
+		die("seal memfd");
+}
+
+static void check_memfd(void)
+{
+	struct stat st = {0};
+	char buf[64] = {0};
+	int r = fstat(mfd, &st);
+	check("memfd-stat", r == 0 && st.st_size == memfd_st.st_size && st.st_mode == memfd_st.st_mode && st.st_uid == memfd_st.st_uid &&
+				    st.st_gid == memfd_st.st_gid,
+	      "size %jd mode %o uid %u gid %u, was %jd %o %u %u", (intmax_t)st.st_size, st.st_mode, st.st_uid, st.st_gid, (intmax_t)memfd_st.st_size,
+	      memfd_st.st_mode, memfd_st.st_uid, memfd_st.st_gid);
+	check("memfd-contents", pread(mfd, buf, sizeof(buf), 0) == (ssize_t)sizeof(memfd_text) && !memcmp(buf, memfd_text, sizeof(memfd_text)),
+	      "read %s", buf);
+	check("memfd-seals", fcntl(mfd, F_GET_SEALS) == F_SEAL_GROW, "seals %#x", fcntl(mfd, F_GET_SEALS));
+}
+
 static void check_pidfd(void)
 {
 	char v[64] = "";
@@ -349,6 +380,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		remember_fdinfo(all[i]);
 
+	make_memfd();
 	ready();
 	wait_trigger(NULL);
 	if (!strcmp(mode, "pending-inotify")) { /* the event left unread on purpose */
@@ -369,6 +401,7 @@ int main(int argc, char **argv)
 	check_timers();
 	check_inotify();
 	check_pidfd();
+	check_memfd();
 	if (outside >= 0)
 		close(outside);
 	return finish();
