@@ -195,13 +195,29 @@ func regEntry(name string, flags uint32, pos uint64, st *unix.Stat_t) *fdinfo.Fi
 	}
 }
 
-// checkUnlinked refuses a file that no longer has a name and that is not a
-// regular file: a regular one's contents go into the image (a ghost), but
-// a removed directory, a deleted FIFO or a deleted device node cannot be
-// put back where the program had it, and restore would fail to open it
-// after the dump had ended the process.
-func checkUnlinked(st *unix.Stat_t) error {
+// checkReachable refuses a file restore could not open again by the path
+// its link shows, st being the file's own stat: restore would fail to open
+// it after the dump had ended the process, or open another file. A file
+// with no name left is refused unless it is a regular one (its contents
+// go into the image, a ghost): a removed directory, a deleted FIFO or
+// device node cannot be put back where the program had it. A file with a
+// name must be found at that name: not one deleted here but linked
+// elsewhere, not one on a filesystem the path does not reach from cryo's
+// root (a POSIX message queue shows as /NAME), not one whose name now
+// holds another file.
+func checkReachable(link string, st *unix.Stat_t) error {
 	if st.Nlink != 0 {
+		path := strings.TrimSuffix(link, " (deleted)")
+		var at unix.Stat_t
+		err := unix.Stat(path, &at)
+		switch {
+		case path != link:
+			return fmt.Errorf("deleted here but still linked elsewhere (%d links), which cryo cannot find by a name yet: %w", st.Nlink, errs.ErrNotSupported)
+		case err != nil:
+			return fmt.Errorf("not found at %s (%v): a file of a filesystem that path does not reach, such as a POSIX message queue: %w", path, err, errs.ErrNotSupported)
+		case at.Dev != st.Dev || at.Ino != st.Ino:
+			return fmt.Errorf("%s names another file now (inode %d, not %d): %w", path, at.Ino, st.Ino, errs.ErrNotSupported)
+		}
 		return nil
 	}
 	what := map[uint32]string{unix.S_IFDIR: "a directory removed", unix.S_IFIFO: "a FIFO deleted", unix.S_IFCHR: "a character device node deleted",
@@ -226,7 +242,7 @@ func (d *Dumper) ByPath(pid int, what, link string, flags uint32, open func() (*
 		f.Close()
 		return 0, fmt.Errorf("%s of %d (%s): %w", what, pid, link, err)
 	}
-	if err := checkUnlinked(&st); err != nil {
+	if err := checkReachable(link, &st); err != nil {
 		f.Close()
 		return 0, fmt.Errorf("%s of %d (%s): %w", what, pid, link, err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/eventpoll"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/cryo-project/cryo/internal/errs"
 )
 
 // epoll sets: each watched fd (by number, as fdinfo names it) with its
@@ -32,6 +33,13 @@ func (epollDump) match(fd *Fd) bool { return fd.Link == "anon_inode:[eventpoll]"
 func (epollDump) dump(d *Dumper, fd *Fd) (uint32, error) {
 	ep := &eventpoll.EventpollFileEntry{Flags: proto.Uint32(fd.Flags), Fown: noOwner()}
 	for _, t := range fd.Info.Epoll {
+		// Restore adds a watch by fd number: that fd must still be the
+		// watched file. A watch outlives the closing of its fd while
+		// another fd (a dup, a child's) keeps the file open.
+		var st unix.Stat_t
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/fd/%d", fd.Pid, t.TFD), &st); err != nil || st.Ino != t.Ino {
+			return 0, fmt.Errorf("it watches fd %d (inode %d), which was closed since or is another file now: %w", t.TFD, t.Ino, errs.ErrNotSupported)
+		}
 		ep.Tfd = append(ep.Tfd, &eventpoll.EventpollTfdEntry{
 			Id: proto.Uint32(0), Tfd: proto.Uint32(uint32(t.TFD)), Events: proto.Uint32(t.Events),
 			Data: proto.Uint64(t.Data), Inode: proto.Uint64(t.Ino), Pos: proto.Uint64(uint64(t.Pos)),

@@ -39,7 +39,7 @@ func (fifoDump) match(fd *Fd) bool {
 }
 
 func (fifoDump) dump(d *Dumper, fd *Fd) (uint32, error) {
-	if err := checkUnlinked(fd.Stat); err != nil {
+	if err := checkReachable(fd.Link, fd.Stat); err != nil {
 		return 0, err
 	}
 	if _, err := dumpHalf[*pipeDump](d).pipe(fd, true); err != nil {

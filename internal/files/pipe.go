@@ -282,8 +282,14 @@ func (po *pipeOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, erro
 		}
 		return p.Call("reopen pipe", unix.SYS_OPENAT, atFdcwd, s, uint64(pe.GetFlags()|unix.O_CLOEXEC), 0)
 	default:
+		// A copy: the fd handed out goes where the image has it, and
+		// the parked one stays for the next description of this end
+		// (reopened through /proc/self/fd) and for other processes.
 		ends.used[end] = true
-		fd = ends.fds[end]
+		var err error
+		if fd, err = p.Call("dup pipe end", unix.SYS_FCNTL, ends.fds[end], unix.F_DUPFD_CLOEXEC, 0); err != nil {
+			return 0, err
+		}
 	}
 	if fl := pe.GetFlags() & (unix.O_NONBLOCK | unix.O_DIRECT); fl != 0 {
 		if _, err := p.Call("fcntl(F_SETFL)", unix.SYS_FCNTL, fd, unix.F_SETFL, uint64(fl)); err != nil {
@@ -326,13 +332,13 @@ func (po *pipeOpen) make(r *Restorer, p Proc, id uint32) (*pipeEnds, error) {
 	return ends, nil
 }
 
-// treeDone closes the pipe ends that no fd of the image holds: the end
-// restore made but handed out only by pidfd_getfd, or never.
+// treeDone closes the parked pipe ends, once every fd of the tree is in
+// place: each fd of the image holds a copy of its own.
 func (po *pipeOpen) treeDone(r *Restorer) error {
 	for _, e := range po.ends {
 		p := r.proc(e.pid)
 		for i := range e.fds {
-			if !e.used[i] && p != nil {
+			if p != nil {
 				if _, err := p.Call("close", unix.SYS_CLOSE, e.fds[i]); err != nil {
 					return err
 				}

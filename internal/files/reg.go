@@ -47,8 +47,17 @@ func (regDump) match(fd *Fd) bool {
 	return false
 }
 
+// mqueueMagic is the f_type of the mqueue filesystem
+// (include/uapi/linux/magic.h): a POSIX message queue's fd looks like a
+// regular file named /NAME.
+const mqueueMagic = 0x19800202
+
 func (regDump) dump(d *Dumper, fd *Fd) (uint32, error) {
-	if err := checkUnlinked(fd.Stat); err != nil {
+	var fs unix.Statfs_t
+	if err := unix.Statfs(fd.Path, &fs); err == nil && fs.Type == mqueueMagic {
+		return 0, fmt.Errorf("a POSIX message queue, which cryo does not dump yet: %w", errs.ErrNotSupported)
+	}
+	if err := checkReachable(fd.Link, fd.Stat); err != nil {
 		return 0, err
 	}
 	if fd.Flags&unix.O_TMPFILE == unix.O_TMPFILE {

@@ -1,6 +1,6 @@
-"""unlinked: a process holding an object that has lost its name, of a kind
-cryo refuses, for the refusal tests. Started as `unlinked.py TRIGGER MODE`
-(protocol: test/targets/common.h). MODE is what it holds:
+"""unlinked: a process holding an object restore could not reach again by
+the name it shows, for the refusal tests. Started as `unlinked.py TRIGGER
+MODE` (protocol: test/targets/common.h). MODE is what it holds:
 
   cwd-removed   a cwd whose directory was removed
   dir-removed   an fd on a removed directory
@@ -8,6 +8,13 @@ cryo refuses, for the refusal tests. Started as `unlinked.py TRIGGER MODE`
   dev-deleted   an fd on a character device node (/dev/null's) deleted
   tmpfile       an O_TMPFILE file
   setown        a pipe with O_ASYNC and an owner (F_SETOWN)
+  linked        a file deleted by the name it was opened by, still linked
+                by another name
+  mqueue        a POSIX message queue (its fd shows /NAME)
+  epoll-closed  an epoll set watching an fd closed since (a dup keeps the
+                file open)
+  pipe-reopen   a pipe end opened a second time through /proc/self/fd: two
+                open file descriptions of one end, which cryo restores
 
 After the trigger it checks that what it held is still there, as it was:
 the refused dump must have left it untouched.
@@ -67,6 +74,33 @@ def main():
         want = stat.S_IFIFO
         fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+    elif mode == "linked":
+        p = os.path.join(d, "first")
+        fd, want = os.open(p, os.O_CREAT | os.O_RDWR, 0o600), stat.S_IFREG
+        os.link(p, os.path.join(d, "second"))
+        os.unlink(p)
+    elif mode == "mqueue":
+        import ctypes
+        rt = ctypes.CDLL("librt.so.1", use_errno=True)
+        name = f"/cryo-test-{os.getpid()}".encode()
+        fd = rt.mq_open(name, os.O_CREAT | os.O_RDWR, 0o600, None)
+        if fd < 0:
+            print(f"SETUP-ERROR mq_open: {os.strerror(ctypes.get_errno())}", flush=True)
+            sys.exit(2)
+        rt.mq_unlink(name)  # nothing to clean up after the test; the fd keeps it
+        want = stat.S_IFREG
+    elif mode == "epoll-closed":
+        import select
+        ep = select.epoll()
+        r, w = os.pipe()
+        ep.register(r, select.EPOLLIN)
+        fd, want = os.dup(r), stat.S_IFIFO
+        os.close(r)
+        os.write(w, b"x")
+    elif mode == "pipe-reopen":
+        r, w = os.pipe()
+        fd, want = os.open(f"/proc/self/fd/{r}", os.O_RDONLY | os.O_NONBLOCK), stat.S_IFIFO
+        os.write(w, b"through both")
     else:
         print(f"SETUP-ERROR unknown mode {mode}", flush=True)
         sys.exit(2)
@@ -76,7 +110,8 @@ def main():
         time.sleep(0.01)
     print(f"VERIFY pid={os.getpid()}", flush=True)
     st = os.fstat(fd)
-    check("still-held", stat.S_IFMT(st.st_mode) == want and (mode == "setown" or st.st_nlink == 0),
+    named = mode in ("setown", "linked", "mqueue", "epoll-closed", "pipe-reopen")
+    check("still-held", stat.S_IFMT(st.st_mode) == want and (named or st.st_nlink == 0),
           f"mode {st.st_mode:o} nlink {st.st_nlink}")
     check("flags", fcntl.fcntl(fd, fcntl.F_GETFL) == flags, f"{fcntl.fcntl(fd, fcntl.F_GETFL):o}, was {flags:o}")
     if mode == "cwd-removed":
@@ -87,6 +122,12 @@ def main():
         check("tmpfile-data", os.pread(fd, 100, 0) == b"tmp data")
     if mode == "setown":
         check("owner", fcntl.fcntl(fd, fcntl.F_GETOWN) == os.getpid())
+    if mode == "epoll-closed":
+        check("epoll-ready", ep.poll(0) != [], "the watch on the closed fd no longer fires")
+    if mode == "pipe-reopen":
+        check("pipe-data", os.read(r, 100) == b"through both", "the first description reads nothing")
+        check("pipe-second-nonblock", fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK != 0)
+        check("pipe-first-blocking", fcntl.fcntl(r, fcntl.F_GETFL) & os.O_NONBLOCK == 0)
     print(f"RESULT {failed} failed", flush=True)
     sys.exit(1 if failed else 0)
 
