@@ -41,12 +41,28 @@ func (ttyDump) match(fd *Fd) bool {
 }
 
 func (ttyDump) dump(d *Dumper, fd *Fd) (uint32, error) {
+	if unix.Major(fd.Stat.Rdev) == 5 && unix.Minor(fd.Stat.Rdev) == 2 {
+		// /dev/ptmx: the master of a pseudo-terminal pair, held inside
+		// the tree (a terminal emulator, tmux, sshd). --shell-job would
+		// make it a slave of restore's terminal.
+		return 0, fmt.Errorf("the master side of a pseudo-terminal (%s): pty pairs inside the tree are not restored yet: %w", ptyIndex(fd), errs.ErrNotSupported)
+	}
 	if !d.opts.ShellJob {
 		return 0, fmt.Errorf("a terminal: dump with --shell-job to re-attach it to the terminal of cryo restore: %w", errs.ErrNotSupported)
 	}
 	e := regEntry(fd.Link, fd.Flags, 0, fd.Stat)
 	e.Type = fdinfo.FdTypes_TTY.Enum()
 	return d.Add(e), nil
+}
+
+// ptyIndex names the slave of a pty master fd, from fdinfo's tty-index.
+func ptyIndex(fd *Fd) string {
+	for _, kv := range fd.Info.Extra {
+		if kv.Key == "tty-index" {
+			return "its slave is /dev/pts/" + kv.Value
+		}
+	}
+	return "its slave unknown"
 }
 
 type ttyOpen struct{}

@@ -378,6 +378,7 @@ func TestDumpRefusesNameless(t *testing.T) {
 		{"mqueue", "POSIX message queue"},
 		{"epoll-closed", "closed since"},
 		{"pipe-reopen", ""}, // restored: two descriptions of one pipe end
+		{"ptmx", "the master side of a pseudo-terminal"},
 	} {
 		t.Run(c.mode, func(t *testing.T) {
 			tg := startTarget(t, "unlinked", c.mode)
@@ -395,7 +396,9 @@ func TestDumpRefusesNameless(t *testing.T) {
 				tg.expectPassed(ws.ExitStatus(), "after restore")
 				return
 			}
-			r := dump(t, tg.pid, img)
+			// --shell-job too: it re-attaches the job's terminal, never a
+			// pty master of the tree's own.
+			r := dump(t, tg.pid, img, "--shell-job")
 			if r.timedOut || r.code == 0 || !strings.Contains(r.output, c.want) || !strings.Contains(r.output, "not supported") {
 				t.Fatalf("dump of a process holding %s: want a refusal naming %q, got %v", c.mode, c.want, r)
 			}

@@ -15,6 +15,7 @@ MODE` (protocol: test/targets/common.h). MODE is what it holds:
                 file open)
   pipe-reopen   a pipe end opened a second time through /proc/self/fd: two
                 open file descriptions of one end, which cryo restores
+  ptmx          the master of a pseudo-terminal pair (as tmux holds)
 
 After the trigger it checks that what it held is still there, as it was:
 the refused dump must have left it untouched.
@@ -101,6 +102,8 @@ def main():
         r, w = os.pipe()
         fd, want = os.open(f"/proc/self/fd/{r}", os.O_RDONLY | os.O_NONBLOCK), stat.S_IFIFO
         os.write(w, b"through both")
+    elif mode == "ptmx":
+        fd, want = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY), stat.S_IFCHR
     else:
         print(f"SETUP-ERROR unknown mode {mode}", flush=True)
         sys.exit(2)
@@ -110,7 +113,7 @@ def main():
         time.sleep(0.01)
     print(f"VERIFY pid={os.getpid()}", flush=True)
     st = os.fstat(fd)
-    named = mode in ("setown", "linked", "mqueue", "epoll-closed", "pipe-reopen")
+    named = mode in ("setown", "linked", "mqueue", "epoll-closed", "pipe-reopen", "ptmx")
     check("still-held", stat.S_IFMT(st.st_mode) == want and (named or st.st_nlink == 0),
           f"mode {st.st_mode:o} nlink {st.st_nlink}")
     check("flags", fcntl.fcntl(fd, fcntl.F_GETFL) == flags, f"{fcntl.fcntl(fd, fcntl.F_GETFL):o}, was {flags:o}")
