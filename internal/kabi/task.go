@@ -132,3 +132,17 @@ func FromBytes[T any](b []byte) T {
 	copy(Bytes(&v), b)
 	return v
 }
+
+// SetThreadCreds sets the real, effective and saved uid and gid of the
+// calling thread only (the raw syscalls; glibc and Go's syscall package
+// set every thread). The caller runs on a locked OS thread that it lets
+// die afterwards, so the change never reaches other goroutines.
+func SetThreadCreds(uid, gid uint32) error {
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(gid), uintptr(gid), uintptr(gid)); e != 0 {
+		return e
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); e != 0 {
+		return e
+	}
+	return nil
+}
