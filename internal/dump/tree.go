@@ -193,6 +193,16 @@ func (t *tree) collect() error {
 	if err := t.sysv.Check(); err != nil {
 		return err
 	}
+	if err := sysvipc.CheckSemMsg(func(pid int) bool {
+		for _, p := range t.procs {
+			if p.pid == pid {
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		return err
+	}
 	return t.files.Check()
 }
 

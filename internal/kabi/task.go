@@ -146,3 +146,14 @@ func SetThreadCreds(uid, gid uint32) error {
 	}
 	return nil
 }
+
+// SemGetPid is semctl(semid, semnum, GETPID): the pid of the last semop on
+// that semaphore (0 if none). x/sys has no semctl.
+func SemGetPid(semid, semnum int) (int, error) {
+	const getpid = 11 // GETPID, include/uapi/linux/sem.h
+	r, _, e := unix.Syscall6(unix.SYS_SEMCTL, uintptr(semid), uintptr(semnum), getpid, 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}

@@ -143,3 +143,86 @@ func parseSysvipc(file string, data []byte, need []string, row func(map[string][
 		}
 	}
 }
+
+// SemSet is one line of /proc/sysvipc/sem (ipc/sem.c, sysvipc_sem_proc_show).
+type SemSet struct {
+	Key   int32
+	ID    int32
+	Mode  uint32
+	Nsems uint32
+}
+
+// MsgQueue is one line of /proc/sysvipc/msg (ipc/msg.c,
+// sysvipc_msg_proc_show): LSpid and LRpid are the last sender and receiver.
+type MsgQueue struct {
+	Key          int32
+	ID           int32
+	Mode         uint32
+	Cbytes, Qnum uint64
+	LSpid, LRpid int32
+}
+
+// ParseSysvSem parses /proc/sysvipc/sem.
+func ParseSysvSem(data []byte) ([]SemSet, error) { return parseSysvSem("sysvipc/sem", data) }
+
+// SysvSem reads /proc/sysvipc/sem: the semaphore sets of cryo's IPC namespace.
+func SysvSem() ([]SemSet, error) {
+	return readParse("/proc/sysvipc/sem", MaxSysvipcSize, parseSysvSem)
+}
+
+func parseSysvSem(file string, data []byte) ([]SemSet, error) {
+	var out []SemSet
+	err := parseSysvipc(file, data, []string{"key", "semid", "perms", "nsems"}, func(col map[string][]byte, l *lines) error {
+		var s SemSet
+		var ok [4]bool
+		s.Key, ok[0] = parseInt32(col["key"])
+		s.ID, ok[1] = parseInt32(col["semid"])
+		s.Mode, ok[2] = parseUint32(col["perms"], 8)
+		s.Nsems, ok[3] = parseUint32(col["nsems"], 10)
+		for i, o := range ok {
+			if !o {
+				return l.errf("bad field %d: %w", i, ErrMalformed)
+			}
+		}
+		if s.ID < 0 || len(out) >= 1<<20 {
+			return l.errf("id %d or too many sets: %w", s.ID, ErrMalformed)
+		}
+		out = append(out, s)
+		return nil
+	})
+	return out, err
+}
+
+// ParseSysvMsg parses /proc/sysvipc/msg.
+func ParseSysvMsg(data []byte) ([]MsgQueue, error) { return parseSysvMsg("sysvipc/msg", data) }
+
+// SysvMsg reads /proc/sysvipc/msg: the message queues of cryo's IPC namespace.
+func SysvMsg() ([]MsgQueue, error) {
+	return readParse("/proc/sysvipc/msg", MaxSysvipcSize, parseSysvMsg)
+}
+
+func parseSysvMsg(file string, data []byte) ([]MsgQueue, error) {
+	var out []MsgQueue
+	err := parseSysvipc(file, data, []string{"key", "msqid", "perms", "cbytes", "qnum", "lspid", "lrpid"}, func(col map[string][]byte, l *lines) error {
+		var q MsgQueue
+		var ok [7]bool
+		q.Key, ok[0] = parseInt32(col["key"])
+		q.ID, ok[1] = parseInt32(col["msqid"])
+		q.Mode, ok[2] = parseUint32(col["perms"], 8)
+		q.Cbytes, ok[3] = parseUint(col["cbytes"], 10)
+		q.Qnum, ok[4] = parseUint(col["qnum"], 10)
+		q.LSpid, ok[5] = parseInt32(col["lspid"])
+		q.LRpid, ok[6] = parseInt32(col["lrpid"])
+		for i, o := range ok {
+			if !o {
+				return l.errf("bad field %d: %w", i, ErrMalformed)
+			}
+		}
+		if q.ID < 0 || len(out) >= 1<<20 {
+			return l.errf("id %d or too many queues: %w", q.ID, ErrMalformed)
+		}
+		out = append(out, q)
+		return nil
+	})
+	return out, err
+}

@@ -88,11 +88,40 @@ func TestSysVShmSharedRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img := filepath.Join(tg.dir, "img")
-	r := dump(t, tg.pid, img)
+	r := dump(t, tg.pid, filepath.Join(tg.dir, "img"))
 	unix.SysvShmDetach(mem)
-	if r.timedOut || r.code == 0 || !strings.Contains(r.output, fmt.Sprintf("System V shared memory segment (key %#x, id %d)", key, id)) {
-		t.Fatalf("dump of a segment shared outside the tree: want a refusal naming it, got %v", r)
+	expectSysVRefusal(t, tg, r, fmt.Sprintf("System V shared memory segment (key %#x, id %d)", key, id))
+}
+
+// TestSysVSemMsgRefused: semaphores and message queues are not dumped yet:
+// a tree that used one (a SEM_UNDO semop, a msgsnd) is refused, naming the
+// object, and goes on with its semaphore value and its message intact.
+func TestSysVSemMsgRefused(t *testing.T) {
+	requireCryo(t)
+	for _, tc := range []struct{ mode, line, what string }{
+		{"sem", "SEMID %d", "System V semaphore set (key 0x0, id %d)"},
+		{"msg", "MSQID %d", "System V message queue (key 0x0, id %d, 1 messages)"},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			tg := startTarget(t, "sysv", tc.mode)
+			sysvKey(t, tg)
+			id := -1
+			for _, line := range strings.Split(tg.log(), "\n") {
+				fmt.Sscanf(line, tc.line, &id)
+			}
+			r := dump(t, tg.pid, filepath.Join(tg.dir, "img"))
+			expectSysVRefusal(t, tg, r, fmt.Sprintf(tc.what, id))
+		})
+	}
+}
+
+// expectSysVRefusal: the dump failed naming what, left no image, and the
+// target goes on to pass its checks.
+func expectSysVRefusal(t *testing.T, tg *target, r *cryoResult, what string) {
+	t.Helper()
+	img := filepath.Join(tg.dir, "img")
+	if r.timedOut || r.code == 0 || !strings.Contains(r.output, what) {
+		t.Fatalf("dump: want a refusal naming %q, got %v\n%s", what, r, lastLines(r.output, 5))
 	}
 	if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
 		t.Errorf("a failed dump left %s/inventory.img", img)

@@ -8,10 +8,15 @@
  *                 one; both must come back
  *   sysv shared   one keyed segment, whose key the test attaches from
  *                 outside the tree: the dump must refuse it
+ *   sysv sem      also a semaphore set it did a SEM_UNDO semop on, and
+ *   sysv msg      also a message queue holding a message: both refused
+ *                 (not dumped yet), and the objects are as they were
  */
 #include "common.h"
 
 #include <sys/ipc.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
 #include <sys/shm.h>
 
 #define SEG (1 << 20)
@@ -20,7 +25,8 @@
 int main(int argc, char **argv)
 {
 	target_init(argc, argv);
-	int shared = argc > 1 && strcmp(argv[1], "shared") == 0;
+	const char *mode = argc > 2 ? argv[2] : "";
+	int shared = strcmp(mode, "shared") == 0 || strcmp(mode, "sem") == 0 || strcmp(mode, "msg") == 0;
 	key_t key = (key_t)(0x43520000 | (getpid() & 0xffff));
 	int id = shmget(key, SEG, IPC_CREAT | IPC_EXCL | 0640);
 	if (id < 0)
@@ -45,6 +51,24 @@ int main(int argc, char **argv)
 			die("shmat private");
 		shmctl(pid_, IPC_RMID, NULL); /* gone once detached */
 		fill_pattern(q, PRIV, 0x77);
+	}
+	int semid = -1, msqid = -1;
+	if (strcmp(mode, "sem") == 0) {
+		semid = semget(IPC_PRIVATE, 2, IPC_CREAT | 0600);
+		struct sembuf op = {.sem_num = 1, .sem_op = 3, .sem_flg = SEM_UNDO};
+		if (semid < 0 || semop(semid, &op, 1) < 0)
+			die("semget/semop");
+		out("SEMID %d\n", semid);
+	}
+	struct {
+		long type;
+		char text[8];
+	} msg = {7, "cryo"};
+	if (strcmp(mode, "msg") == 0) {
+		msqid = msgget(IPC_PRIVATE, IPC_CREAT | 0600);
+		if (msqid < 0 || msgsnd(msqid, &msg, sizeof msg.text, 0) < 0)
+			die("msgget/msgsnd");
+		out("MSQID %d\n", msqid);
 	}
 	uint64_t sum = fnv1a_words(p, SEG);
 	uint64_t qsum = q ? fnv1a(q, PRIV) : 0;
@@ -78,6 +102,16 @@ int main(int argc, char **argv)
 				      pa.shm_segsz == PRIV && pa.shm_nattch == 1,
 		      "stat differs: ok %d key %#x mode %o/%o nattch %lu", ok, pa.shm_perm.__key, pa.shm_perm.mode,
 		      pbefore.shm_perm.mode, (unsigned long)pa.shm_nattch);
+	}
+	if (semid >= 0) {
+		check("sem-value", semctl(semid, 1, GETVAL) == 3, "value %d, want 3", semctl(semid, 1, GETVAL));
+		semctl(semid, 0, IPC_RMID);
+	}
+	if (msqid >= 0) {
+		memset(msg.text, 0, sizeof msg.text);
+		ssize_t n = msgrcv(msqid, &msg, sizeof msg.text, 0, IPC_NOWAIT);
+		check("msg", n == sizeof msg.text && msg.type == 7 && strcmp(msg.text, "cryo") == 0, "got %zd bytes type %ld", n, msg.type);
+		msgctl(msqid, IPC_RMID, NULL);
 	}
 	shmdt(p);
 	shmdt(ro);
