@@ -496,4 +496,3 @@ func showDiff(before, after string) string {
 	}
 	return fmt.Sprintf("differs from byte %d (of %d, was %d): %q, was %q", i, len(after), len(before), cut(after), cut(before))
 }
-
