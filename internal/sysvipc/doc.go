@@ -54,6 +54,14 @@
 // and SHM_EXEC where it is executable, then mprotect to the VMA's
 // protection; a child forked with the segment attached inherits it.
 //
+// # Semaphores and message queues
+//
+// Not dumped: a tree that used one is refused (CheckSemMsg). In the host's
+// namespace nothing says which of them are the tree's, and nothing, unlike
+// a segment's shm_nattch, says that no other process uses one, so neither
+// removing one at dump nor restoring a copy could be known to be right;
+// they belong with the dump of a whole IPC namespace.
+//
 // What the kernel shows and cryo does not reproduce: the segment's times
 // (shm_atime, shm_dtime, shm_ctime) and its cpid and lpid, which record
 // who last did what, as CRIU does not.
