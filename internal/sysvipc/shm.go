@@ -169,6 +169,9 @@ func (d *Dumper) Write(dir *image.Dir) error {
 func (d *Dumper) Remove() error {
 	var first error
 	for _, s := range d.segs {
+		if s.Mode&procfs.ShmDest != 0 {
+			continue // removed already: it goes with its last attachment
+		}
 		if _, err := unix.SysvShmCtl(int(s.ID), unix.IPC_RMID, nil); err != nil && first == nil {
 			first = fmt.Errorf("remove %s after the dump: %w", name(s), err)
 		}
