@@ -58,3 +58,50 @@ func FuzzParseSysvShm(f *testing.F) {
 		}
 	})
 }
+
+func TestParseSysvSemMsg(t *testing.T) {
+	data, err := os.ReadFile("testdata/one.sysvsem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sets, err := ParseSysvSem(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (SemSet{Key: 0, ID: 0, Mode: 0o600, Nsems: 2}); len(sets) != 1 || sets[0] != want {
+		t.Errorf("sem: %+v, want [%+v]", sets, want)
+	}
+	if data, err = os.ReadFile("testdata/one.sysvmsg"); err != nil {
+		t.Fatal(err)
+	}
+	qs, err := ParseSysvMsg(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (MsgQueue{Key: 1129480014, ID: 3, Mode: 0o600, Cbytes: 8, Qnum: 1, LSpid: 32590}); len(qs) != 1 || qs[0] != want {
+		t.Errorf("msg: %+v, want [%+v]", qs, want)
+	}
+	if _, err := ParseSysvMsg([]byte("key msqid perms\n")); !errors.Is(err, ErrMalformed) {
+		t.Errorf("msg without columns: %v, want ErrMalformed", err)
+	}
+	if _, err := ParseSysvSem([]byte("key semid perms nsems\n1 2 3\n")); !errors.Is(err, ErrMalformed) {
+		t.Errorf("short sem line: %v, want ErrMalformed", err)
+	}
+}
+
+func FuzzParseSysvSemMsg(f *testing.F) {
+	seedFromTestdata(f, "*.sysvsem")
+	seedFromTestdata(f, "*.sysvmsg")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if sets, err := ParseSysvSem(data); err != nil {
+			checkFuzzErr(t, err)
+		} else if len(sets) > len(data)/2+1 {
+			t.Fatalf("%d sets from %d bytes", len(sets), len(data))
+		}
+		if qs, err := ParseSysvMsg(data); err != nil {
+			checkFuzzErr(t, err)
+		} else if len(qs) > len(data)/2+1 {
+			t.Fatalf("%d queues from %d bytes", len(qs), len(data))
+		}
+	})
+}
