@@ -34,7 +34,7 @@ func CheckSemMsg(inTree func(pid int) bool) error {
 				return fmt.Errorf("semctl(%d, %d, GETPID) of System V semaphore set (key %#x, id %d): %w", s.ID, n, uint32(s.Key), s.ID, err)
 			}
 			if pid > 0 && inTree(pid) {
-				return fmt.Errorf("System V semaphore set (key %#x, id %d): semaphore %d last operated on by pid %d of the tree: semaphores: %w", uint32(s.Key), s.ID, n, pid, errs.ErrNotSupported)
+				return fmt.Errorf("pid %d of the tree did the last semop on semaphore %d of System V semaphore set (key %#x, id %d): semaphores: %w", pid, n, uint32(s.Key), s.ID, errs.ErrNotSupported)
 			}
 		}
 	}
@@ -45,7 +45,7 @@ func CheckSemMsg(inTree func(pid int) bool) error {
 	for _, q := range qs {
 		for _, pid := range []int32{q.LSpid, q.LRpid} {
 			if pid > 0 && inTree(int(pid)) {
-				return fmt.Errorf("System V message queue (key %#x, id %d, %d messages) last used by pid %d of the tree: message queues: %w", uint32(q.Key), q.ID, q.Qnum, pid, errs.ErrNotSupported)
+				return fmt.Errorf("pid %d of the tree last used System V message queue (key %#x, id %d, %d messages): message queues: %w", pid, uint32(q.Key), q.ID, q.Qnum, errs.ErrNotSupported)
 			}
 		}
 	}

@@ -90,7 +90,7 @@ func (d *Dumper) Check() error {
 	for _, id := range ids {
 		s, ok := byID[id]
 		if !ok {
-			return fmt.Errorf("System V shared memory id %d, mapped by pid %d, is not in /proc/sysvipc/shm (another IPC namespace?): %w", id, d.byID[id][0].pid, errs.ErrNotSupported)
+			return fmt.Errorf("pid %d maps System V shared memory id %d, which /proc/sysvipc/shm does not list (another IPC namespace?): %w", d.byID[id][0].pid, id, errs.ErrNotSupported)
 		}
 		at := d.byID[id]
 		if s.Nattch != uint64(len(at)) {
