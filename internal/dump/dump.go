@@ -21,6 +21,7 @@ import (
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/ptrace"
+	"github.com/cryo-project/cryo/internal/sysvipc"
 )
 
 // ErrNotSupported marks state cryo cannot checkpoint yet. The dump stops
@@ -92,8 +93,9 @@ type process struct {
 	opts    Options
 	status  *procfs.Status
 	stat    *procfs.Stat
-	threads []*thread     // leader first
-	files   *files.Dumper // shared by the whole tree
+	threads []*thread       // leader first
+	files   *files.Dumper   // shared by the whole tree
+	sysv    *sysvipc.Dumper // shared by the whole tree
 	fds     []*fdinfo.FdinfoEntry
 	closers []io.Closer
 	// index is the process's place in the tree (0 for the root): its

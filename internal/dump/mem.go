@@ -21,6 +21,7 @@ import (
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/meta"
 	"github.com/cryo-project/cryo/internal/procfs"
+	"github.com/cryo-project/cryo/internal/sysvipc"
 )
 
 const pageSize = 4096
@@ -119,11 +120,23 @@ func (p *process) classify(maps []procfs.Mapping) ([]*area, error) {
 			return nil, fmt.Errorf("mapping %#x-%#x (%s): device memory (VM_IO/VM_PFNMAP): %w", m.Start, m.End, m.RawPath, ErrNotSupported)
 		case m.VmFlags.Has(procfs.VmHugeTLB):
 			return nil, fmt.Errorf("mapping %#x-%#x (%s): hugetlbfs: %w", m.Start, m.End, m.RawPath, ErrNotSupported)
-		case strings.HasPrefix(m.Path, "/SYSV"):
-			// A System V segment is found again by its key; mapping anonymous
-			// memory in its place would give the program a segment nobody
-			// else sees.
-			return nil, fmt.Errorf("mapping %#x-%#x of pid %d is System V shared memory (key 0x%s): %w", m.Start, m.End, p.pid, strings.TrimPrefix(m.Path, "/SYSV"), ErrNotSupported)
+		case sysvipc.IsShm(m):
+			// Found again by its id at restore: the segment itself is the
+			// tree's (package sysvipc), the VMA only an attachment.
+			id, err := p.sysv.Add(p.pid, m)
+			if err != nil {
+				return nil, err
+			}
+			status |= kabi.VMA_AREA_SYSVIPC
+			e.Shmid = proto.Uint64(id)
+			e.Pgoff = proto.Uint64(0)
+			// shmat gives SHM_RDONLY segments no VM_MAYWRITE: keep which.
+			if !m.VmFlags.Has(procfs.VmMayWrite) {
+				e.Fdflags = proto.Uint32(unix.O_RDONLY)
+			} else {
+				e.Fdflags = proto.Uint32(unix.O_RDWR)
+			}
+			a.pages = noPages
 		case m.Kind == procfs.KindUprobes:
 			return nil, fmt.Errorf("mapping %#x-%#x [uprobes]: %w", m.Start, m.End, ErrNotSupported)
 		case m.Kind == procfs.KindAnonShmemNamed || (m.Kind == procfs.KindFile && m.Perms.Shared && isShmemAnon(m)):

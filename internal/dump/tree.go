@@ -24,6 +24,7 @@ import (
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/procstate"
 	"github.com/cryo-project/cryo/internal/ptrace"
+	"github.com/cryo-project/cryo/internal/sysvipc"
 	"github.com/cryo-project/cryo/internal/xstate"
 )
 
@@ -35,6 +36,7 @@ type tree struct {
 	procs   []*process
 	zombies []*zombie
 	files   *files.Dumper
+	sysv    *sysvipc.Dumper // the System V segments the tree attaches
 	snaps   map[*process]*snapshot
 
 	dir *image.Dir
@@ -74,7 +76,7 @@ func Run(opts Options) (st *Stats, err error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	t := &tree{opts: opts, log: opts.Log, files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, GhostLimit: opts.GhostLimit, Log: opts.Log}),
+	t := &tree{opts: opts, log: opts.Log, sysv: sysvipc.NewDumper(), files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, GhostLimit: opts.GhostLimit, Log: opts.Log}),
 		snaps: map[*process]*snapshot{}, st: &Stats{}, sc: newSeccompSet()}
 	root := t.newProcess(opts.Pid)
 	if err := root.check(); err != nil {
@@ -188,6 +190,19 @@ func (t *tree) collect() error {
 			return err
 		}
 	}
+	if err := t.sysv.Check(); err != nil {
+		return err
+	}
+	if err := sysvipc.CheckSemMsg(func(pid int) bool {
+		for _, p := range t.procs {
+			if p.pid == pid {
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		return err
+	}
 	return t.files.Check()
 }
 
@@ -231,11 +246,17 @@ func (t *tree) cure() error {
 		}
 		return nil
 	}
-	return t.kill()
+	if err := t.kill(); err != nil {
+		return err
+	}
+	// The tree's segments go with it, as its IPC namespace would: a
+	// segment outlives its processes, and its key and id must be free for
+	// the restore.
+	return t.sysv.Remove()
 }
 
 func (t *tree) newProcess(pid int) *process {
-	return &process{pid: pid, log: t.log, opts: t.opts, files: t.files, index: len(t.procs) + len(t.zombies)}
+	return &process{pid: pid, log: t.log, opts: t.opts, files: t.files, sysv: t.sysv, index: len(t.procs) + len(t.zombies)}
 }
 
 // freeze seizes the root, then its children, then theirs: a stopped
@@ -413,6 +434,9 @@ func (t *tree) write(dir *image.Dir, sc *seccomp.SeccompEntry, st *Stats) error 
 	if err := t.files.Write(&files.Side{Dir: dir, Shmem: func(shmid uint32, src *os.File, size int64) error {
 		return t.procs[0].writeShmem(dir, shmid, src, size)
 	}}); err != nil {
+		return err
+	}
+	if err := t.sysv.Write(dir); err != nil {
 		return err
 	}
 	if len(sc.SeccompFilters) > 0 {

@@ -59,3 +59,8 @@ func Fdinfo(filesID uint32) File { return File{fmt.Sprintf("fdinfo-%d.img", file
 
 // Fs is the cwd, root and umask of process pid.
 func Fs(pid uint32) File { return File{fmt.Sprintf("fs-%d.img", pid), "FS"} }
+
+// IpcShm holds System V shared memory segments (ipc_shm_entry, each
+// followed by its contents), under CRIU's name for IPC namespace nsID;
+// cryo writes only the segments its tree attached (package sysvipc).
+func IpcShm(nsID uint32) File { return File{fmt.Sprintf("ipcns-shm-%d.img", nsID), "IPCNS_SHM"} }

@@ -18,6 +18,7 @@ const (
 	VMA_FILE_SHARED   = 1 << 7
 	VMA_ANON_SHARED   = 1 << 8
 	VMA_ANON_PRIVATE  = 1 << 9
+	VMA_AREA_SYSVIPC  = 1 << 10
 	VMA_AREA_VVAR     = 1 << 12
 	VMA_AREA_MEMFD    = 1 << 14
 )

@@ -132,3 +132,28 @@ func FromBytes[T any](b []byte) T {
 	copy(Bytes(&v), b)
 	return v
 }
+
+// SetThreadCreds sets the real, effective and saved uid and gid of the
+// calling thread only (the raw syscalls; glibc and Go's syscall package
+// set every thread). The caller runs on a locked OS thread that it lets
+// die afterwards, so the change never reaches other goroutines.
+func SetThreadCreds(uid, gid uint32) error {
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(gid), uintptr(gid), uintptr(gid)); e != 0 {
+		return e
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// SemGetPid is semctl(semid, semnum, GETPID): the pid of the last semop on
+// that semaphore (0 if none). x/sys has no semctl.
+func SemGetPid(semid, semnum int) (int, error) {
+	const getpid = 11 // GETPID, include/uapi/linux/sem.h
+	r, _, e := unix.Syscall6(unix.SYS_SEMCTL, uintptr(semid), uintptr(semnum), getpid, 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}

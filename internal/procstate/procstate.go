@@ -320,12 +320,23 @@ func takeFds(pid int, into map[int]string) error {
 		// tree is frozen (its time left shrinks, its expirations add up,
 		// between the dump's read and any later look).
 		text := fmt.Sprintf("%s | pos: %d | flags: %o", link, fi.Pos, fi.Flags)
+		// An epoll lists its targets in the order of its tree, keyed by the
+		// kernel address of each target's file: not state, and not the
+		// same after a restore. They are compared as a sorted list.
+		var tfds []string
 		for _, kv := range fi.Extra {
 			switch kv.Key {
 			case "eventfd-id", "it_value", "ticks":
 				continue
+			case "tfd":
+				tfds = append(tfds, kv.Value)
+				continue
 			}
 			text += " | " + kv.Key + ": " + inodeRE.ReplaceAllString(kv.Value, "$1*")
+		}
+		sort.Strings(tfds)
+		for _, v := range tfds {
+			text += " | tfd: " + inodeRE.ReplaceAllString(v, "$1*")
 		}
 		into[n] = text
 	}

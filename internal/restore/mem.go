@@ -21,6 +21,7 @@ import (
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/ptrace"
+	"github.com/cryo-project/cryo/internal/sysvipc"
 )
 
 const (
@@ -117,6 +118,8 @@ func (r *restorer) describe(e *vma.VmaEntry) string {
 	}
 	s := fmt.Sprintf("%#x-%#x %s", e.GetStart(), e.GetEnd(), prot)
 	switch {
+	case has(e, kabi.VMA_AREA_SYSVIPC):
+		return s + " of System V segment " + strconv.FormatUint(e.GetShmid(), 10)
 	case has(e, kabi.VMA_ANON_SHARED):
 		return s + " of shared memory " + strconv.FormatUint(e.GetShmid(), 10)
 	case has(e, kabi.VMA_AREA_MEMFD) || has(e, kabi.VMA_FILE_PRIVATE) || has(e, kabi.VMA_FILE_SHARED):
@@ -264,6 +267,23 @@ func (r *restorer) mapAll(kept map[uint64]bool) ([]mapping, error) {
 				fileFds[id] = ffd
 			}
 			fd = ffd
+		case has(e, kabi.VMA_AREA_SYSVIPC):
+			// Attached again to the segment the sysv stage made.
+			id := e.GetShmid()
+			if !r.t.sysv.Has(id) || (r.t.sysv.Size(id)+pageSize-1)&^(pageSize-1) != length {
+				return nil, &image.FormatError{File: r.mmName(), Offset: -1, Err: fmt.Errorf("vma %#x-%#x names System V segment id %d, not in the image or of another size: %w", start, end, id, image.ErrImageCorrupt)}
+			}
+			flush()
+			shmFlags, got := sysvipc.ShmatFlags(e.GetProt(), e.GetFdflags()&unix.O_ACCMODE == unix.O_RDWR)
+			st := b.Add("shmat", unix.SYS_SHMAT, id, start, shmFlags).
+				Describe(func() string { return "shmat " + r.describe(e) })
+			mmaps = append(mmaps, mmapStep{st, start, end})
+			if got != prot {
+				b.Add("mprotect", unix.SYS_MPROTECT, start, length, prot).
+					Describe(func() string { return "mprotect " + r.describe(e) })
+			}
+			out = append(out, m)
+			continue
 		case has(e, kabi.VMA_ANON_PRIVATE):
 			pgoff = 0
 		default:

@@ -27,6 +27,7 @@ import (
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/procstate"
 	"github.com/cryo-project/cryo/internal/ptrace"
+	"github.com/cryo-project/cryo/internal/sysvipc"
 )
 
 // treeRestorer restores a process tree: it creates every process from its
@@ -40,6 +41,8 @@ type treeRestorer struct {
 	byPid map[uint32]*restorer
 	pages uint64
 
+	// sysv makes the System V segments again (package sysvipc).
+	sysv *sysvipc.Restorer
 	// files restores every fd of the tree (package files).
 	files *files.Restorer
 	// Shared anonymous memory, held by the first process that made it
@@ -93,6 +96,12 @@ func Run(opts Options) (*Result, error) {
 	if err := root.preflight(); err != nil {
 		return nil, err
 	}
+	if t.sysv, err = sysvipc.Load(l.dir); err != nil {
+		return nil, err
+	}
+	if err := t.sysv.Check(); err != nil {
+		return nil, err
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	// The stub that forks the root is killed right after; as a child
@@ -105,6 +114,7 @@ func Run(opts Options) (*Result, error) {
 	if err := t.build(); err != nil {
 		t.kill()
 		t.files.Cleanup()
+		t.sysv.Cleanup()
 		return nil, err
 	}
 	t.files.Cleanup()
@@ -168,12 +178,17 @@ type stage struct {
 var stages = []stage{
 	// files: deleted files back on disk, the fd kinds' side data read.
 	{"files", (*treeRestorer).prepareFiles},
+	// sysv: the System V segments the tree attached, with their ids.
+	{"sysv", func(t *treeRestorer) error { return t.sysv.Create() }},
 	// root: the tree's root, born with its pid (t.born, see birth).
 	{"root", (*treeRestorer).bornRoot},
 	// fork: every other process forked from its restored parent, parents
 	// first, each with its memory, so that children inherit their
 	// parent's pages copy-on-write, as they had them.
 	{"fork", (*treeRestorer).forkTree},
+	// sysv-removed: segments that were removed (IPC_RMID) before the
+	// dump are removed again, now that every process attached them.
+	{"sysv-removed", func(t *treeRestorer) error { return t.sysv.Removed() }},
 	// groups: process groups, with helpers for leaders that are gone.
 	{"groups", (*treeRestorer).setGroups},
 	// continued: processes whose parent had a continue to collect are

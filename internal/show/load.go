@@ -142,7 +142,7 @@ func mapping(v *vma.VmaEntry, files map[uint32]*fdinfo.FileEntry, runs []run) Ma
 		m.Kind, m.Path = "heap", "[heap]"
 	case st&vmaSysVIPC != 0:
 		m.Kind = "sysvipc"
-		m.Path = fmt.Sprintf("SYSV shm key %#x", v.GetShmid())
+		m.Path = fmt.Sprintf("System V shared memory id %d", v.GetShmid())
 	case st&vmaSocket != 0:
 		m.Kind = "socket"
 	case st&(vmaFilePrivate|vmaFileShared|vmaMemfd) != 0:

@@ -57,28 +57,6 @@ func TestDumpUnsupportedFd(t *testing.T) {
 	tg.expectPassed(st.ExitCode(), "after the refused dump")
 }
 
-// TestDumpSysVRefused: System V shared memory is not checkpointed yet; the
-// dump says so, naming the mapping, and the process goes on unharmed.
-func TestDumpSysVRefused(t *testing.T) {
-	requireCryo(t)
-	tg := startTarget(t, "sysv")
-	img := filepath.Join(tg.dir, "img")
-	r := dump(t, tg.pid, img)
-	if r.timedOut || r.code == 0 || !strings.Contains(r.output, "System V shared memory") {
-		t.Fatalf("dump of a process with a System V segment: want a refusal naming it, got %v", r)
-	}
-	if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
-		t.Errorf("a failed dump left %s/inventory.img", img)
-	}
-	expectAliveUnstopped(t, tg.pid, "after the refused dump")
-	tg.fire()
-	st, ok := tg.waitExit(10 * time.Second)
-	if !ok {
-		t.Fatal("target did not finish its checks within 10 s")
-	}
-	tg.expectPassed(st.ExitCode(), "after the refused dump")
-}
-
 // TestDumpRefusesSharedObjects: processes that share an address space, an
 // fd table or an fs struct without being threads of one process (vfork,
 // clone without CLONE_THREAD) are refused, naming both processes and what

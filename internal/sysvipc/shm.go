@@ -1,0 +1,400 @@
+package sysvipc
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/ipc-desc"
+	ipc_shm "github.com/checkpoint-restore/go-criu/v8/crit/images/ipc-shm"
+
+	"github.com/cryo-project/cryo/internal/errs"
+	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/imageset"
+	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/procfs"
+)
+
+// NsID is the IPC namespace id cryo's images name: cryo dumps no
+// namespace ids, and the tree's objects are in one namespace.
+const NsID = 1
+
+const pageSize = 4096
+
+// maxSegment bounds a segment read from an image (kernel.shmmax's default
+// is larger, but no image of this machine's memory holds more).
+const maxSegment = 1 << 40
+
+// IsShm says whether mapping m is a System V shared memory attachment.
+func IsShm(m procfs.Mapping) bool { return strings.HasPrefix(m.Path, "/SYSV") }
+
+// attach is one mapping of a segment by a process of the tree.
+type attach struct {
+	pid        int
+	start, end uint64
+}
+
+// Dumper collects the tree's attachments while the processes are read,
+// checks them against /proc/sysvipc/shm and writes the segments.
+type Dumper struct {
+	byID map[int32][]attach
+	segs []procfs.ShmSegment // those of byID, after Check
+}
+
+// NewDumper returns a Dumper with nothing attached.
+func NewDumper() *Dumper { return &Dumper{byID: map[int32][]attach{}} }
+
+// Add records mapping m of pid, a System V attachment (IsShm), and returns
+// the segment's id for the VMA's shmid.
+func (d *Dumper) Add(pid int, m procfs.Mapping) (uint64, error) {
+	if m.Inode > 1<<31-1 {
+		return 0, fmt.Errorf("mapping %#x-%#x of pid %d: System V shared memory with id %d: %w", m.Start, m.End, pid, m.Inode, image.ErrImageCorrupt)
+	}
+	id := int32(m.Inode)
+	d.byID[id] = append(d.byID[id], attach{pid: pid, start: m.Start, end: m.End})
+	return uint64(id), nil
+}
+
+func name(s procfs.ShmSegment) string {
+	return fmt.Sprintf("System V shared memory segment (key %#x, id %d)", uint32(s.Key), s.ID)
+}
+
+// Check reads the namespace's segments and refuses what cannot be
+// restored exactly (see the package doc).
+func (d *Dumper) Check() error {
+	if len(d.byID) == 0 {
+		return nil
+	}
+	all, err := procfs.SysvShm()
+	if err != nil {
+		return fmt.Errorf("list System V shared memory: %w", err)
+	}
+	byID := map[int32]procfs.ShmSegment{}
+	for _, s := range all {
+		byID[s.ID] = s
+	}
+	ids := make([]int32, 0, len(d.byID))
+	for id := range d.byID {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	d.segs = d.segs[:0]
+	for _, id := range ids {
+		s, ok := byID[id]
+		if !ok {
+			return fmt.Errorf("pid %d maps System V shared memory id %d, which /proc/sysvipc/shm does not list (another IPC namespace?): %w", d.byID[id][0].pid, id, errs.ErrNotSupported)
+		}
+		at := d.byID[id]
+		if s.Nattch != uint64(len(at)) {
+			return fmt.Errorf("%s: attached %d times, %d of them by the tree; a process outside the tree shares it, and a restored copy would not be shared with it: %w", name(s), s.Nattch, len(at), errs.ErrNotSupported)
+		}
+		want := (s.Size + pageSize - 1) &^ (pageSize - 1)
+		for _, a := range at {
+			if a.end-a.start != want {
+				return fmt.Errorf("%s: pid %d maps %#x-%#x, not the whole segment of %d bytes (part unmapped, or the mapping split): %w", name(s), a.pid, a.start, a.end, s.Size, errs.ErrNotSupported)
+			}
+		}
+		if s.Mode&procfs.ShmLocked != 0 {
+			return fmt.Errorf("%s: locked in memory (SHM_LOCK): %w", name(s), errs.ErrNotSupported)
+		}
+		if s.Size > maxSegment {
+			return fmt.Errorf("%s: %d bytes: %w", name(s), s.Size, errs.ErrNotSupported)
+		}
+		d.segs = append(d.segs, s)
+	}
+	return nil
+}
+
+// Write writes ipcns-shm-1.img: each segment and its contents, read
+// through map_files of a process that maps it.
+func (d *Dumper) Write(dir *image.Dir) error {
+	if len(d.segs) == 0 {
+		return nil
+	}
+	f := imageset.IpcShm(NsID)
+	w, err := dir.Create(f.Name, f.Magic)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	buf := make([]byte, 1<<20)
+	for _, s := range d.segs {
+		e := &ipc_shm.IpcShmEntry{
+			Desc: &ipc_desc.IpcDescEntry{
+				Key: proto.Uint32(uint32(s.Key)), Uid: proto.Uint32(s.UID), Gid: proto.Uint32(s.GID),
+				Cuid: proto.Uint32(s.CUID), Cgid: proto.Uint32(s.CGID), Mode: proto.Uint32(s.Mode), Id: proto.Uint32(uint32(s.ID)),
+			},
+			Size:       proto.Uint64(s.Size),
+			InPagemaps: proto.Bool(false),
+		}
+		if err := w.Write(e); err != nil {
+			return err
+		}
+		a := d.byID[s.ID][0]
+		src, err := os.Open(fmt.Sprintf("/proc/%d/map_files/%x-%x", a.pid, a.start, a.end))
+		if err != nil {
+			return fmt.Errorf("open %s through pid %d: %w", name(s), a.pid, err)
+		}
+		total := (s.Size + 3) &^ 3
+		for off := uint64(0); off < total; {
+			n := min(uint64(len(buf)), total-off)
+			b := buf[:n]
+			k, err := src.ReadAt(b, int64(off))
+			if err != nil && !errors.Is(err, io.EOF) {
+				src.Close()
+				return fmt.Errorf("read %s: %w", name(s), err)
+			}
+			clear(b[k:]) // the padding past the end
+			if err := w.WriteRaw(b); err != nil {
+				src.Close()
+				return err
+			}
+			off += n
+		}
+		src.Close()
+	}
+	return w.Close()
+}
+
+// Remove removes the dumped segments, once the dump has killed the tree
+// that was their only user (Check made sure): the image holds them now.
+func (d *Dumper) Remove() error {
+	var first error
+	for _, s := range d.segs {
+		if s.Mode&procfs.ShmDest != 0 {
+			continue // removed already: it goes with its last attachment
+		}
+		if _, err := unix.SysvShmCtl(int(s.ID), unix.IPC_RMID, nil); err != nil && first == nil {
+			first = fmt.Errorf("remove %s after the dump: %w", name(s), err)
+		}
+	}
+	return first
+}
+
+// Segment is a segment of the image, as the restore needs it.
+type Segment struct {
+	entry *ipc_shm.IpcShmEntry
+	off   int64 // of the contents in the image file
+	made  bool  // created by this restore
+}
+
+// Restorer makes the image's segments again.
+type Restorer struct {
+	dir  *image.Dir
+	segs map[uint32]*Segment
+	list []*Segment
+}
+
+// Load reads the image's segments (none if it has no ipcns-shm file).
+func Load(dir *image.Dir) (*Restorer, error) {
+	r := &Restorer{dir: dir, segs: map[uint32]*Segment{}}
+	f := imageset.IpcShm(NsID)
+	if !dir.Has(f.Name) {
+		return r, nil
+	}
+	rd, err := dir.Open(f.Name, f.Magic)
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
+	for rd.Remaining() > 0 {
+		e := &ipc_shm.IpcShmEntry{}
+		at := rd.Offset()
+		if err := rd.Next(e); err != nil {
+			return nil, err
+		}
+		size := e.GetSize()
+		id := e.GetDesc().GetId()
+		bad := func(format string, args ...any) error {
+			return &image.FormatError{File: f.Name, Offset: at, Err: fmt.Errorf(format+": %w", append(args, image.ErrImageCorrupt)...)}
+		}
+		switch {
+		case e.GetDesc() == nil:
+			return nil, bad("segment without ipc_desc_entry")
+		case e.GetInPagemaps() || e.GetHugetlbFlag() != 0:
+			return nil, fmt.Errorf("%s: segment id %d with its pages in pagemaps or of huge pages: %w", f.Name, id, errs.ErrNotSupported)
+		case size == 0 || size > maxSegment:
+			return nil, bad("segment id %d of %d bytes", id, size)
+		case id > 1<<31-1:
+			return nil, bad("segment id %d", id)
+		case r.segs[id] != nil:
+			return nil, bad("segment id %d twice", id)
+		}
+		s := &Segment{entry: e, off: rd.Offset()}
+		if _, err := rd.Raw(int64((size + 3) &^ 3)); err != nil {
+			return nil, err
+		}
+		r.segs[id] = s
+		r.list = append(r.list, s)
+	}
+	return r, nil
+}
+
+// Has says whether the image holds segment id.
+func (r *Restorer) Has(id uint64) bool { return id <= 1<<31-1 && r.segs[uint32(id)] != nil }
+
+// Size is the size of segment id, which Has.
+func (r *Restorer) Size(id uint64) uint64 { return r.segs[uint32(id)].entry.GetSize() }
+
+func segName(e *ipc_shm.IpcShmEntry) string {
+	return fmt.Sprintf("System V shared memory segment (key %#x, id %d)", e.GetDesc().GetKey(), e.GetDesc().GetId())
+}
+
+// Check refuses, before anything is made, a segment whose key or id is
+// taken in cryo's IPC namespace.
+func (r *Restorer) Check() error {
+	if len(r.list) == 0 {
+		return nil
+	}
+	all, err := procfs.SysvShm()
+	if err != nil {
+		return fmt.Errorf("list System V shared memory: %w", err)
+	}
+	for _, s := range r.list {
+		d := s.entry.GetDesc()
+		for _, o := range all {
+			if uint32(o.ID) == d.GetId() {
+				return fmt.Errorf("%s: the id is taken by segment key %#x: %w", segName(s.entry), uint32(o.Key), unix.EEXIST)
+			}
+			if d.GetKey() != 0 && uint32(o.Key) == d.GetKey() {
+				return fmt.Errorf("%s: the key is taken by segment id %d: %w", segName(s.entry), o.ID, unix.EEXIST)
+			}
+		}
+	}
+	return nil
+}
+
+// Create makes every segment with its key, id, owner, mode and contents.
+// On error, what it made is removed again (Cleanup).
+func (r *Restorer) Create() error {
+	if len(r.list) == 0 {
+		return nil
+	}
+	f := imageset.IpcShm(NsID)
+	rd, err := r.dir.Open(f.Name, f.Magic)
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	for _, s := range r.list {
+		if err := rd.Next(&ipc_shm.IpcShmEntry{}); err != nil {
+			return err
+		}
+		src, err := rd.Raw(int64((s.entry.GetSize() + 3) &^ 3))
+		if err != nil {
+			return err
+		}
+		if err := r.create(s, src); err != nil {
+			r.Cleanup()
+			return fmt.Errorf("restore %s: %w", segName(s.entry), err)
+		}
+	}
+	return nil
+}
+
+// create makes segment s on a thread of its own, which takes the
+// creator's uid and gid for the shmget (the kernel sets cuid and cgid from
+// the caller's) and is then let die, never to run Go code again.
+func (r *Restorer) create(s *Segment, src io.ReaderAt) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		done <- r.createOn(s, src)
+	}()
+	return <-done
+}
+
+func (r *Restorer) createOn(s *Segment, src io.ReaderAt) error {
+	d := s.entry.GetDesc()
+	want := int(d.GetId())
+	if err := os.WriteFile("/proc/sys/kernel/shm_next_id", []byte(strconv.Itoa(want)), 0); err != nil {
+		return fmt.Errorf("choose the id (kernel.shm_next_id needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN): %w", err)
+	}
+	if d.GetCuid() != uint32(os.Geteuid()) || d.GetCgid() != uint32(os.Getegid()) {
+		if err := kabi.SetThreadCreds(d.GetCuid(), d.GetCgid()); err != nil {
+			return fmt.Errorf("take creator uid %d gid %d: %w", d.GetCuid(), d.GetCgid(), err)
+		}
+	}
+	id, err := unix.SysvShmGet(int(int32(d.GetKey())), int(s.entry.GetSize()), unix.IPC_CREAT|unix.IPC_EXCL|0o600)
+	if err != nil {
+		return fmt.Errorf("shmget: %w", err)
+	}
+	s.made = true
+	if id != want {
+		_, _ = unix.SysvShmCtl(id, unix.IPC_RMID, nil)
+		s.made = false
+		return fmt.Errorf("the kernel gave id %d (another segment was made meanwhile): %w", id, unix.EEXIST)
+	}
+	mem, err := unix.SysvShmAttach(id, 0, 0)
+	if err != nil {
+		return fmt.Errorf("shmat: %w", err)
+	}
+	_, rerr := src.ReadAt(mem[:s.entry.GetSize()], 0)
+	if derr := unix.SysvShmDetach(mem); rerr == nil {
+		rerr = derr
+	}
+	if rerr != nil {
+		return fmt.Errorf("contents: %w", rerr)
+	}
+	var ds unix.SysvShmDesc
+	if _, err := unix.SysvShmCtl(id, unix.IPC_STAT, &ds); err != nil {
+		return fmt.Errorf("IPC_STAT: %w", err)
+	}
+	ds.Perm.Uid, ds.Perm.Gid, ds.Perm.Mode = d.GetUid(), d.GetGid(), d.GetMode()&0o777
+	if _, err := unix.SysvShmCtl(id, unix.IPC_SET, &ds); err != nil {
+		return fmt.Errorf("IPC_SET: %w", err)
+	}
+	return nil
+}
+
+// ShmatFlags are the shmat flags that attach segment id again as VMA
+// prot/mayWrite had it, and the protection shmat gives it.
+func ShmatFlags(prot uint32, mayWrite bool) (flags, got uint64) {
+	got = unix.PROT_READ
+	if mayWrite {
+		got |= unix.PROT_WRITE
+	} else {
+		flags |= unix.SHM_RDONLY
+	}
+	if prot&unix.PROT_EXEC != 0 {
+		flags |= shmExec
+		got |= unix.PROT_EXEC
+	}
+	return flags, got
+}
+
+// Removed marks removed (IPC_RMID) the segments that were before the
+// dump, once every process has attached them: each lives on while attached.
+func (r *Restorer) Removed() error {
+	for _, s := range r.list {
+		if s.entry.GetDesc().GetMode()&procfs.ShmDest == 0 {
+			continue
+		}
+		if _, err := unix.SysvShmCtl(int(s.entry.GetDesc().GetId()), unix.IPC_RMID, nil); err != nil {
+			return fmt.Errorf("remove %s: %w", segName(s.entry), err)
+		}
+		s.made = false // the kernel frees it with its last attachment
+	}
+	return nil
+}
+
+// Cleanup removes the segments this restore made (a failed restore).
+func (r *Restorer) Cleanup() {
+	for _, s := range r.list {
+		if s.made {
+			_, _ = unix.SysvShmCtl(int(s.entry.GetDesc().GetId()), unix.IPC_RMID, nil)
+			s.made = false
+		}
+	}
+}
+
+// shmExec is SHM_EXEC (include/uapi/linux/shm.h), which x/sys lacks.
+const shmExec = 0o100000
