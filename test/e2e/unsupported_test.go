@@ -257,3 +257,43 @@ func mustReadDir(t *testing.T, dir string) []os.DirEntry {
 	}
 	return ents
 }
+
+// TestDumpInetRefused: what an inet socket holds that cryo cannot bring
+// back is refused at dump, naming the fd, the socket's protocol, address
+// and state, and why; the process goes on unharmed, its sockets as they
+// were.
+func TestDumpInetRefused(t *testing.T) {
+	requireCryo(t)
+	for _, tc := range []struct {
+		mode, fd, want string
+	}{
+		{"established", "20", `tcp 127\.0\.0\.1:\d+ to 127\.0\.0\.1:\d+ in state ESTABLISHED\): an established TCP connection`},
+		{"backlog", "10", `tcp 127\.0\.0\.1:\d+ in state LISTEN\): 1 connection\(s\) in its accept queue, not yet accepted \(from 127\.0\.0\.1:\d+\)`},
+		{"udpqueue", "12", `udp 127\.0\.0\.1:\d+ in state CLOSE\): datagrams queued`},
+		{"option", "10", `option TCP_USER_TIMEOUT is 4321, a new socket's is 0`},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			tg := startTarget(t, "inet", tc.mode)
+			img := filepath.Join(tg.dir, "img")
+			r := dump(t, tg.pid, img)
+			if r.timedOut || r.code == 0 {
+				t.Fatalf("dump: want a refusal, got %v", r)
+			}
+			t.Logf("refused: %s", strings.SplitN(r.output, "\n", 2)[0])
+			re := regexp.MustCompile(`fd ` + tc.fd + ` \(socket:\[\d+\]\) of pid \d+: inet6? (stream|dgram) socket \(.*` + tc.want + `.*not supported`)
+			if !re.MatchString(r.output) {
+				t.Errorf("the refusal does not match %s:\n%v", re, r)
+			}
+			if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
+				t.Errorf("a failed dump left %s/inventory.img", img)
+			}
+			expectAliveUnstopped(t, tg.pid, "after the refused dump")
+			tg.fire()
+			st, ok := tg.waitExit(10 * time.Second)
+			if !ok {
+				t.Fatal("target did not finish its checks within 10 s")
+			}
+			tg.expectPassed(st.ExitCode(), "after the refused dump")
+		})
+	}
+}

@@ -1,0 +1,280 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cryo-project/cryo/internal/kabi"
+)
+
+// inetFds are the fds of the inet target (test/targets/inet.c).
+var inetFds = []int{10, 11, 12, 13, 14}
+
+// sockState is what the test itself reads of a socket of another process,
+// through a copy of its fd: addresses, options, file flags, backlog.
+type sockState struct {
+	Name, Peer string
+	Opts       map[string]string
+	Flags      int
+	State      uint8
+	Backlog    uint32
+}
+
+var harnessOpts = []struct {
+	level, opt int
+	name       string
+}{
+	{unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR"}, {unix.SOL_SOCKET, unix.SO_REUSEPORT, "SO_REUSEPORT"},
+	{unix.SOL_SOCKET, unix.SO_KEEPALIVE, "SO_KEEPALIVE"}, {unix.SOL_SOCKET, unix.SO_RCVBUF, "SO_RCVBUF"},
+	{unix.SOL_SOCKET, unix.SO_SNDBUF, "SO_SNDBUF"}, {unix.SOL_SOCKET, unix.SO_PRIORITY, "SO_PRIORITY"},
+	{unix.SOL_SOCKET, unix.SO_BROADCAST, "SO_BROADCAST"}, {unix.SOL_SOCKET, unix.SO_ACCEPTCONN, "SO_ACCEPTCONN"},
+	{unix.SOL_SOCKET, unix.SO_BUF_LOCK, "SO_BUF_LOCK"}, {unix.SOL_SOCKET, unix.SO_DOMAIN, "SO_DOMAIN"},
+	{unix.SOL_IP, unix.IP_TOS, "IP_TOS"}, {unix.SOL_IP, unix.IP_TTL, "IP_TTL"}, {unix.SOL_IP, unix.IP_PKTINFO, "IP_PKTINFO"},
+	{unix.SOL_IPV6, unix.IPV6_V6ONLY, "IPV6_V6ONLY"},
+	{unix.IPPROTO_TCP, unix.TCP_NODELAY, "TCP_NODELAY"}, {unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, "TCP_KEEPIDLE"},
+	{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, "TCP_KEEPCNT"}, {unix.IPPROTO_TCP, unix.TCP_CORK, "TCP_CORK"},
+	{unix.IPPROTO_TCP, unix.TCP_MAXSEG, "TCP_MAXSEG"},
+}
+
+func readSock(t *testing.T, pid, fd int) sockState {
+	t.Helper()
+	cp, err := kabi.GetFd(pid, fd)
+	if err != nil {
+		t.Fatalf("fd %d of %d: %v", fd, pid, err)
+	}
+	defer unix.Close(cp)
+	s := sockState{Opts: map[string]string{}}
+	if sa, err := unix.Getsockname(cp); err == nil {
+		s.Name = fmt.Sprintf("%#v", sa)
+	}
+	if sa, err := unix.Getpeername(cp); err == nil {
+		s.Peer = fmt.Sprintf("%#v", sa)
+	}
+	for _, o := range harnessOpts {
+		v, err := unix.GetsockoptInt(cp, o.level, o.opt)
+		s.Opts[o.name] = fmt.Sprint(v, err)
+	}
+	if l, err := unix.GetsockoptLinger(cp, unix.SOL_SOCKET, unix.SO_LINGER); err == nil {
+		s.Opts["SO_LINGER"] = fmt.Sprint(l.Onoff, l.Linger)
+	}
+	if ti, err := unix.GetsockoptTCPInfo(cp, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+		s.State, s.Backlog = ti.State, ti.Sacked
+	}
+	s.Flags, _ = unix.FcntlInt(uintptr(cp), unix.F_GETFL, 0)
+	return s
+}
+
+func readSocks(t *testing.T, pid int) []sockState {
+	out := make([]sockState, len(inetFds))
+	for i, fd := range inetFds {
+		out[i] = readSock(t, pid, fd)
+	}
+	return out
+}
+
+// TestInetSockets checkpoints a process holding TCP listeners (IPv4 and
+// IPv6) and UDP sockets (bound, connected) with options set, and a TCP
+// socket never bound; twice (the restored process is dumped again). After
+// each restore the test reads every socket's addresses and options
+// through a copy of its fd and compares them with the original's; then it
+// connects to the IPv4 listener and sends a datagram to the bound UDP
+// socket, and the process, triggered, checks its own sockets, accepts the
+// connection and answers it, and receives the datagram.
+func TestInetSockets(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "inet")
+	m := regexp.MustCompile(`PORTS tcp4=(\d+) tcp6=(\d+) udp=(\d+)`).FindStringSubmatch(tg.log())
+	if m == nil {
+		t.Fatalf("the target did not report its ports:\n%s", tg.log())
+	}
+	before := readSocks(t, tg.pid)
+	for cycle := 1; cycle <= 2; cycle++ {
+		img := filepath.Join(t.TempDir(), "img")
+		mustDump(t, tg.pid, img)
+		if cycle == 1 {
+			tg.expectKilled()
+		} else if _, err := waitReaped(tg.pid, exitTimeout); err != nil {
+			t.Fatalf("restored target after its dump: %v", err)
+		}
+		reapOrphans(t)
+		restoreDetached(t, tg, img)
+		after := readSocks(t, tg.pid)
+		for i := range before {
+			if !reflect.DeepEqual(before[i], after[i]) {
+				t.Errorf("restore %d: fd %d is\n%+v\nwas\n%+v", cycle, inetFds[i], after[i], before[i])
+			}
+		}
+	}
+	c, err := net.DialTimeout("tcp", "127.0.0.1:"+m[1], 5*time.Second)
+	if err != nil {
+		t.Fatalf("connect to the restored listener: %v", err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	u, err := net.Dial("udp", "127.0.0.1:"+m[3])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if _, err := u.Write([]byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	tg.fire()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	reply, err := io.ReadAll(c)
+	if string(reply) != "world" {
+		t.Errorf("the restored server answered %q (%v), want \"world\"", reply, err)
+	}
+	ws, err := waitReaped(tg.pid, restoreTimeout)
+	if err != nil {
+		t.Fatalf("restored target: %v", err)
+	}
+	tg.expectPassed(ws.ExitStatus(), "after two checkpoints")
+}
+
+// TestInetHTTPServer: Debian's `python3 -m http.server`, as a user starts
+// it (a dual-stack IPv6 listener), answers a request, is checkpointed,
+// killed and restored, and answers the same page again on the same port;
+// twice.
+func TestInetHTTPServer(t *testing.T) {
+	requireCryo(t)
+	py := "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		t.Fatalf("%s: %v (make deps installs python3)", py, err)
+	}
+	dir := t.TempDir()
+	page := fmt.Sprintf("cryo page %d\n", time.Now().UnixNano())
+	if err := os.WriteFile(filepath.Join(dir, "page.txt"), []byte(page), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	logf, err := os.Create(filepath.Join(dir, "server.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(py, "-m", "http.server", port)
+	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		select {
+		case <-done:
+		default:
+			cmd.Process.Kill()
+			<-done
+		}
+		killRestored(t, pid, "python3")
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("--- server log ---\n%s", b)
+		}
+	})
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	get := func() (string, error) {
+		resp, err := client.Get("http://127.0.0.1:" + port + "/page.txt")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			return string(b), fmt.Errorf("status %s", resp.Status)
+		}
+		return string(b), err
+	}
+	var body string
+	for deadline := time.Now().Add(readyTimeout); ; time.Sleep(20 * time.Millisecond) {
+		if body, err = get(); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil || body != page {
+		t.Fatalf("the server before the checkpoint: %q, %v", body, err)
+	}
+	for cycle := 1; cycle <= 2; cycle++ {
+		// The request's thread and connection must be gone: an
+		// established connection is refused.
+		if err := waitIdle(pid); err != nil {
+			t.Fatal(err)
+		}
+		img := filepath.Join(t.TempDir(), "img")
+		mustDump(t, pid, img)
+		if cycle == 1 {
+			select {
+			case <-done:
+			case <-time.After(exitTimeout):
+				t.Fatal("the server outlived its dump")
+			}
+		} else if _, err := waitReaped(pid, exitTimeout); err != nil {
+			t.Fatalf("restored server after its dump: %v", err)
+		}
+		reapOrphans(t)
+		w := armState(t, img, "pre-resume", pid)
+		cp := startCryo(t, restoreArgs(img, "-d")...)
+		expectSameState(t, img, w, cp.done)
+		if r := cp.wait(restoreTimeout); r.code != 0 {
+			t.Fatalf("restore -d: %v\n%s", r, readLog(img+".restore.log"))
+		}
+		if body, err = get(); err != nil || body != page {
+			t.Fatalf("restore %d: the restored server answered %q, %v; want %q", cycle, body, err, page)
+		}
+	}
+}
+
+// waitIdle waits until process pid is down to one thread with no TCP
+// connection: python's http.server answers each request in a thread of
+// its own, which closes the connection as it ends.
+func waitIdle(pid int) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			return err
+		}
+		if len(ents) == 1 && countSockets(pid) == 1 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d: %d threads, %d sockets after 5 s", pid, len(ents), countSockets(pid))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func countSockets(pid int) int {
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+			n++
+		}
+	}
+	return n
+}
