@@ -18,6 +18,7 @@ import (
 
 	"github.com/cryo-project/cryo/internal/errs"
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/sockdiag"
 )
 
@@ -185,6 +186,17 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 	}
 	if e.Flags&unix.O_ASYNC != 0 {
 		return 0, refuse("O_ASYNC (signal-driven I/O), whose owner is not recorded")
+	}
+	// The socket's owner (its inode's uid and gid, which sk_uid copies)
+	// is the fsuid and fsgid of whoever made it. The image has no field
+	// for it: restore makes the socket with the process's own, which must
+	// then be the ones it has.
+	st, err := procfs.StatusPid(e.Pid)
+	if err != nil {
+		return 0, err
+	}
+	if e.Stat.Uid != st.Uid[3] || e.Stat.Gid != st.Gid[3] {
+		return 0, refuse("owned by uid %d gid %d, made before the process changed to fsuid %d fsgid %d", e.Stat.Uid, e.Stat.Gid, st.Uid[3], st.Gid[3])
 	}
 	if err := inetOpts(fd, s, ie); err != nil {
 		return 0, fmt.Errorf("%s: %w", what, err)
@@ -657,7 +669,7 @@ func optString(v int, err error) string {
 
 type inetOpen struct{}
 
-func (inetOpen) open(_ *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error) {
+func (inetOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error) {
 	e := f.GetIsk()
 	if e == nil {
 		return 0, corrupt("inet socket entry %d without its inet_sk_entry", f.GetId())
@@ -686,13 +698,9 @@ func (inetOpen) open(_ *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error) {
 	if e.GetFlags()&^uint32(unix.O_RDWR|unix.O_NONBLOCK) != 0 {
 		return 0, fmt.Errorf("%s: file flags %#x: %w", what, e.GetFlags(), errs.ErrNotSupported)
 	}
-	fd, err := p.Call("socket", unix.SYS_SOCKET, uint64(family), uint64(typ)|unix.SOCK_CLOEXEC, uint64(pr))
+	fd, cp, err := ownedSocket(r, p, family, typ, pr)
 	if err != nil {
-		return 0, err
-	}
-	cp, err := kabi.GetFd(p.Pid(), int(fd))
-	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("%s: %w", what, err)
 	}
 	defer unix.Close(cp)
 	if err := setInetOpts(cp, e); err != nil {
@@ -739,6 +747,59 @@ func (inetOpen) open(_ *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error) {
 		}
 	}
 	return fd, nil
+}
+
+// ownedSocket makes a socket in p owned by the process's fsuid and fsgid
+// as the image has them (see the dump's check), setting them around the
+// socket() call, and returns it and cryo's copy of it. A restorer that may
+// not take those ids (setfsuid fails without saying so) fails here, not
+// with a socket of another owner.
+func ownedSocket(r *Restorer, p Proc, family, typ, pr int) (uint64, int, error) {
+	var uid, gid uint64
+	found := false
+	for _, ip := range r.set.Procs {
+		if int(ip.Pid()) == p.Pid() && len(ip.Cores) > 0 {
+			c := ip.Cores[0].GetThreadCore().GetCreds()
+			uid, gid, found = uint64(c.GetFsuid()), uint64(c.GetFsgid()), c != nil
+		}
+	}
+	var oldUID, oldGID uint64
+	if found {
+		var err error
+		if oldGID, err = p.Call("setfsgid", unix.SYS_SETFSGID, gid); err != nil {
+			return 0, -1, err
+		}
+		if oldUID, err = p.Call("setfsuid", unix.SYS_SETFSUID, uid); err != nil {
+			return 0, -1, err
+		}
+	}
+	fd, err := p.Call("socket", unix.SYS_SOCKET, uint64(family), uint64(typ)|unix.SOCK_CLOEXEC, uint64(pr))
+	if found {
+		// Back as they were, on every path: the creds stage comes later.
+		if _, err := p.Call("setfsuid", unix.SYS_SETFSUID, oldUID); err != nil {
+			return 0, -1, err
+		}
+		if _, err := p.Call("setfsgid", unix.SYS_SETFSGID, oldGID); err != nil {
+			return 0, -1, err
+		}
+	}
+	if err != nil {
+		return 0, -1, err
+	}
+	cp, err := kabi.GetFd(p.Pid(), int(fd))
+	if err != nil {
+		return 0, -1, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(cp, &st); err != nil {
+		unix.Close(cp)
+		return 0, -1, err
+	}
+	if found && (uint64(st.Uid) != uid || uint64(st.Gid) != gid) {
+		unix.Close(cp)
+		return 0, -1, fmt.Errorf("the socket is owned by uid %d gid %d, not %d %d: this restore may not make sockets for them: %w", st.Uid, st.Gid, uid, gid, errs.ErrNotSupported)
+	}
+	return fd, cp, nil
 }
 
 // entryAddr is the sockaddr_in or sockaddr_in6 of an image address.

@@ -271,6 +271,7 @@ func TestDumpInetRefused(t *testing.T) {
 		{"backlog", "10", `tcp 127\.0\.0\.1:\d+ in state LISTEN\): 1 connection\(s\) in its accept queue, not yet accepted \(from 127\.0\.0\.1:\d+\)`},
 		{"udpqueue", "12", `udp 127\.0\.0\.1:\d+ in state CLOSE\): datagrams queued`},
 		{"option", "10", `option TCP_USER_TIMEOUT is 4321, a new socket's is 0`},
+		{"owner", "20", `udp 0\.0\.0\.0:0 in state CLOSE\): owned by uid 65534 gid 65534, made before the process changed to fsuid 0 fsgid 0`},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			tg := startTarget(t, "inet", tc.mode)

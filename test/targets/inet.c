@@ -22,6 +22,8 @@
  *   backlog      a connection waiting in fd 10's accept queue (client fd 20)
  *   udpqueue     a datagram queued on fd 12
  *   option       TCP_USER_TIMEOUT on fd 10, which CRIU's image cannot keep
+ *   owner        a UDP socket (fd 20) made with fsuid and fsgid 65534, which
+ *                the process no longer has
  */
 #include "common.h"
 
@@ -29,6 +31,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/fsuid.h>
 #include <sys/socket.h>
 
 #define TCP4 10
@@ -194,6 +197,12 @@ int main(int argc, char **argv)
 		} else if (!strcmp(refuse, "udpqueue")) {
 			if (send(uc, "queued", 6, 0) != 6 || !wait_in(ub, 5000))
 				die("udp queue");
+		} else if (!strcmp(refuse, "owner")) {
+			setfsgid(65534);
+			setfsuid(65534);
+			at(socket(AF_INET, SOCK_DGRAM, 0), 20);
+			setfsuid(0);
+			setfsgid(0);
 		} else if (!strcmp(refuse, "option")) {
 			seti(t4, IPPROTO_TCP, TCP_USER_TIMEOUT, 4321, "TCP_USER_TIMEOUT");
 		} else {
