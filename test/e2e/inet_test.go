@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -221,7 +222,7 @@ func TestInetHTTPServer(t *testing.T) {
 	for cycle := 1; cycle <= 2; cycle++ {
 		// The request's thread and connection must be gone: an
 		// established connection is refused.
-		if err := waitIdle(pid); err != nil {
+		if err := waitIdle(pid, 1); err != nil {
 			t.Fatal(err)
 		}
 		img := filepath.Join(t.TempDir(), "img")
@@ -248,33 +249,169 @@ func TestInetHTTPServer(t *testing.T) {
 	}
 }
 
-// waitIdle waits until process pid is down to one thread with no TCP
-// connection: python's http.server answers each request in a thread of
-// its own, which closes the connection as it ends.
-func waitIdle(pid int) error {
+// waitIdle waits until process pid is down to threads threads (0: any
+// number) and holds no connected TCP socket: python's http.server answers
+// each request in a thread of its own, and a server closes a connection
+// after its client did.
+func waitIdle(pid, threads int) error {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 		if err != nil {
 			return err
 		}
-		if len(ents) == 1 && countSockets(pid) == 1 {
+		conns := connectedSockets(pid)
+		if (threads == 0 || len(ents) == threads) && conns == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("pid %d: %d threads, %d sockets after 5 s", pid, len(ents), countSockets(pid))
+			return fmt.Errorf("pid %d: %d threads, %d connected sockets after 5 s", pid, len(ents), conns)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 }
 
-func countSockets(pid int) int {
-	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+// connectedSockets counts the TCP sockets of pid in a state other than
+// LISTEN and CLOSE.
+func connectedSockets(pid int) int {
 	n := 0
-	for _, e := range ents {
-		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+	for fd := range countSockets(pid) {
+		cp, err := kabi.GetFd(pid, fd)
+		if err != nil {
+			continue
+		}
+		if ti, err := unix.GetsockoptTCPInfo(cp, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil && ti.State != 10 && ti.State != 7 {
 			n++
 		}
+		unix.Close(cp)
 	}
 	return n
+}
+
+// countSockets returns the socket fds of pid.
+func countSockets(pid int) map[int]bool {
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	out := map[int]bool{}
+	for _, e := range ents {
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+			fd, _ := strconv.Atoi(e.Name())
+			out[fd] = true
+		}
+	}
+	return out
+}
+
+// TestInetRedis: Debian's redis-server with its default bind (127.0.0.1
+// and ::1), holding a data set, is checkpointed, killed and restored twice;
+// each time the data set is intact and it takes new writes.
+func TestInetRedis(t *testing.T) {
+	requireCryo(t)
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CRYO_TEST_STRICT") != "" {
+			t.Fatalf("redis-server (make deps installs it): %v", err)
+		}
+		t.Skipf("redis-server is not installed (make deps installs it): %v", err)
+	}
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	logf, err := os.Create(filepath.Join(dir, "redis.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, "--port", port, "--save", "", "--appendonly", "no", "--dir", dir)
+	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		select {
+		case <-done:
+		default:
+			cmd.Process.Kill()
+			<-done
+		}
+		killRestored(t, pid, "redis-server")
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("--- redis log ---\n%s", b)
+		}
+	})
+	// redis speaks inline commands: one line each, one reply line each.
+	talk := func(cmds ...string) ([]string, error) {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, 5*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		rd := bufio.NewReader(c)
+		var out []string
+		for _, cmd := range cmds {
+			if _, err := c.Write([]byte(cmd + "\r\n")); err != nil {
+				return out, err
+			}
+			line, err := rd.ReadString('\n')
+			if err != nil {
+				return out, err
+			}
+			if strings.HasPrefix(line, "$") && line != "$-1\r\n" { // a bulk string: its line follows
+				if line, err = rd.ReadString('\n'); err != nil {
+					return out, err
+				}
+			}
+			out = append(out, strings.TrimRight(line, "\r\n"))
+		}
+		return out, nil
+	}
+	var cmds []string
+	for i := 0; i < 100; i++ {
+		cmds = append(cmds, fmt.Sprintf("SET key%d value-%d", i, i*i))
+	}
+	for deadline := time.Now().Add(readyTimeout); ; time.Sleep(20 * time.Millisecond) {
+		if _, err = talk("PING"); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if _, err := talk(cmds...); err != nil {
+		t.Fatalf("fill redis: %v", err)
+	}
+	for cycle := 1; cycle <= 2; cycle++ {
+		if err := waitIdle(pid, 0); err != nil {
+			t.Fatal(err)
+		}
+		img := filepath.Join(t.TempDir(), "img")
+		mustDump(t, pid, img)
+		if cycle == 1 {
+			select {
+			case <-done:
+			case <-time.After(exitTimeout):
+				t.Fatal("redis outlived its dump")
+			}
+		} else if _, err := waitReaped(pid, exitTimeout); err != nil {
+			t.Fatalf("restored redis after its dump: %v", err)
+		}
+		reapOrphans(t)
+		w := armState(t, img, "pre-resume", pid)
+		cp := startCryo(t, restoreArgs(img, "-d")...)
+		expectSameState(t, img, w, cp.done)
+		if r := cp.wait(restoreTimeout); r.code != 0 {
+			t.Fatalf("restore -d: %v\n%s", r, readLog(img+".restore.log"))
+		}
+		got, err := talk("DBSIZE", "GET key7", "GET key99", fmt.Sprintf("SET cycle%d yes", cycle), fmt.Sprintf("GET cycle%d", cycle))
+		want := []string{fmt.Sprintf(":%d", 100+cycle-1), "value-49", "value-9801", "+OK", "yes"}
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("restore %d: redis answered %q (%v), want %q", cycle, got, err, want)
+		}
+	}
 }
