@@ -43,10 +43,10 @@ import (
 //
 // Restore makes the socket in the process (socket(), so that it belongs to
 // the process's network namespace), sets its options through cryo's copy
-// of it, then binds, listens or connects by injected calls. SO_REUSEADDR is
-// on while it binds, as CRIU does, so that connections of the dumped
-// socket still in TIME_WAIT do not keep the port; it is then set back as
-// the image says.
+// of it, then binds, listens or connects by injected calls. A TCP socket
+// has SO_REUSEADDR on while it binds, as CRIU does, so that connections of
+// the dumped socket still in TIME_WAIT do not keep the port; it is then
+// set back as the image says.
 
 var inetKind = Kind{
 	Name:    "inet socket",
@@ -101,11 +101,6 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%s: SO_PROTOCOL: %w", what, err)
 	}
-	switch {
-	case a.typ == unix.SOCK_STREAM && p == unix.IPPROTO_TCP, a.typ == unix.SOCK_DGRAM && p == unix.IPPROTO_UDP:
-	default:
-		return 0, fmt.Errorf("%s of protocol %s: %w", what, inetProtoName(p), errs.ErrNotSupported)
-	}
 	if err := it.sameNetns(e.Pid); err != nil {
 		return 0, fmt.Errorf("%s: %w", what, err)
 	}
@@ -124,7 +119,7 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 		}
 	}
 	var ti *unix.TCPInfo
-	if p == unix.IPPROTO_TCP {
+	if p == unix.IPPROTO_TCP && a.typ == unix.SOCK_STREAM {
 		if ti, err = unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO); err != nil {
 			return 0, fmt.Errorf("%s: TCP_INFO: %w", what, err)
 		}
@@ -138,6 +133,11 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 	what = fmt.Sprintf("%s (%s)", what, s)
 	refuse := func(format string, args ...any) error {
 		return fmt.Errorf("%s: %s: %w", what, fmt.Sprintf(format, args...), errs.ErrNotSupported)
+	}
+	switch {
+	case a.typ == unix.SOCK_STREAM && p == unix.IPPROTO_TCP, a.typ == unix.SOCK_DGRAM && p == unix.IPPROTO_UDP:
+	default:
+		return 0, refuse("protocol %s", inetProtoName(p))
 	}
 	if scope != 0 {
 		return 0, refuse("bound to a link-local address of interface %d", scope)
@@ -708,8 +708,12 @@ func (inetOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error) {
 	}
 	port := imageAddr(e.GetSrcAddr(), e.GetSrcPort())
 	if port.Port() != 0 || !port.Addr().IsUnspecified() {
-		if err := unix.SetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
-			return 0, fmt.Errorf("%s: SO_REUSEADDR: %w", what, err)
+		// Not for UDP: there SO_REUSEADDR would let the socket share a
+		// port another program took meanwhile, where bind must fail.
+		if pr == unix.IPPROTO_TCP {
+			if err := unix.SetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+				return 0, fmt.Errorf("%s: SO_REUSEADDR: %w", what, err)
+			}
 		}
 		a, err := p.Arg(src)
 		if err != nil {

@@ -22,6 +22,7 @@
  *   backlog      a connection waiting in fd 10's accept queue (client fd 20)
  *   udpqueue     a datagram queued on fd 12
  *   option       TCP_USER_TIMEOUT on fd 10, which CRIU's image cannot keep
+ *   raw          a raw ICMP socket (fd 20)
  *   owner        a UDP socket (fd 20) made with fsuid and fsgid 65534, which
  *                the process no longer has
  */
@@ -197,6 +198,8 @@ int main(int argc, char **argv)
 		} else if (!strcmp(refuse, "udpqueue")) {
 			if (send(uc, "queued", 6, 0) != 6 || !wait_in(ub, 5000))
 				die("udp queue");
+		} else if (!strcmp(refuse, "raw")) {
+			at(socket(AF_INET, SOCK_RAW, IPPROTO_ICMP), 20);
 		} else if (!strcmp(refuse, "owner")) {
 			setfsgid(65534);
 			setfsuid(65534);
