@@ -101,9 +101,6 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%s: SO_PROTOCOL: %w", what, err)
 	}
-	if err := it.sameNetns(e.Pid); err != nil {
-		return 0, fmt.Errorf("%s: %w", what, err)
-	}
 	s := &inetSock{family: a.family, typ: a.typ, proto: p}
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
@@ -133,6 +130,9 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 	what = fmt.Sprintf("%s (%s)", what, s)
 	refuse := func(format string, args ...any) error {
 		return fmt.Errorf("%s: %s: %w", what, fmt.Sprintf(format, args...), errs.ErrNotSupported)
+	}
+	if err := it.sameNetns(e.Pid, fd); err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
 	}
 	switch {
 	case a.typ == unix.SOCK_STREAM && p == unix.IPPROTO_TCP, a.typ == unix.SOCK_DGRAM && p == unix.IPPROTO_UDP:
@@ -204,26 +204,56 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 	return dd.Add(&fdinfo.FileEntry{Type: fdinfo.FdTypes_INETSK.Enum(), Isk: ie}), nil
 }
 
-// sameNetns refuses a process of another network namespace than cryo's:
-// sock_diag and the fresh sockets that options are compared with are
-// cryo's, and restore makes sockets in the process's namespace as it is
-// then.
-func (it *inetDump) sameNetns(pid int) error {
-	if ok, seen := it.netns[pid]; seen {
-		if !ok {
-			return fmt.Errorf("in a network namespace other than cryo's: %w", errs.ErrNotSupported)
-		}
-		return nil
-	}
+// sameNetns refuses a socket of another network namespace than cryo's:
+// sock_diag and the new sockets that options are compared with are
+// cryo's, and restore makes sockets in the process's namespace. The
+// socket's own namespace is asked (SIOCGSKNS: a socket stays in the one it
+// was made in, whatever its process joined later), and the process's too.
+func (it *inetDump) sameNetns(pid, fd int) error {
 	var mine, theirs unix.Stat_t
 	if err := unix.Stat("/proc/self/ns/net", &mine); err != nil {
 		return err
 	}
-	if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/net", &theirs); err != nil {
+	ok, seen := it.netns[pid]
+	if !seen {
+		if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/net", &theirs); err != nil {
+			return err
+		}
+		ok = mine.Dev == theirs.Dev && mine.Ino == theirs.Ino
+		it.netns[pid] = ok
+	}
+	if !ok {
+		return fmt.Errorf("its process is in a network namespace other than cryo's: %w", errs.ErrNotSupported)
+	}
+	ns, err := unix.IoctlRetInt(fd, unix.SIOCGSKNS)
+	if errors.Is(err, unix.EPERM) {
+		// SIOCGSKNS needs CAP_NET_ADMIN (a dump as an ordinary user):
+		// sock_diag, which answers about cryo's namespace, lists every
+		// socket that is bound there.
+		if err := it.load(); err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return err
+		}
+		if it.byIno[uint32(st.Ino)] == nil {
+			return fmt.Errorf("its network namespace cannot be told (SIOCGSKNS needs CAP_NET_ADMIN, and sock_diag does not list it): %w", errs.ErrNotSupported)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("its network namespace (SIOCGSKNS): %w", err)
+	}
+	err = unix.Fstat(ns, &theirs)
+	unix.Close(ns)
+	if err != nil {
 		return err
 	}
-	it.netns[pid] = mine.Dev == theirs.Dev && mine.Ino == theirs.Ino
-	return it.sameNetns(pid)
+	if mine.Dev != theirs.Dev || mine.Ino != theirs.Ino {
+		return fmt.Errorf("made in a network namespace other than its process's: %w", errs.ErrNotSupported)
+	}
+	return nil
 }
 
 // load asks sock_diag for every TCP and UDP socket, once.

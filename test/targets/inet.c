@@ -23,6 +23,8 @@
  *   udpqueue     a datagram queued on fd 12
  *   option       TCP_USER_TIMEOUT on fd 10, which CRIU's image cannot keep
  *   raw          a raw ICMP socket (fd 20)
+ *   netns        a UDP socket (fd 20) made in a network namespace of its own,
+ *                the process back in the first one
  *   owner        a UDP socket (fd 20) made with fsuid and fsgid 65534, which
  *                the process no longer has
  */
@@ -32,6 +34,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/fsuid.h>
 #include <sys/socket.h>
 
@@ -198,6 +201,13 @@ int main(int argc, char **argv)
 		} else if (!strcmp(refuse, "udpqueue")) {
 			if (send(uc, "queued", 6, 0) != 6 || !wait_in(ub, 5000))
 				die("udp queue");
+		} else if (!strcmp(refuse, "netns")) {
+			int home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+			if (home < 0 || unshare(CLONE_NEWNET))
+				die("unshare");
+			at(socket(AF_INET, SOCK_DGRAM, 0), 20);
+			if (setns(home, CLONE_NEWNET) || close(home))
+				die("setns");
 		} else if (!strcmp(refuse, "raw")) {
 			at(socket(AF_INET, SOCK_RAW, IPPROTO_ICMP), 20);
 		} else if (!strcmp(refuse, "owner")) {
