@@ -49,10 +49,12 @@ import (
 // set back as the image says.
 
 var inetKind = Kind{
-	Name:    "inet socket",
-	Type:    fdinfo.FdTypes_INETSK,
-	Dump:    func() dumper { return &inetDump{netns: map[int]bool{}} },
-	Restore: func() opener { return inetOpen{} },
+	Name: "inet socket",
+	Type: fdinfo.FdTypes_INETSK,
+	Dump: func() dumper {
+		return &inetDump{netns: map[int]bool{}, status: map[int]*procfs.Status{}, defs: map[[3]int]*sockDefaults{}}
+	},
+	Restore: func() opener { return &inetOpen{sameIDs: map[int]bool{}} },
 	Describe: func(f *fdinfo.FileEntry) Description {
 		e := f.GetIsk()
 		desc := fmt.Sprintf("socket:[%d] %s %s %s", e.GetIno(), inetProtoName(int(e.GetProto())), imageAddr(e.GetSrcAddr(), e.GetSrcPort()), tcpStateName(int(e.GetState())))
@@ -65,9 +67,12 @@ var inetKind = Kind{
 
 // inetDump is the tree's inet sockets.
 type inetDump struct {
-	diag  []sockdiag.Inet // every TCP and UDP socket of cryo's namespace, once asked
-	byIno map[uint32]*sockdiag.Inet
-	netns map[int]bool // pid → whether it is in cryo's network namespace
+	diag   []sockdiag.Inet // every TCP and UDP socket of cryo's namespace, once asked
+	byIno  map[uint32]*sockdiag.Inet
+	netns  map[int]bool // pid → whether it is in cryo's network namespace
+	myNs   *unix.Stat_t // cryo's network namespace
+	status map[int]*procfs.Status
+	defs   map[[3]int]*sockDefaults // by family, type, protocol
 }
 
 func (it *inetDump) match(fd *Fd) bool {
@@ -191,14 +196,21 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 	// is the fsuid and fsgid of whoever made it. The image has no field
 	// for it: restore makes the socket with the process's own, which must
 	// then be the ones it has.
-	st, err := procfs.StatusPid(e.Pid)
-	if err != nil {
-		return 0, err
+	st := it.status[e.Pid]
+	if st == nil {
+		if st, err = procfs.StatusPid(e.Pid); err != nil {
+			return 0, err
+		}
+		it.status[e.Pid] = st
 	}
 	if e.Stat.Uid != st.Uid[3] || e.Stat.Gid != st.Gid[3] {
 		return 0, refuse("owned by uid %d gid %d, made before the process changed to fsuid %d fsgid %d", e.Stat.Uid, e.Stat.Gid, st.Uid[3], st.Gid[3])
 	}
-	if err := inetOpts(fd, s, ie); err != nil {
+	def, err := it.defaults(s)
+	if err != nil {
+		return 0, err
+	}
+	if err := inetOpts(fd, s, ie, def); err != nil {
 		return 0, fmt.Errorf("%s: %w", what, err)
 	}
 	return dd.Add(&fdinfo.FileEntry{Type: fdinfo.FdTypes_INETSK.Enum(), Isk: ie}), nil
@@ -210,10 +222,15 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 // socket's own namespace is asked (SIOCGSKNS: a socket stays in the one it
 // was made in, whatever its process joined later), and the process's too.
 func (it *inetDump) sameNetns(pid, fd int) error {
-	var mine, theirs unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/net", &mine); err != nil {
-		return err
+	if it.myNs == nil {
+		it.myNs = &unix.Stat_t{}
+		if err := unix.Stat("/proc/self/ns/net", it.myNs); err != nil {
+			it.myNs = nil
+			return err
+		}
 	}
+	mine := *it.myNs
+	var theirs unix.Stat_t
 	ok, seen := it.netns[pid]
 	if !seen {
 		if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/net", &theirs); err != nil {
@@ -553,7 +570,7 @@ func applies(o sockOpt, family, p int) bool {
 
 // inetOpts fills the image's options from fd, and refuses an option the
 // image cannot keep that differs from a new socket's.
-func inetOpts(fd int, s *inetSock, ie *skinet.InetSkEntry) error {
+func inetOpts(fd int, s *inetSock, ie *skinet.InetSkEntry, def *sockDefaults) error {
 	o := &skopts.SkOptsEntry{}
 	for _, v := range []struct {
 		opt int
@@ -627,17 +644,12 @@ func inetOpts(fd int, s *inetSock, ie *skinet.InetSkEntry) error {
 	if n != 0 {
 		return fmt.Errorf("a socket filter of %d instructions (SO_ATTACH_FILTER): %w", n, errs.ErrNotSupported)
 	}
-	fresh, err := unix.Socket(s.family, s.typ|unix.SOCK_CLOEXEC, s.proto)
-	if err != nil {
-		return fmt.Errorf("a new %s socket to compare options with: %w", inetProtoName(s.proto), err)
-	}
-	defer unix.Close(fresh)
-	for _, c := range compared {
+	for i, c := range compared {
 		if !applies(c, s.family, s.proto) {
 			continue
 		}
 		v, err := unix.GetsockoptInt(fd, c.level, c.opt)
-		w, werr := unix.GetsockoptInt(fresh, c.level, c.opt)
+		w, werr := def.ints[i].v, def.ints[i].err
 		if err != nil && werr != nil {
 			continue // not an option of this socket
 		}
@@ -645,12 +657,12 @@ func inetOpts(fd int, s *inetSock, ie *skinet.InetSkEntry) error {
 			return fmt.Errorf("option %s is %s, a new socket's is %s, and the image cannot keep it: %w", c.name, optString(v, err), optString(w, werr), errs.ErrNotSupported)
 		}
 	}
-	for _, c := range comparedStrings {
+	for i, c := range comparedStrings {
 		if !applies(c, s.family, s.proto) {
 			continue
 		}
 		v, err := unix.GetsockoptString(fd, c.level, c.opt)
-		w, werr := unix.GetsockoptString(fresh, c.level, c.opt)
+		w, werr := def.strs[i].v, def.strs[i].err
 		if err != nil && werr != nil {
 			continue
 		}
@@ -663,23 +675,70 @@ func inetOpts(fd int, s *inetSock, ie *skinet.InetSkEntry) error {
 	// must be what this one has.
 	lock := ie.Opts.GetSoBufLock()
 	for _, b := range []struct {
-		opt  int
-		name string
-		bit  uint32
-		val  uint32
-	}{{unix.SO_SNDBUF, "SO_SNDBUF", unix.SOCK_SNDBUF_LOCK, o.GetSoSndbuf()}, {unix.SO_RCVBUF, "SO_RCVBUF", unix.SOCK_RCVBUF_LOCK, o.GetSoRcvbuf()}} {
-		if lock&b.bit != 0 {
-			continue
-		}
-		w, err := unix.GetsockoptInt(fresh, unix.SOL_SOCKET, b.opt)
-		if err != nil {
-			return err
-		}
-		if uint32(w) != b.val {
-			return fmt.Errorf("%s is %d, not set by the program, and a new socket's is %d: %w", b.name, b.val, w, errs.ErrNotSupported)
+		name     string
+		bit      uint32
+		val, def uint32
+	}{{"SO_SNDBUF", unix.SOCK_SNDBUF_LOCK, o.GetSoSndbuf(), def.sndbuf}, {"SO_RCVBUF", unix.SOCK_RCVBUF_LOCK, o.GetSoRcvbuf(), def.rcvbuf}} {
+		if lock&b.bit == 0 && b.val != b.def {
+			return fmt.Errorf("%s is %d, not set by the program, and a new socket's is %d: %w", b.name, b.val, b.def, errs.ErrNotSupported)
 		}
 	}
 	return nil
+}
+
+// sockDefaults are the options of a new socket of one family, type and
+// protocol, which the dump's sockets are compared with: read once per dump.
+type sockDefaults struct {
+	ints []struct {
+		v   int
+		err error
+	} // by index in compared
+	strs []struct {
+		v   string
+		err error
+	}
+	sndbuf, rcvbuf uint32
+}
+
+// defaults returns the options of a new socket like s, made in cryo's
+// network namespace (the dump's sockets are checked to be in it).
+func (it *inetDump) defaults(s *inetSock) (*sockDefaults, error) {
+	key := [3]int{s.family, s.typ, s.proto}
+	if d := it.defs[key]; d != nil {
+		return d, nil
+	}
+	fresh, err := unix.Socket(s.family, s.typ|unix.SOCK_CLOEXEC, s.proto)
+	if err != nil {
+		return nil, fmt.Errorf("a new %s socket to compare options with: %w", inetProtoName(s.proto), err)
+	}
+	defer unix.Close(fresh)
+	d := &sockDefaults{}
+	d.ints = make([]struct {
+		v   int
+		err error
+	}, len(compared))
+	for i, c := range compared {
+		d.ints[i].v, d.ints[i].err = unix.GetsockoptInt(fresh, c.level, c.opt)
+	}
+	d.strs = make([]struct {
+		v   string
+		err error
+	}, len(comparedStrings))
+	for i, c := range comparedStrings {
+		d.strs[i].v, d.strs[i].err = unix.GetsockoptString(fresh, c.level, c.opt)
+	}
+	for _, b := range []struct {
+		opt int
+		dst *uint32
+	}{{unix.SO_SNDBUF, &d.sndbuf}, {unix.SO_RCVBUF, &d.rcvbuf}} {
+		v, err := unix.GetsockoptInt(fresh, unix.SOL_SOCKET, b.opt)
+		if err != nil {
+			return nil, err
+		}
+		*b.dst = uint32(v)
+	}
+	it.defs[key] = d
+	return d, nil
 }
 
 // notOption says whether err is how getsockopt answers for an option the
@@ -697,9 +756,14 @@ func optString(v int, err error) string {
 
 // Restore.
 
-type inetOpen struct{}
+// inetOpen is the restore half.
+type inetOpen struct {
+	// sameIDs says, by pid, whether the process already has the fsuid
+	// and fsgid its sockets need (no switch around socket()).
+	sameIDs map[int]bool
+}
 
-func (inetOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error) {
+func (u *inetOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error) {
 	e := f.GetIsk()
 	if e == nil {
 		return 0, corrupt("inet socket entry %d without its inet_sk_entry", f.GetId())
@@ -728,7 +792,7 @@ func (inetOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error) {
 	if e.GetFlags()&^uint32(unix.O_RDWR|unix.O_NONBLOCK) != 0 {
 		return 0, fmt.Errorf("%s: file flags %#x: %w", what, e.GetFlags(), errs.ErrNotSupported)
 	}
-	fd, cp, err := ownedSocket(r, p, family, typ, pr)
+	fd, cp, err := u.ownedSocket(r, p, family, typ, pr)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", what, err)
 	}
@@ -788,7 +852,7 @@ func (inetOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error) {
 // socket() call, and returns it and cryo's copy of it. A restorer that may
 // not take those ids (setfsuid fails without saying so) fails here, not
 // with a socket of another owner.
-func ownedSocket(r *Restorer, p Proc, family, typ, pr int) (uint64, int, error) {
+func (u *inetOpen) ownedSocket(r *Restorer, p Proc, family, typ, pr int) (uint64, int, error) {
 	var uid, gid uint64
 	found := false
 	for _, ip := range r.set.Procs {
@@ -798,7 +862,8 @@ func ownedSocket(r *Restorer, p Proc, family, typ, pr int) (uint64, int, error) 
 		}
 	}
 	var oldUID, oldGID uint64
-	if found {
+	switchIDs := found && !u.sameIDs[p.Pid()]
+	if switchIDs {
 		var err error
 		if oldGID, err = p.Call("setfsgid", unix.SYS_SETFSGID, gid); err != nil {
 			return 0, -1, err
@@ -806,9 +871,15 @@ func ownedSocket(r *Restorer, p Proc, family, typ, pr int) (uint64, int, error) 
 		if oldUID, err = p.Call("setfsuid", unix.SYS_SETFSUID, uid); err != nil {
 			return 0, -1, err
 		}
+		if oldUID == uid && oldGID == gid {
+			// The process has them already (its restorer's are the
+			// same): nothing to switch back, now or for its next
+			// sockets.
+			u.sameIDs[p.Pid()], switchIDs = true, false
+		}
 	}
 	fd, err := p.Call("socket", unix.SYS_SOCKET, uint64(family), uint64(typ)|unix.SOCK_CLOEXEC, uint64(pr))
-	if found {
+	if switchIDs {
 		// Back as they were, on every path: the creds stage comes later.
 		if _, err := p.Call("setfsuid", unix.SYS_SETFSUID, oldUID); err != nil {
 			return 0, -1, err
