@@ -192,6 +192,9 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 	if e.Flags&unix.O_ASYNC != 0 {
 		return 0, refuse("O_ASYNC (signal-driven I/O), whose owner is not recorded")
 	}
+	if fl := e.Flags &^ (unix.O_RDWR | unix.O_NONBLOCK); fl != 0 {
+		return 0, refuse("file status flags %#o", fl)
+	}
 	// The socket's owner (its inode's uid and gid, which sk_uid copies)
 	// is the fsuid and fsgid of whoever made it. The image has no field
 	// for it: restore makes the socket with the process's own, which must

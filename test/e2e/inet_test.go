@@ -23,7 +23,7 @@ import (
 )
 
 // inetFds are the fds of the inet target (test/targets/inet.c).
-var inetFds = []int{10, 11, 12, 13, 14}
+var inetFds = []int{10, 11, 12, 13, 14, 15}
 
 // sockState is what the test itself reads of a socket of another process,
 // through a copy of its fd: addresses, options, file flags, backlog.
@@ -88,8 +88,8 @@ func readSocks(t *testing.T, pid int) []sockState {
 }
 
 // TestInetSockets checkpoints a process holding TCP listeners (IPv4 and
-// IPv6) and UDP sockets (bound, connected) with options set, and a TCP
-// socket never bound; twice (the restored process is dumped again). After
+// IPv6) and UDP sockets (bound, connected) with options set, a TCP socket
+// never bound and one bound but not listening; twice (the restored process is dumped again). After
 // each restore the test reads every socket's addresses and options
 // through a copy of its fd and compares them with the original's; then it
 // connects to the IPv4 listener and sends a datagram to the bound UDP

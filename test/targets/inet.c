@@ -8,6 +8,7 @@
  *   12  UDP socket bound to 127.0.0.1: SO_BROADCAST, IP_TTL, IP_PKTINFO
  *   13  UDP socket connected to fd 12
  *   14  TCP socket never bound, TCP_CORK
+ *   15  TCP socket bound to 127.0.0.1, not listening
  *
  * Before READY a datagram goes from 13 to 12. It prints "PORTS tcp4=N
  * tcp6=N udp=N". After the trigger it checks that every address, peer and
@@ -43,7 +44,8 @@
 #define UDPB 12
 #define UDPC 13
 #define TCPU 14
-#define NFD 5
+#define TCPB 15
+#define NFD 6
 
 static volatile uint64_t count;
 static void work(void) { count++; }
@@ -178,6 +180,9 @@ int main(int argc, char **argv)
 		die("udp connect");
 	int tu = at(socket(AF_INET, SOCK_STREAM, 0), TCPU);
 	seti(tu, IPPROTO_TCP, TCP_CORK, 1, "TCP_CORK");
+	int tb = at(socket(AF_INET, SOCK_STREAM, 0), TCPB);
+	if (bind(tb, (struct sockaddr *)&a4, sizeof(a4)))
+		die("tcp bind");
 
 	/* A datagram before the checkpoint. */
 	char buf[64];
@@ -224,8 +229,8 @@ int main(int argc, char **argv)
 		}
 	}
 
-	const int fds[NFD] = {TCP4, TCP6, UDPB, UDPC, TCPU};
-	static const char *names[NFD] = {"tcp4", "tcp6", "udp-bound", "udp-connected", "tcp-unbound"};
+	const int fds[NFD] = {TCP4, TCP6, UDPB, UDPC, TCPU, TCPB};
+	static const char *names[NFD] = {"tcp4", "tcp6", "udp-bound", "udp-connected", "tcp-unbound", "tcp-bound"};
 	struct state before[NFD], after;
 	for (int i = 0; i < NFD; i++)
 		record(fds[i], &before[i]);
