@@ -195,6 +195,13 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 	if fl := e.Flags &^ (unix.O_RDWR | unix.O_NONBLOCK); fl != 0 {
 		return 0, refuse("file status flags %#o", fl)
 	}
+	// A pending error (an ICMP error on a connected UDP socket, a reset)
+	// is told by POLLERR; SO_ERROR would tell which, but reading it
+	// clears it, and so does nothing put it back.
+	pfd := []unix.PollFd{{Fd: int32(fd)}}
+	if n, err := unix.Poll(pfd, 0); err == nil && n > 0 && pfd[0].Revents&unix.POLLERR != 0 {
+		return 0, refuse("a pending socket error (SO_ERROR, or the error queue), which cannot be read without being cleared")
+	}
 	// The socket's owner (its inode's uid and gid, which sk_uid copies)
 	// is the fsuid and fsgid of whoever made it. The image has no field
 	// for it: restore makes the socket with the process's own, which must

@@ -272,6 +272,7 @@ func TestDumpInetRefused(t *testing.T) {
 		{"udpqueue", "12", `inet dgram socket \(udp 127\.0\.0\.1:\d+ in state CLOSE\): datagrams queued`},
 		{"option", "10", `inet stream socket \(.*\): option TCP_USER_TIMEOUT is 4321, a new socket's is 0`},
 		{"netns", "20", `inet dgram socket \(udp 0\.0\.0\.0:0 in state CLOSE\): made in a network namespace other than its process's`},
+		{"error", "20", `inet dgram socket \(udp 127\.0\.0\.1:\d+ to 127\.0\.0\.1:\d+ in state ESTABLISHED\): a pending socket error`},
 		{"raw", "20", `inet raw socket \(icmp 0\.0\.0\.0:\d+ in state CLOSE\): protocol icmp`},
 		{"owner", "20", `inet dgram socket \(udp 0\.0\.0\.0:0 in state CLOSE\): owned by uid 65534 gid 65534, made before the process changed to fsuid 0 fsgid 0`},
 	} {

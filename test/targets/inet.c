@@ -24,6 +24,8 @@
  *   udpqueue     a datagram queued on fd 12
  *   option       TCP_USER_TIMEOUT on fd 10, which CRIU's image cannot keep
  *   raw          a raw ICMP socket (fd 20)
+ *   error        a UDP socket (fd 20) connected to a port nobody has, with
+ *                the ICMP error of its send pending
  *   netns        a UDP socket (fd 20) made in a network namespace of its own,
  *                the process back in the first one
  *   owner        a UDP socket (fd 20) made with fsuid and fsgid 65534, which
@@ -213,6 +215,15 @@ int main(int argc, char **argv)
 			at(socket(AF_INET, SOCK_DGRAM, 0), 20);
 			if (setns(home, CLONE_NEWNET) || close(home))
 				die("setns");
+		} else if (!strcmp(refuse, "error")) {
+			int u = at(socket(AF_INET, SOCK_DGRAM, 0), 20);
+			struct sockaddr_in none = a4;
+			none.sin_port = t4name.sin_port; /* a TCP port: no UDP socket there */
+			if (connect(u, (struct sockaddr *)&none, sizeof(none)) || send(u, "x", 1, 0) != 1)
+				die("udp error");
+			struct pollfd p = {u, 0, 0};
+			if (poll(&p, 1, 5000) != 1 || !(p.revents & POLLERR))
+				die("no ICMP error");
 		} else if (!strcmp(refuse, "raw")) {
 			at(socket(AF_INET, SOCK_RAW, IPPROTO_ICMP), 20);
 		} else if (!strcmp(refuse, "owner")) {
