@@ -523,6 +523,7 @@ var compared = []sockOpt{
 var comparedStrings = []sockOpt{
 	{unix.IPPROTO_TCP, unix.TCP_CONGESTION, "TCP_CONGESTION"},
 	{unix.IPPROTO_TCP, unix.TCP_ULP, "TCP_ULP"},
+	{unix.SOL_IP, unix.IP_OPTIONS, "IP_OPTIONS"},
 }
 
 // keptBools are the on/off options the image keeps.
