@@ -31,10 +31,11 @@ targets: $(TARGETS)
 
 # Debian packages: gcc for the C test targets, criu for its `crit` image decoder,
 # libcap2-bin for setcap and passwd for useradd (non-root tests), python3 for
-# Python targets, postgresql for the postgres test.
+# Python targets and the http.server test, postgresql for the postgres test,
+# redis-server for the redis test.
 deps:
 	@missing=""; \
-	for p in gcc criu libcap2-bin passwd python3 make postgresql; do \
+	for p in gcc criu libcap2-bin passwd python3 make postgresql redis-server; do \
 		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \

@@ -44,6 +44,7 @@ var table = []*Kind{
 	&eventfdKind,
 	&epollKind,
 	&unixKind,
+	&inetKind,
 	&signalfdKind,
 	&timerfdKind,
 	&inotifyKind,

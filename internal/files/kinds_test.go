@@ -168,6 +168,16 @@ func TestRoundTrip(t *testing.T) {
 			}
 		}
 	})
+	ifd6, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err == nil {
+		err = unix.SetsockoptInt(ifd6, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	}
+	add(&inetKind, ifd6, err, func(t *testing.T, nfd int) {
+		v, err := unix.GetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY)
+		if err != nil || v != 1 {
+			t.Errorf("TCP_NODELAY %d, %v; want 1", v, err)
+		}
+	})
 	var mask unix.Sigset_t
 	mask.Val[0] = 1<<(unix.SIGUSR1-1) | 1<<(unix.SIGUSR2-1)
 	sfd, err := unix.Signalfd(-1, &mask, unix.SFD_NONBLOCK|unix.SFD_CLOEXEC)

@@ -1,5 +1,11 @@
 package kabi
 
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
 // NETLINK_SOCK_DIAG for AF_UNIX (include/uapi/linux/unix_diag.h): one
 // request dumps every unix socket of the network namespace, each as a
 // UnixDiagMsg followed by netlink attributes.
@@ -62,4 +68,19 @@ type UnixDiagMsg struct {
 	Pad    uint8
 	Ino    uint32
 	Cookie [2]uint32
+}
+
+// SocketFilterLen returns the number of instructions of the classic BPF
+// program attached to socket fd (SO_ATTACH_FILTER), 0 if none. It asks
+// with an empty buffer: the kernel takes SO_GET_FILTER's optlen as a count
+// of instructions, not bytes, and a buffer sized for an int would be
+// overrun by any filter of two or more. An eBPF program (SO_ATTACH_BPF)
+// fails with EACCES.
+func SocketFilterLen(fd int) (int, error) {
+	var n uint32
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_GET_FILTER, 0, uintptr(unsafe.Pointer(&n)), 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }

@@ -319,26 +319,25 @@ func takeFds(pid int, into map[int]string) error {
 		// ino), an eventfd's idr number, and what a timer does while the
 		// tree is frozen (its time left shrinks, its expirations add up,
 		// between the dump's read and any later look).
+		// An epoll's targets are listed in the order of its red-black
+		// tree, keyed by the address of each target's struct file: a
+		// kernel address, not the program's state, so they are sorted.
 		text := fmt.Sprintf("%s | pos: %d | flags: %o", link, fi.Pos, fi.Flags)
-		// An epoll lists its targets in the order of its tree, keyed by the
-		// kernel address of each target's file: not state, and not the
-		// same after a restore. They are compared as a sorted list.
 		var tfds []string
 		for _, kv := range fi.Extra {
 			switch kv.Key {
 			case "eventfd-id", "it_value", "ticks":
 				continue
-			case "tfd":
-				tfds = append(tfds, kv.Value)
+			}
+			item := " | " + kv.Key + ": " + inodeRE.ReplaceAllString(kv.Value, "$1*")
+			if kv.Key == "tfd" {
+				tfds = append(tfds, item)
 				continue
 			}
-			text += " | " + kv.Key + ": " + inodeRE.ReplaceAllString(kv.Value, "$1*")
+			text += item
 		}
 		sort.Strings(tfds)
-		for _, v := range tfds {
-			text += " | tfd: " + inodeRE.ReplaceAllString(v, "$1*")
-		}
-		into[n] = text
+		into[n] = text + strings.Join(tfds, "")
 	}
 	return nil
 }

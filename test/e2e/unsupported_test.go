@@ -390,3 +390,47 @@ func TestDumpRefusesNameless(t *testing.T) {
 		})
 	}
 }
+
+// TestDumpInetRefused: what an inet socket holds that cryo cannot bring
+// back is refused at dump, naming the fd, the socket's protocol, address
+// and state, and why; the process goes on unharmed, its sockets as they
+// were.
+func TestDumpInetRefused(t *testing.T) {
+	requireCryo(t)
+	for _, tc := range []struct {
+		mode, fd, want string
+	}{
+		{"established", "20", `inet stream socket \(tcp 127\.0\.0\.1:\d+ to 127\.0\.0\.1:\d+ in state ESTABLISHED\): an established TCP connection`},
+		{"backlog", "10", `inet stream socket \(tcp 127\.0\.0\.1:\d+ in state LISTEN\): 1 connection\(s\) in its accept queue, not yet accepted \(from 127\.0\.0\.1:\d+\)`},
+		{"udpqueue", "12", `inet dgram socket \(udp 127\.0\.0\.1:\d+ in state CLOSE\): datagrams queued`},
+		{"option", "10", `inet stream socket \(.*\): option TCP_USER_TIMEOUT is 4321, a new socket's is 0`},
+		{"netns", "20", `inet dgram socket \(udp 0\.0\.0\.0:0 in state CLOSE\): made in a network namespace other than its process's`},
+		{"error", "20", `inet dgram socket \(udp 127\.0\.0\.1:\d+ to 127\.0\.0\.1:\d+ in state ESTABLISHED\): a pending socket error`},
+		{"raw", "20", `inet raw socket \(icmp 0\.0\.0\.0:\d+ in state CLOSE\): protocol icmp`},
+		{"owner", "20", `inet dgram socket \(udp 0\.0\.0\.0:0 in state CLOSE\): owned by uid 65534 gid 65534, made before the process changed to fsuid 0 fsgid 0`},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			tg := startTarget(t, "inet", tc.mode)
+			img := filepath.Join(tg.dir, "img")
+			r := dump(t, tg.pid, img)
+			if r.timedOut || r.code == 0 {
+				t.Fatalf("dump: want a refusal, got %v", r)
+			}
+			t.Logf("refused: %s", strings.SplitN(r.output, "\n", 2)[0])
+			re := regexp.MustCompile(`fd ` + tc.fd + ` \(socket:\[\d+\]\) of pid \d+: ` + tc.want + `.*: not supported`)
+			if !re.MatchString(r.output) {
+				t.Errorf("the refusal does not match %s:\n%v", re, r)
+			}
+			if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
+				t.Errorf("a failed dump left %s/inventory.img", img)
+			}
+			expectAliveUnstopped(t, tg.pid, "after the refused dump")
+			tg.fire()
+			st, ok := tg.waitExit(10 * time.Second)
+			if !ok {
+				t.Fatal("target did not finish its checks within 10 s")
+			}
+			tg.expectPassed(st.ExitCode(), "after the refused dump")
+		})
+	}
+}
