@@ -95,6 +95,9 @@ func (p *process) classify(maps []procfs.Mapping) ([]*area, error) {
 		if m.VmFlags.Has(procfs.VmNoReserve) {
 			flags |= unix.MAP_NORESERVE
 		}
+		if lockFlags(m, &flags) {
+			p.lockOnFault = append(p.lockOnFault, m.Start)
+		}
 		var madv uint64
 		for _, a := range madvOf {
 			if m.VmFlags.Has(a.flag) {

@@ -438,6 +438,7 @@ func (t *tree) meta() *meta.Meta {
 	unix.Uname(&uts)
 	acc := map[int][]uint64{}
 	inh := map[int][][2]uint64{}
+	lof := map[int][]uint64{}
 	for _, p := range t.procs {
 		for _, a := range t.snaps[p].areas {
 			if a.m.VmFlags.Has(procfs.VmAccount) && !a.m.Perms.Write && !a.m.Perms.Shared {
@@ -446,6 +447,9 @@ func (t *tree) meta() *meta.Meta {
 		}
 		if len(p.inherited) > 0 {
 			inh[p.pid] = p.inherited
+		}
+		if len(p.lockOnFault) > 0 {
+			lof[p.pid] = p.lockOnFault
 		}
 	}
 	tasks := map[int]*meta.Task{}
@@ -475,6 +479,7 @@ func (t *tree) meta() *meta.Meta {
 		Created:           time.Now().UTC(),
 		AccountedReadOnly: acc,
 		Inherited:         inh,
+		LockOnFault:       lof,
 	}
 }
 
