@@ -95,6 +95,10 @@ func (p *process) classify(maps []procfs.Mapping) ([]*area, error) {
 		if m.VmFlags.Has(procfs.VmNoReserve) {
 			flags |= unix.MAP_NORESERVE
 		}
+		if m.VmFlags.Has(procfs.VmDroppable) {
+			// MAP_DROPPABLE is a mapping type of its own, not a flag.
+			flags = flags&^unix.MAP_PRIVATE | unix.MAP_DROPPABLE
+		}
 		if lockFlags(m, &flags) {
 			p.lockOnFault = append(p.lockOnFault, m.Start)
 		}
@@ -127,6 +131,11 @@ func (p *process) classify(maps []procfs.Mapping) ([]*area, error) {
 			// memory in its place would give the program a segment nobody
 			// else sees.
 			return nil, fmt.Errorf("mapping %#x-%#x of pid %d is System V shared memory (key 0x%s): %w", m.Start, m.End, p.pid, strings.TrimPrefix(m.Path, "/SYSV"), ErrNotSupported)
+		case m.VmFlags.Has(procfs.VmMaybeGuard):
+			// The flag is sticky and spreads to the VMAs a restore maps
+			// next to it (they merge), so their boundaries could not come
+			// back as they were.
+			return nil, fmt.Errorf("mapping %#x-%#x (%s) of pid %d has had guard pages (MADV_GUARD_INSTALL, \"gu\"): %w", m.Start, m.End, m.RawPath, p.pid, ErrNotSupported)
 		case m.Kind == procfs.KindUprobes:
 			return nil, fmt.Errorf("mapping %#x-%#x [uprobes]: %w", m.Start, m.End, ErrNotSupported)
 		case m.Kind == procfs.KindAnonShmemNamed || (m.Kind == procfs.KindFile && m.Perms.Shared && isShmemAnon(m)):
@@ -258,6 +267,9 @@ func (p *process) findRuns(areas []*area) ([]run, error) {
 			}
 			for i := uint64(0); i < n; i++ {
 				e := binary.LittleEndian.Uint64(buf[i*8:])
+				if e&kabi.PM_GUARD_REGION != 0 {
+					return nil, fmt.Errorf("mapping %#x-%#x of pid %d has guard pages (MADV_GUARD_INSTALL) at %#x: %w", a.m.Start, a.m.End, p.pid, addr+i*pageSize, ErrNotSupported)
+				}
 				want := e&(kabi.PM_PRESENT|kabi.PM_SWAP) != 0
 				if a.pages == cowPages && e&kabi.PM_FILE != 0 {
 					want = false // still the file's page: restored by mapping the file

@@ -56,6 +56,8 @@ static uint64_t private_file_sum;
 static volatile uint64_t *work_page;
 static volatile uint64_t work_iter;
 static struct timespec mono_before, real_before;
+#define MAP_DROPPABLE_ 0x08
+
 
 static struct region *add_region(const char *name, void *addr, size_t len, const char *flag)
 {
@@ -376,6 +378,29 @@ int main(int argc, char **argv)
 		}
 		r = add_region(adv[i].name, p, len, flag);
 		fill_pattern(p, len, 0xadu + i);
+	}
+
+	/* KSM's MADV_MERGEABLE, where the kernel has KSM. */
+	{
+		char *p = anon(64 * 1024);
+		const char *flag = "mg";
+		if (madvise(p, 64 * 1024, MADV_MERGEABLE)) {
+			out("NOTE madvise MADV_MERGEABLE: %s (flag not checked)\n", strerror(errno));
+			flag = NULL;
+		}
+		add_region("madv-mergeable", p, 64 * 1024, flag);
+		fill_pattern(p, 64 * 1024, 0x3e6);
+	}
+
+	/* MAP_DROPPABLE (6.11): "dp", with "wf dd nr" that come with it. */
+	{
+		void *p = mmap(NULL, 64 * 1024, PROT_READ | PROT_WRITE, MAP_DROPPABLE_ | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED) {
+			out("NOTE MAP_DROPPABLE: %s (not checked)\n", strerror(errno));
+		} else {
+			add_region("droppable", p, 64 * 1024, "dp");
+			fill_pattern(p, 64 * 1024, 0xd7);
+		}
 	}
 
 	/* A region with mprotect'ed sub-ranges: r, r-x, and one no-access page
