@@ -111,6 +111,9 @@ func (p *process) classify(maps []procfs.Mapping) ([]*area, error) {
 		if madv != 0 {
 			e.Madv = proto.Uint64(madv)
 		}
+		if err := p.refuseMapping(m); err != nil {
+			return nil, err
+		}
 		a := &area{m: m, entry: e}
 		status = kabi.VMA_AREA_REGULAR
 		switch {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -96,3 +97,33 @@ func lockFlags(m procfs.Mapping, flags *uint32) (onFault bool) {
 	*flags |= unix.MAP_LOCKED
 	return m.VmFlags.Has(procfs.VmLockOnFault)
 }
+
+// refuseMapping fails the dump, naming the mapping, for memory whose state
+// a restore would get wrong.
+func (p *process) refuseMapping(m procfs.Mapping) error {
+	why := ""
+	switch {
+	case m.VmFlags.Has(procfs.VmUffdMissing) || m.VmFlags.Has(procfs.VmUffdWP) || m.VmFlags.Has(procfs.VmUffdMinor):
+		// The faults would go to a userfaultfd that restore cannot make
+		// again with the same registrations and waiting faults.
+		why = "registered with userfaultfd (" + flagWords(m.VmFlags&(procfs.VmUffdMissing|procfs.VmUffdWP|procfs.VmUffdMinor)) + ")"
+	case m.VmFlags.Has(procfs.VmSealed):
+		why = "sealed with mseal"
+	case strings.HasPrefix(m.Path, "/[aio]"):
+		why = "an AIO ring (io_setup)"
+	case m.RawPath == "anon_inode:[io_uring]":
+		why = "an io_uring ring"
+	case m.Kind == procfs.KindFile && strings.HasPrefix(m.Path, "/dev/") && m.Path != "/dev/zero":
+		var st unix.Stat_t
+		name := fmt.Sprintf("/proc/%d/map_files/%x-%x", p.pid, m.Start, m.End)
+		if unix.Stat(name, &st) == nil && (st.Mode&unix.S_IFMT == unix.S_IFCHR || st.Mode&unix.S_IFMT == unix.S_IFBLK) {
+			why = fmt.Sprintf("a mapping of device %d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+		}
+	}
+	if why == "" {
+		return nil
+	}
+	return fmt.Errorf("mapping %#x-%#x (%s) of pid %d is %s: %w", m.Start, m.End, m.RawPath, p.pid, why, ErrNotSupported)
+}
+
+func flagWords(f procfs.VmFlags) string { return strings.Join(f.Words(), ", ") }
