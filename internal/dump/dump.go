@@ -108,6 +108,8 @@ type process struct {
 	// mlockall the mm's MCL_FUTURE|MCL_ONFAULT (memlock.go).
 	lockOnFault []uint64
 	mlockall    int
+	// sealed are the starts of the VMAs sealed with mseal.
+	sealed []uint64
 	// smaps is what collect read of /proc/PID/smaps, kept for the state
 	// record (writeState): the kernel's smaps costs a page-table walk.
 	smaps []procfs.Mapping

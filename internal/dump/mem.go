@@ -102,6 +102,9 @@ func (p *process) classify(maps []procfs.Mapping) ([]*area, error) {
 		if lockFlags(m, &flags) {
 			p.lockOnFault = append(p.lockOnFault, m.Start)
 		}
+		if m.VmFlags.Has(procfs.VmSealed) {
+			p.sealed = append(p.sealed, m.Start)
+		}
 		var madv uint64
 		for _, a := range madvOf {
 			if m.VmFlags.Has(a.flag) {

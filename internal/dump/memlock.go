@@ -107,8 +107,6 @@ func (p *process) refuseMapping(m procfs.Mapping) error {
 		// The faults would go to a userfaultfd that restore cannot make
 		// again with the same registrations and waiting faults.
 		why = "registered with userfaultfd (" + flagWords(m.VmFlags&(procfs.VmUffdMissing|procfs.VmUffdWP|procfs.VmUffdMinor)) + ")"
-	case m.VmFlags.Has(procfs.VmSealed):
-		why = "sealed with mseal"
 	case strings.HasPrefix(m.Path, "/[aio]"):
 		why = "an AIO ring (io_setup)"
 	case m.RawPath == "anon_inode:[io_uring]":

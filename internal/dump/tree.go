@@ -438,7 +438,7 @@ func (t *tree) meta() *meta.Meta {
 	unix.Uname(&uts)
 	acc := map[int][]uint64{}
 	inh := map[int][][2]uint64{}
-	lof := map[int][]uint64{}
+	lof, sealed := map[int][]uint64{}, map[int][]uint64{}
 	for _, p := range t.procs {
 		for _, a := range t.snaps[p].areas {
 			if a.m.VmFlags.Has(procfs.VmAccount) && !a.m.Perms.Write && !a.m.Perms.Shared {
@@ -450,6 +450,9 @@ func (t *tree) meta() *meta.Meta {
 		}
 		if len(p.lockOnFault) > 0 {
 			lof[p.pid] = p.lockOnFault
+		}
+		if len(p.sealed) > 0 {
+			sealed[p.pid] = p.sealed
 		}
 	}
 	tasks := map[int]*meta.Task{}
@@ -480,6 +483,7 @@ func (t *tree) meta() *meta.Meta {
 		AccountedReadOnly: acc,
 		Inherited:         inh,
 		LockOnFault:       lof,
+		Sealed:            sealed,
 	}
 }
 

@@ -50,8 +50,11 @@ type Meta struct {
 	// (mlock2 MLOCK_ONFAULT, mlockall MCL_ONFAULT: "lf" in smaps). Their
 	// vma_entry has MAP_LOCKED, as every locked VMA's.
 	LockOnFault map[int][]uint64 `json:"lock_on_fault,omitempty"`
-	Cmdline     string           `json:"cmdline"`
-	Created     time.Time        `json:"created"`
+	// Sealed lists, by pid, the start of the VMAs sealed with mseal ("sl",
+	// 6.10), which CRIU's vma_entry cannot say.
+	Sealed  map[int][]uint64 `json:"sealed,omitempty"`
+	Cmdline string           `json:"cmdline"`
+	Created time.Time        `json:"created"`
 
 	// Tasks holds, by tid, what CRIU's core entry has no field for (see
 	// Task).

@@ -145,3 +145,45 @@ func (r *restorer) lockFuture() error {
 	_, err := r.c.call(r.c.leader, "mlockall", unix.SYS_MLOCKALL, uint64(mcl))
 	return err
 }
+
+// sealAll seals the VMAs the image has sealed (mseal, 6.10), adjacent ones
+// in one call. It runs among the last calls, once the children are forked:
+// a child inherits its parent's seals, and one whose VMAs differ from its
+// parent's could not unmap what it does not have.
+func (r *restorer) sealAll() error {
+	starts := r.l.meta.Sealed[r.c.pid]
+	if len(starts) == 0 {
+		return nil
+	}
+	sealed := map[uint64]bool{}
+	for _, a := range starts {
+		sealed[a] = true
+	}
+	// One call a run: the scratch area a batch needs is gone by now.
+	var lo, hi uint64
+	var err error
+	flush := func() {
+		if hi > lo && err == nil {
+			_, err = r.c.call(r.c.leader, fmt.Sprintf("mseal of %#x-%#x", lo, hi), unix.SYS_MSEAL, lo, hi-lo, 0)
+		}
+		lo, hi = 0, 0
+	}
+	n := 0
+	for _, e := range r.l.mm.GetVmas() {
+		if !sealed[e.GetStart()] {
+			flush()
+			continue
+		}
+		n++
+		if hi != e.GetStart() {
+			flush()
+			lo = e.GetStart()
+		}
+		hi = e.GetEnd()
+	}
+	flush()
+	if n != len(sealed) {
+		return fmt.Errorf("cryo-meta.json seals %d VMAs, mm-%d.img has %d of them", len(sealed), r.c.pid, n)
+	}
+	return err
+}

@@ -261,14 +261,13 @@ func mustReadDir(t *testing.T, dir string) []os.DirEntry {
 // TestDumpMemoryRefused: memory that a restore would get wrong makes the
 // dump fail at once, naming the mapping and what it is, and the process
 // goes on untouched: a userfaultfd range, an AIO ring, io_uring's rings
-// (their fd closed), a sealed VMA, guard pages.
+// (their fd closed), guard pages.
 func TestDumpMemoryRefused(t *testing.T) {
 	requireCryo(t)
 	for _, tc := range []struct{ mode, what string }{
 		{"uffd", "registered with userfaultfd"},
 		{"aio", "an AIO ring"},
 		{"uring", "an io_uring ring"},
-		{"mseal", "sealed with mseal"},
 		{"guard", "guard pages (MADV_GUARD_INSTALL"},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {

@@ -57,6 +57,7 @@ static volatile uint64_t *work_page;
 static volatile uint64_t work_iter;
 static struct timespec mono_before, real_before;
 #define MAP_DROPPABLE_ 0x08
+static char *sealed;
 
 
 static struct region *add_region(const char *name, void *addr, size_t len, const char *flag)
@@ -403,6 +404,16 @@ int main(int argc, char **argv)
 		}
 	}
 
+	/* A sealed region (mseal, 6.10): "sl", and munmap refused. */
+	sealed = anon(4 * PAGE);
+	fill_pattern(sealed, 4 * PAGE, 0x5e);
+	if (syscall(462 /* mseal */, sealed, 4 * PAGE, 0)) {
+		out("NOTE mseal: %s (not checked)\n", strerror(errno));
+		sealed = NULL;
+	} else {
+		add_region("sealed", sealed, 4 * PAGE, "sl");
+	}
+
 	/* A region with mprotect'ed sub-ranges: r, r-x, and one no-access page
 	 * whose contents must survive too. */
 	mprot = anon(16 * PAGE);
@@ -475,6 +486,12 @@ int main(int argc, char **argv)
 		snprintf(name, sizeof(name), "vmflags-%s", g->name);
 		check(name, strcmp(now, g->vmflags) == 0 && (!g->flag || strstr(now, g->flag)),
 		      "VmFlags '%s', was '%s' (want %s)", now, g->vmflags, g->flag ? g->flag : "-");
+	}
+
+	if (sealed) {
+		int rc = munmap(sealed, 4 * PAGE);
+		check("sealed-munmap-refused", rc == -1 && errno == EPERM, "munmap of the sealed region: %d (%s)", rc,
+		      rc ? strerror(errno) : "unmapped");
 	}
 
 	uint64_t h = sparse_hash();

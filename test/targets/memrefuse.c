@@ -4,12 +4,12 @@
  * this process running and intact: after the trigger it checks its memory,
  * its counter and that the thing it held is still there.
  *
- *   memrefuse TRIGGER uffd|aio|uring|mseal|guard
+ *   memrefuse TRIGGER uffd|aio|uring|guard
  *
  * uffd: a range registered with userfaultfd (MISSING), the uffd kept open.
  * aio: an AIO ring (io_setup), its [aio] mapping.
  * uring: io_uring's rings mapped, the io_uring fd closed: only the mapping is
- * left. mseal: a sealed VMA (6.10). guard: guard pages (6.13).
+ * left. guard: guard pages (6.13).
  * Each prints "MAPPING <start>-<end>" for the mapping the dump must name, or
  * "SKIP <why>" where the kernel lacks it.
  */
@@ -74,15 +74,6 @@ int main(int argc, char **argv)
 		if (lo == MAP_FAILED)
 			die("mmap io_uring");
 		close(fd);
-	} else if (!strcmp(mode, "mseal")) {
-		len = 4 * PAGE;
-		lo = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (lo == MAP_FAILED)
-			die("mmap");
-		if (syscall(462 /* mseal */, lo, len, 0)) {
-			out("SKIP mseal: %s\n", strerror(errno));
-			return 0;
-		}
 	} else if (!strcmp(mode, "guard")) {
 		len = 16 * PAGE;
 		lo = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
