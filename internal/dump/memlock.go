@@ -74,6 +74,24 @@ func (p *process) mlockFuture() (int, error) {
 	return unix.MCL_FUTURE | unix.MCL_ONFAULT, nil
 }
 
+// refuseMergeAny fails the dump of a process that asked KSM to merge all
+// its memory (prctl PR_SET_MEMORY_MERGE, 6.4): the mm flag makes every
+// later VMA mergeable, and setting it again marks every VMA there is, so
+// the VMAs the program made unmergeable since would not come back so.
+func (p *process) refuseMergeAny() error {
+	_, v, err := p.threads[0].call("prctl(PR_GET_MEMORY_MERGE)", 0, unix.SYS_PRCTL, func(uint64) []uint64 { return []uint64{unix.PR_GET_MEMORY_MERGE} })
+	if errors.Is(err, unix.EINVAL) {
+		return nil // no KSM in this kernel: nothing was asked
+	}
+	if err != nil {
+		return err
+	}
+	if v != 0 {
+		return fmt.Errorf("process %d asked KSM to merge all its memory (prctl PR_SET_MEMORY_MERGE): %w", p.pid, ErrNotSupported)
+	}
+	return nil
+}
+
 // pagePresent reads the pagemap entry of the page at addr.
 func pagePresent(pid int, addr uint64) (bool, error) {
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/pagemap")

@@ -4,12 +4,13 @@
  * this process running and intact: after the trigger it checks its memory,
  * its counter and that the thing it held is still there.
  *
- *   memrefuse TRIGGER uffd|aio|uring|guard
+ *   memrefuse TRIGGER uffd|aio|uring|guard|ksm
  *
  * uffd: a range registered with userfaultfd (MISSING), the uffd kept open.
  * aio: an AIO ring (io_setup), its [aio] mapping.
  * uring: io_uring's rings mapped, the io_uring fd closed: only the mapping is
- * left. guard: guard pages (6.13).
+ * left. guard: guard pages (6.13). ksm: prctl(PR_SET_MEMORY_MERGE) (6.4;
+ * the data region is reported).
  * Each prints "MAPPING <start>-<end>" for the mapping the dump must name, or
  * "SKIP <why>" where the kernel lacks it.
  */
@@ -20,6 +21,7 @@
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 
 #define PAGE 4096UL
 #define DATA (256 * PAGE)
@@ -74,6 +76,12 @@ int main(int argc, char **argv)
 		if (lo == MAP_FAILED)
 			die("mmap io_uring");
 		close(fd);
+	} else if (!strcmp(mode, "ksm")) {
+		if (prctl(67 /* PR_SET_MEMORY_MERGE */, 1, 0, 0, 0)) {
+			out("SKIP PR_SET_MEMORY_MERGE: %s\n", strerror(errno));
+			return 0;
+		}
+		lo = data;
 	} else if (!strcmp(mode, "guard")) {
 		len = 16 * PAGE;
 		lo = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
