@@ -77,6 +77,12 @@ func (p *process) collect() (*snapshot, error) {
 	if err := p.collectReports(); err != nil {
 		return nil, err
 	}
+	if p.mlockall, err = p.mlockFuture(); err != nil {
+		return nil, err
+	}
+	if err := p.refuseMergeAny(); err != nil {
+		return nil, err
+	}
 	// The injections used stack bytes below each red zone as scratch: put
 	// them back before the memory is read, so the image holds the stacks
 	// exactly as the program left them.

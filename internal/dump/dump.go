@@ -109,6 +109,12 @@ type process struct {
 	areaAt    map[uint64]*area // areas by start, built when a child asks
 	pagemap   *os.File
 	inherited [][2]uint64
+	// lockOnFault are the starts of the VMAs locked on fault, and
+	// mlockall the mm's MCL_FUTURE|MCL_ONFAULT (memlock.go).
+	lockOnFault []uint64
+	mlockall    int
+	// sealed are the starts of the VMAs sealed with mseal.
+	sealed []uint64
 	// smaps is what collect read of /proc/PID/smaps, kept for the state
 	// record (writeState): the kernel's smaps costs a page-table walk.
 	smaps []procfs.Mapping

@@ -98,6 +98,7 @@ func (p *process) metaTask(th *thread, baseSlice uint64) *meta.Task {
 		if tid := p.parentTid; p.parent != nil && tid != p.parent.pid {
 			mt.ParentTid = &tid
 		}
+		mt.Mlockall = p.mlockall
 	}
 	th.attrs.meta(mt, baseSlice)
 	return mt

@@ -96,6 +96,16 @@ func (p *process) classify(maps []procfs.Mapping) ([]*area, error) {
 		if m.VmFlags.Has(procfs.VmNoReserve) {
 			flags |= unix.MAP_NORESERVE
 		}
+		if m.VmFlags.Has(procfs.VmDroppable) {
+			// MAP_DROPPABLE is a mapping type of its own, not a flag.
+			flags = flags&^unix.MAP_PRIVATE | unix.MAP_DROPPABLE
+		}
+		if lockFlags(m, &flags) {
+			p.lockOnFault = append(p.lockOnFault, m.Start)
+		}
+		if m.VmFlags.Has(procfs.VmSealed) {
+			p.sealed = append(p.sealed, m.Start)
+		}
 		var madv uint64
 		for _, a := range madvOf {
 			if m.VmFlags.Has(a.flag) {
@@ -104,6 +114,9 @@ func (p *process) classify(maps []procfs.Mapping) ([]*area, error) {
 		}
 		if madv != 0 {
 			e.Madv = proto.Uint64(madv)
+		}
+		if err := p.refuseMapping(m); err != nil {
+			return nil, err
 		}
 		a := &area{m: m, entry: e}
 		status = kabi.VMA_AREA_REGULAR
@@ -137,6 +150,11 @@ func (p *process) classify(maps []procfs.Mapping) ([]*area, error) {
 				e.Fdflags = proto.Uint32(unix.O_RDWR)
 			}
 			a.pages = noPages
+		case m.VmFlags.Has(procfs.VmMaybeGuard):
+			// The flag is sticky and spreads to the VMAs a restore maps
+			// next to it (they merge), so their boundaries could not come
+			// back as they were.
+			return nil, fmt.Errorf("mapping %#x-%#x (%s) of pid %d has had guard pages (MADV_GUARD_INSTALL, \"gu\"): %w", m.Start, m.End, m.RawPath, p.pid, ErrNotSupported)
 		case m.Kind == procfs.KindUprobes:
 			return nil, fmt.Errorf("mapping %#x-%#x [uprobes]: %w", m.Start, m.End, ErrNotSupported)
 		case m.Kind == procfs.KindAnonShmemNamed || (m.Kind == procfs.KindFile && m.Perms.Shared && isShmemAnon(m)):
@@ -268,6 +286,9 @@ func (p *process) findRuns(areas []*area) ([]run, error) {
 			}
 			for i := uint64(0); i < n; i++ {
 				e := binary.LittleEndian.Uint64(buf[i*8:])
+				if e&kabi.PM_GUARD_REGION != 0 {
+					return nil, fmt.Errorf("mapping %#x-%#x of pid %d has guard pages (MADV_GUARD_INSTALL) at %#x: %w", a.m.Start, a.m.End, p.pid, addr+i*pageSize, ErrNotSupported)
+				}
 				want := e&(kabi.PM_PRESENT|kabi.PM_SWAP) != 0
 				if a.pages == cowPages && e&kabi.PM_FILE != 0 {
 					want = false // still the file's page: restored by mapping the file

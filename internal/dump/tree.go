@@ -462,6 +462,7 @@ func (t *tree) meta() *meta.Meta {
 	unix.Uname(&uts)
 	acc := map[int][]uint64{}
 	inh := map[int][][2]uint64{}
+	lof, sealed := map[int][]uint64{}, map[int][]uint64{}
 	for _, p := range t.procs {
 		for _, a := range t.snaps[p].areas {
 			if a.m.VmFlags.Has(procfs.VmAccount) && !a.m.Perms.Write && !a.m.Perms.Shared {
@@ -470,6 +471,12 @@ func (t *tree) meta() *meta.Meta {
 		}
 		if len(p.inherited) > 0 {
 			inh[p.pid] = p.inherited
+		}
+		if len(p.lockOnFault) > 0 {
+			lof[p.pid] = p.lockOnFault
+		}
+		if len(p.sealed) > 0 {
+			sealed[p.pid] = p.sealed
 		}
 	}
 	tasks := map[int]*meta.Task{}
@@ -499,6 +506,8 @@ func (t *tree) meta() *meta.Meta {
 		Created:           time.Now().UTC(),
 		AccountedReadOnly: acc,
 		Inherited:         inh,
+		LockOnFault:       lof,
+		Sealed:            sealed,
 	}
 }
 

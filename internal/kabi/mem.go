@@ -33,6 +33,9 @@ const (
 	PM_PRESENT = 1 << 63
 	PM_SWAP    = 1 << 62
 	PM_FILE    = 1 << 61 // file page or shared anonymous
+	// PM_GUARD_REGION marks a guard page (MADV_GUARD_INSTALL, 6.14); the
+	// kernel sets PM_SWAP with it.
+	PM_GUARD_REGION = 1 << 58
 )
 
 // MAP_GROWSDOWN etc. not all in x/sys under these names.

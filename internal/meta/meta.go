@@ -46,8 +46,15 @@ type Meta struct {
 	// process's pages: restore forks the process from its restored parent,
 	// which gives it these pages, still shared.
 	Inherited map[int][][2]uint64 `json:"inherited,omitempty"`
-	Cmdline   string              `json:"cmdline"`
-	Created   time.Time           `json:"created"`
+	// LockOnFault lists, by pid, the start of the VMAs locked on fault
+	// (mlock2 MLOCK_ONFAULT, mlockall MCL_ONFAULT: "lf" in smaps). Their
+	// vma_entry has MAP_LOCKED, as every locked VMA's.
+	LockOnFault map[int][]uint64 `json:"lock_on_fault,omitempty"`
+	// Sealed lists, by pid, the start of the VMAs sealed with mseal ("sl",
+	// 6.10), which CRIU's vma_entry cannot say.
+	Sealed  map[int][]uint64 `json:"sealed,omitempty"`
+	Cmdline string           `json:"cmdline"`
+	Created time.Time        `json:"created"`
 
 	// Tasks holds, by tid, what CRIU's core entry has no field for (see
 	// Task).
@@ -93,10 +100,14 @@ func Inheritable(parent, child *vma.VmaEntry) bool {
 		madvDontfork   = 1 << 10             // MADV_DONTFORK: not copied to the child
 		madvWipeonfork = 1 << 18             // MADV_WIPEONFORK: copied empty
 		special        = 1<<2 | 1<<3 | 1<<12 // vsyscall, vdso, vvar
+		// MAP_LOCKED: fork never copies a lock (the child's VMA is
+		// unlocked, its pages still shared); restore locks each
+		// process's VMAs after its memory is in.
+		mapLocked = 0x2000
 	)
 	return parent.GetStart() == child.GetStart() && parent.GetEnd() == child.GetEnd() &&
 		parent.GetPgoff() == child.GetPgoff() && parent.GetProt() == child.GetProt() &&
-		parent.GetFlags() == child.GetFlags() && parent.GetStatus() == child.GetStatus() &&
+		parent.GetFlags()&^mapLocked == child.GetFlags()&^mapLocked && parent.GetStatus() == child.GetStatus() &&
 		parent.GetShmid() == child.GetShmid() && parent.GetStatus()&special == 0 &&
 		parent.GetMadv()&(madvDontfork|madvWipeonfork) == 0
 }

@@ -35,6 +35,10 @@ type Task struct {
 	// MDWE is PR_GET_MDWE, the process's memory-deny-write-execute flags
 	// (leaders only).
 	MDWE uint64 `json:"mdwe,omitempty"`
+	// Mlockall is what mlockall left for the mappings made later
+	// (MCL_FUTURE, with MCL_ONFAULT), found by a probe mapping (leaders
+	// only); 0: none.
+	Mlockall int `json:"mlockall,omitempty"`
 	// ExitSignal is the signal the process's parent gets when it exits
 	// (clone's exit signal, /proc/PID/stat field 38; leaders and zombies
 	// only); nil: SIGCHLD.

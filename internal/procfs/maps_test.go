@@ -286,7 +286,7 @@ func TestParseSmapsTolerates(t *testing.T) {
 }
 
 func TestVmFlagsTable(t *testing.T) {
-	all := "rd wr ex sh mr mw me ms gd pf dw lo io sr rr dc de lf ac nr ht sf nl ar wf dd bt sd mm hg nh mg um uw mt mp ui ss dp sl"
+	all := "rd wr ex sh mr mw me ms gd pf dw lo io sr rr dc de lf ac nr ht sf nl ar wf dd bt sd mm hg nh mg um uw mt mp ui ss dp sl gu"
 	f, unknown := ParseVmFlags(all)
 	if unknown != nil {
 		t.Fatalf("unknown %q", unknown)

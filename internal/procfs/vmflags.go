@@ -53,6 +53,7 @@ const (
 	VmShadowStack                     // ss
 	VmDroppable                       // dp
 	VmSealed                          // sl
+	VmMaybeGuard                      // gu (6.18: MADV_GUARD_INSTALL was used on it)
 
 	numVmFlags = iota
 )
@@ -106,6 +107,7 @@ var vmFlagTable = [...]vmFlagInfo{
 	{"ss", "shadow-stack"},
 	{"dp", "MAP_DROPPABLE"},
 	{"sl", "mseal"},
+	{"gu", "MADV_GUARD_INSTALL"},
 }
 
 // Compile-time check that the table and the constants agree in length.

@@ -381,6 +381,12 @@ func (r *restorer) lastCalls(ip uint64) error {
 			}
 		}
 	}
+	if err := r.lockFuture(); err != nil {
+		return err
+	}
+	if err := r.sealAll(); err != nil {
+		return err
+	}
 	if m := r.t.l.metaTask(r.l.tree.GetPid()).MDWE; m != 0 {
 		if _, err := c.call(c.leader, "prctl(PR_SET_MDWE)", unix.SYS_PRCTL, unix.PR_SET_MDWE, m); err != nil {
 			return err

@@ -224,7 +224,8 @@ func (r *restorer) mapAll(kept map[uint64]bool) ([]mapping, error) {
 		}
 		length := end - start
 		prot := uint64(e.GetProt())
-		flags := uint64(e.GetFlags()) | unix.MAP_FIXED
+		// Locks come once the pages are in (lockAll).
+		flags := uint64(e.GetFlags())&^unix.MAP_LOCKED | unix.MAP_FIXED
 		fd := ^uint64(0)
 		pgoff := e.GetPgoff()
 		m := mapping{e: e}

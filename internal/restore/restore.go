@@ -119,6 +119,9 @@ func (r *restorer) preflight() error {
 	if err := r.l.preflightAttrs(); err != nil {
 		return err
 	}
+	if err := r.preflightLocks(); err != nil {
+		return err
+	}
 	if r.opts.Detached {
 		// The root's parent is cryo restore, which exits at once with -d:
 		// the kernel would send each thread its parent-death signal.
@@ -238,6 +241,10 @@ func (r *restorer) buildMemory(parent *restorer) error {
 		return err
 	}
 	step("vdso+mm")
+	if err := r.lockAll(); err != nil {
+		return err
+	}
+	step("mlock")
 	return nil
 }
 

@@ -12,7 +12,7 @@ import (
 )
 
 // crTargets are the targets that must survive every checkpoint/restore flow.
-var crTargets = []string{"counter", "memory", "threads", "signals", "files", "gothreads", "pyjob", "sysv"}
+var crTargets = []string{"counter", "memory", "mlock", "threads", "signals", "files", "gothreads", "pyjob", "sysv"}
 
 // TestDumpRestore: dump (the target is killed), restore in the foreground,
 // trigger: the restored process must pass all its checks and cryo restore must

@@ -29,7 +29,7 @@ const nonrootCaps = "cap_checkpoint_restore+ep"
 // nonrootTargets are the targets that must survive a non-root round trip.
 // signals is not among them: it installs a seccomp filter, and reading one
 // needs CAP_SYS_ADMIN (TestNonRootSeccomp checks the error).
-var nonrootTargets = []string{"threads", "memory", "files", "counter", "gothreads", "tree", "creds"}
+var nonrootTargets = []string{"threads", "memory", "mlock", "files", "counter", "gothreads", "tree", "creds"}
 
 // TestNonRoot: as an ordinary user, with only cap_checkpoint_restore on the
 // cryo binary, dump and restore a process of that user's; the restored

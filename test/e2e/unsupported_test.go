@@ -434,3 +434,48 @@ func TestDumpInetRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestDumpMemoryRefused: memory that a restore would get wrong makes the
+// dump fail at once, naming the mapping and what it is, and the process
+// goes on untouched: a userfaultfd range, an AIO ring, io_uring's rings
+// (their fd closed), guard pages; and a process that asked KSM to merge
+// all its memory.
+func TestDumpMemoryRefused(t *testing.T) {
+	requireCryo(t)
+	for _, tc := range []struct{ mode, what string }{
+		{"uffd", "registered with userfaultfd"},
+		{"aio", "an AIO ring"},
+		{"uring", "an io_uring ring"},
+		{"guard", "guard pages (MADV_GUARD_INSTALL"},
+		{"ksm", "PR_SET_MEMORY_MERGE"},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			tg := startTarget(t, "memrefuse", tc.mode)
+			if m := regexp.MustCompile(`SKIP (.*)`).FindStringSubmatch(tg.log()); m != nil {
+				t.Skipf("kernel: %s", m[1])
+			}
+			m := regexp.MustCompile(`MAPPING ([0-9a-f]+)-([0-9a-f]+)`).FindStringSubmatch(tg.log())
+			if m == nil {
+				t.Fatalf("the target did not report its mapping:\n%s", tg.log())
+			}
+			img := filepath.Join(tg.dir, "img")
+			r := dump(t, tg.pid, img)
+			if r.timedOut || r.code == 0 {
+				t.Fatalf("dump: want a refusal, got %v", r)
+			}
+			if !strings.Contains(r.output, tc.what) || (tc.mode != "ksm" && !strings.Contains(r.output, "0x"+m[1])) {
+				t.Errorf("the refusal does not name the mapping at %s and %q: %v", m[1], tc.what, r)
+			}
+			if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
+				t.Errorf("a failed dump left %s/inventory.img", img)
+			}
+			expectAliveUnstopped(t, tg.pid, "after the refused dump")
+			tg.fire()
+			st, ok := tg.waitExit(10 * time.Second)
+			if !ok {
+				t.Fatal("target did not finish its checks within 10 s")
+			}
+			tg.expectPassed(st.ExitCode(), "after the refused dump")
+		})
+	}
+}

@@ -56,6 +56,9 @@ static uint64_t private_file_sum;
 static volatile uint64_t *work_page;
 static volatile uint64_t work_iter;
 static struct timespec mono_before, real_before;
+#define MAP_DROPPABLE_ 0x08
+static char *sealed;
+
 
 static struct region *add_region(const char *name, void *addr, size_t len, const char *flag)
 {
@@ -378,6 +381,39 @@ int main(int argc, char **argv)
 		fill_pattern(p, len, 0xadu + i);
 	}
 
+	/* KSM's MADV_MERGEABLE, where the kernel has KSM. */
+	{
+		char *p = anon(64 * 1024);
+		const char *flag = "mg";
+		if (madvise(p, 64 * 1024, MADV_MERGEABLE)) {
+			out("NOTE madvise MADV_MERGEABLE: %s (flag not checked)\n", strerror(errno));
+			flag = NULL;
+		}
+		add_region("madv-mergeable", p, 64 * 1024, flag);
+		fill_pattern(p, 64 * 1024, 0x3e6);
+	}
+
+	/* MAP_DROPPABLE (6.11): "dp", with "wf dd nr" that come with it. */
+	{
+		void *p = mmap(NULL, 64 * 1024, PROT_READ | PROT_WRITE, MAP_DROPPABLE_ | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED) {
+			out("NOTE MAP_DROPPABLE: %s (not checked)\n", strerror(errno));
+		} else {
+			add_region("droppable", p, 64 * 1024, "dp");
+			fill_pattern(p, 64 * 1024, 0xd7);
+		}
+	}
+
+	/* A sealed region (mseal, 6.10): "sl", and munmap refused. */
+	sealed = anon(4 * PAGE);
+	fill_pattern(sealed, 4 * PAGE, 0x5e);
+	if (syscall(462 /* mseal */, sealed, 4 * PAGE, 0)) {
+		out("NOTE mseal: %s (not checked)\n", strerror(errno));
+		sealed = NULL;
+	} else {
+		add_region("sealed", sealed, 4 * PAGE, "sl");
+	}
+
 	/* A region with mprotect'ed sub-ranges: r, r-x, and one no-access page
 	 * whose contents must survive too. */
 	mprot = anon(16 * PAGE);
@@ -450,6 +486,12 @@ int main(int argc, char **argv)
 		snprintf(name, sizeof(name), "vmflags-%s", g->name);
 		check(name, strcmp(now, g->vmflags) == 0 && (!g->flag || strstr(now, g->flag)),
 		      "VmFlags '%s', was '%s' (want %s)", now, g->vmflags, g->flag ? g->flag : "-");
+	}
+
+	if (sealed) {
+		int rc = munmap(sealed, 4 * PAGE);
+		check("sealed-munmap-refused", rc == -1 && errno == EPERM, "munmap of the sealed region: %d (%s)", rc,
+		      rc ? strerror(errno) : "unmapped");
 	}
 
 	uint64_t h = sparse_hash();
