@@ -47,7 +47,14 @@ type Dir struct {
 	open    map[string]bool // names with a writer not yet closed
 	done    bool            // committed or aborted
 	sums    *sums           // recorded (dump) or read (restore)
+	// foreign: an image another tool (CRIU) wrote, without a sidecar; its
+	// sums were taken by Open (see openForeign).
+	foreign bool
 }
+
+// Foreign says whether the image was written by another tool than cryo
+// (CRIU): it had no sidecar, and Open checksummed it as it found it.
+func (d *Dir) Foreign() bool { return d.foreign }
 
 // Path returns the directory's path.
 func (d *Dir) Path() string { return d.path }
@@ -279,6 +286,9 @@ func anyKey(m map[string]bool) string {
 func Open(dir string) (*Dir, error) {
 	if _, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("open image: %w", err)
+	}
+	if d, err := openForeign(dir); d != nil || err != nil {
+		return d, err
 	}
 	for _, n := range []string{InventoryName, SumsName} {
 		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
