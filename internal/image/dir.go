@@ -413,3 +413,12 @@ func (d *Dir) Has(name string) bool {
 
 // Names lists the files of an opened image, sorted.
 func (d *Dir) Names() []string { return d.sums.sortedNames() }
+
+// Size is the recorded size of name, and whether the image holds it.
+func (d *Dir) Size(name string) (uint64, bool) {
+	s, err := d.lookup(name)
+	if err != nil {
+		return 0, false
+	}
+	return s.size, true
+}
