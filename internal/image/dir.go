@@ -54,7 +54,7 @@ type Dir struct {
 
 // Foreign says whether the image was written by another tool than cryo
 // (CRIU): it had no sidecar, and Open checksummed it as it found it.
-func (d *Dir) Foreign() bool { return d.foreign }
+func (d *Dir) Foreign() bool { return d != nil && d.foreign }
 
 // Path returns the directory's path.
 func (d *Dir) Path() string { return d.path }
