@@ -278,8 +278,10 @@ func anyKey(m map[string]bool) string {
 	return ""
 }
 
-// Open opens a complete image directory for restore. It refuses a directory
-// without inventory.img or the sidecar (ErrIncomplete), *.img files the
+// Open opens a complete image directory for restore. An image another tool
+// wrote (inventory.img, no sidecar, no cryo-* file: see openForeign) is
+// checksummed as found and opened as Foreign. Otherwise it refuses a
+// directory without inventory.img or the sidecar (ErrIncomplete), *.img files the
 // sidecar does not list, and any non-pages file whose size or CRC32C differs
 // from the sidecar (ErrChecksum). Pages files are checked chunk by chunk as
 // OpenPages reads them.
