@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+
+	core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"google.golang.org/protobuf/proto"
 )
 
 // Namespaces. Restore builds the tree in the restorer's own namespaces, so
@@ -56,4 +59,29 @@ func checkNamespaces(pid int) error {
 		}
 	}
 	return nil
+}
+
+// nsIDs is the namespace part of the ids every process of the tree and the
+// dumper share (checkNamespaces refuses any other tree): CRIU numbers each
+// namespace it meets from one counter, and its restore compares the root
+// task's ids with the dumper's (the inventory's root_ids) to learn which
+// namespaces to create; equal ids create none. A kind the kernel lacks has
+// no id, as CRIU writes it.
+func nsIDs(ids *core.TaskKobjIdsEntry) {
+	next := uint32(0)
+	id := func(kind string) *uint32 {
+		if _, err := os.Readlink("/proc/self/ns/" + kind); err != nil {
+			return nil
+		}
+		next++
+		return proto.Uint32(next)
+	}
+	ids.PidNsId = id("pid")
+	ids.NetNsId = id("net")
+	ids.IpcNsId = id("ipc")
+	ids.UtsNsId = id("uts")
+	ids.MntNsId = id("mnt")
+	ids.UserNsId = id("user")
+	ids.CgroupNsId = id("cgroup")
+	ids.TimeNsId = id("time")
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/timens"
 
 	"github.com/cryo-project/cryo/internal/files"
 	"github.com/cryo-project/cryo/internal/image"
@@ -422,6 +423,14 @@ func (t *tree) write(dir *image.Dir, sc *seccomp.SeccompEntry, st *Stats) error 
 		}); err != nil {
 			return err
 		}
+		// A zombie has no mm, files, fs or handlers, only namespaces:
+		// CRIU writes 0 for the others.
+		none := proto.Uint32(0)
+		zids := &core.TaskKobjIdsEntry{VmId: none, FilesId: none, FsId: none, SighandId: none}
+		nsIDs(zids)
+		if err := imageset.Write(dir, imageset.Ids(uint32(z.pid)), zids); err != nil {
+			return err
+		}
 	}
 	if err := imageset.Write(dir, imageset.Pstree, entries...); err != nil {
 		return err
@@ -447,10 +456,20 @@ func (t *tree) write(dir *image.Dir, sc *seccomp.SeccompEntry, st *Stats) error 
 	if err := meta.Write(dir, t.meta()); err != nil {
 		return err
 	}
+	if err := writeTimens(dir); err != nil {
+		return err
+	}
+	// root_ids are the dumper's own ids, as CRIU writes them: its restore
+	// compares the root task's with them, and an equal fd table reads as
+	// a corrupt image. Its mm, fd table, fs and handlers are none of the
+	// tree's; its namespaces are the tree's.
+	self := proto.Uint32(uint32(len(t.procs) + len(t.zombies) + 1))
+	rootIDs := &core.TaskKobjIdsEntry{VmId: self, FilesId: self, FsId: self, SighandId: self}
+	nsIDs(rootIDs)
 	return imageset.Write(dir, imageset.Inventory, &inventory.InventoryEntry{
 		ImgVersion:  proto.Uint32(2), // CRTOOLS_IMAGES_V1_1
 		FdinfoPerId: proto.Bool(true),
-		RootIds:     t.procs[0].ids(),
+		RootIds:     rootIDs,
 		NsPerId:     proto.Bool(true),
 		Lsmtype:     inventory.Lsmtype_NO_LSM.Enum(),
 		DumpUptime:  proto.Uint64(uint64(time.Now().UnixMicro())),
@@ -540,4 +559,22 @@ func (t *tree) writeState() error {
 		return err
 	}
 	return w.Close()
+}
+
+// writeTimens writes timens-0.img as CRIU does for a tree in the root time
+// namespace: the monotonic and boot-time clocks at dump, from which a
+// restore into a new time namespace would set its offsets. A restore in the
+// dumper's time namespace (the only one cryo dumps) does not read it.
+func writeTimens(dir *image.Dir) error {
+	var mono, boot unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono); err != nil {
+		return fmt.Errorf("clock_gettime(CLOCK_MONOTONIC): %w", err)
+	}
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot); err != nil {
+		return fmt.Errorf("clock_gettime(CLOCK_BOOTTIME): %w", err)
+	}
+	ts := func(t unix.Timespec) *timens.Timespec {
+		return &timens.Timespec{TvSec: proto.Uint64(uint64(t.Sec)), TvNsec: proto.Uint64(uint64(t.Nsec))}
+	}
+	return imageset.Write(dir, imageset.Timens(0), &timens.TimensEntry{Monotonic: ts(mono), Boottime: ts(boot)})
 }

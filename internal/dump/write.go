@@ -47,7 +47,9 @@ const shmemPagesBase = 1 << 20
 
 func (p *process) ids() *core.TaskKobjIdsEntry {
 	id := proto.Uint32(p.id())
-	return &core.TaskKobjIdsEntry{VmId: id, FilesId: id, FsId: id, SighandId: id}
+	ids := &core.TaskKobjIdsEntry{VmId: id, FilesId: id, FsId: id, SighandId: id}
+	nsIDs(ids)
+	return ids
 }
 
 // writeProcess writes the images of one process: its threads' cores, mm,
@@ -62,6 +64,9 @@ func (p *process) writeProcess(dir *image.Dir, s *snapshot, st *Stats) error {
 		if err := imageset.Write(dir, imageset.Core(uint32(th.t.Tid)), c); err != nil {
 			return err
 		}
+	}
+	if err := imageset.Write(dir, imageset.Ids(uint32(pid)), p.ids()); err != nil {
+		return err
 	}
 	if err := imageset.Write(dir, imageset.Mm(uint32(pid)), p.mmEntry(s)); err != nil {
 		return err

@@ -123,8 +123,18 @@ func TestRoundTrip(t *testing.T) {
 	add(&regKind, dfd, err, nil)
 	nfd, err := unix.Open(os.DevNull, unix.O_WRONLY|unix.O_CLOEXEC, 0)
 	add(&regKind, nfd, err, nil)
-	if tfd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0); err == nil {
-		add(&ttyKind, tfd, nil, nil).noOpen = true
+	// A pty slave (its master, here, is not dumped: a master is refused).
+	if mfd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0); err == nil {
+		defer unix.Close(mfd)
+		n, err := unix.IoctlGetInt(mfd, unix.TIOCGPTN)
+		if err == nil {
+			err = unix.IoctlSetPointerInt(mfd, unix.TIOCSPTLCK, 0)
+		}
+		sfd := -1
+		if err == nil {
+			sfd, err = unix.Open(fmt.Sprintf("/dev/pts/%d", n), unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		}
+		add(&ttyKind, sfd, err, nil).noOpen = true
 	}
 	var pp [2]int
 	err = unix.Pipe2(pp[:], unix.O_CLOEXEC|unix.O_NONBLOCK)

@@ -47,7 +47,14 @@ type Dir struct {
 	open    map[string]bool // names with a writer not yet closed
 	done    bool            // committed or aborted
 	sums    *sums           // recorded (dump) or read (restore)
+	// foreign: an image another tool (CRIU) wrote, without a sidecar; its
+	// sums were taken by Open (see openForeign).
+	foreign bool
 }
+
+// Foreign says whether the image was written by another tool than cryo
+// (CRIU): it had no sidecar, and Open checksummed it as it found it.
+func (d *Dir) Foreign() bool { return d != nil && d.foreign }
 
 // Path returns the directory's path.
 func (d *Dir) Path() string { return d.path }
@@ -271,14 +278,19 @@ func anyKey(m map[string]bool) string {
 	return ""
 }
 
-// Open opens a complete image directory for restore. It refuses a directory
-// without inventory.img or the sidecar (ErrIncomplete), *.img files the
+// Open opens a complete image directory for restore. An image another tool
+// wrote (inventory.img, no sidecar, no cryo-* file: see openForeign) is
+// checksummed as found and opened as Foreign. Otherwise it refuses a
+// directory without inventory.img or the sidecar (ErrIncomplete), *.img files the
 // sidecar does not list, and any non-pages file whose size or CRC32C differs
 // from the sidecar (ErrChecksum). Pages files are checked chunk by chunk as
 // OpenPages reads them.
 func Open(dir string) (*Dir, error) {
 	if _, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("open image: %w", err)
+	}
+	if d, err := openForeign(dir); d != nil || err != nil {
+		return d, err
 	}
 	for _, n := range []string{InventoryName, SumsName} {
 		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
@@ -403,3 +415,12 @@ func (d *Dir) Has(name string) bool {
 
 // Names lists the files of an opened image, sorted.
 func (d *Dir) Names() []string { return d.sums.sortedNames() }
+
+// Size is the recorded size of name, and whether the image holds it.
+func (d *Dir) Size(name string) (uint64, bool) {
+	s, err := d.lookup(name)
+	if err != nil {
+		return 0, false
+	}
+	return s.size, true
+}

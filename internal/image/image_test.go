@@ -506,6 +506,27 @@ func names(ents []os.DirEntry) []string {
 	return s
 }
 
+// TestForeign: a complete image without the sidecar and without any file of
+// cryo's is another tool's (CRIU's): Open checksums it as it finds it, so a
+// file that changes after Open is caught as in a cryo image.
+func TestForeign(t *testing.T) {
+	dir := sample(t)
+	os.Remove(filepath.Join(dir, "cryo-checksums"))
+	d, err := image.Open(dir)
+	if err != nil || !d.Foreign() {
+		t.Fatalf("Open without sidecar: %v, foreign %v; want a foreign image", err, d != nil && d.Foreign())
+	}
+	if err := d.ReadOne("inventory.img", "INVENTORY", &inventory.InventoryEntry{}); err != nil {
+		t.Errorf("inventory of a foreign image: %v", err)
+	}
+	f, _ := os.OpenFile(filepath.Join(dir, "inventory.img"), os.O_APPEND|os.O_WRONLY, 0)
+	f.Write([]byte{0})
+	f.Close()
+	if err := d.ReadOne("inventory.img", "INVENTORY", &inventory.InventoryEntry{}); !errors.Is(err, image.ErrChecksum) {
+		t.Errorf("inventory changed after Open: %v, want ErrChecksum", err)
+	}
+}
+
 func TestIncomplete(t *testing.T) {
 	dir := sample(t)
 	for _, name := range []string{"inventory.img", "cryo-checksums"} {
@@ -514,6 +535,11 @@ func TestIncomplete(t *testing.T) {
 			b, _ := os.ReadFile(p)
 			os.Remove(p)
 			defer os.WriteFile(p, b, 0o600)
+			// A file of cryo's own says the image is cryo's (not
+			// another tool's, see TestForeign).
+			own := filepath.Join(dir, "cryo-meta.json")
+			os.WriteFile(own, []byte("{}"), 0o600)
+			defer os.Remove(own)
 			_, err := image.Open(dir)
 			var fe *image.FormatError
 			if !errors.Is(err, image.ErrIncomplete) || !errors.As(err, &fe) || fe.File != name {

@@ -58,6 +58,9 @@ type Proc struct {
 	Pagemap []*pagemap.PagemapEntry
 	Fds     []*fdinfo.FdinfoEntry
 	Fs      *fs.FsEntry
+	// Ids is ids-PID.img's entry; nil in an image without it (cryo's before
+	// it wrote them, where the core's copy serves).
+	Ids *core.TaskKobjIdsEntry
 }
 
 // Pid is the process's pid.
@@ -122,6 +125,11 @@ func Load(path string) (*Set, error) {
 			return nil, err
 		}
 	}
+	if dir.Foreign() {
+		if err := s.checkForeign(); err != nil {
+			return nil, err
+		}
+	}
 	for _, name := range []string{StatsDump.Name, StatsDumpOld} {
 		if dir.Has(name) {
 			s.Stats = &stats.StatsEntry{}
@@ -159,6 +167,9 @@ func (s *Set) loadProc(te *pstree.PstreeEntry, root bool) (*Proc, error) {
 			}
 			p.Zombie = true
 			p.Cores = []*core.CoreEntry{c}
+			if err := s.useIds(p); err != nil {
+				return nil, err
+			}
 			return p, nil
 		}
 		if c.GetThreadInfo() == nil || c.GetThreadCore() == nil {
@@ -175,6 +186,12 @@ func (s *Set) loadProc(te *pstree.PstreeEntry, root bool) (*Proc, error) {
 	}
 	var err error
 	if p.PagesID, p.Pagemap, err = ReadPagemap(dir, Pagemap(pid)); err != nil {
+		return nil, err
+	}
+	if err := s.checkPages(p); err != nil {
+		return nil, err
+	}
+	if err := s.useIds(p); err != nil {
 		return nil, err
 	}
 	if p.Cores[0].GetIds() == nil {

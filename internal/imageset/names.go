@@ -64,3 +64,12 @@ func Fs(pid uint32) File { return File{fmt.Sprintf("fs-%d.img", pid), "FS"} }
 // followed by its contents), under CRIU's name for IPC namespace nsID;
 // cryo writes only the segments its tree attached (package sysvipc).
 func IpcShm(nsID uint32) File { return File{fmt.Sprintf("ipcns-shm-%d.img", nsID), "IPCNS_SHM"} }
+
+// Ids holds the kernel objects and namespaces process pid uses, by id
+// (task_kobj_ids_entry). CRIU's restore reads a process's ids from here
+// only; the copy in its core is for cryo.
+func Ids(pid uint32) File { return File{fmt.Sprintf("ids-%d.img", pid), "IDS"} }
+
+// Timens is the clocks of time namespace id at dump (CRIU writes id 0 for
+// the root time namespace).
+func Timens(id uint32) File { return File{fmt.Sprintf("timens-%d.img", id), "TIMENS"} }

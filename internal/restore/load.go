@@ -54,7 +54,12 @@ func load(path string) (*loaded, error) {
 	}
 	dir := set.Dir
 	if set.Meta == nil {
-		return nil, &image.FormatError{File: meta.Name, Offset: -1, Err: fmt.Errorf("missing: an image cryo did not write (restoring CRIU's own images: %w)", ErrNotSupported)}
+		if !dir.Foreign() {
+			return nil, &image.FormatError{File: meta.Name, Offset: -1, Err: fmt.Errorf("missing: %w", image.ErrIncomplete)}
+		}
+		if set.Meta, err = foreignMeta(set); err != nil {
+			return nil, err
+		}
 	}
 	l := &loaded{dir: dir, meta: set.Meta, files: set.Files, seccomp: set.Seccomp, set: set}
 	for _, p := range set.Procs {

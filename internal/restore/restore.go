@@ -93,6 +93,11 @@ func (r *restorer) preflight() error {
 	if mach := unix.ByteSliceToString(uts.Machine[:]); m.Machine != "" && m.Machine != mach {
 		return fmt.Errorf("image is for %s, this machine is %s: %w", m.Machine, mach, ErrNotSupported)
 	}
+	if r.l.dir.Foreign() {
+		if err := r.checkForeignVdso(); err != nil {
+			return err
+		}
+	}
 	if m.VdsoHash != "" {
 		own, err := ownVdsoHash()
 		if err != nil {

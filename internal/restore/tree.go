@@ -80,6 +80,11 @@ func Run(opts Options) (*Result, error) {
 		return nil, err
 	}
 	opts.Log.Debug("image loaded", "processes", len(l.procs), "took", time.Since(t0))
+	if l.dir.Foreign() {
+		opts.Log.Info("image written by another tool than cryo (no cryo-checksums, no cryo-meta.json): checksummed as found; derived: machine from the cores, vdso by its size, formerly writable read-only VMAs by their pages",
+			"accounted_read_only", l.meta.AccountedReadOnly)
+		opts.Log.Warn("an image cryo did not write records no audit session, affinity, ioprio, timer slack, uclamp, MCE policy or pending wait reports: the threads get what a thread nothing set has, as with CRIU")
+	}
 	t := &treeRestorer{opts: opts, log: opts.Log, l: l, byPid: map[uint32]*restorer{},
 		shm: map[uint64]shmOwner{}, shmLen: map[uint64]uint64{}}
 	for _, pl := range l.procs {

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cryo-project/cryo/internal/imageset"
 )
 
 var (
@@ -652,8 +654,26 @@ func dump(t *testing.T, pid int, imgDir string, extra ...string) *cryoResult {
 	r := cp.wait(dumpTimeout)
 	if r.code != 0 || r.timedOut {
 		r.output += readLog(logPath)
+	} else {
+		checkCRIU(t, imgDir)
 	}
 	return r
+}
+
+// checkCRIU fails the test if the image cryo just wrote in imgDir lacks
+// anything CRIU's restore requires (imageset.CheckCRIU).
+func checkCRIU(t *testing.T, imgDir string) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(imgDir, "inventory.img")); err != nil {
+		return // not written to a directory (a stream, a page server)
+	}
+	s, err := imageset.Load(imgDir)
+	if err == nil {
+		err = imageset.CheckCRIU(s)
+	}
+	if err != nil {
+		t.Errorf("image %s is not one CRIU restores: %v", imgDir, err)
+	}
 }
 
 func mustDump(t *testing.T, pid int, imgDir string, extra ...string) {
