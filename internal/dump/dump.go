@@ -352,16 +352,9 @@ func (p *process) release() error {
 func (p *process) awaitStopped(tids []int) {
 	deadline := time.Now().Add(time.Second)
 	for _, tid := range tids {
-		for {
-			st, err := procfs.TaskStatPid(p.pid, tid)
-			if err != nil || st.State == 'T' || st.State == 'Z' || st.State == 'X' {
-				break
-			}
-			if time.Now().After(deadline) {
-				p.log.Warn("thread not back in its group stop", "pid", p.pid, "tid", tid, "state", string(st.State))
-				return
-			}
-			time.Sleep(100 * time.Microsecond)
+		if st, ok := procfs.WaitStopped(p.pid, tid, deadline); !ok {
+			p.log.Warn("thread not back in its group stop", "pid", p.pid, "tid", tid, "state", string(st))
+			return
 		}
 	}
 }

@@ -3,6 +3,7 @@ package procfs
 import (
 	"bytes"
 	"fmt"
+	"time"
 )
 
 // Stat is /proc/PID/stat or /proc/PID/task/TID/stat, field by field in the
@@ -278,4 +279,26 @@ func (s *Stat) setField(n int, f []byte) error {
 		s.ExitCode = int(i32)
 	}
 	return nil
+}
+
+// WaitStopped polls thread tid of pid until /proc shows it stopped (T),
+// gone (Z, X, or no longer there) or deadline passes; it returns the last
+// state seen and whether it ended stopped or gone. A group-stopped thread
+// that its tracer lets go is woken by the kernel and stops again at once,
+// before any code of its own: this waits for that.
+func WaitStopped(pid, tid int, deadline time.Time) (byte, bool) {
+	for {
+		st, err := TaskStatPid(pid, tid)
+		if err != nil {
+			return 0, true
+		}
+		switch st.State {
+		case 'T', 'Z', 'X':
+			return st.State, true
+		}
+		if time.Now().After(deadline) {
+			return st.State, false
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
 }

@@ -216,7 +216,9 @@ func (t *Task) RunToTrap(regs *unix.PtraceRegs, trap uint64) (unix.PtraceRegs, e
 				return out, nil // resuming from here suppresses the int3's SIGTRAP
 			}
 		}
-		deliver = t.caught(ws)
+		if deliver, err = t.caught(ws); err != nil {
+			return out, err
+		}
 	}
 }
 
@@ -230,14 +232,29 @@ func (t *Task) sawEvent(ws unix.WaitStatus) {
 // caught handles a signal-delivery stop met during an injection: the
 // signal is recorded in Caught and suppressed, or, if it is Deliver, let
 // through. It returns the signal to resume with.
-func (t *Task) caught(ws unix.WaitStatus) int {
+//
+// A fault of the task's own (SIGSEGV, SIGBUS, SIGILL, SIGFPE raised by the
+// kernel for an instruction, not sent) is an error: the injected code
+// cannot go on, and suppressing it would run the faulting instruction
+// again, forever.
+func (t *Task) caught(ws unix.WaitStatus) (int, error) {
 	if t.Deliver != 0 && ws.StopSignal() == t.Deliver {
-		return int(t.Deliver)
+		return int(t.Deliver), nil
 	}
-	if si, err := kabi.GetSiginfo(t.Tid); err == nil {
-		t.Caught = append(t.Caught, si)
+	si, err := kabi.GetSiginfo(t.Tid)
+	if err != nil {
+		return 0, nil
 	}
-	return 0
+	switch unix.Signal(si.Signo()) {
+	case unix.SIGSEGV, unix.SIGBUS, unix.SIGILL, unix.SIGFPE:
+		if si.Code() > 0 { // SI_KERNEL and the fault codes; sent signals have <= 0
+			var regs unix.PtraceRegs
+			_ = kabi.GetRegs(t.Tid, &regs)
+			return 0, fmt.Errorf("task %d faulted during an injected call: %s (code %d) at rip %#x", t.Tid, unix.SignalName(unix.Signal(si.Signo())), si.Code(), regs.Rip)
+		}
+	}
+	t.Caught = append(t.Caught, si)
+	return 0, nil
 }
 
 // RunSyscall resumes the stopped task from regs, whose rip points at a
@@ -284,7 +301,9 @@ func (t *Task) RunSyscall(regs *unix.PtraceRegs) (out unix.PtraceRegs, err error
 		case event(ws) != 0:
 			t.sawEvent(ws)
 		default:
-			deliver = t.caught(ws)
+			if deliver, err = t.caught(ws); err != nil {
+				return out, err
+			}
 		}
 	}
 	if err := kabi.GetRegs(t.Tid, &out); err != nil {

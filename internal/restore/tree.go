@@ -273,13 +273,34 @@ func (t *treeRestorer) build() error {
 	if err := t.checkWhole(); err != nil {
 		return err
 	}
+	// Stopped processes first: the kernel wakes a group-stopped thread
+	// its tracer lets go, and it stops again before any code of its own.
+	// Only once they are all stopped again does the rest of the tree run,
+	// so that nothing in it can see one on its way back to its stop.
 	var errs []error
-	for _, r := range t.rs {
-		if !r.l.zombie {
-			errs = append(errs, r.detach())
+	for _, stopped := range []bool{true, false} {
+		for _, r := range t.rs {
+			if !r.l.zombie && (r.stopSignal() != 0) == stopped {
+				errs = append(errs, r.detach())
+				if stopped {
+					r.awaitStopped()
+				}
+			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// awaitStopped waits, a second at most, until every thread of r, let go
+// in a group stop, is stopped again.
+func (r *restorer) awaitStopped() {
+	deadline := time.Now().Add(time.Second)
+	for _, th := range r.c.threads {
+		if st, ok := procfs.WaitStopped(r.c.pid, th.Tid, deadline); !ok {
+			r.log.Warn("thread not back in its group stop", "pid", r.c.pid, "tid", th.Tid, "state", string(st))
+			return
+		}
+	}
 }
 
 // checkWhole makes sure that every thread of the tree is still alive and
