@@ -22,6 +22,7 @@ import (
 	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/imageset"
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/sockdiag"
 )
 
@@ -113,6 +114,9 @@ func (ut *unixDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 	case kabi.TCP_LISTEN, kabi.TCP_ESTABLISHED, kabi.TCP_CLOSE:
 	default:
 		return 0, fmt.Errorf("%s in state %d: %w", what, d.State, errs.ErrNotSupported)
+	}
+	if err := unixIDs(e, fd, what); err != nil {
+		return 0, err
 	}
 	opts, err := sockOpts(fd)
 	if err != nil {
@@ -498,6 +502,89 @@ func (u *unixOpen) open(_ *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error
 	return u.sock(f.GetUsk().GetIno())
 }
 
+// asProcess makes one call of the current process that gives a socket an
+// owner or peer credentials (socket, socketpair, bind, listen, connect,
+// accept)
+// with the process's own euid and egid (asImageIDs).
+func (u *unixOpen) asProcess(p Proc, what string, nr uintptr, args ...uint64) (ret uint64, err error) {
+	back, err := asImageIDs(u.r, p)
+	if err != nil {
+		return 0, err
+	}
+	ret, err = p.Call(what, nr, args...)
+	if berr := back(); berr != nil && err == nil {
+		err = berr
+	}
+	return ret, err
+}
+
+// A UNIX socket's owner (its inode's uid and gid) and the peer
+// credentials its other end reads (SO_PEERCRED: the euid and egid of
+// whoever made the pair, listened or connected) are its maker's ids at
+// that moment, which CRIU's image does not keep. Restore makes the
+// sockets before it gives the process its credentials: it takes the
+// process's euid and egid for the time (asImageIDs), and the dump refuses
+// a socket whose owner or peer credentials are other ids (unixIDs).
+
+// unixIDs refuses a socket of process e.Pid that restore could not give
+// its owner and peer credentials: they must be the process's euid and
+// egid (and its fsuid and fsgid, which owned the inode).
+func unixIDs(e *Fd, fd int, what string) error {
+	st, err := procfs.StatusPid(e.Pid)
+	if err != nil {
+		return err
+	}
+	euid, egid := st.Uid[1], st.Gid[1]
+	if e.Stat.Uid != euid || e.Stat.Gid != egid || st.Uid[3] != euid || st.Gid[3] != egid {
+		return fmt.Errorf("%s socket owned by uid %d gid %d, not the process's euid %d egid %d (made before it changed ids?): %w", what, e.Stat.Uid, e.Stat.Gid, euid, egid, errs.ErrNotSupported)
+	}
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		return fmt.Errorf("%s socket: SO_PEERCRED: %w", what, err)
+	}
+	if cred.Pid != 0 && (cred.Uid != euid || cred.Gid != egid) {
+		return fmt.Errorf("%s socket whose peer credentials (SO_PEERCRED) are uid %d gid %d, not the process's euid %d egid %d: %w", what, cred.Uid, cred.Gid, euid, egid, errs.ErrNotSupported)
+	}
+	return nil
+}
+
+// asImageIDs gives the thread of p that restore injects into the euid and
+// egid (and with them fsuid and fsgid) p's image has, and returns what
+// gives its own back. Nothing changes when they are the restorer's. A
+// root restorer keeps its capabilities across the switch: its real and
+// saved uid stay 0, so the kernel gives them back with euid 0.
+func asImageIDs(r *Restorer, p Proc) (func() error, error) {
+	none := func() error { return nil }
+	var euid, egid uint32
+	found := false
+	for _, ip := range r.set.Procs {
+		if int(ip.Pid()) == p.Pid() && len(ip.Cores) > 0 {
+			if c := ip.Cores[0].GetThreadCore().GetCreds(); c != nil {
+				euid, egid, found = c.GetEuid(), c.GetEgid(), true
+			}
+		}
+	}
+	ownU, ownG := uint32(os.Geteuid()), uint32(os.Getegid())
+	if !found || (euid == ownU && egid == ownG) {
+		return none, nil
+	}
+	const keep = ^uint64(0) // -1: leave that id
+	if _, err := p.Call("setresgid (the process's egid, for its sockets)", unix.SYS_SETRESGID, keep, uint64(egid), keep); err != nil {
+		return none, err
+	}
+	if _, err := p.Call("setresuid (the process's euid, for its sockets)", unix.SYS_SETRESUID, keep, uint64(euid), keep); err != nil {
+		p.Call("setresgid back", unix.SYS_SETRESGID, keep, uint64(ownG), keep)
+		return none, err
+	}
+	return func() error {
+		if _, err := p.Call("setresuid back", unix.SYS_SETRESUID, keep, uint64(ownU), keep); err != nil {
+			return err
+		}
+		_, err := p.Call("setresgid back", unix.SYS_SETRESGID, keep, uint64(ownG), keep)
+		return err
+	}, nil
+}
+
 // sock returns a new fd of the current process on socket ino, making it
 // first if no process has.
 func (u *unixOpen) sock(ino uint32) (uint64, error) {
@@ -605,7 +692,7 @@ func (u *unixOpen) makeListener(l *skunix.UnixSkEntry) error {
 	if err != nil {
 		return err
 	}
-	if _, err := u.p.Call("listen", unix.SYS_LISTEN, lfd, uint64(l.GetBacklog())); err != nil {
+	if _, err := u.asProcess(u.p, "listen", unix.SYS_LISTEN, lfd, uint64(l.GetBacklog())); err != nil {
 		return err
 	}
 	if err := u.unixDone(l, lfd, nil); err != nil {
@@ -635,7 +722,7 @@ func (u *unixOpen) makeListener(l *skunix.UnixSkEntry) error {
 		if err := u.connectUnix(cfd, l.GetName()); err != nil {
 			return err
 		}
-		afd, err := u.p.Call("accept4", unix.SYS_ACCEPT4, lfd, 0, 0, unix.SOCK_CLOEXEC)
+		afd, err := u.asProcess(u.p, "accept4", unix.SYS_ACCEPT4, lfd, 0, 0, unix.SOCK_CLOEXEC)
 		if err != nil {
 			return err
 		}
@@ -669,7 +756,7 @@ func (u *unixOpen) makePair(a, b *skunix.UnixSkEntry) error {
 	if err != nil {
 		return err
 	}
-	if _, err := p.Call("socketpair", unix.SYS_SOCKETPAIR, unix.AF_UNIX, uint64(a.GetType())|unix.SOCK_CLOEXEC, 0, sv); err != nil {
+	if _, err := u.asProcess(p, "socketpair", unix.SYS_SOCKETPAIR, unix.AF_UNIX, uint64(a.GetType())|unix.SOCK_CLOEXEC, 0, sv); err != nil {
 		return err
 	}
 	out, err := p.Out(sv, 8)
@@ -698,7 +785,7 @@ type pairEnd struct {
 // newUnix makes a socket of e's type, bound to e's name if it has one,
 // parked in this process.
 func (u *unixOpen) newUnix(e *skunix.UnixSkEntry) (uint64, error) {
-	fd, err := u.p.Call("socket", unix.SYS_SOCKET, unix.AF_UNIX, uint64(e.GetType())|unix.SOCK_CLOEXEC, 0)
+	fd, err := u.asProcess(u.p, "socket", unix.SYS_SOCKET, unix.AF_UNIX, uint64(e.GetType())|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return 0, err
 	}
@@ -746,7 +833,7 @@ func (u *unixOpen) bindUnix(fd uint64, e *skunix.UnixSkEntry) error {
 	if err != nil {
 		return err
 	}
-	if _, err := u.p.Call("bind", unix.SYS_BIND, fd, p, uint64(len(sa))); err != nil {
+	if _, err := u.asProcess(u.p, "bind", unix.SYS_BIND, fd, p, uint64(len(sa))); err != nil {
 		return fmt.Errorf("bind to %q: %w", printable(name), err)
 	}
 	if fp := e.GetFilePerms(); path != "" && fp != nil {
@@ -818,7 +905,7 @@ func (u *unixOpen) connectUnix(fd uint64, name []byte) error {
 	if err != nil {
 		return err
 	}
-	if _, err := u.p.Call("connect "+printable(name), unix.SYS_CONNECT, fd, p, uint64(len(sa))); err != nil {
+	if _, err := u.asProcess(u.p, "connect "+printable(name), unix.SYS_CONNECT, fd, p, uint64(len(sa))); err != nil {
 		return err
 	}
 	return nil
