@@ -364,6 +364,21 @@ func (tg *target) expectKilled() {
 
 // expectPassed triggers nothing: it checks an exit status and the log of a
 // verify phase that already ran.
+// expectUnharmed checks, after a dump that failed or was refused (what),
+// that the target runs on, not stopped, then lets it finish its checks
+// (10 s at most), which must all pass.
+func (tg *target) expectUnharmed(what string) {
+	t := tg.t
+	t.Helper()
+	expectAliveUnstopped(t, tg.pid, what)
+	tg.fire()
+	st, ok := tg.waitExit(10 * time.Second)
+	if !ok {
+		t.Fatal("target did not finish its checks within 10 s")
+	}
+	tg.expectPassed(st.ExitCode(), "after the refused dump")
+}
+
 func (tg *target) expectPassed(code int, what string) {
 	t := tg.t
 	t.Helper()

@@ -48,13 +48,7 @@ func TestDumpUnsupportedFd(t *testing.T) {
 		t.Fatalf("target died during the failed dump: %v", tg.state)
 	default:
 	}
-	expectAliveUnstopped(t, tg.pid, "after the failed dump")
-	tg.fire()
-	st, ok := tg.waitExit(10 * time.Second)
-	if !ok {
-		t.Fatal("target did not finish its checks within 10 s")
-	}
-	tg.expectPassed(st.ExitCode(), "after the refused dump")
+	tg.expectUnharmed("after the failed dump")
 }
 
 // TestDumpRefusesSharedObjects: processes that share an address space, an
@@ -218,13 +212,7 @@ func TestDumpTracedRefused(t *testing.T) {
 		}
 	}
 	detach()
-	expectAliveUnstopped(t, tg.pid, "after the refused dump")
-	tg.fire()
-	st, ok := tg.waitExit(10 * time.Second)
-	if !ok {
-		t.Fatal("target did not finish its checks within 10 s")
-	}
-	tg.expectPassed(st.ExitCode(), "after the refused dump")
+	tg.expectUnharmed("after the refused dump")
 }
 
 func mustReadDir(t *testing.T, dir string) []os.DirEntry {
@@ -380,13 +368,7 @@ func TestDumpRefusesNameless(t *testing.T) {
 			if r.timedOut || r.code == 0 || !strings.Contains(r.output, c.want) || !strings.Contains(r.output, "not supported") {
 				t.Fatalf("dump of a process holding %s: want a refusal naming %q, got %v", c.mode, c.want, r)
 			}
-			expectAliveUnstopped(t, tg.pid, "after the refused dump")
-			tg.fire()
-			st, ok := tg.waitExit(10 * time.Second)
-			if !ok {
-				t.Fatal("target did not finish its checks within 10 s")
-			}
-			tg.expectPassed(st.ExitCode(), "after the refused dump")
+			tg.expectUnharmed("after the refused dump")
 		})
 	}
 }
@@ -424,13 +406,7 @@ func TestDumpInetRefused(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
 				t.Errorf("a failed dump left %s/inventory.img", img)
 			}
-			expectAliveUnstopped(t, tg.pid, "after the refused dump")
-			tg.fire()
-			st, ok := tg.waitExit(10 * time.Second)
-			if !ok {
-				t.Fatal("target did not finish its checks within 10 s")
-			}
-			tg.expectPassed(st.ExitCode(), "after the refused dump")
+			tg.expectUnharmed("after the refused dump")
 		})
 	}
 }
@@ -469,13 +445,7 @@ func TestDumpMemoryRefused(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
 				t.Errorf("a failed dump left %s/inventory.img", img)
 			}
-			expectAliveUnstopped(t, tg.pid, "after the refused dump")
-			tg.fire()
-			st, ok := tg.waitExit(10 * time.Second)
-			if !ok {
-				t.Fatal("target did not finish its checks within 10 s")
-			}
-			tg.expectPassed(st.ExitCode(), "after the refused dump")
+			tg.expectUnharmed("after the refused dump")
 		})
 	}
 }
