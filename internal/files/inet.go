@@ -988,26 +988,12 @@ func setInetOpts(fd int, e *skinet.InetSkEntry) error {
 		if lock&b.bit == 0 {
 			continue // as a new socket has it (checked at dump)
 		}
-		// The kernel doubles what it is given and reports the double.
-		err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, b.force, int(b.val/2))
-		if errors.Is(err, unix.EPERM) {
-			err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, b.plain, int(b.val/2))
-		}
-		if err != nil {
-			return fmt.Errorf("setsockopt %d: %w", b.plain, err)
+		if err := setBufSize(fd, b.force, b.plain, b.val); err != nil {
+			return err
 		}
 	}
-	for _, v := range []struct {
-		opt      int
-		sec, usc uint64
-	}{{unix.SO_SNDTIMEO, o.GetSoSndTmoSec(), o.GetSoSndTmoUsec()}, {unix.SO_RCVTIMEO, o.GetSoRcvTmoSec(), o.GetSoRcvTmoUsec()}} {
-		if v.sec == 0 && v.usc == 0 {
-			continue
-		}
-		tv := unix.Timeval{Sec: int64(v.sec), Usec: int64(v.usc)}
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, v.opt, &tv); err != nil {
-			return fmt.Errorf("setsockopt %d: %w", v.opt, err)
-		}
+	if err := setTimeouts(fd, o); err != nil {
+		return err
 	}
 	for _, k := range keptBools {
 		if k.opt == unix.SO_REUSEADDR || !applies(k.sockOpt, family, pr) {

@@ -1,9 +1,13 @@
 package files
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	skopts "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-opts"
 )
 
 // Sockets. Every socket family is a kind of its own (each has its own
@@ -65,4 +69,36 @@ func sockKind(family, typ int) string {
 		t = "type " + strconv.Itoa(typ)
 	}
 	return f + " " + t
+}
+
+// setBufSize sets a buffer size the image holds as the kernel reports it,
+// doubled: half goes back, through the FORCE variant (past
+// net.core.[rw]mem_max, as the program may have gone with CAP_NET_ADMIN)
+// or, without the privilege, the plain one.
+func setBufSize(fd, force, plain int, val uint32) error {
+	err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, int(val/2))
+	if errors.Is(err, unix.EPERM) {
+		err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, int(val/2))
+	}
+	if err != nil {
+		return fmt.Errorf("setsockopt %d: %w", plain, err)
+	}
+	return nil
+}
+
+// setTimeouts puts back SO_SNDTIMEO and SO_RCVTIMEO, where set.
+func setTimeouts(fd int, o *skopts.SkOptsEntry) error {
+	for _, v := range []struct {
+		opt      int
+		sec, usc uint64
+	}{{unix.SO_SNDTIMEO, o.GetSoSndTmoSec(), o.GetSoSndTmoUsec()}, {unix.SO_RCVTIMEO, o.GetSoRcvTmoSec(), o.GetSoRcvTmoUsec()}} {
+		if v.sec == 0 && v.usc == 0 {
+			continue
+		}
+		tv := unix.Timeval{Sec: int64(v.sec), Usec: int64(v.usc)}
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, v.opt, &tv); err != nil {
+			return fmt.Errorf("setsockopt %d: %w", v.opt, err)
+		}
+	}
+	return nil
 }

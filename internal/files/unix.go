@@ -971,25 +971,12 @@ func setUnixOpts(fd int, e *skunix.UnixSkEntry) error {
 		if v.val == 0 {
 			continue
 		}
-		err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, v.force, int(v.val/2))
-		if errors.Is(err, unix.EPERM) {
-			err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, v.plain, int(v.val/2))
-		}
-		if err != nil {
-			return fmt.Errorf("setsockopt %d: %w", v.plain, err)
+		if err := setBufSize(fd, v.force, v.plain, v.val); err != nil {
+			return err
 		}
 	}
-	for _, v := range []struct {
-		opt      int
-		sec, usc uint64
-	}{{unix.SO_SNDTIMEO, o.GetSoSndTmoSec(), o.GetSoSndTmoUsec()}, {unix.SO_RCVTIMEO, o.GetSoRcvTmoSec(), o.GetSoRcvTmoUsec()}} {
-		if v.sec == 0 && v.usc == 0 {
-			continue
-		}
-		tv := unix.Timeval{Sec: int64(v.sec), Usec: int64(v.usc)}
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, v.opt, &tv); err != nil {
-			return fmt.Errorf("setsockopt %d: %w", v.opt, err)
-		}
+	if err := setTimeouts(fd, o); err != nil {
+		return err
 	}
 	for _, v := range []struct {
 		opt int
