@@ -111,6 +111,7 @@ type Fd struct {
 	Stat     *unix.Stat_t
 	Flags    uint32 // file status flags, O_CLOEXEC removed
 	cp       int    // cryo's copy of the open file description, or -1
+	pidfd    int    // a pidfd of Pid that Copy uses, or -1 (one of its own)
 	sock     *sockAddr
 }
 
@@ -123,9 +124,17 @@ func (fd *Fd) Copy() (int, error) {
 	if fd.cp >= 0 {
 		return fd.cp, nil
 	}
-	cp, err := kabi.GetFd(fd.Pid, fd.Num)
+	if fd.pidfd < 0 {
+		cp, err := kabi.GetFd(fd.Pid, fd.Num)
+		if err != nil {
+			return -1, err
+		}
+		fd.cp = cp
+		return cp, nil
+	}
+	cp, err := unix.PidfdGetfd(fd.pidfd, fd.Num, 0)
 	if err != nil {
-		return -1, err
+		return -1, fmt.Errorf("pidfd_getfd %d of %d: %w", fd.Num, fd.Pid, err)
 	}
 	fd.cp = cp
 	return cp, nil
@@ -317,9 +326,16 @@ func (d *Dumper) DumpFds(pid int) ([]*fdinfo.FdinfoEntry, error) {
 		}
 	}
 	sort.Ints(nums)
+	// One pidfd for every copy of this process's fds (checkSignalIO takes
+	// one of each).
+	pfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	defer unix.Close(pfd)
 	var out []*fdinfo.FdinfoEntry
 	for _, n := range nums {
-		e, err := d.dumpFd(pid, n, dir+"/"+strconv.Itoa(n))
+		e, err := d.dumpFd(pid, n, dir+"/"+strconv.Itoa(n), pfd)
 		if err != nil {
 			return nil, err
 		}
@@ -330,7 +346,7 @@ func (d *Dumper) DumpFds(pid int) ([]*fdinfo.FdinfoEntry, error) {
 	return out, nil
 }
 
-func (d *Dumper) dumpFd(pid, n int, path string) (*fdinfo.FdinfoEntry, error) {
+func (d *Dumper) dumpFd(pid, n int, path string, pidfd int) (*fdinfo.FdinfoEntry, error) {
 	link, err := os.Readlink(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -350,7 +366,7 @@ func (d *Dumper) dumpFd(pid, n int, path string) (*fdinfo.FdinfoEntry, error) {
 	if info.Flags&unix.O_CLOEXEC != 0 {
 		fdFlags = unix.FD_CLOEXEC
 	}
-	fd := &Fd{Pid: pid, Num: n, Path: path, Link: link, Info: info, Stat: &st, Flags: info.Flags &^ unix.O_CLOEXEC, cp: -1}
+	fd := &Fd{Pid: pid, Num: n, Path: path, Link: link, Info: info, Stat: &st, Flags: info.Flags &^ unix.O_CLOEXEC, cp: -1, pidfd: pidfd}
 	defer fd.close()
 	// An open file description shared by two fds (dup, inherited across
 	// fork, passed over a socket) must stay one, in this process and

@@ -226,7 +226,7 @@ func TestRoundTrip(t *testing.T) {
 	defer d.Close()
 	var infos []*fdinfo.FdinfoEntry
 	for _, f := range fds {
-		e, err := d.dumpFd(pid, f.fd, fmt.Sprintf("/proc/%d/fd/%d", pid, f.fd))
+		e, err := d.dumpFd(pid, f.fd, fmt.Sprintf("/proc/%d/fd/%d", pid, f.fd), -1)
 		if err != nil {
 			t.Fatalf("dump %s (fd %d): %v", f.kind.Name, f.fd, err)
 		}
