@@ -146,7 +146,9 @@ type msgRestore struct {
 	made         bool
 }
 
-func (q *msgRestore) name() string { return msgName(q.entry.GetDesc().GetKey(), q.entry.GetDesc().GetId()) }
+func (q *msgRestore) name() string {
+	return msgName(q.entry.GetDesc().GetKey(), q.entry.GetDesc().GetId())
+}
 
 func (r *Restorer) loadMsgs(pids map[int32][2]int32) error {
 	f := imageset.IpcMsg(NsID)

@@ -150,7 +150,9 @@ type semRestore struct {
 	made   bool
 }
 
-func (s *semRestore) name() string { return semName(s.entry.GetDesc().GetKey(), s.entry.GetDesc().GetId()) }
+func (s *semRestore) name() string {
+	return semName(s.entry.GetDesc().GetKey(), s.entry.GetDesc().GetId())
+}
 
 func (r *Restorer) loadSems(pids map[int32][]int32) error {
 	f := imageset.IpcSem(NsID)

@@ -25,7 +25,7 @@ type Task struct {
 
 // owners is what decides which semaphore sets and queues are the tree's.
 type owners struct {
-	pids    map[int]bool       // the tree's processes and zombies
+	pids    map[int]bool            // the tree's processes and zombies
 	blocked map[int64][]blockedTask // by syscall
 }
 
