@@ -153,3 +153,20 @@ func MsgRcv(id int, buf []byte, typ int64, flags int) (int, error) {
 	r, _, e := unix.Syscall6(unix.SYS_MSGRCV, uintptr(id), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)-8), uintptr(typ), uintptr(flags), 0)
 	return ipcRet(r, e)
 }
+
+// Sembuf is struct sembuf, one operation of a semop.
+type Sembuf struct {
+	Num uint16
+	Op  int16
+	Flg int16
+}
+
+// SemOp is semop(id, ops).
+func SemOp(id int, ops []Sembuf) error {
+	if len(ops) == 0 {
+		return unix.EINVAL
+	}
+	_, _, e := unix.Syscall(unix.SYS_SEMOP, uintptr(id), uintptr(unsafe.Pointer(&ops[0])), uintptr(len(ops)))
+	_, err := ipcRet(0, e)
+	return err
+}
