@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cryo-project/cryo/internal/feature"
+	"github.com/cryo-project/cryo/internal/image/imagetest"
 	"github.com/cryo-project/cryo/internal/kabi"
 )
 
@@ -187,6 +190,7 @@ func TestSysVSemMsg(t *testing.T) {
 	if _, err := kabi.MsgGet(int32(msgKey), 0); err == nil {
 		t.Errorf("message queue key %#x still there after the dump killed its only user", msgKey)
 	}
+	critSemMsg(t, img1, semID, msgID)
 	restoreDetached(t, tg, img1)
 	same("after the first restore")
 	img2 := filepath.Join(tg.dir, "img2")
@@ -196,6 +200,47 @@ func TestSysVSemMsg(t *testing.T) {
 	}
 	reapOrphans(t)
 	restoreAndVerifyThen(t, tg, img2, func() { same("after the second restore") })
+}
+
+// critSemMsg: CRIU's crit reads the set's values and the queue's
+// messages (types and sizes) from the image, as the target made them.
+func critSemMsg(t *testing.T, img string, semID, msgID int) {
+	t.Helper()
+	crit := imagetest.Crit(t)
+	var sem, msg struct {
+		Entries []struct {
+			Desc  struct{ ID int }
+			Nsems int
+			Qnum  int
+			Extra []json.RawMessage
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    any
+	}{{"ipcns-sem-1.img", &sem}, {"ipcns-msg-1.img", &msg}} {
+		out, err := exec.Command(crit, "decode", "-i", filepath.Join(img, f.name)).Output()
+		if err == nil {
+			err = json.Unmarshal(out, f.v)
+		}
+		if err != nil {
+			t.Fatalf("crit decode -i %s: %v\n%s", f.name, err, lastLines(string(out), 10))
+		}
+	}
+	if len(sem.Entries) != 1 || sem.Entries[0].Desc.ID != semID || sem.Entries[0].Nsems != 3 ||
+		fmt.Sprint(sem.Entries[0].Extra) != fmt.Sprint([]json.RawMessage{[]byte("5"), []byte("0"), []byte("2")}) {
+		t.Errorf("crit: ipcns-sem-1.img holds %+v, want set %d of values 5 0 2", sem.Entries, semID)
+	}
+	var got []string
+	if len(msg.Entries) == 1 {
+		for i := 0; i+1 < len(msg.Entries[0].Extra); i += 2 {
+			got = append(got, string(msg.Entries[0].Extra[i]))
+		}
+	}
+	want := `[{"mtype":3,"msize":5} {"mtype":1,"msize":300} {"mtype":7,"msize":0} {"mtype":3,"msize":5}]`
+	if len(msg.Entries) != 1 || msg.Entries[0].Desc.ID != msgID || msg.Entries[0].Qnum != 4 || strings.ReplaceAll(fmt.Sprint(got), " ", "") != strings.ReplaceAll(want, " ", "") {
+		t.Errorf("crit: ipcns-msg-1.img holds queue %+v, messages %v, want queue %d with %s", msg.Entries, got, msgID, want)
+	}
 }
 
 // TestSysVSemMsgIdTaken: a restore whose semaphore set id is taken fails
