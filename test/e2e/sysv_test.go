@@ -112,7 +112,7 @@ func sysvObject(t *testing.T, tg *target, what string) (key, id int) {
 						kabi.SemRemove(got)
 					}
 				case "MSGKEY":
-					if got, err := kabi.MsgGet(int32(key), 0); err == nil {
+					if got, err := kabi.MsgGet(int32(key), 0); key != 0 && err == nil {
 						kabi.MsgRemove(got)
 					}
 				}
@@ -167,17 +167,21 @@ func TestSysVSemMsg(t *testing.T) {
 	sysvKey(t, tg)
 	semKey, semID := sysvObject(t, tg, "SEMKEY")
 	msgKey, msgID := sysvObject(t, tg, "MSGKEY")
-	sem, msg := sysvLine(t, "sem", semID), sysvLine(t, "msg", msgID)
-	if sem == "" || msg == "" {
-		t.Fatalf("no /proc/sysvipc line for set %d or queue %d", semID, msgID)
+	_, waitID := sysvObject(t, tg, "MSGWAIT")
+	sem, msg, wait := sysvLine(t, "sem", semID), sysvLine(t, "msg", msgID), sysvLine(t, "msg", waitID)
+	if sem == "" || msg == "" || wait == "" {
+		t.Fatalf("no /proc/sysvipc line for set %d, queue %d or queue %d", semID, msgID, waitID)
 	}
 	same := func(when string) {
 		t.Helper()
-		if got := sysvLine(t, "sem", semID); got != sem {
-			t.Errorf("%s: /proc/sysvipc/sem:\n got %s\nwant %s", when, got, sem)
-		}
-		if got := sysvLine(t, "msg", msgID); got != msg {
-			t.Errorf("%s: /proc/sysvipc/msg:\n got %s\nwant %s", when, got, msg)
+		for _, o := range []struct {
+			file string
+			id   int
+			want string
+		}{{"sem", semID, sem}, {"msg", msgID, msg}, {"msg", waitID, wait}} {
+			if got := sysvLine(t, o.file, o.id); got != o.want {
+				t.Errorf("%s: /proc/sysvipc/%s:\n got %s\nwant %s", when, o.file, got, o.want)
+			}
 		}
 	}
 	img1 := filepath.Join(tg.dir, "img1")
@@ -190,7 +194,7 @@ func TestSysVSemMsg(t *testing.T) {
 	if _, err := kabi.MsgGet(int32(msgKey), 0); err == nil {
 		t.Errorf("message queue key %#x still there after the dump killed its only user", msgKey)
 	}
-	critSemMsg(t, img1, semID, msgID)
+	critSemMsg(t, img1, semID, msgID, waitID)
 	restoreDetached(t, tg, img1)
 	same("after the first restore")
 	img2 := filepath.Join(tg.dir, "img2")
@@ -202,9 +206,9 @@ func TestSysVSemMsg(t *testing.T) {
 	restoreAndVerifyThen(t, tg, img2, func() { same("after the second restore") })
 }
 
-// critSemMsg: CRIU's crit reads the set's values and the queue's
+// critSemMsg: CRIU's crit reads the set's values and the queues'
 // messages (types and sizes) from the image, as the target made them.
-func critSemMsg(t *testing.T, img string, semID, msgID int) {
+func critSemMsg(t *testing.T, img string, semID, msgID, waitID int) {
 	t.Helper()
 	crit := imagetest.Crit(t)
 	var sem, msg struct {
@@ -232,14 +236,21 @@ func critSemMsg(t *testing.T, img string, semID, msgID int) {
 		t.Errorf("crit: ipcns-sem-1.img holds %+v, want set %d of values 5 0 2", sem.Entries, semID)
 	}
 	var got []string
-	if len(msg.Entries) == 1 {
-		for i := 0; i+1 < len(msg.Entries[0].Extra); i += 2 {
-			got = append(got, string(msg.Entries[0].Extra[i]))
+	qnum, waitq := -1, -1
+	for _, e := range msg.Entries {
+		switch e.Desc.ID {
+		case msgID:
+			qnum = e.Qnum
+			for i := 0; i+1 < len(e.Extra); i += 2 {
+				got = append(got, string(e.Extra[i]))
+			}
+		case waitID:
+			waitq = e.Qnum
 		}
 	}
 	want := `[{"mtype":3,"msize":5} {"mtype":1,"msize":300} {"mtype":7,"msize":0} {"mtype":3,"msize":5}]`
-	if len(msg.Entries) != 1 || msg.Entries[0].Desc.ID != msgID || msg.Entries[0].Qnum != 4 || strings.ReplaceAll(fmt.Sprint(got), " ", "") != strings.ReplaceAll(want, " ", "") {
-		t.Errorf("crit: ipcns-msg-1.img holds queue %+v, messages %v, want queue %d with %s", msg.Entries, got, msgID, want)
+	if len(msg.Entries) != 2 || qnum != 4 || waitq != 0 || strings.ReplaceAll(fmt.Sprint(got), " ", "") != strings.ReplaceAll(want, " ", "") {
+		t.Errorf("crit: ipcns-msg-1.img holds queues %+v, messages %v, want queue %d with %s and queue %d empty", msg.Entries, got, msgID, want, waitID)
 	}
 }
 

@@ -11,14 +11,16 @@
  *   sysv semmsg   also a keyed semaphore set of 3 (values 5 0 2, owner
  *                 changed) with a child blocked in semop on semaphore 1,
  *                 and a keyed message queue holding messages of several
- *                 types (one taken, qbytes lowered under what they take)
- *                 with a child blocked in msgrcv for a type none has.
+ *                 types (one taken, qbytes lowered under what they take),
+ *                 and a private queue no one used but a child blocked in
+ *                 msgrcv on it.
  *                 After the trigger: same ids by key, owners, modes,
  *                 values, pids of the last semop, last sender and
  *                 receiver, qbytes, every message in order; a post wakes
  *                 the semop waiter and a message the msgrcv one
- *   sysv semshared  semmsg, whose semaphore set (SEMSHARED line) or
- *   sysv msgshared  queue the test uses from outside the tree: refused
+ *   sysv semshared  semmsg, whose semaphore set or keyed queue (which
+ *   sysv msgshared  its msgrcv waiter then waits on) the test uses from
+ *                 outside the tree: refused
  *   sysv semundo  semmsg, after a SEM_UNDO semop of the parent's: refused
  *                 (its undo list cannot be read)
  */
@@ -139,7 +141,7 @@ int main(int argc, char **argv)
 	int semmsg = strcmp(mode, "semmsg") == 0 || strcmp(mode, "semshared") == 0 || strcmp(mode, "msgshared") == 0 ||
 		     strcmp(mode, "semundo") == 0;
 	int outside = strcmp(mode, "semshared") == 0 || strcmp(mode, "msgshared") == 0; /* the test uses them too */
-	int semid = -1, msqid = -1;
+	int semid = -1, msqid = -1, waitq = -1;
 	pid_t semkid = -1, msgkid = -1;
 	key_t semkey = (key_t)(0x43530000 | (getpid() & 0xffff)), msgkey = (key_t)(0x434d0000 | (getpid() & 0xffff));
 	struct semid_ds sembefore;
@@ -204,11 +206,17 @@ int main(int argc, char **argv)
 		if (msgctl(msqid, IPC_SET, &q) < 0)
 			die("msg IPC_SET");
 		out("MSGKEY %d %d\n", msgkey, msqid);
+		/* A queue no one sent to or received from: the tree's only by
+		 * its waiter. */
+		waitq = msgget(IPC_PRIVATE, IPC_CREAT | 0600);
+		if (waitq < 0)
+			die("msgget private");
+		out("MSGWAIT 0 %d\n", waitq);
 		msgkid = fork();
 		if (msgkid < 0)
 			die("fork");
-		if (msgkid == 0)
-			msg_waiter(msqid);
+		if (msgkid == 0) /* msgshared: the waiter keeps the queue the tree's */
+			msg_waiter(strcmp(mode, "msgshared") == 0 ? msqid : waitq);
 		report_child("msgwaiter", msgkid);
 		while (!in_syscall(msgkid, SYS_msgrcv))
 			msleep(2);
@@ -306,12 +314,17 @@ int main(int argc, char **argv)
 			check("msg", n == (ssize_t)msgs[i].len && m.type == msgs[i].type && memcmp(m.text, want, msgs[i].len) == 0,
 			      "message %zu: %zd bytes type %ld, want %zu type %ld", i, n, m.type, msgs[i].len, msgs[i].type);
 		}
+		struct msqid_ds w;
+		ok = msgctl(waitq, IPC_STAT, &w) == 0;
+		check("msg-waitq", ok && w.msg_qnum == 0 && w.msg_lspid == 0 && w.msg_lrpid == 0 && w.msg_perm.__key == IPC_PRIVATE,
+		      "ok %d qnum %lu lspid %d lrpid %d", ok, (unsigned long)w.msg_qnum, w.msg_lspid, w.msg_lrpid);
 		m.type = WAKE_TYPE;
 		memcpy(m.text, "wakeup", 6);
-		ok = msgsnd(msqid, &m, 6, IPC_NOWAIT) == 0;
+		ok = msgsnd(strcmp(mode, "msgshared") == 0 ? msqid : waitq, &m, 6, IPC_NOWAIT) == 0;
 		int st = child_status(msgkid);
 		check("msg-waiter-woken", ok && st == 0, "send %d, waiter ended with %d", ok, st);
 		msgctl(msqid, IPC_RMID, NULL);
+		msgctl(waitq, IPC_RMID, NULL);
 	}
 	shmdt(p);
 	shmdt(ro);
