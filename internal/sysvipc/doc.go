@@ -70,6 +70,10 @@
 //
 // The namespace's other sets and queues are not the tree's: they are not
 // dumped and stay where they are, as segments the tree does not attach.
+// That includes one the tree used before but that processes outside the
+// tree used last and nothing of the tree waits on: a tree restored into
+// this namespace finds it as it is by then, if it is still there, as it
+// would a file; one restored on another machine does not find it.
 // The dump refuses, naming the object (key, id):
 //
 //   - a set of the tree's whose semaphore was last operated on by a live
