@@ -170,3 +170,13 @@ func SemOp(id int, ops []Sembuf) error {
 	_, err := ipcRet(0, e)
 	return err
 }
+
+// SemTimedOp is semtimedop(id, ops, timeout).
+func SemTimedOp(id int, ops []Sembuf, timeout *unix.Timespec) error {
+	if len(ops) == 0 {
+		return unix.EINVAL
+	}
+	_, _, e := unix.Syscall6(unix.SYS_SEMTIMEDOP, uintptr(id), uintptr(unsafe.Pointer(&ops[0])), uintptr(len(ops)), uintptr(unsafe.Pointer(timeout)), 0, 0)
+	_, err := ipcRet(0, e)
+	return err
+}

@@ -83,7 +83,7 @@ next:
 					return fmt.Errorf("semctl of semaphore %d of %s: %w", n, set.name(), err)
 				}
 				if w > 0 {
-					return fmt.Errorf("%s: %d processes outside the tree wait on semaphore %d %s; a restored copy would not be shared with them: %w", set.name(), w, n, c.what, errs.ErrNotSupported)
+					return fmt.Errorf("%s: semaphore %d is waited on %s by %d task(s) outside the tree; a restored copy would not be shared with them: %w", set.name(), n, c.what, w, errs.ErrNotSupported)
 				}
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -305,7 +306,8 @@ func TestSysVSemMsgIdTaken(t *testing.T) {
 // TestSysVSemMsgRefused: what cannot come back exactly is refused at dump,
 // naming it, and the tree goes on with its objects intact: a semaphore
 // set or a queue that a live process outside the tree used last (the
-// test itself: a restored copy would not be shared with it), and a
+// test itself: a restored copy would not be shared with it), a set the
+// test waits on, and a
 // process of the tree with a semaphore undo list (SEM_UNDO), whose
 // adjustments the kernel does not show.
 func TestSysVSemMsgRefused(t *testing.T) {
@@ -330,6 +332,22 @@ func TestSysVSemMsgRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
+		{"semwait", "System V semaphore set (key %#x, id %d): semaphore 0 is waited on for it to be zero by 1 task(s) outside the tree", func(t *testing.T, id int) {
+			// Wait for semaphore 0 (5) to be zero, for 3 s: the value
+			// and the last pid stay, the wait counts in GETZCNT.
+			done := make(chan error, 1)
+			go func() {
+				done <- kabi.SemTimedOp(id, []kabi.Sembuf{{Num: 0, Op: 0}}, &unix.Timespec{Sec: 3})
+			}()
+			t.Cleanup(func() { <-done })
+			for n := 0; n < 1000; n++ {
+				if w, _ := kabi.SemCtl(id, 0, kabi.SemGETZCNT, 0); w == 1 {
+					return
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			t.Fatal("the test's semtimedop does not wait")
+		}},
 		{"semundo", "has a System V semaphore undo list", nil},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
@@ -345,6 +363,9 @@ func TestSysVSemMsgRefused(t *testing.T) {
 			case "semshared":
 				tc.outside(t, semID)
 				what = fmt.Sprintf(what, semKey, semID, os.Getpid())
+			case "semwait":
+				tc.outside(t, semID)
+				what = fmt.Sprintf(what, semKey, semID)
 			case "msgshared":
 				tc.outside(t, msgID)
 				what = fmt.Sprintf(what, msgKey, msgID, os.Getpid())

@@ -21,6 +21,8 @@
  *   sysv semshared  semmsg, whose semaphore set or keyed queue (which
  *   sysv msgshared  its msgrcv waiter then waits on) the test uses from
  *                 outside the tree: refused
+ *   sysv semwait  semmsg, whose set the test waits on (for semaphore 0 to
+ *                 be zero): refused
  *   sysv semundo  semmsg, after a SEM_UNDO semop of the parent's: refused
  *                 (its undo list cannot be read)
  */
@@ -139,7 +141,7 @@ int main(int argc, char **argv)
 		fill_pattern(q, PRIV, 0x77);
 	}
 	int semmsg = strcmp(mode, "semmsg") == 0 || strcmp(mode, "semshared") == 0 || strcmp(mode, "msgshared") == 0 ||
-		     strcmp(mode, "semundo") == 0;
+		     strcmp(mode, "semwait") == 0 || strcmp(mode, "semundo") == 0;
 	int outside = strcmp(mode, "semshared") == 0 || strcmp(mode, "msgshared") == 0; /* the test uses them too */
 	int semid = -1, msqid = -1, waitq = -1;
 	pid_t semkid = -1, msgkid = -1;
