@@ -37,7 +37,7 @@ type tree struct {
 	procs   []*process
 	zombies []*zombie
 	files   *files.Dumper
-	sysv    *sysvipc.Dumper // the System V segments the tree attaches
+	sysv    *sysvipc.Dumper // the System V objects the tree uses
 	snaps   map[*process]*snapshot
 
 	dir *image.Dir
@@ -194,14 +194,17 @@ func (t *tree) collect() error {
 	if err := t.sysv.Check(); err != nil {
 		return err
 	}
-	if err := sysvipc.CheckSemMsg(func(pid int) bool {
-		for _, p := range t.procs {
-			if p.pid == pid {
-				return true
-			}
+	var tasks []sysvipc.Task
+	for _, p := range t.procs {
+		for _, th := range p.threads {
+			tasks = append(tasks, sysvipc.Task{Pid: p.pid, Tid: th.t.Tid, Syscall: int64(th.t.Regs.Orig_rax), Arg0: th.t.Regs.Rdi})
 		}
-		return false
-	}); err != nil {
+	}
+	zombies := make([]int, 0, len(t.zombies))
+	for _, z := range t.zombies {
+		zombies = append(zombies, z.pid)
+	}
+	if err := t.sysv.CheckSemMsg(tasks, zombies); err != nil {
 		return err
 	}
 	return t.files.Check()
@@ -527,6 +530,8 @@ func (t *tree) meta() *meta.Meta {
 		Inherited:         inh,
 		LockOnFault:       lof,
 		Sealed:            sealed,
+		SemPids:           t.sysv.SemPids(),
+		MsgPids:           t.sysv.MsgPids(),
 	}
 }
 

@@ -41,7 +41,8 @@ type treeRestorer struct {
 	byPid map[uint32]*restorer
 	pages uint64
 
-	// sysv makes the System V segments again (package sysvipc).
+	// sysv makes the System V segments, semaphore sets and message
+	// queues again (package sysvipc).
 	sysv *sysvipc.Restorer
 	// files restores every fd of the tree (package files).
 	files *files.Restorer
@@ -101,7 +102,7 @@ func Run(opts Options) (*Result, error) {
 	if err := root.preflight(); err != nil {
 		return nil, err
 	}
-	if t.sysv, err = sysvipc.Load(l.dir); err != nil {
+	if t.sysv, err = sysvipc.Load(l.dir, l.meta.SemPids, l.meta.MsgPids); err != nil {
 		return nil, err
 	}
 	if err := t.sysv.Check(); err != nil {
@@ -183,7 +184,8 @@ type stage struct {
 var stages = []stage{
 	// files: deleted files back on disk, the fd kinds' side data read.
 	{"files", (*treeRestorer).prepareFiles},
-	// sysv: the System V segments the tree attached, with their ids.
+	// sysv: the System V segments the tree attached, and its semaphore
+	// sets and message queues, with their ids.
 	{"sysv", func(t *treeRestorer) error { return t.sysv.Create() }},
 	// root: the tree's root, born with its pid (t.born, see birth).
 	{"root", (*treeRestorer).bornRoot},
@@ -194,6 +196,10 @@ var stages = []stage{
 	// sysv-removed: segments that were removed (IPC_RMID) before the
 	// dump are removed again, now that every process attached them.
 	{"sysv-removed", func(t *treeRestorer) error { return t.sysv.Removed() }},
+	// sysv-last: semaphore values and queued messages, each last
+	// operation done by the process of the tree that did it (GETPID,
+	// lspid, lrpid), before anything of theirs runs.
+	{"sysv-last", func(t *treeRestorer) error { return t.sysv.Last(t.sysvAs) }},
 	// groups: process groups, with helpers for leaders that are gone.
 	{"groups", (*treeRestorer).setGroups},
 	// continued: processes whose parent had a continue to collect are
@@ -404,6 +410,25 @@ func (t *treeRestorer) setGroups() error {
 		return err
 	}
 	return t.reapHelpers()
+}
+
+// sysvAs runs a System V call as process pid of the tree (sysvipc.As).
+func (t *treeRestorer) sysvAs(pid int, name string, nr uintptr, data []byte, at int, args ...uint64) (bool, error) {
+	r := t.byPid[uint32(pid)]
+	if r == nil || r.l.zombie || r.c == nil {
+		return false, nil
+	}
+	if data != nil {
+		addr, err := r.c.arg(data)
+		if err != nil {
+			return true, fmt.Errorf("process %d: %w", pid, err)
+		}
+		args[at] = addr
+	}
+	if _, err := r.c.call(r.c.leader, name, nr, args...); err != nil {
+		return true, fmt.Errorf("process %d: %s: %w", pid, name, err)
+	}
+	return true, nil
 }
 
 // each runs fn for every live process of the tree (not the zombies).
