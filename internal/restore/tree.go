@@ -35,9 +35,9 @@ import (
 // parent (so pids, parents, sessions and groups come out right), then has
 // each restorer rebuild its process, and lets them all go together.
 type treeRestorer struct {
-	opts  Options
-	log   *slog.Logger
-	l     *loaded
+	opts Options
+	log  *slog.Logger
+	l    *loaded
 	// claim holds the pipes the dump's keeper kept (package keeper).
 	claim *keeper.Claim
 	rs    []*restorer // in pstree order, parents first
