@@ -182,7 +182,11 @@ func (r *Restorer) outsidePipe(key string, f *fdinfo.FileEntry, end int) (*os.Fi
 			pf.Close()
 			return nil, err
 		}
-		r.log().Info("pipe re-attached to its outside end", "pipe", key, "holder", h.pid, "fd", h.fd)
+		// A 64-bit kernel sets O_LARGEFILE on every open, and F_SETFL
+		// cannot clear it: a pipe made by pipe(2) lacks it, so the
+		// program's F_GETFL shows one flag more. Said, not hidden.
+		r.log().Warn("pipe re-attached to its outside end by reopening it: its file status flags gain O_LARGEFILE, which no open can leave out",
+			"pipe", key, "holder", h.pid, "fd", h.fd)
 		return pf, nil
 	}
 	return nil, fmt.Errorf("%s: reopen its outside end: %w", key, errors.Join(errsSeen...))

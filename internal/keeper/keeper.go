@@ -121,13 +121,20 @@ func Serve(name string, commit *os.File, pipes []Pipe) error {
 		// only POLLERR (a write end no one reads) and POLLHUP (a read end
 		// no one writes). A pipe whose outside end is gone is still
 		// handed to a claim, but no longer keeps the keeper.
+		// A read end whose writers are gone still holds what they wrote
+		// after the dump, which the image lacks: it keeps the keeper
+		// until a restore takes it.
 		pfd := []unix.PollFd{{Fd: int32(ls), Events: unix.POLLIN}}
+		needed := false
 		for _, p := range pipes {
 			if HasPeer(p.File) {
 				pfd = append(pfd, unix.PollFd{Fd: int32(p.File.Fd())})
+				needed = true
+			} else if n, err := unix.IoctlGetInt(int(p.File.Fd()), unix.TIOCINQ); err == nil && n > 0 && isReadEnd(p.File) {
+				needed = true
 			}
 		}
-		if len(pfd) == 1 {
+		if !needed {
 			return nil
 		}
 		if _, err := unix.Poll(pfd, -1); err != nil {
@@ -149,6 +156,11 @@ func Serve(name string, commit *os.File, pipes []Pipe) error {
 		}
 		unix.Close(c)
 	}
+}
+
+func isReadEnd(f *os.File) bool {
+	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	return err == nil && fl&unix.O_ACCMODE == unix.O_RDONLY
 }
 
 // HasPeer says whether a pipe end has an other end open anywhere: for a

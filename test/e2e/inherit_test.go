@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -238,23 +239,116 @@ func TestOutsidePipesKept(t *testing.T) {
 	expectNoKeeper(t)
 }
 
-// TestOutsidePipesGone: the test closes its ends of the job's pipes after
-// the dump, so the keeper has nothing to keep them for and exits; the
-// restore then makes the pipes again, as CRIU does: the job reads the line
-// that was unread in its stdin, then EOF, and its stdout has no reader.
+// killKeeper SIGKILLs the dump's keeper, as the OOM killer might: the
+// restore must do without it.
+func killKeeper(t *testing.T) {
+	t.Helper()
+	ks := keepersLeft()
+	if len(ks) != 1 {
+		t.Fatalf("want one keeper after the dump, have %v", ks)
+	}
+	if err := syscall.Kill(ks[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := waitReaped(ks[0], exitTimeout); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOutsidePipesLateWriter: after the dump the test writes one more line
+// into the job's stdin and closes it. The keeper holds that line (the image
+// does not have it) until the restore takes the pipe: the job copies the
+// line unread at the dump, then the late one, then sees EOF.
+func TestOutsidePipesLateWriter(t *testing.T) {
+	requireCryo(t)
+	j := startPipeJob(t)
+	img := j.dumpAndDrain(t)
+	if _, err := io.WriteString(j.in, "late\n"); err != nil {
+		t.Fatal(err)
+	}
+	j.in.Close()
+	time.Sleep(50 * time.Millisecond) // the keeper sees the writer go
+	if r := runCryo(t, restoreTimeout, restoreArgs(img, "-d")...); r.code != 0 {
+		t.Fatalf("restore: %v%s", r, readLog(img+".restore.log"))
+	}
+	if err := os.WriteFile(j.trigger, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	j.out.SetReadDeadline(time.Now().Add(restoreTimeout))
+	got, err := io.ReadAll(j.out)
+	if err != nil || string(got) != "unread\nlate\n" {
+		t.Errorf("restored job wrote %q (%v), want the unread line, then the late one", got, err)
+	}
+	if ws, err := waitReaped(j.pid, exitTimeout); err != nil || !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Errorf("restored job ended %v %v, want exit 0", describe(ws), err)
+	}
+	expectNoKeeper(t)
+}
+
+// TestOutsidePipesKeeperKilled: the keeper is SIGKILLed after the dump.
+// The test still holds the outside ends, so the restore finds the same
+// pipes through them (/proc/PID/fd of the test) and the job carries on on
+// them, the line that was unread in its stdin still there. Reopened, the
+// pipes' descriptions have O_LARGEFILE, which the kernel sets on every
+// open: the one difference, said in the log (a warning) and checked here.
+func TestOutsidePipesKeeperKilled(t *testing.T) {
+	requireCryo(t)
+	j := startPipeJob(t)
+	before := map[string]string{}
+	for _, fd := range []string{"0", "1"} {
+		before[fd] = fdinfoFlags(t, j.pid, fd)
+	}
+	img := j.dumpAndDrain(t)
+	killKeeper(t)
+	if r := runCryo(t, restoreTimeout, restoreArgs(img, "-d")...); r.code != 0 {
+		t.Fatalf("restore without the keeper: %v%s", r, readLog(img+".restore.log"))
+	}
+	if log := readLog(img + ".restore.log"); strings.Count(log, "re-attached to its outside end") != 2 || !strings.Contains(log, "O_LARGEFILE") {
+		t.Errorf("the restore log does not warn that both pipes were re-attached, with O_LARGEFILE:\n%s", lastLines(log, 20))
+	}
+	const oLargefile = 0o100000 // the kernel's; Go's syscall says 0 on amd64
+	for _, fd := range []string{"0", "1"} {
+		was, _ := strconv.ParseUint("0"+before[fd], 8, 32)
+		if got := fdinfoFlags(t, j.pid, fd); got != strconv.FormatUint(was|oLargefile, 8) {
+			t.Errorf("fd %s: flags %s after the restore, want %o (%o and O_LARGEFILE)", fd, got, was|oLargefile, was)
+		}
+	}
+	j.finish(t, j.in, j.out)
+}
+
+// fdinfoFlags is the flags line of /proc/PID/fdinfo/FD, in octal.
+func fdinfoFlags(t *testing.T, pid int, fd string) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "flags:"); ok {
+			return strings.TrimLeft(strings.TrimSpace(v), "0")
+		}
+	}
+	t.Fatalf("no flags in fdinfo %d/%s", pid, fd)
+	return ""
+}
+
+// TestOutsidePipesGone: the keeper is killed and the test closes its ends
+// of the job's pipes after the dump: no process holds them. The restore
+// makes them again, as CRIU does: the job reads the line that was unread
+// in its stdin (from the image), then EOF, and its stdout has no reader.
 func TestOutsidePipesGone(t *testing.T) {
 	requireCryo(t)
 	j := startPipeJob(t)
 	img := j.dumpAndDrain(t)
+	killKeeper(t)
 	j.in.Close()
 	j.out.Close()
-	time.Sleep(50 * time.Millisecond) // the keeper sees its pipes' other ends go
 	r := runCryo(t, restoreTimeout, restoreArgs(img, "-d")...)
 	if r.code != 0 {
 		t.Fatalf("restore of a job whose outside pipe ends are gone: %v%s", r, readLog(img+".restore.log"))
 	}
-	if log := readLog(img + ".restore.log"); !strings.Contains(log, "without its outside end") {
-		t.Errorf("the restore log does not say the pipes came back without their outside ends:\n%s", lastLines(log, 20))
+	if log := readLog(img + ".restore.log"); strings.Count(log, "without its outside end") != 2 {
+		t.Errorf("the restore log does not say both pipes came back without their outside ends:\n%s", lastLines(log, 20))
 	}
 	for _, fd := range []string{"0", "1"} {
 		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", j.pid, fd)); err != nil || !strings.HasPrefix(l, "pipe:[") {
@@ -269,7 +363,6 @@ func TestOutsidePipesGone(t *testing.T) {
 	if err != nil || !ws.Signaled() || ws.Signal() != syscall.SIGPIPE {
 		t.Errorf("restored job ended %v %v, want SIGPIPE (its stdout's reader is gone)", describe(ws), err)
 	}
-	expectNoKeeper(t)
 }
 
 // TestOutsidePipeProducer: `sh -c 'produce | consume'` checkpointed at the

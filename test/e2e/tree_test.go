@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -165,5 +166,30 @@ func TestShellPipeline(t *testing.T) {
 	}
 	if !strings.Contains(tg.log(), "PASS stream") {
 		t.Fatalf("the consumer did not report its check:\n%s", tg.log())
+	}
+}
+
+// TestDumpShellInVfork: a shell running `sleep` in a loop is, a few times
+// a second, in a vfork (dash vforks for a command and waits until it
+// execs). The dump waits for the vfork to end instead of refusing the
+// shell: ten dumps in a row with --leave-running all succeed, and the loop
+// runs on.
+func TestDumpShellInVfork(t *testing.T) {
+	requireCryo(t)
+	dir := t.TempDir()
+	cmd := exec.Command("/bin/sh", "-c", `while :; do sleep 0.002; done`)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); cmd.Wait() })
+	time.Sleep(50 * time.Millisecond)
+	for i := range 10 {
+		img := filepath.Join(dir, fmt.Sprintf("img%d", i))
+		if r := dump(t, pid, img, "--leave-running"); r.code != 0 {
+			t.Fatalf("dump %d of a shell looping over sleep: %v", i, r)
+		}
+		expectAliveUnstopped(t, pid, "after a dump")
 	}
 }
