@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -467,4 +468,67 @@ func TestRestoreOutsideSession(t *testing.T) {
 	if !done || !st.Success() || !strings.Contains(tg.log(), "PASS stream") {
 		t.Fatalf("pipeline after its producer was checkpointed: %v %v\n%s", st, done, tg.log())
 	}
+}
+
+// TestKillCryoMidDumpOutsidePipes: a dump of a job on pipes to the test is
+// SIGKILLed, with its worker, at a random moment, as the OOM killer might.
+// Whatever the moment, the job carries on on the same pipes, losing and
+// repeating nothing: either the dump did not finish and the job runs on
+// (no keeper left behind), or it did and a restore brings it back onto
+// them (through the keeper, or, if the keeper was never told the dump was
+// complete and left, through the test's ends).
+func TestKillCryoMidDumpOutsidePipes(t *testing.T) {
+	requireCryo(t)
+	loops := killLoops(t, 30)
+	outcomes := map[string]int{}
+	for i := range loops {
+		j := startPipeJob(t)
+		img := filepath.Join(j.dir, "img")
+		cp := startCryo(t, "dump", "-t", strconv.Itoa(j.pid), "-D", img)
+		delay := time.Duration(rand.IntN(41)) * time.Millisecond
+		time.Sleep(delay)
+		sup := cp.cmd.Process.Pid
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", sup, sup))
+		for _, f := range strings.Fields(string(b)) {
+			if w, err := strconv.Atoi(f); err == nil {
+				_ = syscall.Kill(w, syscall.SIGKILL)
+			}
+		}
+		_ = cp.cmd.Process.Signal(syscall.SIGKILL)
+		cp.wait(5 * time.Second)
+		for _, w := range orphanedCryos() {
+			if !isKeeper(w) {
+				if _, err := waitReaped(w, exitTimeout); err != nil {
+					t.Fatalf("iteration %d (kill after %v): worker %d: %v", i, delay, w, err)
+				}
+			}
+		}
+		if ws, err := waitReaped(j.pid, 200*time.Millisecond); err == nil {
+			if !ws.Signaled() {
+				t.Fatalf("iteration %d (kill after %v): the job ended %v", i, delay, describe(ws))
+			}
+			// Dumped and killed: the image is complete; restore it.
+			outcome := "dumped, restored through the keeper"
+			if len(keepersLeft()) == 0 {
+				outcome = "dumped, keeper gone, restored through the test's ends"
+			}
+			reapOrphans(t)
+			if r := runCryo(t, restoreTimeout, restoreArgs(img, "-d")...); r.code != 0 {
+				t.Fatalf("iteration %d (kill after %v): restore: %v%s", i, delay, r, readLog(img+".restore.log"))
+			}
+			outcomes[outcome]++
+		} else {
+			expectNoKeeper(t)
+			outcomes["dump did not finish, job ran on"]++
+		}
+		if got := readN(t, j.out, len("pending\n")); got != "pending\n" {
+			t.Fatalf("iteration %d (kill after %v): the job's stdout held %q, want \"pending\\n\"", i, delay, got)
+		}
+		j.finish(t, j.in, j.out)
+		expectNoKeeper(t)
+		if t.Failed() {
+			t.Fatalf("iteration %d (kill after %v) failed", i, delay)
+		}
+	}
+	t.Logf("%d kills of a dump of a job on outside pipes: %v", loops, outcomes)
 }
