@@ -82,7 +82,8 @@ func Run(opts Options) (st *Stats, err error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	t := &tree{opts: opts, log: opts.Log, sysv: sysvipc.NewDumper(), files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, GhostLimit: opts.GhostLimit, Log: opts.Log}),
+	t := &tree{opts: opts, log: opts.Log, sysv: sysvipc.NewDumper(), files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, GhostLimit: opts.GhostLimit, Log: opts.Log,
+		KeepOutside: opts.Keeper != "" && !opts.LeaveRunning}),
 		snaps: map[*process]*snapshot{}, st: &Stats{}, sc: newSeccompSet()}
 	root := t.newProcess(opts.Pid)
 	if err := root.check(); err != nil {
@@ -225,7 +226,10 @@ func (t *tree) collect() error {
 // that makes the directory a complete image.
 func (t *tree) writeImages() error {
 	tm := time.Now()
-	t.startKeeper() // before the state record: its name is in cryo-meta.json
+	// The keeper first: its name is in cryo-meta.json.
+	if err := t.startKeeper(); err != nil {
+		return err
+	}
 	if err := t.write(t.dir, t.sc.entry, t.st); err != nil {
 		return err
 	}

@@ -42,6 +42,10 @@ func InheritKey(f *fdinfo.FileEntry) string {
 	switch f.GetType() {
 	case fdinfo.FdTypes_PIPE:
 		return fmt.Sprintf("pipe:[%d]", f.GetPipe().GetPipeId())
+	case fdinfo.FdTypes_UNIXSK:
+		if u := f.GetUsk(); u.GetUflags()&uskExtern != 0 {
+			return fmt.Sprintf("socket:[%d]", u.GetIno())
+		}
 	}
 	return ""
 }
@@ -92,6 +96,12 @@ func (r *Restorer) checkInherited() error {
 	var missing []string
 	for _, key := range slices.Sorted(maps.Keys(byKey)) {
 		fs := byKey[key]
+		if fs[0].GetType() == fdinfo.FdTypes_UNIXSK {
+			if err := r.inheritSocket(key, fs[0]); err != nil {
+				missing = append(missing, err.Error())
+			}
+			continue
+		}
 		if fs[0].GetType() != fdinfo.FdTypes_PIPE {
 			continue
 		}
@@ -126,6 +136,34 @@ func (r *Restorer) checkInherited() error {
 	if len(missing) > 0 {
 		return fmt.Errorf("%s: give this restore the pipe to use instead of each with --inherit-fd fd[N]:KEY: %w", strings.Join(missing, "; "), errs.ErrNotSupported)
 	}
+	return nil
+}
+
+// inheritSocket finds the socket that stands for a UNIX socket whose peer
+// was outside the tree: the one given with --inherit-fd, or the socket
+// itself, which the dump's keeper held (then it must be that very socket).
+// Without either the restore cannot make it: its peer is not there to be
+// connected to.
+func (r *Restorer) inheritSocket(key string, f *fdinfo.FileEntry) error {
+	given, ok := r.opts.Inherit[key]
+	kept := false
+	if !ok {
+		if given, kept = r.opts.Kept[key]; !kept {
+			return fmt.Errorf("%s (connected to a peer outside the tree, and the dump's keeper that held it is gone)", key)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(given.Fd()), &st); err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fmt.Errorf("--inherit-fd for %s: the file given is not a socket (mode %#o)", key, st.Mode&unix.S_IFMT)
+	}
+	if kept && st.Ino != uint64(f.GetUsk().GetIno()) {
+		return fmt.Errorf("%s: the keeper handed socket:[%d]", key, st.Ino)
+	}
+	r.inherit[key] = &inherited{file: given, apply: func() error { return nil }}
+	r.inheritOrder = append(r.inheritOrder, key)
 	return nil
 }
 

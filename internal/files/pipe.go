@@ -154,18 +154,25 @@ func (pd *pipeDump) outside() []*pipeState {
 	return out
 }
 
-// OutsidePipe is a pipe of which the tree holds one end only: Pid holds
-// it at fd Fd.
-type OutsidePipe struct {
-	Key     string // pipe:[ID], as --inherit-fd names it
+// Outside is a file of the tree whose other side is outside it: a pipe of
+// which the tree holds one end only, a UNIX socket connected to a peer
+// outside it (kept, DumpOptions.KeepOutside). Pid holds it at fd Fd.
+type Outside struct {
+	Key     string // pipe:[ID] or socket:[INO], as --inherit-fd names it
 	Pid, Fd int
+	// Socket: a socket, which the restore cannot make again without its
+	// peer; a pipe it can.
+	Socket bool
 }
 
-// OutsidePipes lists the pipes of which the tree holds one end only.
-func (d *Dumper) OutsidePipes() []OutsidePipe {
-	var out []OutsidePipe
+// OutsideFiles lists the tree's files whose other side is outside it.
+func (d *Dumper) OutsideFiles() []Outside {
+	var out []Outside
 	for _, ps := range dumpHalf[*pipeDump](d).outside() {
-		out = append(out, OutsidePipe{Key: fmt.Sprintf("pipe:[%d]", ps.ino), Pid: ps.pid, Fd: ps.fd})
+		out = append(out, Outside{Key: fmt.Sprintf("pipe:[%d]", ps.ino), Pid: ps.pid, Fd: ps.fd})
+	}
+	for _, s := range dumpHalf[*unixDump](d).outside() {
+		out = append(out, Outside{Key: fmt.Sprintf("socket:[%d]", s.d.Inode), Pid: s.pid, Fd: s.fd, Socket: true})
 	}
 	return out
 }

@@ -1,6 +1,8 @@
 // Package keeper holds, from a dump until its restore, the tree's ends of
-// pipes whose other end lives on outside the tree: the pipe from `prog` to
-// `tee log` in `prog | tee log`, a supervisor's pipe on a program's stdout.
+// pipes whose other end lives on outside the tree — the pipe from `prog`
+// to `tee log` in `prog | tee log`, a supervisor's pipe on a program's
+// stdout — and its UNIX sockets connected to a peer outside it (a client
+// of a local database, of a log collector).
 // Were the dumped tree's ends simply closed with the tree, the outside
 // process would see EOF (a reader) or EPIPE (a writer) and, as a rule,
 // exit; the restored program would then write into a pipe nobody reads.
@@ -130,7 +132,7 @@ func Serve(name string, commit *os.File, pipes []Pipe) error {
 			if HasPeer(p.File) {
 				pfd = append(pfd, unix.PollFd{Fd: int32(p.File.Fd())})
 				needed = true
-			} else if n, err := unix.IoctlGetInt(int(p.File.Fd()), unix.TIOCINQ); err == nil && n > 0 && isReadEnd(p.File) {
+			} else if holdsData(p.File) {
 				needed = true
 			}
 		}
@@ -158,7 +160,21 @@ func Serve(name string, commit *os.File, pipes []Pipe) error {
 	}
 }
 
-func isReadEnd(f *os.File) bool {
+// holdsData says whether f holds data for the tree to read: a socket or a
+// pipe's read end with bytes unread (FIONREAD). A write end's bytes are
+// its outside reader's.
+func holdsData(f *os.File) bool {
+	n, err := unix.IoctlGetInt(int(f.Fd()), unix.TIOCINQ) // FIONREAD
+	if err != nil || n == 0 {
+		return false
+	}
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil {
+		return false
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFSOCK {
+		return true
+	}
 	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
 	return err == nil && fl&unix.O_ACCMODE == unix.O_RDONLY
 }
