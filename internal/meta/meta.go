@@ -60,8 +60,17 @@ type Meta struct {
 	// operation again (package sysvipc).
 	SemPids map[int32][]int32  `json:"sem_pids,omitempty"`
 	MsgPids map[int32][2]int32 `json:"msg_pids,omitempty"`
-	Cmdline string             `json:"cmdline"`
-	Created time.Time          `json:"created"`
+	// BootID is the dumping machine's /proc/sys/kernel/random/boot_id: a
+	// restore on the same boot may find the outside ends of the tree's
+	// pipes still open, by their inode numbers.
+	BootID string `json:"boot_id,omitempty"`
+	// Keeper is the abstract socket of the process that holds the tree's
+	// ends of pipes to the outside until the restore (package keeper), and
+	// KeptPipes their keys (pipe:[ID], socket:[INO]); empty: none.
+	Keeper    string    `json:"keeper,omitempty"`
+	KeptPipes []string  `json:"kept_pipes,omitempty"`
+	Cmdline   string    `json:"cmdline"`
+	Created   time.Time `json:"created"`
 
 	// Tasks holds, by tid, what CRIU's core entry has no field for (see
 	// Task).

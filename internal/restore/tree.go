@@ -24,6 +24,7 @@ import (
 	"github.com/cryo-project/cryo/internal/imageset"
 	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/keeper"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/procstate"
 	"github.com/cryo-project/cryo/internal/ptrace"
@@ -34,9 +35,11 @@ import (
 // parent (so pids, parents, sessions and groups come out right), then has
 // each restorer rebuild its process, and lets them all go together.
 type treeRestorer struct {
-	opts  Options
-	log   *slog.Logger
-	l     *loaded
+	opts Options
+	log  *slog.Logger
+	l    *loaded
+	// claim holds the pipes the dump's keeper kept (package keeper).
+	claim *keeper.Claim
 	rs    []*restorer // in pstree order, parents first
 	byPid map[uint32]*restorer
 	pages uint64
@@ -121,8 +124,10 @@ func Run(opts Options) (*Result, error) {
 		t.kill()
 		t.files.Cleanup()
 		t.sysv.Cleanup()
+		t.endClaim(false)
 		return nil, err
 	}
+	t.endClaim(true)
 	t.files.Cleanup()
 	res.Pages = t.pages
 	res.Took = time.Since(t0)
@@ -345,8 +350,45 @@ func (t *treeRestorer) notify(event string) error {
 }
 
 func (t *treeRestorer) prepareFiles() (err error) {
-	t.files, err = files.NewRestorer(t.l.set, files.RestoreOptions{ShellJob: t.opts.ShellJob, FileLocks: t.opts.FileLocks, Inherit: t.opts.Inherit})
+	o := files.RestoreOptions{ShellJob: t.opts.ShellJob, FileLocks: t.opts.FileLocks, Inherit: t.opts.Inherit, Log: t.log}
+	if boot, err := procfs.BootID(); err == nil && boot == t.l.meta.BootID {
+		o.SameBoot = true
+		t.claimKept(&o)
+	}
+	t.files, err = files.NewRestorer(t.l.set, o)
 	return err
+}
+
+// claimKept takes the pipes the dump's keeper holds, if it still runs: a
+// keeper gone (its outside ends all closed, or another restore took them)
+// leaves the pipes to be found or made again (files.RestoreOptions).
+func (t *treeRestorer) claimKept(o *files.RestoreOptions) {
+	name := t.l.meta.Keeper
+	if name == "" || !strings.HasPrefix(name, "cryo-keeper-") || len(name) > 64 {
+		return
+	}
+	c, err := keeper.Take(name)
+	if err != nil {
+		t.log.Info("the dump's keeper of pipes is gone", "keeper", name, "err", err)
+		return
+	}
+	t.claim, o.Kept = c, c.Files
+}
+
+// endClaim tells the keeper whether the restore took its pipes for good.
+func (t *treeRestorer) endClaim(ok bool) {
+	if t.claim == nil {
+		return
+	}
+	if ok {
+		t.claim.Done()
+		for _, f := range t.claim.Files {
+			f.Close() // the tree has its own
+		}
+	} else {
+		t.claim.Release()
+	}
+	t.claim = nil
 }
 
 func (t *treeRestorer) bornRoot() error {
