@@ -120,6 +120,9 @@ type process struct {
 	mlockall    int
 	// sealed are the starts of the VMAs sealed with mseal.
 	sealed []uint64
+	// tramp is cryo's return trampoline in the process while collect
+	// injects (mapTrampoline).
+	tramp *inject.Trampoline
 	// smaps is what collect read of /proc/PID/smaps, kept for the state
 	// record (writeState): the kernel's smaps costs a page-table walk.
 	smaps []procfs.Mapping
