@@ -340,6 +340,11 @@ func (t *tree) add(pid, ppid, ptid int) error {
 		}
 	}
 	if err := p.check(); err != nil {
+		if now, serr := procfs.StatPid(pid); serr != nil || now.State == 'Z' || now.State == 'X' {
+			// Exited since it was listed (a shell's `sleep`): now a
+			// zombie, or gone.
+			return t.add(pid, ppid, ptid)
+		}
 		return fmt.Errorf("child %d of %d: %w", pid, ppid, err)
 	}
 	if err := p.freeze(); err != nil {
