@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -326,5 +327,176 @@ func TestLockTraffic(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// expectBlocked checks that p flows, then not under a lock, then again
+// after Release with nothing lost; lockFn takes the lock.
+func expectBlocked(t *testing.T, p *pair, take func() (*Lock, error)) {
+	t.Helper()
+	roundTrip(t, p, "before the lock")
+	l, err := take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	msgA, msgB := payload('a', 1, 3000), payload('b', 1, 3000)
+	if _, err := p.a.Write(msgA); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.b.Write(msgB); err != nil {
+		t.Fatal(err)
+	}
+	nothingArrives(t, p.b, "a → b under the lock")
+	nothingArrives(t, p.a, "b → a under the lock")
+	if err := l.Release(); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []struct {
+		to  *net.TCPConn
+		msg []byte
+	}{{p.b, msgA}, {p.a, msgB}} {
+		got := make([]byte, len(d.msg))
+		d.to.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.ReadFull(d.to, got); err != nil || !bytes.Equal(got, d.msg) {
+			t.Fatalf("after Release: %v (equal %v)", err, bytes.Equal(got, d.msg))
+		}
+	}
+	roundTrip(t, p, "after Release")
+}
+
+// TestBothEnds: a loopback connection between two processes of one tree
+// is locked with both its ends listed (the same tuples twice).
+func TestBothEnds(t *testing.T) {
+	needLock(t)
+	ln := listen(t, "tcp4", "127.0.0.1:0")
+	p, err := connect(t, ln, unix.AF_INET, netip.MustParseAddrPort("127.0.0.1:0"), netip.MustParseAddrPort(ln.Addr().String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectBlocked(t, p, func() (*Lock, error) { return Take(IPTables, "", []Conn{p.aConn, p.bConn}) })
+}
+
+// TestTenThousand: one real connection among 10,000 locked ones is
+// blocked, and a neighbour that is not in the set flows.
+func TestTenThousand(t *testing.T) {
+	needLock(t)
+	ln := listen(t, "tcp4", "127.0.0.1:0")
+	remote := netip.MustParseAddrPort(ln.Addr().String())
+	p, err := connect(t, ln, unix.AF_INET, netip.MustParseAddrPort("127.0.0.1:0"), remote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	free, err := connect(t, ln, unix.AF_INET, netip.MustParseAddrPort("127.0.0.1:0"), remote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := append(fakeConns(5000), p.aConn)
+	conns = append(conns, fakeConns(4999)...)
+	expectBlocked(t, p, func() (*Lock, error) {
+		l, err := Take(NFTables, "", conns)
+		if err == nil {
+			roundTrip(t, free, "a connection outside the 10,000")
+		}
+		return l, err
+	})
+}
+
+// TestLockStream takes the lock while data streams one way and the
+// receiver reads it, so that the lock lands on segments not yet acked:
+// the receiver then sees nothing new, the sender retransmits, and after
+// Release the stream continues from where it stopped, every byte in
+// order.
+func TestLockStream(t *testing.T) {
+	needLock(t)
+	ln := listen(t, "tcp4", "127.0.0.1:0")
+	p, err := connect(t, ln, unix.AF_INET, netip.MustParseAddrPort("127.0.0.1:0"), netip.MustParseAddrPort(ln.Addr().String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total = 64 << 20
+	stream := func(off, n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte((off+i)*7 + (off+i)>>11)
+		}
+		return b
+	}
+	werr := make(chan error, 1)
+	go func() {
+		var err error
+		for off := 0; off < total && err == nil; off += 1024 {
+			_, err = p.a.Write(stream(off, 1024))
+		}
+		werr <- err
+	}()
+	// The reader reads all along and says how far it got.
+	var mu sync.Mutex
+	got := make([]byte, 0, total)
+	rerr := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 64<<10)
+		p.b.SetReadDeadline(time.Now().Add(2 * time.Minute))
+		for {
+			n, err := p.b.Read(buf)
+			mu.Lock()
+			got = append(got, buf[:n]...)
+			done := len(got) == total
+			mu.Unlock()
+			if err != nil || done {
+				rerr <- err
+				return
+			}
+		}
+	}()
+	received := func() int { mu.Lock(); defer mu.Unlock(); return len(got) }
+	for received() < 1<<20 {
+		time.Sleep(time.Millisecond)
+	}
+	l, err := Take(NFTables, "", []Conn{p.aConn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	// What the kernel took in before the lock is still read; then the
+	// stream must stop.
+	at := received()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		time.Sleep(300 * time.Millisecond)
+		now := received()
+		if now == at {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stream did not stop under the lock (%d bytes, then %d)", at, now)
+		}
+		at = now
+	}
+	time.Sleep(500 * time.Millisecond)
+	ti := tcpInfo(t, p.a)
+	t.Logf("stopped at %d bytes; sender: state %d retransmits %d probes %d backoff %d unacked %d total_retrans %d lost %d",
+		at, ti.State, ti.Retransmits, ti.Probes, ti.Backoff, ti.Unacked, ti.Total_retrans, ti.Lost)
+	if ti.State != tcpEstablished || tcpInfo(t, p.b).State != tcpEstablished {
+		t.Fatalf("not ESTABLISHED under the lock: %d, %d", ti.State, tcpInfo(t, p.b).State)
+	}
+	if ti.Retransmits == 0 && ti.Probes == 0 {
+		t.Error("the sender neither retransmitted nor probed under the lock")
+	}
+	if received() != at {
+		t.Fatal("data arrived under the lock")
+	}
+	if err := l.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-rerr; err != nil {
+		t.Fatalf("after Release, at %d of %d bytes: %v", received(), total, err)
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+	for off := 0; off < total; off += 1 << 20 {
+		if !bytes.Equal(got[off:off+1<<20], stream(off, 1<<20)) {
+			t.Fatalf("the stream differs in the MiB at %d", off)
+		}
 	}
 }
