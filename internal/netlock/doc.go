@@ -10,12 +10,13 @@
 // batch, so that the kernel installs all of it or none of it. The table
 // holds two sets of 4-tuples, conns4 (ipv4_addr . inet_service . ipv4_addr
 // . inet_service) and conns6 (the same with ipv6_addr), and two base
-// chains, one hooked at input and one at output, each with one rule per
-// family:
+// chains, one hooked at input and one at output, each with these rules
+// (as `nft list table inet NAME` prints them; the rules also match meta
+// nfproto and meta l4proto tcp):
 //
-//	meta mark 0xc114 accept
-//	meta nfproto ipv4 meta l4proto tcp ip saddr . tcp sport . ip daddr . tcp dport @conns4 drop
-//	meta nfproto ipv6 meta l4proto tcp ip6 saddr . tcp sport . ip6 daddr . tcp dport @conns6 drop
+//	meta mark 0x0000c114 accept
+//	ip saddr . tcp sport . ip daddr . tcp dport @conns4 drop
+//	ip6 saddr . tcp sport . ip6 daddr . tcp dport @conns6 drop
 //
 // Every locked connection puts both of its directions in the set, so the
 // packets it would send and the packets its peer sends are both dropped,

@@ -309,3 +309,20 @@ func TestKill(t *testing.T) {
 	}
 	t.Logf("what each kill left before Sweep: %v", counts)
 }
+
+// TestRemoveReleased: the restore removing a lock its dump released
+// already (a dump with --leave-running) succeeds, even while that dump's
+// process still runs.
+func TestRemoveReleased(t *testing.T) {
+	needLock(t)
+	l, err := Take(NFTables, t.TempDir(), fakeConns(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if err := Remove(l.Name()); err != nil {
+		t.Errorf("Remove of a released lock: %v", err)
+	}
+}

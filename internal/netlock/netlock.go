@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -147,7 +148,7 @@ func (l *Lock) Release() error {
 
 // Remove removes the lock called name (from an image), if it is still
 // there. It refuses a name that is not a cryo lock's, and a lock whose
-// dump is still running (its owner lives and it is not kept).
+// dump is still running (its owner lives and it has not kept it).
 func Remove(name string) error {
 	if name == "" {
 		return nil
@@ -155,6 +156,15 @@ func Remove(name string) error {
 	o, _, err := parseName(name)
 	if err != nil {
 		return fmt.Errorf("remove network lock: %w", err)
+	}
+	names, err := listTables()
+	if err != nil {
+		return fmt.Errorf("remove network lock %s: %w", name, err)
+	}
+	if !slices.Contains(names, name) {
+		// Released by its dump (--leave-running), or swept: what is left
+		// of its record is Sweep's.
+		return nil
 	}
 	rec, found, err := readRecord(name)
 	if err != nil {
