@@ -34,10 +34,9 @@ func needLock(t *testing.T) {
 
 // pair is one TCP connection over loopback, both ends in this process.
 type pair struct {
-	a, b   *net.TCPConn // a dialed, b accepted
-	aConn  Conn         // a's end as its socket sees it
-	bConn  Conn
-	family string
+	a, b  *net.TCPConn // a dialed, b accepted
+	aConn Conn         // a's end as its socket sees it
+	bConn Conn
 }
 
 // sockAddr is the address a socket has bound or connected, as the kernel
