@@ -202,8 +202,13 @@ func TestKeepSweepRemove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(removed, stale) || slices.Contains(removed, kept) {
-		t.Errorf("Sweep removed %v; want %s and not %s", removed, stale, kept)
+	if slices.Contains(removed, kept) {
+		t.Errorf("Sweep removed the kept lock %s", kept)
+	}
+	if !slices.Contains(removed, stale) {
+		// go test runs packages side by side: a cryo dump of the e2e
+		// tests sweeps too. Either way it must be gone (below).
+		t.Logf("Sweep removed %v, not %s: another process swept first", removed, stale)
 	}
 	m = byName()
 	if _, ok := m[stale]; ok {

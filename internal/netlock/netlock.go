@@ -275,6 +275,7 @@ func SweepLogged(log *slog.Logger) {
 	}
 	switch {
 	case err == nil:
+		log.Debug("stale network locks swept", "removed", len(removed))
 	case unavailable(err):
 		log.Debug("no network locks to sweep", "err", err)
 	default:
