@@ -53,8 +53,8 @@ func fakeConns(n int) []Conn {
 
 // helper is a cryo process in miniature. "keep": take a lock, keep it,
 // say its name and exit. "die": take a lock, say its name, exit without
-// keeping it. "loop": say "go", then take, keep (every other time) and
-// release locks until killed.
+// keeping it. "loop": say "go", then take and release locks until
+// killed, every other one kept and removed instead of released.
 func helper(mode, images string) error {
 	conns := fakeConns(1000)
 	switch mode {
@@ -77,10 +77,15 @@ func helper(mode, images string) error {
 			if err != nil {
 				return err
 			}
+			// Every other lock is kept and removed as a restore would.
 			if i%2 == 0 {
 				if err := l.Keep(); err != nil {
 					return err
 				}
+				if err := Remove(l.Name()); err != nil {
+					return err
+				}
+				continue
 			}
 			if err := l.Release(); err != nil {
 				return err
