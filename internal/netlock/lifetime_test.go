@@ -269,14 +269,14 @@ func TestRemoveRunning(t *testing.T) {
 }
 
 // TestKill SIGKILLs a process that takes, keeps and releases locks at
-// random moments, 120 times: each time, Sweep leaves no stale lock of it
+// random moments, 200 times: each time, Sweep leaves no stale lock of it
 // and no record without its table, and what remains is a kept lock with
 // its images directory, which Remove deletes.
 func TestKill(t *testing.T) {
 	needLock(t)
 	images := t.TempDir()
 	counts := map[string]int{}
-	for i := range 120 {
+	for i := range 200 {
 		cmd, _ := startHelper(t, "loop", images)
 		// A cycle of 1,000 connections takes a few milliseconds.
 		time.Sleep(time.Duration(rand.Int64N(int64(15 * time.Millisecond))))
