@@ -23,6 +23,7 @@ import (
 	"github.com/cryo-project/cryo/internal/imageset"
 	"github.com/cryo-project/cryo/internal/keeper"
 	"github.com/cryo-project/cryo/internal/meta"
+	"github.com/cryo-project/cryo/internal/netlock"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/procstate"
 	"github.com/cryo-project/cryo/internal/ptrace"
@@ -82,6 +83,8 @@ func Run(opts Options) (st *Stats, err error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	// Locks left by dumps that died before completing (package netlock).
+	netlock.SweepLogged(opts.Log)
 	t := &tree{opts: opts, log: opts.Log, sysv: sysvipc.NewDumper(), files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, GhostLimit: opts.GhostLimit, Log: opts.Log,
 		KeepOutside: opts.Keeper != "" && !opts.LeaveRunning}),
 		snaps: map[*process]*snapshot{}, st: &Stats{}, sc: newSeccompSet()}

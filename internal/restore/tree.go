@@ -25,6 +25,7 @@ import (
 	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/keeper"
+	"github.com/cryo-project/cryo/internal/netlock"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/procstate"
 	"github.com/cryo-project/cryo/internal/ptrace"
@@ -78,6 +79,8 @@ func Run(opts Options) (*Result, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	// Locks left by dumps that died before completing (package netlock).
+	netlock.SweepLogged(opts.Log)
 	t0 := time.Now()
 	l, err := load(opts.Dir)
 	if err != nil {
