@@ -1,0 +1,205 @@
+/*
+ * pty — holds a pseudo-terminal pair of its own, as tmux or a terminal
+ * emulator does, and proves after restore that it is the same terminal:
+ *
+ *   - the slave's index and name (TIOCGPTN, ttyname), its node's mode;
+ *   - the slave's termios (canonical, no echo, a VEOL of ';', 19200 baud,
+ *     ONLCR), window size, exclusive mode; the master's packet mode; the
+ *     pair locked (TIOCSPTLCK: the slave cannot be opened again);
+ *   - the slave as the controlling terminal of the target's session, with
+ *     a child in a group of its own as the foreground group, that child
+ *     holding /dev/tty;
+ *   - the bytes neither side had read: the slave's input "line one\n",
+ *     "semi;" (a line ended by VEOL) and the unfinished line "part"; the
+ *     master's "out\r\n" (the slave wrote "out\n" through ONLCR).
+ *
+ * The target leads its session (the harness starts it with setsid).
+ */
+#include "common.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+#include <termios.h>
+
+#define IN_QUEUE "line one\nsemi;part"
+
+static int read_is(int fd, const char *name, const char *want, size_t n)
+{
+	char buf[256];
+	ssize_t r = read(fd, buf, sizeof(buf));
+	return check(name, r == (ssize_t)n && memcmp(buf, want, n) == 0, "read %zd bytes (%s): %.*s", r, r < 0 ? strerror(errno) : "",
+		     r > 0 ? (int)r : 0, buf);
+}
+
+static int idle(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	return poll(&p, 1, 0) == 0;
+}
+
+static unsigned long stat_field(pid_t pid, int field)
+{
+	char path[64], buf[2048];
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	if (read_file(path, buf, sizeof(buf)) < 0)
+		return ~0UL;
+	char *p = strrchr(buf, ')');
+	for (int f = 2; p && f < field; f++)
+		p = strchr(p + 1, ' ');
+	return p ? strtoul(p + 1, NULL, 10) : ~0UL;
+}
+
+int main(int argc, char **argv)
+{
+	target_init(argc, argv);
+	int m = posix_openpt(O_RDWR | O_NOCTTY);
+	if (m < 0 || grantpt(m) || unlockpt(m))
+		die("posix_openpt");
+	int idx;
+	if (ioctl(m, TIOCGPTN, &idx))
+		die("TIOCGPTN");
+	char name[64];
+	snprintf(name, sizeof(name), "/dev/pts/%d", idx);
+	int s = open(name, O_RDWR | O_NOCTTY);
+	if (s < 0)
+		die("open slave");
+	if (ioctl(s, TIOCSCTTY, 0))
+		die("TIOCSCTTY");
+	if (fchmod(s, 0600))
+		die("fchmod");
+	struct termios t;
+	if (tcgetattr(s, &t))
+		die("tcgetattr");
+	t.c_lflag = ICANON | ISIG | IEXTEN;
+	t.c_oflag = OPOST | ONLCR;
+	t.c_cc[VEOL] = ';';
+	t.c_cc[VMIN] = 3;
+	cfsetispeed(&t, B19200);
+	cfsetospeed(&t, B19200);
+	if (tcsetattr(s, TCSANOW, &t))
+		die("tcsetattr");
+	struct termios saved;
+	tcgetattr(s, &saved);
+	struct winsize ws = {.ws_row = 37, .ws_col = 111, .ws_xpixel = 5, .ws_ypixel = 7};
+	if (ioctl(s, TIOCSWINSZ, &ws))
+		die("TIOCSWINSZ");
+	int one = 1;
+	if (ioctl(m, TIOCPKT, &one) || ioctl(s, TIOCEXCL))
+		die("TIOCPKT/TIOCEXCL");
+	struct stat sst;
+	fstat(s, &sst);
+
+	/* A child in a group of its own, the foreground group, holding
+	 * /dev/tty; the target, in the background then, ignores SIGTTOU to
+	 * take the foreground back for its checks. */
+	int sync[2];
+	if (pipe(sync))
+		die("pipe");
+	pid_t kid = fork();
+	if (kid < 0)
+		die("fork");
+	if (kid == 0) {
+		setpgid(0, 0);
+		close(m);
+		close(s);
+		int fd = open("/dev/tty", O_RDWR); /* fd 3 */
+		if (fd < 0)
+			_exit(3);
+		if (write(sync[1], "k", 1) != 1)
+			_exit(4);
+		for (;;)
+			pause();
+	}
+	setpgid(kid, kid);
+	char c;
+	if (read(sync[0], &c, 1) != 1)
+		die("child");
+	close(sync[0]);
+	close(sync[1]);
+	signal(SIGTTOU, SIG_IGN);
+	if (tcsetpgrp(s, kid))
+		die("tcsetpgrp");
+
+	/* The queues: input the slave has not read, output the master has not. */
+	if (write(m, IN_QUEUE, strlen(IN_QUEUE)) != (ssize_t)strlen(IN_QUEUE) || write(s, "out\n", 4) != 4)
+		die("write");
+	struct pollfd p[2] = {{.fd = s, .events = POLLIN}, {.fd = m, .events = POLLIN}};
+	while (poll(p, 2, 1000) >= 0 && !((p[0].revents & POLLIN) && (p[1].revents & POLLIN)))
+		;
+	int lock = 1;
+	if (ioctl(m, TIOCSPTLCK, &lock))
+		die("TIOCSPTLCK");
+	report_child("kid", kid);
+	out("PTY %s\n", name);
+	ready();
+	wait_trigger(NULL);
+	check_identity();
+
+	int got = -1;
+	ioctl(m, TIOCGPTN, &got);
+	check("index", got == idx, "TIOCGPTN %d, was %d", got, idx);
+	char tn[64] = "";
+	ttyname_r(s, tn, sizeof(tn));
+	check("ttyname", strcmp(tn, name) == 0, "%s, was %s", tn, name);
+	struct stat now;
+	fstat(s, &now);
+	check("node", now.st_rdev == sst.st_rdev && now.st_mode == sst.st_mode && now.st_uid == sst.st_uid &&
+			      now.st_gid == sst.st_gid,
+	      "rdev %#lx mode %o %d:%d, was %#lx %o %d:%d", (unsigned long)now.st_rdev, now.st_mode, now.st_uid,
+	      now.st_gid, (unsigned long)sst.st_rdev, sst.st_mode, sst.st_uid, sst.st_gid);
+	struct termios tt;
+	tcgetattr(s, &tt);
+	check("termios",
+	      tt.c_iflag == saved.c_iflag && tt.c_oflag == saved.c_oflag && tt.c_cflag == saved.c_cflag &&
+		      tt.c_lflag == saved.c_lflag && memcmp(tt.c_cc, saved.c_cc, NCCS) == 0 &&
+		      cfgetospeed(&tt) == B19200,
+	      "iflag %o oflag %o cflag %o lflag %o, was %o %o %o %o", tt.c_iflag, tt.c_oflag, tt.c_cflag, tt.c_lflag,
+	      saved.c_iflag, saved.c_oflag, saved.c_cflag, saved.c_lflag);
+	struct winsize w2;
+	ioctl(s, TIOCGWINSZ, &w2);
+	check("winsize", memcmp(&w2, &ws, sizeof(ws)) == 0, "%dx%d %dx%d", w2.ws_row, w2.ws_col, w2.ws_xpixel,
+	      w2.ws_ypixel);
+	int v = -1;
+	ioctl(m, TIOCGPKT, &v);
+	check("packet", v == 1, "TIOCGPKT %d", v);
+	v = -1;
+	ioctl(m, TIOCGPTLCK, &v);
+	check("locked", v == 1, "TIOCGPTLCK %d", v);
+	v = -1;
+	ioctl(s, TIOCGEXCL, &v);
+	check("exclusive", v == 1, "TIOCGEXCL %d", v);
+
+	check("ctty", stat_field(getpid(), 7) == sst.st_rdev && tcgetsid(s) == getpid(), "tty_nr %#lx, sid %d",
+	      stat_field(getpid(), 7), tcgetsid(s));
+	check("foreground", tcgetpgrp(s) == kid, "tcgetpgrp %d, want %d", tcgetpgrp(s), kid);
+	char link[64] = "", path[64];
+	snprintf(path, sizeof(path), "/proc/%d/fd/3", kid);
+	ssize_t n = readlink(path, link, sizeof(link) - 1);
+	link[n > 0 ? n : 0] = 0;
+	check("kid-ctty", stat_field(kid, 7) == sst.st_rdev && stat_field(kid, 5) == (unsigned long)kid &&
+				  strcmp(link, "/dev/tty") == 0,
+	      "tty_nr %#lx pgrp %lu fd 3 %s", stat_field(kid, 7), stat_field(kid, 5), link);
+
+	/* Read the queues now, from the foreground. */
+	check("foreground-back", tcsetpgrp(s, getpgrp()) == 0, "tcsetpgrp: %s", strerror(errno));
+	char pkt[] = {0, 'o', 'u', 't', '\r', '\n'};
+	read_is(m, "master-queue", pkt, sizeof(pkt));
+	check("master-drained", idle(m), "more for the master");
+	read_is(s, "line", "line one\n", 9);
+	read_is(s, "veol-line", "semi;", 5);
+	check("unfinished", idle(s), "the unfinished line reads as a line");
+	if (write(m, "\n", 1) != 1)
+		die("write");
+	read_is(s, "unfinished-line", "part\n", 5);
+	check("echo-off", idle(m), "the master got an echo");
+	/* Last: a failed open of a locked slave sets TTY_IO_ERROR on it, and
+	 * every read of it fails with EIO after. */
+	int again = open(name, O_RDWR | O_NOCTTY);
+	check("locked-open", again < 0 && errno == EIO, "open %s: %d (%s)", name, again, strerror(errno));
+
+	kill(kid, SIGKILL);
+	waitpid(kid, NULL, 0);
+	return finish();
+}
