@@ -334,10 +334,19 @@ func readPty(p *ptyPair, stats map[int]*procfs.Stat) (*ptyState, error) {
 			return nil, fmt.Errorf("%d bytes of unread input in external-processing mode (EXTPROC), which cryo does not read (%v): %w", n, err, errs.ErrNotSupported)
 		}
 	}
-	q, rerr := readQueues(m, p.slave, &s.t, s.packet)
+	if s.packet {
+		// Packet mode off while the queues are read and put back: a
+		// change of IXON or of EXTPROC's termios would queue a status for
+		// the master. Set again, it starts with no status, as it had.
+		if err := unix.IoctlSetPointerInt(m, unix.TIOCPKT, 0); err != nil {
+			return nil, fmt.Errorf("TIOCPKT: %w", err)
+		}
+		defer unix.IoctlSetPointerInt(m, unix.TIOCPKT, 1)
+	}
+	q, rerr := readQueues(m, p.slave, &s.t)
 	if q != nil {
 		// Whatever happens next, the terminal gets its bytes back.
-		if err := refill(m, p.slave, &s.t, &s.locked, q, s.packet); err != nil {
+		if err := refill(m, p.slave, &s.t, &s.locked, q); err != nil {
 			return nil, fmt.Errorf("put its unread bytes back: %w", errors.Join(rerr, err))
 		}
 		s.q = *q
@@ -439,9 +448,8 @@ func withFlags(fd, add int, fn func() error) error {
 const maxReads = 1 << 13
 
 // readChunks reads fd, non-blocking, until it has nothing more, one read
-// (a line, on a canonical terminal) per chunk. A master in packet mode
-// starts each read with a status byte, TIOCPKT_DATA for data.
-func readChunks(fd int, packet bool) ([][]byte, error) {
+// (a line, on a canonical terminal) per chunk.
+func readChunks(fd int) ([][]byte, error) {
 	var out [][]byte
 	err := withFlags(fd, unix.O_NONBLOCK, func() error {
 		buf := make([]byte, 8192)
@@ -455,14 +463,7 @@ func readChunks(fd int, packet bool) ([][]byte, error) {
 			case err != nil:
 				return err
 			}
-			b := buf[:n]
-			if packet {
-				if n == 0 || b[0] != 0 {
-					return fmt.Errorf("a packet-mode status %#x read", b)
-				}
-				b = b[1:]
-			}
-			out = append(out, bytes.Clone(b))
+			out = append(out, bytes.Clone(buf[:n]))
 		}
 		return errors.New("the queue does not run dry")
 	})
@@ -471,14 +472,14 @@ func readChunks(fd int, packet bool) ([][]byte, error) {
 
 // readQueues reads both queues of a pty (see the top of this file). Once
 // anything was read it returns the queues, even with an error, for refill.
-func readQueues(m, s int, t *unix.Termios, packet bool) (*ptyQueues, error) {
+func readQueues(m, s int, t *unix.Termios) (*ptyQueues, error) {
 	q := &ptyQueues{}
-	ms, err := readChunks(m, packet)
+	ms, err := readChunks(m)
 	if err != nil {
 		return nil, fmt.Errorf("read what its master has not: %w", err)
 	}
 	q.toMaster = bytes.Join(ms, nil)
-	ss, err := readChunks(s, false)
+	ss, err := readChunks(s)
 	if err != nil {
 		return q, fmt.Errorf("read what its slave has not: %w", err)
 	}
@@ -504,7 +505,7 @@ func readQueues(m, s int, t *unix.Termios, packet bool) (*ptyQueues, error) {
 	if err := unix.IoctlSetTermios(m, unix.TCSETS, &raw); err != nil {
 		return q, err
 	}
-	tail, err := readChunks(s, false)
+	tail, err := readChunks(s)
 	if serr := unix.IoctlSetTermios(m, unix.TCSETS, t); err == nil {
 		err = serr
 	}
@@ -643,8 +644,8 @@ const refillTimeout = 5 * time.Second
 
 // refill puts q back into the pty of master m and slave s (cryo's fds on
 // them), and leaves the slave with termios t and locked termios lt (see
-// the top of this file). packet: the master is in packet mode.
-func refill(m, s int, t, lt *unix.Termios, q *ptyQueues, packet bool) error {
+// the top of this file). The master is not in packet mode.
+func refill(m, s int, t, lt *unix.Termios, q *ptyQueues) error {
 	if len(q.toSlave) == 0 && len(q.toMaster) == 0 {
 		return nil
 	}
@@ -664,7 +665,7 @@ func refill(m, s int, t, lt *unix.Termios, q *ptyQueues, packet bool) error {
 		b, echoes := encodeInput(&w, lnext, eof, q.toSlave)
 		err := writeAll(m, b)
 		if err == nil {
-			err = dropEcho(m, echoes, packet)
+			err = dropEcho(m, echoes)
 		}
 		if serr := unix.IoctlSetTermios(m, unix.TCSETS, t); err == nil {
 			err = serr
@@ -717,7 +718,7 @@ func writeAll(fd int, b []byte) error {
 
 // dropEcho waits until the master m holds n echoed bytes, the sign that
 // the slave took everything written before them, and reads them away.
-func dropEcho(m, n int, packet bool) error {
+func dropEcho(m, n int) error {
 	deadline := time.Now().Add(refillTimeout)
 	for {
 		k, err := unix.IoctlGetInt(m, unix.TIOCINQ)
@@ -735,19 +736,12 @@ func dropEcho(m, n int, packet bool) error {
 	return withFlags(m, unix.O_NONBLOCK, func() error {
 		buf := make([]byte, n+1)
 		for n > 0 {
-			want := n
-			if packet {
-				want++
-			}
-			k, err := unix.Read(m, buf[:want])
+			k, err := unix.Read(m, buf[:n])
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
 			if err != nil {
 				return fmt.Errorf("read the echo back: %w", err)
-			}
-			if packet {
-				k--
 			}
 			n -= k
 		}
@@ -1039,7 +1033,7 @@ func (pr *ptyRestore) configure() error {
 		return fmt.Errorf("%s: TCSETS: %w", pr.slavePath, err)
 	}
 	var none unix.Termios
-	if err := refill(pr.mc, pr.sc, &t, &none, &pr.q, false); err != nil {
+	if err := refill(pr.mc, pr.sc, &t, &none, &pr.q); err != nil {
 		return fmt.Errorf("%s: refill: %w", pr.slavePath, err)
 	}
 	if err := unix.IoctlSetTermios(pr.mc, unix.TIOCSLCKTRMIOS, &lt); err != nil {
