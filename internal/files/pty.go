@@ -1078,12 +1078,35 @@ func (to *ttyOpen) openPty(r *Restorer, p Proc, t *tty.TtyFileEntry) (uint64, er
 		}
 		return r.Take(p, Owner{Pid: pr.pid, Fd: pr.m})
 	}
+	if t.GetFlags()&oLargefile == 0 {
+		// Opened through the master (TIOCGPTPEER, as glibc's openpty
+		// does): open(2) would add O_LARGEFILE, which fcntl cannot take
+		// away.
+		m, taken := pr.m, pr.pid != p.Pid()
+		if taken {
+			var err error
+			if m, err = r.Take(p, Owner{Pid: pr.pid, Fd: pr.m}); err != nil {
+				return 0, err
+			}
+		}
+		// Not O_CLOEXEC: the ioctl keeps it in the file's flags, where
+		// fdinfo shows it for good.
+		fd, err := p.Call("ioctl(TIOCGPTPEER) "+pr.slavePath, unix.SYS_IOCTL, m, unix.TIOCGPTPEER, flags&^unix.O_CLOEXEC)
+		if taken {
+			p.Call("close", unix.SYS_CLOSE, m)
+		}
+		return fd, err
+	}
 	s, err := p.Str(pr.slavePath)
 	if err != nil {
 		return 0, err
 	}
 	return p.Call("open "+pr.slavePath, unix.SYS_OPENAT, atFdcwd, s, flags, 0)
 }
+
+// oLargefile is the kernel's O_LARGEFILE, which open(2) adds on 64-bit
+// machines (x86-64's headers call it 0).
+const oLargefile = 0o100000
 
 // ControllingTerminal makes, in p, the pty whose slave is the controlling
 // terminal of p's session, if p leads one that has it, and makes it p's:
