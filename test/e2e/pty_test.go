@@ -275,7 +275,7 @@ func TestTmux(t *testing.T) {
 		marker := fmt.Sprintf("answer%d", 6*7*cycle)
 		tmux("send-keys", "-t", "cryo:0", fmt.Sprintf("echo answer$((6*7*%d))", cycle), "Enter")
 		waitFor(fmt.Sprintf("restore %d: the shell answers %s", cycle, marker), func() bool {
-			return regexp.MustCompile(`(?m)^`+marker+`\s*$`).MatchString(pane("0"))
+			return regexp.MustCompile(`(?m)^` + marker + `\s*$`).MatchString(pane("0"))
 		})
 	}
 }
