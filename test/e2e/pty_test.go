@@ -76,6 +76,45 @@ func TestPty(t *testing.T) {
 	tg.expectPassed(0, "after two checkpoints")
 }
 
+// TestPtyRaw: a slave that is not canonical (no ISIG, no ICRNL) comes back
+// with its queue of bytes, ^C and DEL among them, as it was; the harness
+// compares /proc before and after.
+func TestPtyRaw(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "pty", "raw")
+	img := filepath.Join(t.TempDir(), "img")
+	mustDump(t, tg.pid, img)
+	tg.expectKilled()
+	reapOrphans(t)
+	restoreAndVerify(t, tg, img)
+}
+
+// TestPtyRefused: what restore could not give back is refused at dump,
+// named, and the pty is left exactly as it was (the target then reads its
+// queues and finds them whole): a queued line ended by the EOF character
+// (tty-data.img holds bytes, and the EOF character is not one), and a
+// process of the terminal's session that has no controlling terminal
+// (forked before its leader took it: a restored process gets the terminal
+// from its leader at fork).
+func TestPtyRefused(t *testing.T) {
+	requireCryo(t)
+	for _, c := range []struct{ mode, want string }{
+		{"eof", "an unread line ended by the end-of-file character"},
+		{"early", "forked before the leader took it"},
+	} {
+		t.Run(c.mode, func(t *testing.T) {
+			tg := startTarget(t, "pty", c.mode)
+			name := ptyName(t, tg)
+			r := dump(t, tg.pid, filepath.Join(tg.dir, "img"))
+			if r.timedOut || r.code == 0 || !strings.Contains(r.output, "pseudo-terminal "+name) ||
+				!strings.Contains(r.output, c.want) || !strings.Contains(r.output, "not supported") {
+				t.Fatalf("dump of a pty with %s: want a refusal naming %s and %q, got %v", c.mode, name, c.want, r)
+			}
+			tg.expectUnharmed("after the refused dump")
+		})
+	}
+}
+
 // TestPtyIndexTaken: a restore whose pty index another terminal holds
 // fails before anything runs, naming the slave, and leaves nothing.
 func TestPtyIndexTaken(t *testing.T) {

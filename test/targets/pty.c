@@ -14,6 +14,14 @@
  *     master's "out\r\n" (the slave wrote "out\n" through ONLCR).
  *
  * The target leads its session (the harness starts it with setsid).
+ *
+ *   pty         as above
+ *   pty raw     the slave not canonical (no ISIG, no ICRNL): its queue is
+ *               bytes, "raw\x03\x7f\nbytes\r"
+ *   pty eof     a queued line ended by the EOF character ("abc" then ^D):
+ *               the dump must refuse it, and leave the queue as it was
+ *   pty early   the child forked before the target took the terminal, so
+ *               the child has none: the dump must refuse it
  */
 #include "common.h"
 
@@ -24,6 +32,8 @@
 #include <termios.h>
 
 #define IN_QUEUE "line one\nsemi;part"
+#define EOF_QUEUE "line one\nabc\004part"
+#define RAW_QUEUE "raw\003\177\nbytes\r"
 
 static int read_is(int fd, const char *name, const char *want, size_t n)
 {
@@ -51,9 +61,42 @@ static unsigned long stat_field(pid_t pid, int field)
 	return p ? strtoul(p + 1, NULL, 10) : ~0UL;
 }
 
+/* spawn_kid forks a child into a group of its own that, with_tty, holds
+ * /dev/tty at fd 3, and waits until it does. */
+static pid_t spawn_kid(int m, int s, int with_tty)
+{
+	int sync[2];
+	if (pipe(sync))
+		die("pipe");
+	pid_t kid = fork();
+	if (kid < 0)
+		die("fork");
+	if (kid == 0) {
+		setpgid(0, 0);
+		close(m);
+		close(s);
+		if (with_tty && open("/dev/tty", O_RDWR) != 3)
+			_exit(3);
+		if (write(sync[1], "k", 1) != 1)
+			_exit(4);
+		for (;;)
+			pause();
+	}
+	setpgid(kid, kid);
+	char c;
+	if (read(sync[0], &c, 1) != 1)
+		die("child");
+	close(sync[0]);
+	close(sync[1]);
+	return kid;
+}
+
 int main(int argc, char **argv)
 {
 	target_init(argc, argv);
+	const char *mode = argc > 2 ? argv[2] : "";
+	int raw = strcmp(mode, "raw") == 0, eof = strcmp(mode, "eof") == 0, early = strcmp(mode, "early") == 0;
+	const char *queue = raw ? RAW_QUEUE : eof ? EOF_QUEUE : IN_QUEUE;
 	int m = posix_openpt(O_RDWR | O_NOCTTY);
 	if (m < 0 || grantpt(m) || unlockpt(m))
 		die("posix_openpt");
@@ -65,6 +108,7 @@ int main(int argc, char **argv)
 	int s = open(name, O_RDWR | O_NOCTTY);
 	if (s < 0)
 		die("open slave");
+	pid_t kid = early ? spawn_kid(m, s, 0) : 0;
 	if (ioctl(s, TIOCSCTTY, 0))
 		die("TIOCSCTTY");
 	if (fchmod(s, 0600))
@@ -72,7 +116,9 @@ int main(int argc, char **argv)
 	struct termios t;
 	if (tcgetattr(s, &t))
 		die("tcgetattr");
-	t.c_lflag = ICANON | ISIG | IEXTEN;
+	t.c_lflag = raw ? 0 : ICANON | ISIG | IEXTEN;
+	if (raw)
+		t.c_iflag = 0;
 	t.c_oflag = OPOST | ONLCR;
 	t.c_cc[VEOL] = ';';
 	t.c_cc[VMIN] = 3;
@@ -94,36 +140,14 @@ int main(int argc, char **argv)
 	/* A child in a group of its own, the foreground group, holding
 	 * /dev/tty; the target, in the background then, ignores SIGTTOU to
 	 * take the foreground back for its checks. */
-	int sync[2];
-	if (pipe(sync))
-		die("pipe");
-	pid_t kid = fork();
-	if (kid < 0)
-		die("fork");
-	if (kid == 0) {
-		setpgid(0, 0);
-		close(m);
-		close(s);
-		int fd = open("/dev/tty", O_RDWR); /* fd 3 */
-		if (fd < 0)
-			_exit(3);
-		if (write(sync[1], "k", 1) != 1)
-			_exit(4);
-		for (;;)
-			pause();
-	}
-	setpgid(kid, kid);
-	char c;
-	if (read(sync[0], &c, 1) != 1)
-		die("child");
-	close(sync[0]);
-	close(sync[1]);
+	if (!early)
+		kid = spawn_kid(m, s, 1);
 	signal(SIGTTOU, SIG_IGN);
 	if (tcsetpgrp(s, kid))
 		die("tcsetpgrp");
 
 	/* The queues: input the slave has not read, output the master has not. */
-	if (write(m, IN_QUEUE, strlen(IN_QUEUE)) != (ssize_t)strlen(IN_QUEUE) || write(s, "out\n", 4) != 4)
+	if (write(m, queue, strlen(queue)) != (ssize_t)strlen(queue) || write(s, "out\n", 4) != 4)
 		die("write");
 	struct pollfd p[2] = {{.fd = s, .events = POLLIN}, {.fd = m, .events = POLLIN}};
 	while (poll(p, 2, 1000) >= 0 && !((p[0].revents & POLLIN) && (p[1].revents & POLLIN)))
@@ -178,7 +202,7 @@ int main(int argc, char **argv)
 	snprintf(path, sizeof(path), "/proc/%d/fd/3", kid);
 	ssize_t n = readlink(path, link, sizeof(link) - 1);
 	link[n > 0 ? n : 0] = 0;
-	check("kid-ctty", stat_field(kid, 7) == sst.st_rdev && stat_field(kid, 5) == (unsigned long)kid &&
+	check("kid-ctty", early ? stat_field(kid, 7) == 0 : stat_field(kid, 7) == sst.st_rdev && stat_field(kid, 5) == (unsigned long)kid &&
 				  strcmp(link, "/dev/tty") == 0,
 	      "tty_nr %#lx pgrp %lu fd 3 %s", stat_field(kid, 7), stat_field(kid, 5), link);
 
@@ -187,12 +211,19 @@ int main(int argc, char **argv)
 	char pkt[] = {0, 'o', 'u', 't', '\r', '\n'};
 	read_is(m, "master-queue", pkt, sizeof(pkt));
 	check("master-drained", idle(m), "more for the master");
-	read_is(s, "line", "line one\n", 9);
-	read_is(s, "veol-line", "semi;", 5);
-	check("unfinished", idle(s), "the unfinished line reads as a line");
-	if (write(m, "\n", 1) != 1)
-		die("write");
-	read_is(s, "unfinished-line", "part\n", 5);
+	if (raw) {
+		read_is(s, "raw-queue", RAW_QUEUE, strlen(RAW_QUEUE));
+	} else {
+		read_is(s, "line", "line one\n", 9);
+		if (eof)
+			read_is(s, "eof-line", "abc", 3);
+		else
+			read_is(s, "veol-line", "semi;", 5);
+		check("unfinished", idle(s), "the unfinished line reads as a line");
+		if (write(m, "\n", 1) != 1)
+			die("write");
+		read_is(s, "unfinished-line", "part\n", 5);
+	}
 	check("echo-off", idle(m), "the master got an echo");
 	/* Last: a failed open of a locked slave sets TTY_IO_ERROR on it, and
 	 * every read of it fails with EIO after. */
