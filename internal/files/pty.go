@@ -1036,8 +1036,11 @@ func (pr *ptyRestore) configure() error {
 	if err := refill(pr.mc, pr.sc, &t, &none, &pr.q); err != nil {
 		return fmt.Errorf("%s: refill: %w", pr.slavePath, err)
 	}
-	if err := unix.IoctlSetTermios(pr.mc, unix.TIOCSLCKTRMIOS, &lt); err != nil {
-		return fmt.Errorf("%s: TIOCSLCKTRMIOS: %w", pr.slavePath, err)
+	// A new pty has no locked bits; setting some takes CAP_SYS_ADMIN.
+	if lt != none {
+		if err := unix.IoctlSetTermios(pr.mc, unix.TIOCSLCKTRMIOS, &lt); err != nil {
+			return fmt.Errorf("%s: TIOCSLCKTRMIOS: %w", pr.slavePath, err)
+		}
 	}
 	ws := sl.GetWinsize()
 	if err := unix.IoctlSetWinsize(pr.mc, unix.TIOCSWINSZ, &unix.Winsize{Row: uint16(ws.GetWsRow()), Col: uint16(ws.GetWsCol()),
