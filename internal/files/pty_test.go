@@ -162,7 +162,6 @@ func join(ss []string) string {
 	return b.String()
 }
 
-
 // TestSplitInput: a canonical queue as tty-data.img holds it (bytes) splits
 // back into the lines it was made of, each ended by '\n', VEOL or (with
 // IEXTEN) VEOL2, then the unfinished line.
