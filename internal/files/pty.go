@@ -24,7 +24,8 @@ import (
 
 // Pseudo-terminals inside the tree: a master (/dev/ptmx) the tree holds,
 // with its slave (/dev/pts/N, or /dev/tty on it) held in the tree too,
-// as tmux, screen or a terminal emulator has them. CRIU's layout: each
+// as tmux, screen or a terminal emulator has them, or closed after use
+// (closedSlave). CRIU's layout: each
 // open file description is a tty_file_entry in files.img whose
 // tty_info_id is index<<1 (the slave) or index<<1|1 (the master), or
 // 2012 for /dev/tty; tty-info.img holds one tty_info_entry per side, with
@@ -93,6 +94,9 @@ type ptyPair struct {
 	slaveSt       unix.Stat_t
 	hasSlaveSt    bool
 	ctty          bool // /dev/tty is open on it
+	// closed: no one had the slave open; slave is cryo's own open of it,
+	// closed once the pty is read.
+	closed bool
 }
 
 func (td *ttyDump) pair(index int) *ptyPair {
@@ -176,13 +180,13 @@ func (td *ttyDump) checkPtys(d *Dumper) error {
 		}
 		name := fmt.Sprintf("pseudo-terminal /dev/pts/%d (master %s)", p.index, p.masterLink)
 		if !p.hasSlaveSt {
-			if p.ctty {
-				p.slaveLink = "/dev/pts/" + strconv.Itoa(p.index)
-				if err := unix.Stat(p.slaveLink, &p.slaveSt); err != nil {
+			p.slaveLink = "/dev/pts/" + strconv.Itoa(p.index)
+			if !p.ctty {
+				if err := p.closedSlave(); err != nil {
 					return fmt.Errorf("%s: %w", name, err)
 				}
-			} else {
-				return fmt.Errorf("%s: the tree holds its master but no fd on its slave (open outside the tree, closed, or never opened), which cryo does not restore: %w", name, errs.ErrNotSupported)
+			} else if err := unix.Stat(p.slaveLink, &p.slaveSt); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
 			}
 		}
 		ours = append(ours, p)
@@ -190,6 +194,14 @@ func (td *ttyDump) checkPtys(d *Dumper) error {
 	if len(ours) == 0 {
 		return nil
 	}
+	defer func() {
+		for _, p := range ours {
+			if p.closed && p.slave >= 0 {
+				unix.Close(p.slave)
+				p.slave = -1
+			}
+		}
+	}()
 	// Copies of a slave fd, taken now that every process is seen.
 	for _, p := range ours {
 		if err := td.slaveCopy(d, p); err != nil {
@@ -210,6 +222,10 @@ func (td *ttyDump) checkPtys(d *Dumper) error {
 	for _, p := range ours {
 		name := "pseudo-terminal " + p.slaveLink
 		s, err := readPty(p, stats)
+		if p.closed {
+			unix.Close(p.slave) // closed again, as it was
+			p.slave = -1
+		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -218,8 +234,42 @@ func (td *ttyDump) checkPtys(d *Dumper) error {
 	return nil
 }
 
+// closedSlave takes up a pty whose master the tree holds and whose slave
+// no one has open any more (the master reads EIO, polls POLLHUP: a shell
+// gone, its terminal emulator not yet). Its slave is opened again, for the
+// dump to read its state and queue, and closed again once read, which
+// puts the pair back as it was. Restore does the same: the slave it opens
+// to set the pair up is closed at the end. A pty whose slave was never
+// opened, or is open outside the tree, is refused: opening it would change
+// the first, and the second cannot come back.
+func (p *ptyPair) closedSlave() error {
+	pfd := []unix.PollFd{{Fd: int32(p.master), Events: unix.POLLIN}}
+	if _, err := unix.Poll(pfd, 0); err != nil {
+		return fmt.Errorf("poll the master: %w", err)
+	}
+	if pfd[0].Revents&unix.POLLHUP == 0 {
+		return fmt.Errorf("the tree holds its master but no fd on its slave, which is open outside the tree or was never opened: cryo does not restore it: %w", errs.ErrNotSupported)
+	}
+	if locked, err := unix.IoctlGetInt(p.master, unix.TIOCGPTLCK); err != nil || locked != 0 {
+		return fmt.Errorf("its slave is closed and the pair locked (%v), which cryo cannot read: %w", err, errs.ErrNotSupported)
+	}
+	fd, err := unix.Open(p.slaveLink, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open its closed slave again: %w", err)
+	}
+	if err := unix.Fstat(fd, &p.slaveSt); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	p.slave, p.closed = fd, true
+	return nil
+}
+
 // slaveCopy finds an fd of the tree on the slave of p and keeps a copy.
 func (td *ttyDump) slaveCopy(d *Dumper, p *ptyPair) error {
+	if p.closed {
+		return nil // cryo's own, from closedSlave
+	}
 	for _, tf := range td.files {
 		if tf.index != p.index || tf.e.GetTty() == nil {
 			continue
@@ -852,7 +902,7 @@ type ptyRestore struct {
 	master, slave         *tty.TtyInfoEntry
 	masterPath, slavePath string
 	masterFlags           uint32
-	mode                  uint32 // of the slave's node
+	mode                  uint32 // of the slave's node; 0: not in the image
 	q                     ptyQueues
 	// Once made: the process that made it holds the master and a slave
 	// fd, parked, until the tree has its fds; mc and sc are cryo's copies.
@@ -902,7 +952,7 @@ func (to *ttyOpen) loadSide(r *Restorer) error {
 		idx := int(t.GetTtyInfoId() >> 1)
 		pr := to.ptys[idx]
 		if pr == nil {
-			pr = &ptyRestore{index: idx, masterPath: "/dev/ptmx", slavePath: "/dev/pts/" + strconv.Itoa(idx), mode: 0o620, mc: -1, sc: -1}
+			pr = &ptyRestore{index: idx, masterPath: "/dev/ptmx", slavePath: "/dev/pts/" + strconv.Itoa(idx), mc: -1, sc: -1}
 			to.ptys[idx] = pr
 		}
 		reg := r.set.Files[t.GetRegfId()].GetReg()
@@ -913,6 +963,17 @@ func (to *ttyOpen) loadSide(r *Restorer) error {
 			}
 		} else if reg != nil {
 			pr.slavePath, pr.mode = reg.GetName(), reg.GetMode()
+		}
+	}
+	for _, pr := range to.ptys {
+		if pr.mode != 0 {
+			continue
+		}
+		// A slave no fd holds (closed): its node's entry, found by name.
+		for _, f := range r.set.Files {
+			if reg := f.GetReg(); f.GetType() == fdinfo.FdTypes_REG && reg.GetName() == pr.slavePath && reg.GetMode()&unix.S_IFMT == unix.S_IFCHR {
+				pr.mode = reg.GetMode()
+			}
 		}
 	}
 	for idx, pr := range to.ptys {
@@ -1018,8 +1079,10 @@ func (pr *ptyRestore) configure() error {
 	if err := unix.Fchown(pr.sc, int(sl.GetUid()), int(sl.GetGid())); err != nil {
 		return fmt.Errorf("%s: chown: %w", pr.slavePath, err)
 	}
-	if err := unix.Fchmod(pr.sc, pr.mode&0o7777); err != nil {
-		return fmt.Errorf("%s: chmod: %w", pr.slavePath, err)
+	if pr.mode != 0 {
+		if err := unix.Fchmod(pr.sc, pr.mode&0o7777); err != nil {
+			return fmt.Errorf("%s: chmod: %w", pr.slavePath, err)
+		}
 	}
 	t, err := termiosOf(sl.GetTermios())
 	if err != nil {

@@ -89,6 +89,25 @@ func TestPtyRaw(t *testing.T) {
 	restoreAndVerify(t, tg, img)
 }
 
+// TestPtyHangup: a pty whose slave was closed after use (its master reads
+// what is left, then EIO, and polls POLLHUP) comes back so, with the
+// slave's queue, termios and node as they were; checkpointed twice, /proc
+// compared.
+func TestPtyHangup(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "pty", "hup")
+	img := filepath.Join(t.TempDir(), "img")
+	mustDump(t, tg.pid, img)
+	tg.expectKilled()
+	reapOrphans(t)
+	restoreDetached(t, tg, img)
+	res, img2 := cycleAgain(t, tg)
+	if res.timedOut || res.code != 0 {
+		t.Fatalf("pty hup after two checkpoints: %v\n%s\n%s", res, tg.log(), readLog(img2+".restore.log"))
+	}
+	tg.expectPassed(0, "after two checkpoints")
+}
+
 // TestPtyRefused: what restore could not give back is refused at dump,
 // named, and the pty is left exactly as it was (the target then reads its
 // queues and finds them whole): a queued line ended by the EOF character

@@ -22,6 +22,8 @@
  *               the dump must refuse it, and leave the queue as it was
  *   pty early   the child forked before the target took the terminal, so
  *               the child has none: the dump must refuse it
+ *   pty hup     the slave closed (the master holds its queue, then reads
+ *               EIO and polls POLLHUP), its own queue and state kept
  */
 #include "common.h"
 
@@ -91,10 +93,96 @@ static pid_t spawn_kid(int m, int s, int with_tty)
 	return kid;
 }
 
+/* hup_main is `pty hup`: a pair whose slave was closed after use, as a
+ * terminal emulator has it between its shell's exit and its own. */
+static int hup_main(void)
+{
+	int m = posix_openpt(O_RDWR | O_NOCTTY);
+	if (m < 0 || grantpt(m) || unlockpt(m))
+		die("posix_openpt");
+	int idx;
+	if (ioctl(m, TIOCGPTN, &idx))
+		die("TIOCGPTN");
+	char name[64];
+	snprintf(name, sizeof(name), "/dev/pts/%d", idx);
+	int s = open(name, O_RDWR | O_NOCTTY);
+	if (s < 0 || fchmod(s, 0600))
+		die("open slave");
+	struct termios t;
+	tcgetattr(s, &t);
+	t.c_lflag = ICANON | ISIG | IEXTEN;
+	t.c_oflag = OPOST | ONLCR;
+	t.c_cc[VEOL] = ';';
+	if (tcsetattr(s, TCSANOW, &t))
+		die("tcsetattr");
+	struct termios saved;
+	tcgetattr(s, &saved);
+	struct winsize ws = {.ws_row = 25, .ws_col = 81, .ws_xpixel = 3, .ws_ypixel = 4};
+	int one = 1;
+	if (ioctl(s, TIOCSWINSZ, &ws) || ioctl(m, TIOCPKT, &one))
+		die("TIOCSWINSZ/TIOCPKT");
+	if (write(m, IN_QUEUE, strlen(IN_QUEUE)) != (ssize_t)strlen(IN_QUEUE) || write(s, "out\n", 4) != 4)
+		die("write");
+	struct pollfd p[2] = {{.fd = s, .events = POLLIN}, {.fd = m, .events = POLLIN}};
+	while (poll(p, 2, 1000) >= 0 && !((p[0].revents & POLLIN) && (p[1].revents & POLLIN)))
+		;
+	struct stat sst;
+	fstat(s, &sst);
+	close(s);
+	struct pollfd hp = {.fd = m, .events = POLLIN};
+	while (poll(&hp, 1, 1000) >= 0 && !(hp.revents & POLLHUP))
+		;
+	out("PTY %s\n", name);
+	ready();
+	wait_trigger(NULL);
+	check_identity();
+
+	int got = -1;
+	ioctl(m, TIOCGPTN, &got);
+	check("index", got == idx, "TIOCGPTN %d, was %d", got, idx);
+	struct stat now;
+	int st = stat(name, &now);
+	check("node", st == 0 && now.st_rdev == sst.st_rdev && now.st_mode == sst.st_mode && now.st_uid == sst.st_uid,
+	      "stat %s: %d, mode %o", name, st, now.st_mode);
+	struct termios tt;
+	tcgetattr(m, &tt); /* a master's termios calls act on its slave */
+	check("termios",
+	      tt.c_iflag == saved.c_iflag && tt.c_oflag == saved.c_oflag && tt.c_cflag == saved.c_cflag &&
+		      tt.c_lflag == saved.c_lflag && memcmp(tt.c_cc, saved.c_cc, NCCS) == 0,
+	      "lflag %o, was %o", tt.c_lflag, saved.c_lflag);
+	struct winsize w2;
+	ioctl(m, TIOCGWINSZ, &w2);
+	check("winsize", memcmp(&w2, &ws, sizeof(ws)) == 0, "%dx%d", w2.ws_row, w2.ws_col);
+	int v = -1;
+	ioctl(m, TIOCGPKT, &v);
+	check("packet", v == 1, "TIOCGPKT %d", v);
+	hp.revents = 0;
+	poll(&hp, 1, 0);
+	check("hangup", (hp.revents & (POLLHUP | POLLIN)) == (POLLHUP | POLLIN), "poll %#x", hp.revents);
+	char pkt[] = {0, 'o', 'u', 't', '\r', '\n'};
+	read_is(m, "master-queue", pkt, sizeof(pkt));
+	char c;
+	ssize_t r = read(m, &c, 1);
+	check("master-eio", r < 0 && errno == EIO, "read %zd (%s)", r, strerror(errno));
+	/* The slave again: its queue as it was. */
+	int s2 = open(name, O_RDWR | O_NOCTTY);
+	if (s2 < 0)
+		die("reopen slave");
+	read_is(s2, "line", "line one\n", 9);
+	read_is(s2, "veol-line", "semi;", 5);
+	check("unfinished", idle(s2), "the unfinished line reads as a line");
+	if (write(m, "\n", 1) != 1)
+		die("write");
+	read_is(s2, "unfinished-line", "part\n", 5);
+	return finish();
+}
+
 int main(int argc, char **argv)
 {
 	target_init(argc, argv);
 	const char *mode = argc > 2 ? argv[2] : "";
+	if (strcmp(mode, "hup") == 0)
+		return hup_main();
 	int raw = strcmp(mode, "raw") == 0, eof = strcmp(mode, "eof") == 0, early = strcmp(mode, "early") == 0;
 	const char *queue = raw ? RAW_QUEUE : eof ? EOF_QUEUE : IN_QUEUE;
 	int m = posix_openpt(O_RDWR | O_NOCTTY);
