@@ -25,7 +25,7 @@ import (
 // Pseudo-terminals inside the tree: a master (/dev/ptmx) the tree holds,
 // with its slave (/dev/pts/N, or /dev/tty on it) held in the tree too,
 // as tmux, screen or a terminal emulator has them, or closed after use
-// (closedSlave). CRIU's layout: each
+// (closedSlave); and slaves whose master was closed (hungSlave). CRIU's layout: each
 // open file description is a tty_file_entry in files.img whose
 // tty_info_id is index<<1 (the slave) or index<<1|1 (the master), or
 // 2012 for /dev/tty; tty-info.img holds one tty_info_entry per side, with
@@ -262,6 +262,28 @@ func (p *ptyPair) closedSlave() error {
 		return err
 	}
 	p.slave, p.closed = fd, true
+	return nil
+}
+
+// hungSlave records a slave whose master was closed, as CRIU does: a
+// tty_info_entry without termios (nothing can be read of a hung-up
+// terminal). Restore makes the pair at its index, opens the slave fds and
+// closes the master, which hangs them up again.
+func (td *ttyDump) hungSlave(tf *ttyFile) error {
+	if p := td.ptys[tf.index]; p != nil && p.master >= 0 {
+		return fmt.Errorf("hung up, but the tree holds a master of index %d: %w", tf.index, image.ErrImageCorrupt)
+	}
+	id := uint32(tf.index) << 1
+	tf.e.Tty = &tty.TtyFileEntry{Id: proto.Uint32(tf.e.GetId()), TtyInfoId: proto.Uint32(id), Flags: proto.Uint32(tf.flags), Fown: noOwner()}
+	for _, e := range td.infos {
+		if e.GetId() == id {
+			return nil
+		}
+	}
+	no := proto.Bool(false)
+	td.infos = append(td.infos, &tty.TtyInfoEntry{Id: proto.Uint32(id), Type: tty.TtyType_PTY.Enum(), Locked: no, Exclusive: no, PacketMode: no,
+		Sid: proto.Uint32(0), Pgrp: proto.Uint32(0), Rdev: proto.Uint32(uint32(tf.st.Rdev)), Dev: proto.Uint32(uint32(tf.st.Dev)),
+		Pty: &tty.TtyPtyEntry{Index: proto.Uint32(uint32(tf.index))}})
 	return nil
 }
 
@@ -904,6 +926,7 @@ type ptyRestore struct {
 	masterFlags           uint32
 	mode                  uint32 // of the slave's node; 0: not in the image
 	q                     ptyQueues
+	hung                  bool // its slave hung up: the master closed once the tree has its fds
 	// Once made: the process that made it holds the master and a slave
 	// fd, parked, until the tree has its fds; mc and sc are cryo's copies.
 	pid    int
@@ -978,6 +1001,14 @@ func (to *ttyOpen) loadSide(r *Restorer) error {
 	}
 	for idx, pr := range to.ptys {
 		pr.master, pr.slave = to.infos[uint32(idx)<<1|1], to.infos[uint32(idx)<<1]
+		if pr.slave != nil && pr.slave.GetTermios() == nil && pr.master == nil {
+			// Hung up: made, its slave fds opened, and its master closed.
+			pr.hung = true
+			if _, err := os.Lstat(pr.slavePath); err == nil {
+				return fmt.Errorf("pty slave %s (hung up): index taken at restore (this machine has a terminal of that name): cryo cannot choose another", pr.slavePath)
+			}
+			continue
+		}
 		if pr.master == nil || pr.slave == nil || pr.slave.GetTermios() == nil {
 			return corrupt("pseudo-terminal %d without the tty-info entries of both its sides", idx)
 		}
@@ -1066,6 +1097,9 @@ func (to *ttyOpen) make(r *Restorer, p Proc, pr *ptyRestore) (err error) {
 	}
 	if pr.sc, err = kabi.GetFd(p.Pid(), int(pr.s)); err != nil {
 		return err
+	}
+	if pr.hung {
+		return nil // nothing of a hung-up terminal shows
 	}
 	return pr.configure()
 }
@@ -1221,7 +1255,7 @@ func (r *Restorer) Foreground() error {
 // every slave fd is open, and closes what restore held of them.
 func (to *ttyOpen) treeDone(r *Restorer) error {
 	for _, pr := range to.ptys {
-		if pr.pid == 0 {
+		if pr.pid == 0 || pr.hung {
 			continue
 		}
 		for _, x := range []struct {
@@ -1243,7 +1277,9 @@ func (to *ttyOpen) treeDone(r *Restorer) error {
 				return fmt.Errorf("%s: ioctl %#x: %w", pr.slavePath, x.req, err)
 			}
 		}
-		if p := r.proc(pr.pid); p != nil {
+	}
+	for _, pr := range to.ptys {
+		if p := r.proc(pr.pid); pr.pid != 0 && p != nil {
 			for _, fd := range []uint64{pr.m, pr.s} {
 				if _, err := p.Call("close", unix.SYS_CLOSE, fd); err != nil {
 					return err
@@ -1251,6 +1287,8 @@ func (to *ttyOpen) treeDone(r *Restorer) error {
 			}
 		}
 	}
+	// The last close of a hung-up pty's master (cryo's copy) hangs its
+	// slave fds up, and takes its name away, as the image has them.
 	to.closeCopies()
 	return nil
 }

@@ -85,6 +85,7 @@ type ttyFile struct {
 	st       unix.Stat_t
 	index    int  // the pty it is on; -1: not a pty
 	ctty     bool // /dev/tty, the holder's controlling terminal
+	hung     bool // a slave hung up: its master was closed
 }
 
 func (*ttyDump) match(fd *Fd) bool {
@@ -99,11 +100,13 @@ func (td *ttyDump) dump(d *Dumper, fd *Fd) (uint32, error) {
 	tf := &ttyFile{pid: fd.Pid, num: fd.Num, link: fd.Link, flags: fd.Flags, st: *fd.Stat, index: -1}
 	switch {
 	case isPtySlave(fd.Stat.Rdev):
-		if strings.HasSuffix(fd.Link, " (deleted)") {
-			return 0, fmt.Errorf("a pseudo-terminal slave whose master was closed (hung up), which cryo does not restore: %w", errs.ErrNotSupported)
-		}
 		tf.index = ptySlaveIndex(fd.Stat.Rdev)
-		td.keepSlave(fd, tf.index, true)
+		// Its master closed, the slave is hung up and its name gone: the
+		// kernel keeps its index while the slave is open.
+		tf.hung = strings.HasSuffix(fd.Link, " (deleted)")
+		if !tf.hung {
+			td.keepSlave(fd, tf.index, true)
+		}
 	case maj == ttyMajorAux && min == ttyMinorTTY:
 		// /dev/tty: the controlling terminal of its holder, as it is now
 		// (the kernel shows no other link from the file to its terminal).
@@ -130,6 +133,12 @@ func (td *ttyDump) dump(d *Dumper, fd *Fd) (uint32, error) {
 // the tree is read (pty.go).
 func (td *ttyDump) check(d *Dumper) error {
 	for _, tf := range td.files {
+		if tf.hung {
+			if err := td.hungSlave(tf); err != nil {
+				return fmt.Errorf("fd %d (%s) of pid %d: %w", tf.num, tf.link, tf.pid, err)
+			}
+			continue
+		}
 		if p := td.ptys[tf.index]; p != nil && p.master >= 0 {
 			info := uint32(tf.index) << 1
 			if tf.ctty {

@@ -108,6 +108,26 @@ func TestPtyHangup(t *testing.T) {
 	tg.expectPassed(0, "after two checkpoints")
 }
 
+// TestPtyHungUp: slave fds whose master was closed (hung up: read 0,
+// write EIO, their name gone) come back hung up, as CRIU brings them back:
+// the pair made at their index, the slaves opened, the master closed.
+// Checkpointed twice, /proc compared.
+func TestPtyHungUp(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "pty", "hung")
+	img := filepath.Join(t.TempDir(), "img")
+	mustDump(t, tg.pid, img)
+	tg.expectKilled()
+	reapOrphans(t)
+	critDecodes(t, img, map[string]string{"tty-info.img": "TTY_INFO"})
+	restoreDetached(t, tg, img)
+	res, img2 := cycleAgain(t, tg)
+	if res.timedOut || res.code != 0 {
+		t.Fatalf("pty hung after two checkpoints: %v\n%s\n%s", res, tg.log(), readLog(img2+".restore.log"))
+	}
+	tg.expectPassed(0, "after two checkpoints")
+}
+
 // TestPtyRefused: what restore could not give back is refused at dump,
 // named, and the pty is left exactly as it was (the target then reads its
 // queues and finds them whole): a queued line ended by the EOF character

@@ -24,6 +24,8 @@
  *               the child has none: the dump must refuse it
  *   pty hup     the slave closed (the master holds its queue, then reads
  *               EIO and polls POLLHUP), its own queue and state kept
+ *   pty hung    the master closed: two slave fds hung up (read 0, write
+ *               EIO, their name gone)
  */
 #include "common.h"
 
@@ -177,12 +179,60 @@ static int hup_main(void)
 	return finish();
 }
 
+/* hung_main is `pty hung`: slave fds whose master was closed. */
+static int hung_main(void)
+{
+	int m = posix_openpt(O_RDWR | O_NOCTTY);
+	if (m < 0 || grantpt(m) || unlockpt(m))
+		die("posix_openpt");
+	int idx;
+	if (ioctl(m, TIOCGPTN, &idx))
+		die("TIOCGPTN");
+	char name[64], gone[80];
+	snprintf(name, sizeof(name), "/dev/pts/%d", idx);
+	snprintf(gone, sizeof(gone), "%s (deleted)", name);
+	int s = open(name, O_RDWR | O_NOCTTY);
+	int s2 = open(name, O_RDONLY | O_NOCTTY | O_NONBLOCK);
+	if (s < 0 || s2 < 0)
+		die("open slave");
+	close(m);
+	out("PTY %s\n", name);
+	ready();
+	wait_trigger(NULL);
+	check_identity();
+	for (int i = 0; i < 2; i++) {
+		int fd = i ? s2 : s;
+		char path[64], link[96] = "";
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		ssize_t n = readlink(path, link, sizeof(link) - 1);
+		link[n > 0 ? n : 0] = 0;
+		check(i ? "link-2" : "link", strcmp(link, gone) == 0, "%s, want %s", link, gone);
+	}
+	int fl = fcntl(s2, F_GETFL);
+	check("flags", (fl & O_ACCMODE) == O_RDONLY && (fl & O_NONBLOCK), "%o", fl);
+	char c;
+	ssize_t r = read(s, &c, 1);
+	check("read-eof", r == 0, "read %zd (%s)", r, strerror(errno));
+	r = write(s, "x", 1);
+	check("write-eio", r < 0 && errno == EIO, "write %zd (%s)", r, strerror(errno));
+	struct termios t;
+	check("termios-eio", tcgetattr(s, &t) < 0 && errno == EIO, "tcgetattr: %s", strerror(errno));
+	struct pollfd p = {.fd = s, .events = POLLIN};
+	poll(&p, 1, 0);
+	check("pollhup", p.revents & POLLHUP, "poll %#x", p.revents);
+	struct stat st;
+	check("name-gone", stat(name, &st) < 0 && errno == ENOENT, "stat %s: %s", name, strerror(errno));
+	return finish();
+}
+
 int main(int argc, char **argv)
 {
 	target_init(argc, argv);
 	const char *mode = argc > 2 ? argv[2] : "";
 	if (strcmp(mode, "hup") == 0)
 		return hup_main();
+	if (strcmp(mode, "hung") == 0)
+		return hung_main();
 	int raw = strcmp(mode, "raw") == 0, eof = strcmp(mode, "eof") == 0, early = strcmp(mode, "early") == 0;
 	const char *queue = raw ? RAW_QUEUE : eof ? EOF_QUEUE : IN_QUEUE;
 	int m = posix_openpt(O_RDWR | O_NOCTTY);
