@@ -194,6 +194,8 @@ func (td *ttyDump) checkPtys(d *Dumper) error {
 	if len(ours) == 0 {
 		return nil
 	}
+	t0 := time.Now()
+	defer func() { d.log().Debug("ptys read", "ptys", len(ours), "took", time.Since(t0)) }()
 	defer func() {
 		for _, p := range ours {
 			if p.closed && p.slave >= 0 {
