@@ -174,6 +174,14 @@ type ptyState struct {
 // is dumped, and refuses what restore could not give back.
 func (td *ttyDump) checkPtys(d *Dumper) error {
 	var ours []*ptyPair
+	defer func() {
+		for _, p := range ours {
+			if p.closed && p.slave >= 0 {
+				unix.Close(p.slave) // closed again, as it was
+				p.slave = -1
+			}
+		}
+	}()
 	for _, p := range td.order {
 		if p.master < 0 {
 			continue // an inherited terminal (--shell-job)
@@ -182,7 +190,12 @@ func (td *ttyDump) checkPtys(d *Dumper) error {
 		if !p.hasSlaveSt {
 			p.slaveLink = "/dev/pts/" + strconv.Itoa(p.index)
 			if !p.ctty {
-				if err := p.closedSlave(); err != nil {
+				err := p.closedSlave()
+				if p.closed {
+					ours = append(ours, p) // for the deferred close, whatever comes
+					continue
+				}
+				if err != nil {
 					return fmt.Errorf("%s: %w", name, err)
 				}
 			} else if err := unix.Stat(p.slaveLink, &p.slaveSt); err != nil {
@@ -196,14 +209,6 @@ func (td *ttyDump) checkPtys(d *Dumper) error {
 	}
 	t0 := time.Now()
 	defer func() { d.log().Debug("ptys read", "ptys", len(ours), "took", time.Since(t0)) }()
-	defer func() {
-		for _, p := range ours {
-			if p.closed && p.slave >= 0 {
-				unix.Close(p.slave)
-				p.slave = -1
-			}
-		}
-	}()
 	// Copies of a slave fd, taken now that every process is seen.
 	for _, p := range ours {
 		if err := td.slaveCopy(d, p); err != nil {
