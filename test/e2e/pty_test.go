@@ -322,6 +322,9 @@ func TestTmux(t *testing.T) {
 	for cycle := 1; cycle <= 2; cycle++ {
 		before := counts()
 		last, topWas := before[len(before)-1], clock()
+		// The clients are gone once the server has seen them go: a
+		// connection whose peer has closed is refused at dump.
+		waitFor("the server has only its listening socket", func() bool { return sockets(pid) == 1 })
 		img := filepath.Join(t.TempDir(), "img")
 		mustDump(t, pid, img)
 		for deadline := time.Now().Add(exitTimeout); !reapIfChild(pid); time.Sleep(5 * time.Millisecond) {
@@ -356,4 +359,16 @@ func TestTmux(t *testing.T) {
 			return regexp.MustCompile(`(?m)^` + marker + `\s*$`).MatchString(pane("0"))
 		})
 	}
+}
+
+// sockets counts the socket fds of pid.
+func sockets(pid int) int {
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+			n++
+		}
+	}
+	return n
 }
