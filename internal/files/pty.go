@@ -23,10 +23,12 @@ import (
 )
 
 // Pseudo-terminals inside the tree: a master (/dev/ptmx) the tree holds,
-// with its slave (/dev/pts/N, or /dev/tty on it) held in the tree too,
-// as tmux, screen or a terminal emulator has them, or closed after use
-// (closedSlave); and slaves whose master was closed (hungSlave). CRIU's layout: each
-// open file description is a tty_file_entry in files.img whose
+// with its slave (/dev/pts/N, or /dev/tty on it) held in the tree too, as
+// tmux, screen or a terminal emulator has them, or closed after use
+// (closedSlave); and slaves whose master was closed (hungSlave).
+//
+// CRIU's layout: each open file description is a tty_file_entry in
+// files.img whose
 // tty_info_id is index<<1 (the slave) or index<<1|1 (the master), or
 // 2012 for /dev/tty; tty-info.img holds one tty_info_entry per side, with
 // the termios, locked termios, window size, locked, packet and exclusive
@@ -65,6 +67,17 @@ import (
 // terminal is made in the session leader as soon as its memory is in,
 // before it forks anything (ControllingTerminal), and its foreground
 // group set once the groups exist (Foreground).
+//
+// # Kernel facts this file relies on (Linux 6.18)
+//
+// Termios, locked termios and window size ioctls on a master act on its
+// slave, and TIOCGSID and TIOCGPGRP on a master answer for the slave
+// whoever asks. A master in packet mode queues a status for its reader
+// when IXON or EXTPROC's termios change. A failed open of a locked slave
+// sets TTY_IO_ERROR on it: every read of it fails with EIO until an open
+// succeeds. TIOCGPTPEER opens the slave without the O_LARGEFILE open(2)
+// adds, and keeps O_CLOEXEC in the file's flags. A slave's queue survives
+// its last close while the master is open.
 
 // cttyInfoID is the tty_info_entry of /dev/tty: CRIU's CTTY_INDEX << 1.
 const cttyInfoID = 1006 << 1
