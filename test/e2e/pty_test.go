@@ -282,9 +282,21 @@ func TestTmux(t *testing.T) {
 			t.Fatalf("tmux -D made no socket in %v", readyTimeout)
 		}
 	}
+	// Its ptys above the lowest free indices, which other tests on the
+	// machine take and give back: one could take an index back between a
+	// dump and its restore (which then refuses, rightly).
+	var low []*os.File
+	for i := 0; i < 8; i++ {
+		if f, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0); err == nil {
+			low = append(low, f)
+		}
+	}
 	tmux("new-session", "-d", "-s", "cryo", "-x", "120", "-y", "40", "env PS1='$ ' HISTFILE= bash --norc --noprofile -i")
 	tmux("send-keys", "-t", "cryo:0", "i=0; while :; do i=$((i+1)); echo count $i; sleep 0.2; done &", "Enter")
 	tmux("new-window", "-t", "cryo", "top -d 1")
+	for _, f := range low {
+		f.Close()
+	}
 	pane := func(w string) string { return tmux("capture-pane", "-p", "-S", "-", "-t", "cryo:"+w) }
 	// counts are the counter's numbers in window 0, in order, checked
 	// consecutive: none lost, none repeated.

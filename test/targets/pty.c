@@ -65,6 +65,21 @@ static unsigned long stat_field(pid_t pid, int field)
 	return p ? strtoul(p + 1, NULL, 10) : ~0UL;
 }
 
+/* open_master opens a pty master above the lowest free indices: other
+ * tests on the machine open ptys too, and one could take the index back
+ * between a dump and its restore (which then refuses, rightly). */
+static int open_master(void)
+{
+	int low[8];
+	for (int i = 0; i < 8; i++)
+		low[i] = posix_openpt(O_RDWR | O_NOCTTY);
+	int m = open_master();
+	for (int i = 0; i < 8; i++)
+		if (low[i] >= 0)
+			close(low[i]);
+	return m;
+}
+
 /* spawn_kid forks a child into a group of its own that, with_tty, holds
  * /dev/tty at fd 3, and waits until it does. */
 static pid_t spawn_kid(int m, int s, int with_tty)
@@ -99,7 +114,7 @@ static pid_t spawn_kid(int m, int s, int with_tty)
  * terminal emulator has it between its shell's exit and its own. */
 static int hup_main(void)
 {
-	int m = posix_openpt(O_RDWR | O_NOCTTY);
+	int m = open_master();
 	if (m < 0 || grantpt(m) || unlockpt(m))
 		die("posix_openpt");
 	int idx;
@@ -182,7 +197,7 @@ static int hup_main(void)
 /* hung_main is `pty hung`: slave fds whose master was closed. */
 static int hung_main(void)
 {
-	int m = posix_openpt(O_RDWR | O_NOCTTY);
+	int m = open_master();
 	if (m < 0 || grantpt(m) || unlockpt(m))
 		die("posix_openpt");
 	int idx;
@@ -235,7 +250,7 @@ int main(int argc, char **argv)
 		return hung_main();
 	int raw = strcmp(mode, "raw") == 0, eof = strcmp(mode, "eof") == 0, early = strcmp(mode, "early") == 0;
 	const char *queue = raw ? RAW_QUEUE : eof ? EOF_QUEUE : IN_QUEUE;
-	int m = posix_openpt(O_RDWR | O_NOCTTY);
+	int m = open_master();
 	if (m < 0 || grantpt(m) || unlockpt(m))
 		die("posix_openpt");
 	int idx;
