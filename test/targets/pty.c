@@ -73,7 +73,7 @@ static int open_master(void)
 	int low[8];
 	for (int i = 0; i < 8; i++)
 		low[i] = posix_openpt(O_RDWR | O_NOCTTY);
-	int m = open_master();
+	int m = posix_openpt(O_RDWR | O_NOCTTY);
 	for (int i = 0; i < 8; i++)
 		if (low[i] >= 0)
 			close(low[i]);
