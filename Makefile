@@ -33,10 +33,11 @@ targets: $(TARGETS)
 # libcap2-bin for setcap and passwd for useradd (non-root tests), python3 for
 # Python targets and the http.server test, postgresql for the postgres test,
 # redis-server for the redis test, nftables for its nft (the network lock's
-# tests cross-check with it; cryo itself speaks netlink).
+# tests cross-check with it; cryo itself speaks netlink), tmux for the
+# terminal test.
 deps:
 	@missing=""; \
-	for p in gcc criu libcap2-bin passwd python3 make postgresql redis-server nftables; do \
+	for p in gcc criu libcap2-bin passwd python3 make postgresql redis-server nftables tmux; do \
 		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \

@@ -139,6 +139,7 @@ func restoreHalf[T opener](r *Restorer) T {
 func (r *Restorer) Cleanup() {
 	if r != nil {
 		r.ghosts.cleanup()
+		restoreHalf[*ttyOpen](r).closeCopies()
 	}
 }
 

@@ -19,6 +19,10 @@ var (
 	FifoData   = File{"fifo-data.img", "FIFO_DATA"}
 	SkQueues   = File{"sk-queues.img", "SK_QUEUES"}
 	MemfdInode = File{"memfd-inode.img", "MEMFD_INODE"}
+	// TtyInfo holds a tty_info_entry per side of each terminal (pty.go
+	// of package files), TtyData the bytes either side had not read.
+	TtyInfo = File{"tty-info.img", "TTY_INFO"}
+	TtyData = File{"tty-data.img", "TTY_DATA"}
 	// FileLocks holds the tree's file locks (file_lock_entry), written
 	// when the dump was asked to take them (--file-locks), even if none.
 	FileLocks = File{"file-locks.img", "FILE_LOCKS"}

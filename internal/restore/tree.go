@@ -429,6 +429,9 @@ func (t *treeRestorer) bornRoot() error {
 	if err := root.buildMemory(nil); err != nil {
 		return fmt.Errorf("process %d: %w", root.c.pid, err)
 	}
+	if err := root.controllingTerminal(); err != nil {
+		return err
+	}
 	return root.makeThreads(true)
 }
 
@@ -443,6 +446,9 @@ func (t *treeRestorer) forkTree() error {
 		if err := r.buildMemory(t.byPid[r.l.tree.GetPpid()]); err != nil {
 			return fmt.Errorf("process %d: %w", r.c.pid, err)
 		}
+		if err := r.controllingTerminal(); err != nil {
+			return err
+		}
 		if err := r.makeThreads(true); err != nil {
 			return fmt.Errorf("process %d: %w", r.c.pid, err)
 		}
@@ -454,7 +460,24 @@ func (t *treeRestorer) setGroups() error {
 	if err := t.groups(); err != nil {
 		return err
 	}
-	return t.reapHelpers()
+	if err := t.reapHelpers(); err != nil {
+		return err
+	}
+	// A terminal's foreground group is one of its session's: it exists now.
+	return t.files.Foreground()
+}
+
+// controllingTerminal gives a session leader its session's terminal (a pty
+// of the tree, made now), once its memory is in and before it forks: the
+// kernel hands a controlling terminal on only at fork.
+func (r *restorer) controllingTerminal() error {
+	if r.l.tree.GetSid() != r.l.tree.GetPid() {
+		return nil
+	}
+	if err := r.t.files.ControllingTerminal(r.proc()); err != nil {
+		return fmt.Errorf("process %d: controlling terminal: %w", r.c.pid, err)
+	}
+	return nil
 }
 
 // sysvAs runs a System V call as process pid of the tree (sysvipc.As).
