@@ -19,6 +19,7 @@ import (
 	"github.com/cryo-project/cryo/internal/files"
 	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/netlock"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/ptrace"
 	"github.com/cryo-project/cryo/internal/sysvipc"
@@ -46,6 +47,13 @@ type Options struct {
 	// GhostLimit is the largest deleted file whose contents go into the
 	// image, in bytes (criu's --ghost-limit); 0: no limit.
 	GhostLimit int64
+	// TCPEstablished dumps established TCP connections by TCP repair
+	// (criu's --tcp-established). The zero value refuses them, by name.
+	TCPEstablished bool
+	// NetworkLock is how the connections are kept from changing while
+	// they are read and until the restore (criu's --network-lock); the
+	// zero value is nftables.
+	NetworkLock netlock.Method
 	// Log receives progress messages; nil discards them.
 	Log *slog.Logger
 	// Progress, if set, is called as pages are written (done, total).

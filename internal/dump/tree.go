@@ -22,6 +22,7 @@ import (
 	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/imageset"
 	"github.com/cryo-project/cryo/internal/meta"
+	"github.com/cryo-project/cryo/internal/netlock"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/procstate"
 	"github.com/cryo-project/cryo/internal/ptrace"
@@ -39,6 +40,9 @@ type tree struct {
 	files   *files.Dumper
 	sysv    *sysvipc.Dumper // the System V segments the tree attaches
 	snaps   map[*process]*snapshot
+	// lock holds the tree's established connections from before they
+	// are read until the restore (or until the tree goes on).
+	lock *netlock.Lock
 
 	dir *image.Dir
 	st  *Stats
@@ -77,7 +81,7 @@ func Run(opts Options) (st *Stats, err error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	t := &tree{opts: opts, log: opts.Log, sysv: sysvipc.NewDumper(), files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, GhostLimit: opts.GhostLimit, Log: opts.Log}),
+	t := &tree{opts: opts, log: opts.Log, sysv: sysvipc.NewDumper(), files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, GhostLimit: opts.GhostLimit, TCPEstablished: opts.TCPEstablished, Log: opts.Log}),
 		snaps: map[*process]*snapshot{}, st: &Stats{}, sc: newSeccompSet()}
 	root := t.newProcess(opts.Pid)
 	if err := root.check(); err != nil {
@@ -106,6 +110,9 @@ func Run(opts Options) (st *Stats, err error) {
 	t.t0 = time.Now()
 	defer func() {
 		if err != nil {
+			if uerr := t.unlockTCP(); uerr != nil {
+				err = errors.Join(err, uerr)
+			}
 			if rerr := t.release(); rerr != nil {
 				err = errors.Join(err, rerr)
 			}
@@ -204,7 +211,42 @@ func (t *tree) collect() error {
 	}); err != nil {
 		return err
 	}
-	return t.files.Check()
+	if err := t.files.Check(); err != nil {
+		return err
+	}
+	return t.repairTCP()
+}
+
+// repairTCP takes the network lock on the tree's established connections
+// and reads them in repair mode (files.Dumper.RepairTCP).
+func (t *tree) repairTCP() error {
+	conns := t.files.TCPConns()
+	lock, err := netlock.Take(t.opts.NetworkLock, t.opts.Dir, conns)
+	if err != nil {
+		return fmt.Errorf("%d established TCP connection(s): %w", len(conns), err)
+	}
+	t.lock = lock
+	if len(conns) == 0 {
+		return nil
+	}
+	tm := time.Now()
+	if err := t.files.RepairTCP(); err != nil {
+		return err
+	}
+	t.log.Info("TCP connections read in repair mode", "connections", len(conns), "lock", lock.Name(), "method", t.opts.NetworkLock, "took", time.Since(tm))
+	return nil
+}
+
+// unlockTCP lets the tree's connections go on as they were (the dump
+// failed, or --leave-running): repair off, then the lock released.
+func (t *tree) unlockTCP() error {
+	err := t.files.EndTCP(false)
+	if t.lock != nil {
+		err = errors.Join(err, t.lock.Release())
+		t.log.Info("network lock released", "lock", t.lock.Name(), "held", t.lock.Held())
+		t.lock = nil
+	}
+	return err
 }
 
 // writeImages is the write stage: every image, the stats, then the commit
@@ -242,10 +284,23 @@ func (t *tree) writeImages() error {
 // (--leave-running) or is killed.
 func (t *tree) cure() error {
 	if t.opts.LeaveRunning {
+		if err := t.unlockTCP(); err != nil {
+			return errors.Join(fmt.Errorf("images are complete, but the TCP connections could not be let go: %w", err), t.release())
+		}
 		if err := t.release(); err != nil {
 			return fmt.Errorf("images are complete, but resuming the processes failed: %w", err)
 		}
 		return nil
+	}
+	// The lock now waits for the restore, and the connections stay in
+	// repair mode: their close, when the tree dies, sends nothing.
+	if t.lock != nil {
+		if err := t.lock.Keep(); err != nil {
+			return errors.Join(fmt.Errorf("images are complete, but the network lock could not be kept for the restore, so the processes were left running: %w", err), t.unlockTCP(), t.release())
+		}
+		if len(t.files.TCPConns()) > 0 {
+			t.log.Info("network lock kept for the restore", "lock", t.lock.Name(), "held", t.lock.Held())
+		}
 	}
 	if err := t.kill(); err != nil {
 		return err
@@ -515,6 +570,10 @@ func (t *tree) meta() *meta.Meta {
 		tasks[z.pid] = mt
 	}
 	root := t.snaps[t.procs[0]]
+	lockName := ""
+	if t.lock != nil {
+		lockName = t.lock.Name()
+	}
 	return &meta.Meta{
 		Tasks:             tasks,
 		Kernel:            unix.ByteSliceToString(uts.Release[:]),
@@ -527,6 +586,7 @@ func (t *tree) meta() *meta.Meta {
 		Inherited:         inh,
 		LockOnFault:       lof,
 		Sealed:            sealed,
+		NetworkLock:       lockName,
 	}
 }
 

@@ -39,6 +39,9 @@ type DumpOptions struct {
 	// GhostLimit is the largest deleted file whose contents the image may
 	// hold, in bytes (criu's --ghost-limit); 0 means no limit.
 	GhostLimit int64
+	// TCPEstablished dumps established TCP connections by TCP repair
+	// (criu's --tcp-established; tcp.go). The zero value refuses them.
+	TCPEstablished bool
 	// Log receives notes on what the restore will need; nil discards them.
 	Log *slog.Logger
 }

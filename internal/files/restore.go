@@ -43,6 +43,13 @@ type RestoreOptions struct {
 	// Inherit are the files given for the image's files whose other side
 	// was outside the tree (criu's --inherit-fd), by key (InheritKey).
 	Inherit map[string]*os.File
+	// TCPEstablished restores the image's established TCP connections
+	// (criu's --tcp-established), by TCP repair. The zero value refuses an
+	// image that holds any, unless TCPClose.
+	TCPEstablished bool
+	// TCPClose restores them aborted instead (criu's --tcp-close): the
+	// program's next call on one fails with ECONNABORTED.
+	TCPClose bool
 }
 
 // Owner is the fd in process Pid that holds an open file description,
@@ -128,6 +135,7 @@ func restoreHalf[T opener](r *Restorer) T {
 func (r *Restorer) Cleanup() {
 	if r != nil {
 		r.ghosts.cleanup()
+		restoreHalf[*inetOpen](r).closeConns()
 	}
 }
 

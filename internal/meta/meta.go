@@ -52,9 +52,13 @@ type Meta struct {
 	LockOnFault map[int][]uint64 `json:"lock_on_fault,omitempty"`
 	// Sealed lists, by pid, the start of the VMAs sealed with mseal ("sl",
 	// 6.10), which CRIU's vma_entry cannot say.
-	Sealed  map[int][]uint64 `json:"sealed,omitempty"`
-	Cmdline string           `json:"cmdline"`
-	Created time.Time        `json:"created"`
+	Sealed map[int][]uint64 `json:"sealed,omitempty"`
+	// NetworkLock is the network lock the dump left on the tree's
+	// established TCP connections (package netlock), which the restore
+	// removes once the restored tree runs; empty if none.
+	NetworkLock string    `json:"network_lock,omitempty"`
+	Cmdline     string    `json:"cmdline"`
+	Created     time.Time `json:"created"`
 
 	// Tasks holds, by tid, what CRIU's core entry has no field for (see
 	// Task).

@@ -1,0 +1,534 @@
+package files
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	skinet "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-inet"
+	tcpstream "github.com/checkpoint-restore/go-criu/v8/crit/images/tcp-stream"
+
+	"github.com/cryo-project/cryo/internal/errs"
+	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/imageset"
+	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/netlock"
+)
+
+// Established TCP connections (criu's --tcp-established), by TCP repair:
+// a socket in repair mode (TCP_REPAIR, CAP_NET_ADMIN) sends nothing of its
+// own accord, shows its send queue (sent but unacknowledged, and unsent)
+// and receive queue (unread) to recv with MSG_PEEK, and tells its sequence
+// numbers (TCP_QUEUE_SEQ), window (TCP_REPAIR_WINDOW) and timestamp clock
+// (TCP_TIMESTAMP). inet.go finds the connection and records its inetsk
+// entry as for any socket; this file holds the connection part.
+//
+// Dump. Once every process of the tree is dumped, the dump takes the
+// network lock on the tree's connections (package netlock, so that no
+// packet changes them while they are read and none reaches a peer once
+// the tree is gone), then puts every connection in repair mode through a
+// copy of the socket cryo keeps, and reads it: tcp-stream-INO.img, CRIU's
+// entry followed by the receive queue's bytes and the send queue's, as
+// CRIU writes it. The copies stay in repair mode to the end: when the tree
+// is killed, the last close of a repair socket sends nothing (no FIN, no
+// reset) and leaves no socket behind that would hold the 4-tuple; with
+// --leave-running, or when the dump fails, repair goes off again and the
+// connection carries on (EndTCP).
+//
+// Restore. The socket is made in its process, put in repair mode, given
+// its options, bound (a repair socket may share its port with anything),
+// given the start of both queues, and connected, which in repair mode
+// only makes it ESTABLISHED; then its TCP options (MSS, window scaling,
+// SACK, timestamps), timestamp clock, receive queue, the sent part of its
+// send queue and its window. Right before the tree runs (ResumeTCP)
+// repair goes off, which sends a window probe, and the unsent part of the
+// send queue is sent as the program had written it. With --tcp-close a
+// connection comes back aborted instead: the program's next call on it
+// fails with ECONNABORTED, as after a connection lost, and nothing reaches
+// the peer.
+//
+// Refused by name: half-closed connections (FIN_WAIT1, FIN_WAIT2,
+// CLOSE_WAIT, LAST_ACK, CLOSING), a connection being opened (SYN_SENT),
+// one shut down for reading, one with urgent data pending, and one whose
+// queues changed while read (a network lock that does not hold).
+
+// TCPConn is one established connection, as the network lock needs it.
+type TCPConn = netlock.Conn
+
+// tcpConn is one established connection of the dump.
+type tcpConn struct {
+	fd     int // cryo's own copy of the socket, held until the dump ends
+	ie     *skinet.InetSkEntry
+	conn   TCPConn
+	what   string
+	repair bool // repair mode is on
+	st     *tcpstream.TcpStreamEntry
+	inq    []byte
+	outq   []byte
+}
+
+// addConn keeps an established connection of the tree for RepairTCP.
+func (it *inetDump) addConn(d *Dumper, fd int, ie *skinet.InetSkEntry, s *inetSock, what string) error {
+	cp, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%s: keep a copy: %w", what, err)
+	}
+	c := &tcpConn{fd: cp, ie: ie, conn: TCPConn{Local: s.src, Remote: s.dst}, what: what}
+	it.conns = append(it.conns, c)
+	d.keep(closeFd(cp))
+	return nil
+}
+
+type closeFd int
+
+func (c closeFd) Close() error { return unix.Close(int(c)) }
+
+// TCPConns are the tree's established connections, once every process is
+// dumped: what the network lock must hold before RepairTCP.
+func (d *Dumper) TCPConns() []TCPConn {
+	it := dumpHalf[*inetDump](d)
+	out := make([]TCPConn, len(it.conns))
+	for i, c := range it.conns {
+		out[i] = c.conn
+	}
+	return out
+}
+
+// RepairTCP puts every established connection of the tree in repair mode
+// and reads it. Call it with the network lock held on TCPConns; on error
+// call EndTCP.
+func (d *Dumper) RepairTCP() error {
+	it := dumpHalf[*inetDump](d)
+	// Every connection first, then the reading: a connection whose peer
+	// is in the tree is then read with both ends still.
+	for _, c := range it.conns {
+		if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
+			if errors.Is(err, unix.EPERM) {
+				return fmt.Errorf("%s: TCP_REPAIR needs CAP_NET_ADMIN: %w", c.what, errs.ErrNotSupported)
+			}
+			return fmt.Errorf("%s: TCP_REPAIR: %w", c.what, err)
+		}
+		c.repair = true
+	}
+	for _, c := range it.conns {
+		if err := c.read(); err != nil {
+			return fmt.Errorf("%s: %w", c.what, err)
+		}
+	}
+	return nil
+}
+
+// EndTCP ends what RepairTCP began. A dump whose tree is killed (kill)
+// leaves the connections in repair mode, so that their last close, once
+// the tree and cryo have let go, sends nothing; otherwise repair goes off
+// and each connection carries on as it was (TCP_REPAIR_OFF sends a window
+// probe, which a peer answers with an ACK: nothing it has not seen).
+func (d *Dumper) EndTCP(kill bool) error {
+	if kill {
+		return nil
+	}
+	var errl []error
+	for _, c := range dumpHalf[*inetDump](d).conns {
+		if !c.repair {
+			continue
+		}
+		if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF); err != nil {
+			errl = append(errl, fmt.Errorf("%s: TCP_REPAIR off: %w", c.what, err))
+			continue
+		}
+		c.repair = false
+		// Repair mode took SO_REUSEADDR's place (sk_reuse); put the
+		// program's back.
+		if err := unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, boolInt(c.ie.GetOpts().GetReuseaddr())); err != nil {
+			errl = append(errl, fmt.Errorf("%s: SO_REUSEADDR: %w", c.what, err))
+		}
+	}
+	return errors.Join(errl...)
+}
+
+// read reads a connection in repair mode, as CRIU's libsoccr does.
+func (c *tcpConn) read() error {
+	ti, err := kabi.GetTCPInfo(c.fd)
+	if err != nil {
+		return fmt.Errorf("TCP_INFO: %w", err)
+	}
+	if ti.State != kabi.TCP_ESTABLISHED {
+		return fmt.Errorf("its state became %s while the tree was frozen (is the network lock on?): %w", tcpStateName(int(ti.State)), errs.ErrNotSupported)
+	}
+	ioctl := func(req uint, name string) (uint32, error) {
+		n, err := unix.IoctlGetInt(c.fd, req)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", name, err)
+		}
+		return uint32(n), nil
+	}
+	outq, err := ioctl(unix.SIOCOUTQ, "SIOCOUTQ")
+	if err != nil {
+		return err
+	}
+	unsq, err := ioctl(unix.SIOCOUTQNSD, "SIOCOUTQNSD")
+	if err != nil {
+		return err
+	}
+	inq, err := ioctl(unix.SIOCINQ, "SIOCINQ")
+	if err != nil {
+		return err
+	}
+	// Urgent data sits in the stream at a mark the queues do not keep.
+	if mark, err := unix.IoctlGetInt(c.fd, unix.SIOCATMARK); err == nil && mark != 0 {
+		return fmt.Errorf("urgent (out-of-band) data pending: %w", errs.ErrNotSupported)
+	}
+	mss, err := unix.GetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_MAXSEG)
+	if err != nil {
+		return fmt.Errorf("TCP_MAXSEG: %w", err)
+	}
+	st := &tcpstream.TcpStreamEntry{
+		InqLen: proto.Uint32(inq), OutqLen: proto.Uint32(outq), UnsqLen: proto.Uint32(unsq),
+		OptMask: proto.Uint32(uint32(ti.Options)), MssClamp: proto.Uint32(uint32(mss)),
+		SndWscale: proto.Uint32(0),
+	}
+	if ti.Options&kabi.TCPI_OPT_WSCALE != 0 {
+		// tcpi_snd_wscale and tcpi_rcv_wscale: two nibbles of one byte.
+		st.SndWscale = proto.Uint32(uint32(ti.Wscale & 0xf))
+		st.RcvWscale = proto.Uint32(uint32(ti.Wscale >> 4))
+	}
+	if ti.Options&kabi.TCPI_OPT_TIMESTAMPS != 0 {
+		ts, err := unix.GetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_TIMESTAMP)
+		if err != nil {
+			return fmt.Errorf("TCP_TIMESTAMP: %w", err)
+		}
+		st.Timestamp = proto.Uint32(uint32(ts))
+	}
+	if ti.Options&^(kabi.TCPI_OPT_TIMESTAMPS|kabi.TCPI_OPT_SACK|kabi.TCPI_OPT_WSCALE|kabi.TCPI_OPT_SYN_DATA) != 0 {
+		return fmt.Errorf("TCP options %#x (ECN or microsecond timestamps), which TCP repair cannot set: %w", ti.Options, errs.ErrNotSupported)
+	}
+	w, err := kabi.GetTCPRepairWindow(c.fd)
+	if err != nil {
+		return fmt.Errorf("TCP_REPAIR_WINDOW: %w", err)
+	}
+	st.SndWl1, st.SndWnd, st.MaxWindow = proto.Uint32(w.SndWl1), proto.Uint32(w.SndWnd), proto.Uint32(w.MaxWindow)
+	st.RcvWnd, st.RcvWup = proto.Uint32(w.RcvWnd), proto.Uint32(w.RcvWup)
+	var seq uint32
+	if c.inq, seq, err = peekTCPQueue(c.fd, kabi.TCP_RECV_QUEUE, inq); err != nil {
+		return fmt.Errorf("receive queue: %w", err)
+	}
+	st.InqSeq = proto.Uint32(seq)
+	if c.outq, seq, err = peekTCPQueue(c.fd, kabi.TCP_SEND_QUEUE, outq); err != nil {
+		return fmt.Errorf("send queue: %w", err)
+	}
+	st.OutqSeq = proto.Uint32(seq)
+	if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, kabi.TCP_NO_QUEUE); err != nil {
+		return fmt.Errorf("TCP_REPAIR_QUEUE: %w", err)
+	}
+	st.Nodelay = c.ie.GetTcpOpts().Nodelay
+	st.Cork = c.ie.GetTcpOpts().Cork
+	c.st = st
+	return nil
+}
+
+// peekTCPQueue reads queue q of a repair socket, which holds n bytes, and the
+// sequence number that follows its end. One byte more is asked for: a
+// queue that grew since n was read is an error, not a truncated copy.
+func peekTCPQueue(fd, q int, n uint32) ([]byte, uint32, error) {
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, q); err != nil {
+		return nil, 0, fmt.Errorf("TCP_REPAIR_QUEUE: %w", err)
+	}
+	seq, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, kabi.TCP_QUEUE_SEQ)
+	if err != nil {
+		return nil, 0, fmt.Errorf("TCP_QUEUE_SEQ: %w", err)
+	}
+	if n == 0 {
+		return nil, uint32(seq), nil
+	}
+	buf := make([]byte, n+1)
+	got, _, err := unix.Recvfrom(fd, buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	if err != nil {
+		return nil, 0, fmt.Errorf("recv MSG_PEEK: %w", err)
+	}
+	if got != int(n) {
+		return nil, 0, fmt.Errorf("%d bytes read, %d queued: the queue changed while read (is the network lock on?)", got, n)
+	}
+	return buf[:n], uint32(seq), nil
+}
+
+// writeTCP writes tcp-stream-INO.img of every connection read.
+func (it *inetDump) writeSide(_ *Dumper, s *Side) error {
+	for _, c := range it.conns {
+		if c.st == nil {
+			return fmt.Errorf("%s: not read in repair mode (RepairTCP)", c.what)
+		}
+		f := imageset.TCPStream(c.ie.GetIno())
+		w, err := s.Dir.Create(f.Name, f.Magic)
+		if err != nil {
+			return err
+		}
+		err = w.Write(c.st)
+		if err == nil {
+			err = w.WriteRaw(c.inq)
+		}
+		if err == nil {
+			err = w.WriteRaw(c.outq)
+		}
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Restore.
+
+// tcpStream is one connection of the image: tcp-stream-INO.img.
+type tcpStream struct {
+	st        *tcpstream.TcpStreamEntry
+	inq, outq []byte
+}
+
+// maxTCPQueue bounds a queue as read back (a socket's buffers are at most
+// a few tens of MiB).
+const maxTCPQueue = 1 << 30
+
+// loadTCPStream reads the connection of socket ino.
+func loadTCPStream(dir *image.Dir, ino uint32) (*tcpStream, error) {
+	f := imageset.TCPStream(ino)
+	r, err := dir.Open(f.Name, f.Magic)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	st := &tcpstream.TcpStreamEntry{}
+	if err := r.Next(st); err != nil {
+		return nil, err
+	}
+	out := &tcpStream{st: st}
+	for _, q := range []struct {
+		n   uint32
+		dst *[]byte
+	}{{st.GetInqLen(), &out.inq}, {st.GetOutqLen(), &out.outq}} {
+		if int64(q.n) > r.Remaining() || q.n > maxTCPQueue {
+			return nil, &image.FormatError{File: f.Name, Offset: r.Offset(), Err: fmt.Errorf("a queue of %d bytes exceeds the file: %w", q.n, image.ErrImageCorrupt)}
+		}
+		sr, err := r.Raw(int64(q.n))
+		if err != nil {
+			return nil, err
+		}
+		*q.dst = make([]byte, q.n)
+		if _, err := io.ReadFull(sr, *q.dst); err != nil {
+			return nil, &image.FormatError{File: f.Name, Offset: r.Offset(), Err: err}
+		}
+	}
+	if st.GetUnsqLen() > st.GetOutqLen() {
+		return nil, &image.FormatError{File: f.Name, Offset: -1, Err: fmt.Errorf("%d unsent bytes of a send queue of %d: %w", st.GetUnsqLen(), st.GetOutqLen(), image.ErrImageCorrupt)}
+	}
+	return out, nil
+}
+
+// restoredConn is a connection made by the restore, in repair mode until
+// the tree runs.
+type restoredConn struct {
+	cp     int // cryo's copy of the socket
+	what   string
+	e      *skinet.InetSkEntry
+	unsent []byte
+}
+
+// TCPConns are the image's established connections, which the restore's
+// network lock holds while they are made (nil when they come back closed).
+func (r *Restorer) TCPConns() []TCPConn {
+	if r.opts.TCPClose {
+		return nil
+	}
+	var out []TCPConn
+	for _, f := range r.set.Files {
+		if e := f.GetIsk(); f.GetType() == fdinfo.FdTypes_INETSK && e != nil && isTCPConn(e) {
+			out = append(out, TCPConn{Local: imageAddr(e.GetSrcAddr(), e.GetSrcPort()), Remote: imageAddr(e.GetDstAddr(), e.GetDstPort())})
+		}
+	}
+	return out
+}
+
+func isTCPConn(e *skinet.InetSkEntry) bool {
+	return e.GetProto() == unix.IPPROTO_TCP && e.GetType() == unix.SOCK_STREAM && e.GetState() == kabi.TCP_ESTABLISHED
+}
+
+// repairBefore is what a connection needs before it is bound: repair mode.
+func repairBefore(cp int, what string) error {
+	if err := unix.SetsockoptInt(cp, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("%s: TCP_REPAIR needs CAP_NET_ADMIN: %w", what, errs.ErrNotSupported)
+		}
+		return fmt.Errorf("%s: TCP_REPAIR: %w", what, err)
+	}
+	return nil
+}
+
+// setQueueSeq sets where queue q starts, before connect.
+func setQueueSeq(cp, q int, seq uint32) error {
+	if err := unix.SetsockoptInt(cp, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, q); err != nil {
+		return fmt.Errorf("TCP_REPAIR_QUEUE: %w", err)
+	}
+	if err := unix.SetsockoptInt(cp, unix.IPPROTO_TCP, kabi.TCP_QUEUE_SEQ, int(int32(seq))); err != nil {
+		return fmt.Errorf("TCP_QUEUE_SEQ: %w", err)
+	}
+	return nil
+}
+
+// repairSeqs gives both queues their start, between bind and connect.
+func repairSeqs(cp int, s *tcpStream) error {
+	st := s.st
+	if err := setQueueSeq(cp, kabi.TCP_RECV_QUEUE, st.GetInqSeq()-st.GetInqLen()); err != nil {
+		return err
+	}
+	return setQueueSeq(cp, kabi.TCP_SEND_QUEUE, st.GetOutqSeq()-st.GetOutqLen())
+}
+
+// repairAfter puts back, once connected, the connection's options, queues
+// and window, as libsoccr_restore does; the unsent part of the send queue
+// waits for ResumeTCP.
+func repairAfter(cp int, s *tcpStream) error {
+	st := s.st
+	opts := []unix.TCPRepairOpt{}
+	if st.GetOptMask()&kabi.TCPI_OPT_SACK != 0 {
+		opts = append(opts, unix.TCPRepairOpt{Code: kabi.TCPOPT_SACK_PERM})
+	}
+	if st.GetOptMask()&kabi.TCPI_OPT_WSCALE != 0 {
+		opts = append(opts, unix.TCPRepairOpt{Code: kabi.TCPOPT_WINDOW, Val: st.GetSndWscale() | st.GetRcvWscale()<<16})
+	}
+	if st.GetOptMask()&kabi.TCPI_OPT_TIMESTAMPS != 0 {
+		opts = append(opts, unix.TCPRepairOpt{Code: kabi.TCPOPT_TIMESTAMP})
+	}
+	opts = append(opts, unix.TCPRepairOpt{Code: kabi.TCPOPT_MAXSEG, Val: st.GetMssClamp()})
+	if err := unix.SetsockoptTCPRepairOpt(cp, unix.IPPROTO_TCP, unix.TCP_REPAIR_OPTIONS, opts); err != nil {
+		return fmt.Errorf("TCP_REPAIR_OPTIONS: %w", err)
+	}
+	if st.GetOptMask()&kabi.TCPI_OPT_TIMESTAMPS != 0 {
+		if err := unix.SetsockoptInt(cp, unix.IPPROTO_TCP, unix.TCP_TIMESTAMP, int(int32(st.GetTimestamp()))); err != nil {
+			return fmt.Errorf("TCP_TIMESTAMP: %w", err)
+		}
+	}
+	sent := len(s.outq) - int(st.GetUnsqLen())
+	for _, q := range []struct {
+		id   int
+		data []byte
+		name string
+	}{{kabi.TCP_RECV_QUEUE, s.inq, "receive"}, {kabi.TCP_SEND_QUEUE, s.outq[:sent], "send"}} {
+		if len(q.data) == 0 {
+			continue
+		}
+		if err := unix.SetsockoptInt(cp, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, q.id); err != nil {
+			return fmt.Errorf("TCP_REPAIR_QUEUE: %w", err)
+		}
+		if err := sendAll(cp, q.data); err != nil {
+			return fmt.Errorf("%s queue (%d bytes): %w", q.name, len(q.data), err)
+		}
+	}
+	if err := unix.SetsockoptInt(cp, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, kabi.TCP_NO_QUEUE); err != nil {
+		return fmt.Errorf("TCP_REPAIR_QUEUE: %w", err)
+	}
+	if st.RcvWnd != nil {
+		w := kabi.TCPRepairWindow{SndWl1: st.GetSndWl1(), SndWnd: st.GetSndWnd(), MaxWindow: st.GetMaxWindow(), RcvWnd: st.GetRcvWnd(), RcvWup: st.GetRcvWup()}
+		if err := kabi.SetTCPRepairWindow(cp, &w); err != nil {
+			return fmt.Errorf("TCP_REPAIR_WINDOW: %w", err)
+		}
+	}
+	return nil
+}
+
+// sendAll sends b in chunks: a repair socket's receive queue takes each
+// send as one linear buffer, which a large one cannot get (CRIU halves
+// the chunk on failure the same way).
+func sendAll(fd int, b []byte) error {
+	chunk := len(b)
+	for len(b) > 0 {
+		n, err := unix.SendmsgN(fd, b[:min(chunk, len(b))], nil, nil, unix.MSG_DONTWAIT)
+		if err != nil || n <= 0 {
+			if chunk > 1024 {
+				chunk /= 2
+				continue
+			}
+			if err == nil {
+				err = io.ErrShortWrite
+			}
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// abortConn makes a connection come back aborted (--tcp-close): connected
+// in repair mode, then disconnected there, which sends nothing and leaves
+// ECONNABORTED for the program's next call, as a connection lost does.
+func abortConn(p Proc, fd uint64) error {
+	sa := make([]byte, 16) // AF_UNSPEC
+	a, err := p.Arg(sa)
+	if err != nil {
+		return err
+	}
+	_, err = p.Call("connect AF_UNSPEC", unix.SYS_CONNECT, fd, a, uint64(len(sa)))
+	return err
+}
+
+// ResumeTCP ends repair on the connections the restore made, right before
+// the tree runs: TCP_REPAIR_OFF sends a window probe, which tells the
+// peer the connection is there again; the unsent part of each send queue
+// is then sent, as the program had written it; SO_REUSEADDR, which repair
+// mode replaces, and the buffers' locks are put back as they were.
+func (r *Restorer) ResumeTCP() error {
+	io := restoreHalf[*inetOpen](r)
+	for _, c := range io.conns {
+		if err := unix.SetsockoptInt(c.cp, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF); err != nil {
+			return fmt.Errorf("%s: TCP_REPAIR off: %w", c.what, err)
+		}
+		if len(c.unsent) > 0 {
+			if err := sendAll(c.cp, c.unsent); err != nil {
+				return fmt.Errorf("%s: the unsent part of the send queue (%d bytes): %w", c.what, len(c.unsent), err)
+			}
+		}
+		if err := setIfDiffers(c.cp, sockOpt{unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR"}, boolInt(c.e.GetOpts().GetReuseaddr())); err != nil {
+			return fmt.Errorf("%s: %w", c.what, err)
+		}
+		if err := setIfDiffers(c.cp, sockOpt{unix.SOL_SOCKET, unix.SO_BUF_LOCK, "SO_BUF_LOCK"}, int(c.e.GetOpts().GetSoBufLock())); err != nil {
+			return fmt.Errorf("%s: %w", c.what, err)
+		}
+		unix.Close(c.cp)
+		c.cp = -1
+	}
+	io.conns = nil
+	return nil
+}
+
+// closeConns closes cryo's copies of the connections made (a failed
+// restore: the processes are killed, and the repair sockets go silently).
+func (u *inetOpen) closeConns() {
+	for _, c := range u.conns {
+		if c.cp >= 0 {
+			unix.Close(c.cp)
+		}
+	}
+	u.conns = nil
+}
+
+// connAddrs are a connection's addresses for an error message.
+func connAddrs(e *skinet.InetSkEntry) (netip.AddrPort, netip.AddrPort) {
+	return imageAddr(e.GetSrcAddr(), e.GetSrcPort()), imageAddr(e.GetDstAddr(), e.GetDstPort())
+}
+
+// shutdownName names sock_diag's shutdown bits.
+func shutdownName(how uint8) string {
+	switch how & 3 {
+	case 1:
+		return "reading"
+	case 2:
+		return "writing"
+	}
+	return "reading and writing"
+}
