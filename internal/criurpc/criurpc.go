@@ -35,8 +35,8 @@ import (
 
 	"github.com/cryo-project/cryo/internal/dump"
 	"github.com/cryo-project/cryo/internal/errs"
-	"github.com/cryo-project/cryo/internal/netlock"
 	"github.com/cryo-project/cryo/internal/feature"
+	"github.com/cryo-project/cryo/internal/netlock"
 	"github.com/cryo-project/cryo/internal/restore"
 )
 

@@ -541,11 +541,17 @@ var compared = []sockOpt{
 	{unix.IPPROTO_UDP, unix.UDP_GRO, "UDP_GRO"},
 }
 
-// connState are the TCP options of compared whose value, once a
+// connState are the options of compared whose value, once a TCP
 // connection is established, is the connection's state rather than what
 // the program set: the MSS in use (TCP repair restores the clamp), the
-// window clamp the buffers gave, whether ACKs are delayed.
-var connState = map[int]bool{unix.TCP_MAXSEG: true, unix.TCP_WINDOW_CLAMP: true, unix.TCP_QUICKACK: true}
+// window clamp the buffers gave, whether ACKs are delayed; and
+// IP_MULTICAST_TTL, which an accepted connection has from the TTL of the
+// SYN that made it (tcp_v4_syn_recv_sock) and which nothing can set on a
+// stream socket (EINVAL), nor use: the restored one has a new socket's.
+var connState = map[sockOpt]bool{
+	{unix.IPPROTO_TCP, unix.TCP_MAXSEG, "TCP_MAXSEG"}: true, {unix.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP, "TCP_WINDOW_CLAMP"}: true,
+	{unix.IPPROTO_TCP, unix.TCP_QUICKACK, "TCP_QUICKACK"}: true, {unix.SOL_IP, unix.IP_MULTICAST_TTL, "IP_MULTICAST_TTL"}: true,
+}
 
 // comparedStrings are the string options compared the same way.
 var comparedStrings = []sockOpt{
@@ -685,7 +691,7 @@ func inetOpts(fd int, s *inetSock, ie *skinet.InetSkEntry, def *sockDefaults) er
 		return fmt.Errorf("a socket filter of %d instructions (SO_ATTACH_FILTER): %w", n, errs.ErrNotSupported)
 	}
 	for i, c := range compared {
-		if !applies(c, s.family, s.proto) || (established && connState[c.opt] && c.level == unix.IPPROTO_TCP) {
+		if !applies(c, s.family, s.proto) || (established && connState[c]) {
 			continue
 		}
 		v, err := unix.GetsockoptInt(fd, c.level, c.opt)

@@ -414,6 +414,24 @@ func repairAfter(cp int, s *tcpStream) error {
 			return fmt.Errorf("TCP_TIMESTAMP: %w", err)
 		}
 	}
+	// The queues go in as fewer, larger buffers than the program's
+	// writes made, but not always into the room the dumped buffers had:
+	// they get more while filled, and their sizes back in ResumeTCP.
+	for _, b := range []struct {
+		opt, plain int
+		n          int
+	}{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, len(s.outq)}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, len(s.inq)}} {
+		if b.n == 0 {
+			continue
+		}
+		cur, err := unix.GetsockoptInt(cp, unix.SOL_SOCKET, b.plain)
+		if err != nil {
+			return fmt.Errorf("getsockopt %d: %w", b.plain, err)
+		}
+		if err := setBufSize(cp, b.opt, b.plain, uint32(min(cur+4*b.n+1<<20, 1<<30))); err != nil {
+			return err
+		}
+	}
 	sent := len(s.outq) - int(st.GetUnsqLen())
 	for _, q := range []struct {
 		id   int
@@ -492,6 +510,13 @@ func (r *Restorer) ResumeTCP() error {
 			if err := sendAll(c.cp, c.unsent); err != nil {
 				return fmt.Errorf("%s: the unsent part of the send queue (%d bytes): %w", c.what, len(c.unsent), err)
 			}
+		}
+		o := c.e.GetOpts()
+		if err := setBufSize(c.cp, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, o.GetSoSndbuf()); err != nil {
+			return fmt.Errorf("%s: %w", c.what, err)
+		}
+		if err := setBufSize(c.cp, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, o.GetSoRcvbuf()); err != nil {
+			return fmt.Errorf("%s: %w", c.what, err)
 		}
 		if err := setIfDiffers(c.cp, sockOpt{unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR"}, boolInt(c.e.GetOpts().GetReuseaddr())); err != nil {
 			return fmt.Errorf("%s: %w", c.what, err)

@@ -24,10 +24,10 @@ import (
 	"github.com/cryo-project/cryo/internal/imageset"
 	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/netlock"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/procstate"
 	"github.com/cryo-project/cryo/internal/ptrace"
-	"github.com/cryo-project/cryo/internal/netlock"
 	"github.com/cryo-project/cryo/internal/sysvipc"
 )
 

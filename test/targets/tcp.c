@@ -1,0 +1,372 @@
+/*
+ * tcp: established TCP connections that carry numbered records both ways.
+ *
+ * A stream is a run of 8-byte records, each the little-endian number of
+ * its place in the stream (0, 1, 2, ...); a reader checks every record it
+ * gets against the number it expects, so that a byte lost, duplicated or
+ * reordered shows. Before it shuts its side down a writer sends one more
+ * record, END | the number of records sent, which the reader checks too.
+ *
+ *   tcp TRIGGER pair4|pair6|pairmapped
+ *       A listener on 127.0.0.1 (pair6: ::1; pairmapped: an IPv6 socket on
+ *       :: with IPV6_V6ONLY off, reached at ::ffff:127.0.0.1), a connection
+ *       to it, and a child process (CHILD peer) holding the accepted end;
+ *       both stream to each other all the time, nonblocking, at fd 10
+ *       (the listener stays open in the parent at fd 11). On the trigger
+ *       each side keeps going until it has received records after it,
+ *       then shuts down its writing, reads to the end and checks the
+ *       stream; the parent checks the child's exit status too.
+ *   tcp TRIGGER peer PORT [6]
+ *       One connection at fd 10 to the test's listener on 127.0.0.1:PORT
+ *       (6: [::1]:PORT), the test being the peer, streaming the same way.
+ *       While the file TRIGGER.pause exists the target does not write; it
+ *       prints "PAUSED N" as it stops for the Nth time.
+ *   tcp TRIGGER queues
+ *       Two connected sockets at fd 10 and 12, the receiver's buffer small;
+ *       before READY each writes until it cannot, and nothing is read: 10
+ *       has unacknowledged and unsent data in its send queue, 12 a full
+ *       receive queue, and the same the other way round. On the trigger
+ *       both read everything and check it.
+ */
+#include "common.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#define END 0x8000000000000000ull
+
+struct stream {
+	int fd;
+	uint64_t wseq, rseq;       /* records written, read */
+	unsigned char rbuf[8];     /* a record being read */
+	int rlen;
+	unsigned char wbuf[8 * 1024];
+	int woff, wlen;            /* what of wbuf is still to write */
+	int endq;                  /* END is in wbuf */
+	int wdone;                 /* END written and SHUT_WR done */
+	int eof;                   /* END read and then EOF */
+	char err[256];             /* the first thing wrong */
+};
+
+static void fail(struct stream *s, const char *fmt, uint64_t a, uint64_t b, int e)
+{
+	if (!s->err[0])
+		snprintf(s->err, sizeof(s->err), fmt, (unsigned long long)a, (unsigned long long)b, strerror(e));
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+/* do_write writes what it can; ending writes END and shuts down. */
+static void do_write(struct stream *s, int ending)
+{
+	while (!s->wdone && !s->err[0]) {
+		if (s->woff == s->wlen) {
+			if (s->endq) {
+				if (shutdown(s->fd, SHUT_WR))
+					fail(s, "shutdown after %llu records %llu: %s", s->wseq, 0, errno);
+				s->wdone = 1;
+				return;
+			}
+			int n = ending ? 1 : (int)(sizeof(s->wbuf) / 8);
+			for (int i = 0; i < n; i++)
+				put64(s->wbuf + 8 * i, ending ? END | s->wseq : s->wseq + (uint64_t)i);
+			if (ending)
+				s->endq = 1;
+			else
+				s->wseq += (uint64_t)n;
+			s->woff = 0;
+			s->wlen = 8 * n;
+		}
+		ssize_t w = write(s->fd, s->wbuf + s->woff, (size_t)(s->wlen - s->woff));
+		if (w < 0) {
+			if (errno != EAGAIN)
+				fail(s, "write after %llu records %llu: %s", s->wseq, 0, errno);
+			return;
+		}
+		s->woff += (int)w;
+	}
+}
+
+/* do_read reads and checks what there is. */
+static void do_read(struct stream *s)
+{
+	static unsigned char buf[64 * 1024];
+	while (!s->eof && !s->err[0]) {
+		ssize_t n = read(s->fd, buf, sizeof(buf));
+		if (n < 0) {
+			if (errno != EAGAIN)
+				fail(s, "read after %llu records %llu: %s", s->rseq, 0, errno);
+			return;
+		}
+		if (n == 0) {
+			fail(s, "end of stream after %llu records, no END %llu%s", s->rseq, 0, 0);
+			return;
+		}
+		for (ssize_t i = 0; i < n; i++) {
+			s->rbuf[s->rlen++] = buf[i];
+			if (s->rlen < 8)
+				continue;
+			s->rlen = 0;
+			uint64_t v = get64(s->rbuf);
+			if (v & END) {
+				if ((v & ~END) != s->rseq)
+					fail(s, "END says %llu records, %llu read%s", v & ~END, s->rseq, 0);
+				/* Whatever follows must be the end. */
+				char c;
+				for (;;) {
+					struct pollfd p = {s->fd, POLLIN, 0};
+					poll(&p, 1, 10000);
+					ssize_t m = read(s->fd, &c, 1);
+					if (m == 0)
+						break;
+					if (m > 0 || errno != EAGAIN) {
+						fail(s, "after END (%llu records) %llu: %s", s->rseq, 0, m > 0 ? 0 : errno);
+						break;
+					}
+				}
+				s->eof = 1;
+				return;
+			}
+			if (v != s->rseq) {
+				fail(s, "record %llu is %llu%s", s->rseq, v, 0);
+				return;
+			}
+			s->rseq++;
+		}
+	}
+}
+
+static int paused(void)
+{
+	char p[4096];
+	snprintf(p, sizeof(p), "%s.pause", trigger_path);
+	return access(p, F_OK) == 0;
+}
+
+/* run streams until the trigger, then to the end; 0 if all was right. */
+static int run(struct stream *s, const char *side, int pausable)
+{
+	uint64_t at_trigger = 0;
+	int trig = 0;
+	time_t deadline = 0;
+	int was_paused = 0, pauses = 0;
+	while (!(s->wdone && s->eof) && !s->err[0]) {
+		int can_write = !(pausable && !trig && paused());
+		if (!can_write && !was_paused)
+			out("PAUSED %d\n", ++pauses);
+		was_paused = !can_write;
+		struct pollfd p = {s->fd, (short)(POLLIN | (can_write && !s->wdone ? POLLOUT : 0)), 0};
+		poll(&p, 1, 5);
+		if (!trig && triggered()) {
+			trig = 1;
+			at_trigger = s->rseq;
+			deadline = time(NULL) + 60;
+		}
+		int ending = trig && s->rseq > at_trigger;
+		if (can_write)
+			do_write(s, ending);
+		do_read(s);
+		if (trig && time(NULL) > deadline) {
+			fail(s, "no end of stream 60 s after the trigger (%llu records read, %llu at the trigger)%s", s->rseq, at_trigger, 0);
+			break;
+		}
+	}
+	char name[64];
+	snprintf(name, sizeof(name), "stream-%s", side);
+	return check(name, !s->err[0] && s->rseq > at_trigger, "%s (read %llu records, %llu at the trigger, wrote %llu)",
+		     s->err[0] ? s->err : "no record after the trigger", (unsigned long long)s->rseq,
+		     (unsigned long long)at_trigger, (unsigned long long)s->wseq);
+}
+
+static int at(int fd, int want)
+{
+	if (fd < 0)
+		die("socket");
+	if (fd != want && (dup2(fd, want) < 0 || close(fd)))
+		die("dup2");
+	return want;
+}
+
+static void nonblock(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+static void pair(int argc, char **argv, const char *mode)
+{
+	(void)argc;
+	(void)argv;
+	struct sockaddr_storage ls = {0}, cs = {0};
+	socklen_t len;
+	int family = AF_INET;
+	if (!strcmp(mode, "pair4")) {
+		struct sockaddr_in *a = (void *)&ls;
+		a->sin_family = AF_INET;
+		a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		len = sizeof(*a);
+	} else {
+		struct sockaddr_in6 *a = (void *)&ls;
+		a->sin6_family = AF_INET6;
+		a->sin6_addr = !strcmp(mode, "pair6") ? in6addr_loopback : in6addr_any;
+		len = sizeof(*a);
+		family = AF_INET6;
+	}
+	int l = at(socket(family, SOCK_STREAM, 0), 11);
+	if (family == AF_INET6) {
+		int v6only = 0;
+		setsockopt(l, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
+	}
+	if (bind(l, (struct sockaddr *)&ls, len) || listen(l, 1))
+		die("bind/listen");
+	socklen_t gl = sizeof(ls);
+	getsockname(l, (struct sockaddr *)&ls, &gl);
+	memcpy(&cs, &ls, sizeof(cs));
+	if (!strcmp(mode, "pairmapped")) {
+		struct sockaddr_in6 *a = (void *)&cs;
+		inet_pton(AF_INET6, "::ffff:127.0.0.1", &a->sin6_addr);
+	}
+	int c = socket(family, SOCK_STREAM, 0);
+	if (c < 0 || connect(c, (struct sockaddr *)&cs, len))
+		die("connect");
+	int a = accept(l, NULL, NULL);
+	if (a < 0)
+		die("accept");
+	pid_t kid = fork();
+	if (kid < 0)
+		die("fork");
+	if (kid == 0) {
+		close(c);
+		close(l);
+		struct stream s = {.fd = at(a, 10)};
+		nonblock(s.fd);
+		exit(run(&s, "child", 0) ? 0 : 1);
+	}
+	close(a);
+	struct stream s = {.fd = at(c, 10)};
+	nonblock(s.fd);
+	report_child("peer", kid);
+	ready();
+	run(&s, "parent", 0);
+	int st = 0;
+	waitpid(kid, &st, 0);
+	check("child", WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x", st);
+	check_identity();
+	exit(finish());
+}
+
+static void peer(int argc, char **argv)
+{
+	if (argc < 4)
+		die("peer PORT");
+	int port = atoi(argv[3]);
+	int v6 = argc > 4 && !strcmp(argv[4], "6");
+	int fd;
+	if (v6) {
+		struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port), .sin6_addr = in6addr_loopback};
+		fd = socket(AF_INET6, SOCK_STREAM, 0);
+		if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)))
+			die("connect");
+	} else {
+		struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		fd = socket(AF_INET, SOCK_STREAM, 0);
+		if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)))
+			die("connect");
+	}
+	struct stream s = {.fd = at(fd, 10)};
+	nonblock(s.fd);
+	ready();
+	run(&s, "target", 1);
+	check_identity();
+	exit(finish());
+}
+
+/* fill writes records until the socket takes no more. */
+static void fill(struct stream *s)
+{
+	for (int i = 0; i < 1000; i++) {
+		do_write(s, 0);
+		if (s->err[0])
+			die(s->err);
+		msleep(2);
+		if (s->woff < s->wlen && i > 50)
+			break;
+	}
+}
+
+static void queues(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+	int small = 8192;
+	/* The listener's buffer size goes to the accepted socket. */
+	setsockopt(l, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	socklen_t len = sizeof(a);
+	if (bind(l, (struct sockaddr *)&a, sizeof(a)) || listen(l, 1) || getsockname(l, (struct sockaddr *)&a, &len))
+		die("bind/listen");
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(c, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	if (connect(c, (struct sockaddr *)&a, sizeof(a)))
+		die("connect");
+	int acc = accept(l, NULL, NULL);
+	if (acc < 0)
+		die("accept");
+	close(l);
+	struct stream x = {.fd = at(c, 10)}, y = {.fd = at(acc, 12)};
+	nonblock(x.fd);
+	nonblock(y.fd);
+	fill(&x);
+	fill(&y);
+	int outq = 0, unsent = 0, inq = 0;
+	ioctl(x.fd, TIOCOUTQ, &outq);
+	ioctl(x.fd, SIOCOUTQNSD, &unsent);
+	ioctl(y.fd, FIONREAD, &inq);
+	out("QUEUES sendq=%d unsent=%d recvq=%d written=%llu\n", outq, unsent, inq, (unsigned long long)x.wseq * 8);
+	if (outq - unsent <= 0 || unsent <= 0 || inq <= 0)
+		die("queues not as wanted");
+	ready();
+	while (!triggered())
+		msleep(5);
+	out("VERIFY pid=%d\n", getpid());
+	/* Both directions read to the end, then ended. */
+	for (int round = 0; round < 20000 && !(x.wdone && y.wdone && x.eof && y.eof) && !x.err[0] && !y.err[0]; round++) {
+		struct pollfd p[2] = {{x.fd, POLLIN | POLLOUT, 0}, {y.fd, POLLIN | POLLOUT, 0}};
+		poll(p, 2, 5);
+		do_read(&x);
+		do_read(&y);
+		do_write(&x, 1);
+		do_write(&y, 1);
+	}
+	check("stream-10", !x.err[0] && x.eof, "%s (read %llu, wrote %llu)", x.err[0] ? x.err : "no end", (unsigned long long)x.rseq, (unsigned long long)x.wseq);
+	check("stream-12", !y.err[0] && y.eof, "%s (read %llu, wrote %llu)", y.err[0] ? y.err : "no end", (unsigned long long)y.rseq, (unsigned long long)y.wseq);
+	check_identity();
+	exit(finish());
+}
+
+int main(int argc, char **argv)
+{
+	target_init(argc, argv);
+	const char *mode = argc > 2 ? argv[2] : "pair4";
+	if (!strncmp(mode, "pair", 4))
+		pair(argc, argv, mode);
+	if (!strcmp(mode, "peer"))
+		peer(argc, argv);
+	if (!strcmp(mode, "queues"))
+		queues();
+	die("unknown mode");
+	return 2;
+}
