@@ -545,12 +545,14 @@ var compared = []sockOpt{
 // connection is established, is the connection's state rather than what
 // the program set: the MSS in use (TCP repair restores the clamp), the
 // window clamp the buffers gave, whether ACKs are delayed; and
-// IP_MULTICAST_TTL, which an accepted connection has from the TTL of the
-// SYN that made it (tcp_v4_syn_recv_sock) and which nothing can set on a
-// stream socket (EINVAL), nor use: the restored one has a new socket's.
+// IP_MULTICAST_TTL, IPV6_MULTICAST_HOPS and IPV6_MULTICAST_IF, which an
+// accepted connection has from the SYN that made it (its TTL, its
+// interface: tcp_v[46]_syn_recv_sock) and which nothing can set on a
+// stream socket, nor use: the restored one has a new socket's.
 var connState = map[sockOpt]bool{
 	{unix.IPPROTO_TCP, unix.TCP_MAXSEG, "TCP_MAXSEG"}: true, {unix.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP, "TCP_WINDOW_CLAMP"}: true,
 	{unix.IPPROTO_TCP, unix.TCP_QUICKACK, "TCP_QUICKACK"}: true, {unix.SOL_IP, unix.IP_MULTICAST_TTL, "IP_MULTICAST_TTL"}: true,
+	{unix.SOL_IPV6, unix.IPV6_MULTICAST_HOPS, "IPV6_MULTICAST_HOPS"}: true, {unix.SOL_IPV6, unix.IPV6_MULTICAST_IF, "IPV6_MULTICAST_IF"}: true,
 }
 
 // comparedStrings are the string options compared the same way.

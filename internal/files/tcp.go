@@ -453,6 +453,14 @@ func repairAfter(cp int, s *tcpStream) error {
 	}
 	if st.RcvWnd != nil {
 		w := kabi.TCPRepairWindow{SndWl1: st.GetSndWl1(), SndWnd: st.GetSndWnd(), MaxWindow: st.GetMaxWindow(), RcvWnd: st.GetRcvWnd(), RcvWup: st.GetRcvWup()}
+		// snd_wl1 is the sequence number of the segment that last moved
+		// the peer's window; a peer that sent past a window since closed
+		// (its data dropped: the buffer was full) leaves it beyond
+		// rcv_nxt + rcv_wnd, which TCP_REPAIR_WINDOW refuses. It only
+		// orders window updates: the end of the window serves as well.
+		if end := st.GetInqSeq() + w.RcvWnd; int32(w.SndWl1-end) > 0 {
+			w.SndWl1 = end
+		}
 		if err := kabi.SetTCPRepairWindow(cp, &w); err != nil {
 			return fmt.Errorf("TCP_REPAIR_WINDOW: %w", err)
 		}
@@ -501,8 +509,14 @@ func abortConn(p Proc, fd uint64) error {
 // is then sent, as the program had written it; SO_REUSEADDR, which repair
 // mode replaces, and the buffers' locks are put back as they were.
 func (r *Restorer) ResumeTCP() error {
-	io := restoreHalf[*inetOpen](r)
-	for _, c := range io.conns {
+	u := restoreHalf[*inetOpen](r)
+	for _, c := range u.conns {
+		// The receive buffer first, so that the window the probe offers
+		// is the one the dumped buffer gave.
+		o := c.e.GetOpts()
+		if err := setBufSize(c.cp, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, o.GetSoRcvbuf()); err != nil {
+			return fmt.Errorf("%s: %w", c.what, err)
+		}
 		if err := unix.SetsockoptInt(c.cp, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF); err != nil {
 			return fmt.Errorf("%s: TCP_REPAIR off: %w", c.what, err)
 		}
@@ -511,11 +525,7 @@ func (r *Restorer) ResumeTCP() error {
 				return fmt.Errorf("%s: the unsent part of the send queue (%d bytes): %w", c.what, len(c.unsent), err)
 			}
 		}
-		o := c.e.GetOpts()
 		if err := setBufSize(c.cp, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, o.GetSoSndbuf()); err != nil {
-			return fmt.Errorf("%s: %w", c.what, err)
-		}
-		if err := setBufSize(c.cp, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, o.GetSoRcvbuf()); err != nil {
 			return fmt.Errorf("%s: %w", c.what, err)
 		}
 		if err := setIfDiffers(c.cp, sockOpt{unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR"}, boolInt(c.e.GetOpts().GetReuseaddr())); err != nil {
@@ -527,7 +537,7 @@ func (r *Restorer) ResumeTCP() error {
 		unix.Close(c.cp)
 		c.cp = -1
 	}
-	io.conns = nil
+	u.conns = nil
 	return nil
 }
 

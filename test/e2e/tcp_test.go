@@ -129,7 +129,13 @@ func readTCPStreams(t *testing.T, img string) []*tcpstream.TcpStreamEntry {
 	var out []*tcpstream.TcpStreamEntry
 	for _, n := range names {
 		st := &tcpstream.TcpStreamEntry{}
-		if err := d.ReadOne(filepath.Base(n), "TCP_STREAM", st); err != nil {
+		r, err := d.Open(filepath.Base(n), "TCP_STREAM")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = r.Next(st)
+		r.Close()
+		if err != nil {
 			t.Fatalf("%s: %v", n, err)
 		}
 		out = append(out, st)

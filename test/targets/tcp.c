@@ -22,7 +22,8 @@
  *       While the file TRIGGER.pause exists the target does not write; it
  *       prints "PAUSED N" as it stops for the Nth time.
  *   tcp TRIGGER queues
- *       Two connected sockets at fd 10 and 12, the receiver's buffer small;
+ *       Two connected sockets at fd 10 and 12, their receive buffers made
+ *       small once the windows were offered, their send buffers 64 KiB;
  *       before READY each writes until it cannot, and nothing is read: 10
  *       has unacknowledged and unsent data in its send queue, 12 a full
  *       receive queue, and the same the other way round. On the trigger
@@ -312,20 +313,24 @@ static void queues(void)
 {
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	int l = socket(AF_INET, SOCK_STREAM, 0);
-	int small = 8192;
-	/* The listener's buffer size goes to the accepted socket. */
-	setsockopt(l, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
 	socklen_t len = sizeof(a);
 	if (bind(l, (struct sockaddr *)&a, sizeof(a)) || listen(l, 1) || getsockname(l, (struct sockaddr *)&a, &len))
 		die("bind/listen");
 	int c = socket(AF_INET, SOCK_STREAM, 0);
-	setsockopt(c, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
 	if (connect(c, (struct sockaddr *)&a, sizeof(a)))
 		die("connect");
 	int acc = accept(l, NULL, NULL);
 	if (acc < 0)
 		die("accept");
 	close(l);
+	/* The buffers shrink after the windows were offered: what comes in
+	 * the window beyond the buffer is dropped, unacknowledged, and sent
+	 * again and again; what is beyond the window waits, unsent. */
+	int small = 4096, sndbuf = 64 * 1024, big = 1 << 20;
+	setsockopt(c, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	setsockopt(acc, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	setsockopt(c, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	setsockopt(acc, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 	struct stream x = {.fd = at(c, 10)}, y = {.fd = at(acc, 12)};
 	nonblock(x.fd);
 	nonblock(y.fd);
@@ -342,9 +347,13 @@ static void queues(void)
 	while (!triggered())
 		msleep(5);
 	out("VERIFY pid=%d\n", getpid());
-	/* Both directions read to the end, then ended. */
-	for (int round = 0; round < 20000 && !(x.wdone && y.wdone && x.eof && y.eof) && !x.err[0] && !y.err[0]; round++) {
-		struct pollfd p[2] = {{x.fd, POLLIN | POLLOUT, 0}, {y.fd, POLLIN | POLLOUT, 0}};
+	/* Room to read it all soon; both directions read to the end, then
+	 * ended. */
+	setsockopt(x.fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+	setsockopt(y.fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+	time_t deadline = time(NULL) + 60;
+	while (!(x.wdone && y.wdone && x.eof && y.eof) && !x.err[0] && !y.err[0] && time(NULL) < deadline) {
+		struct pollfd p[2] = {{x.fd, (short)(POLLIN | (x.wdone ? 0 : POLLOUT)), 0}, {y.fd, (short)(POLLIN | (y.wdone ? 0 : POLLOUT)), 0}};
 		poll(p, 2, 5);
 		do_read(&x);
 		do_read(&y);
