@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -231,21 +232,21 @@ type peerStream struct {
 	readErr  error
 	writeErr error
 	stop     chan struct{} // closed: write END and shut down
-	wrote    chan struct{} // closed when the writer is done
+	wdone    chan struct{} // closed when the writer is done
 	readDone chan struct{} // closed when the reader is done
 }
 
 const endRecord = 1 << 63
 
 func newPeerStream(c *net.TCPConn) *peerStream {
-	ps := &peerStream{c: c, resume: make(chan struct{}), stop: make(chan struct{}), wrote: make(chan struct{}), readDone: make(chan struct{})}
+	ps := &peerStream{c: c, resume: make(chan struct{}), stop: make(chan struct{}), wdone: make(chan struct{}), readDone: make(chan struct{})}
 	go ps.writer()
 	go ps.reader()
 	return ps
 }
 
 func (ps *peerStream) writer() {
-	defer close(ps.wrote)
+	defer close(ps.wdone)
 	buf := make([]byte, 8*512)
 	for {
 		select {
@@ -285,7 +286,9 @@ func (ps *peerStream) writer() {
 			}
 			n += rest
 		}
+		ps.mu.Lock()
 		ps.written += uint64(n / 8)
+		ps.mu.Unlock()
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			ps.writeErr = err
 			return
@@ -296,8 +299,9 @@ func (ps *peerStream) writer() {
 func (ps *peerStream) reader() {
 	defer close(ps.readDone)
 	var rec [8]byte
+	br := bufio.NewReaderSize(ps.c, 64<<10)
 	for {
-		if _, err := io.ReadFull(ps.c, rec[:]); err != nil {
+		if _, err := io.ReadFull(br, rec[:]); err != nil {
 			ps.readErr = fmt.Errorf("after %d records: %w", ps.read, err)
 			return
 		}
@@ -308,7 +312,7 @@ func (ps *peerStream) reader() {
 				return
 			}
 			var b [1]byte
-			if n, err := ps.c.Read(b[:]); n != 0 || err != io.EOF {
+			if n, err := br.Read(b[:]); n != 0 || err != io.EOF {
 				ps.readErr = fmt.Errorf("after END: %d bytes, %v", n, err)
 			}
 			return
@@ -327,6 +331,12 @@ func (ps *peerStream) records() uint64 {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	return ps.read
+}
+
+func (ps *peerStream) wrote() uint64 {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.written
 }
 
 func (ps *peerStream) pause(p bool) {
@@ -383,7 +393,7 @@ func pauseStreams(t *testing.T, tg *target, ps *peerStream, pauses int) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the streams did not settle:\n%s", tg.log())
+			t.Fatalf("the streams did not settle (the test read %d records: %v; wrote %d: %v):\n%s", ps.records(), ps.readErr, ps.written, ps.writeErr, tg.log())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -434,11 +444,13 @@ func TestTCPEstablishedPeer(t *testing.T) {
 				// dump (see tcpFlags).
 				pauseStreams(t, tg, ps, cycle)
 				tcpCycle(t, tg, filepath.Join(t.TempDir(), fmt.Sprintf("img%d", cycle)), cycle == 1, tcpFlags, tcpFlags)
+				wrote := ps.wrote()
 				resumeStreams(t, tg, ps)
-				for deadline := time.Now().Add(20 * time.Second); ps.records() < before+1000; {
+				resumed := fmt.Sprintf("RESUMED %d\n", cycle)
+				for deadline := time.Now().Add(20 * time.Second); ps.records() < before+1000 || ps.wrote() < wrote+1000 || !strings.Contains(tg.log(), resumed); {
 					if time.Now().After(deadline) || ps.readErr != nil || ps.writeErr != nil {
-						t.Fatalf("cycle %d: the stream did not go on after the restore: %d records, %d before the dump (read: %v, write: %v)",
-							cycle, ps.records(), before, ps.readErr, ps.writeErr)
+						t.Fatalf("cycle %d: the stream did not go on after the restore: %d records read, %d before the dump, %d written, %d before (read: %v, write: %v)",
+							cycle, ps.records(), before, ps.wrote(), wrote, ps.readErr, ps.writeErr)
 					}
 					time.Sleep(5 * time.Millisecond)
 				}
@@ -452,7 +464,7 @@ func TestTCPEstablishedPeer(t *testing.T) {
 				t.Errorf("the target's stream did not end")
 			}
 			close(ps.stop)
-			<-ps.wrote
+			<-ps.wdone
 			if ps.readErr != nil || ps.writeErr != nil {
 				t.Errorf("the test's end of the stream: read: %v, write: %v", ps.readErr, ps.writeErr)
 			}

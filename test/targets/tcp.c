@@ -20,7 +20,8 @@
  *       One connection at fd 10 to the test's listener on 127.0.0.1:PORT
  *       (6: [::1]:PORT), the test being the peer, streaming the same way.
  *       While the file TRIGGER.pause exists the target does not write; it
- *       prints "PAUSED N" as it stops for the Nth time.
+ *       prints "PAUSED N" as it stops for the Nth time, "RESUMED N" as it
+ *       goes on.
  *   tcp TRIGGER queues
  *       Two connected sockets at fd 10 and 12, their receive buffers made
  *       small once the windows were offered, their send buffers 64 KiB;
@@ -78,7 +79,8 @@ static uint64_t get64(const unsigned char *p)
 /* do_write writes what it can; ending writes END and shuts down. */
 static void do_write(struct stream *s, int ending)
 {
-	while (!s->wdone && !s->err[0]) {
+	/* A bounded turn, so that a fast reader cannot starve the reading. */
+	for (int turn = 0; turn < 16 && !s->wdone && !s->err[0]; turn++) {
 		if (s->woff == s->wlen) {
 			if (s->endq) {
 				if (shutdown(s->fd, SHUT_WR))
@@ -110,7 +112,7 @@ static void do_write(struct stream *s, int ending)
 static void do_read(struct stream *s)
 {
 	static unsigned char buf[64 * 1024];
-	while (!s->eof && !s->err[0]) {
+	for (int turn = 0; turn < 16 && !s->eof && !s->err[0]; turn++) {
 		ssize_t n = read(s->fd, buf, sizeof(buf));
 		if (n < 0) {
 			if (errno != EAGAIN)
@@ -173,6 +175,8 @@ static int run(struct stream *s, const char *side, int pausable)
 		int can_write = !(pausable && !trig && paused());
 		if (!can_write && !was_paused)
 			out("PAUSED %d\n", ++pauses);
+		if (can_write && was_paused)
+			out("RESUMED %d\n", pauses);
 		was_paused = !can_write;
 		struct pollfd p = {s->fd, (short)(POLLIN | (can_write && !s->wdone ? POLLOUT : 0)), 0};
 		poll(&p, 1, 5);
