@@ -53,7 +53,8 @@ running exactly as it was.`,
 				}
 				return fmt.Errorf("dump of %d: %w", opts.Pid, err)
 			}
-			l.Info("dump done", "pid", opts.Pid, "frozen", st.Frozen, "pages", st.PagesWritten, "vmas", st.VMAs, "threads", st.Threads)
+			l.Info("dump done", "pid", opts.Pid, "frozen", st.Frozen, "pages", st.PagesWritten, "vmas", st.VMAs, "threads", st.Threads,
+				"tcp_connections", st.TCPConns, "network_lock_held", st.NetworkLock)
 			return nil
 		},
 	}

@@ -92,6 +92,12 @@ type Stats struct {
 	PagesWritten uint64
 	VMAs         int
 	Threads      int
+	// TCPConns are the established connections dumped, and NetworkLock
+	// how long the network lock had held them when the dump ended (it
+	// goes on holding them for the restore when the tree is killed).
+	// stats-dump has no field for either: the log shows them.
+	TCPConns    int
+	NetworkLock time.Duration
 }
 
 // process is the dump's working state for one process.

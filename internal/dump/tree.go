@@ -226,6 +226,7 @@ func (t *tree) repairTCP() error {
 		return fmt.Errorf("%d established TCP connection(s): %w", len(conns), err)
 	}
 	t.lock = lock
+	t.st.TCPConns = len(conns)
 	if len(conns) == 0 {
 		return nil
 	}
@@ -243,7 +244,8 @@ func (t *tree) unlockTCP() error {
 	err := t.files.EndTCP(false)
 	if t.lock != nil {
 		err = errors.Join(err, t.lock.Release())
-		t.log.Info("network lock released", "lock", t.lock.Name(), "held", t.lock.Held())
+		t.st.NetworkLock = t.lock.Held()
+		t.log.Info("network lock released", "lock", t.lock.Name(), "held", t.st.NetworkLock)
 		t.lock = nil
 	}
 	return err
@@ -298,8 +300,9 @@ func (t *tree) cure() error {
 		if err := t.lock.Keep(); err != nil {
 			return errors.Join(fmt.Errorf("images are complete, but the network lock could not be kept for the restore, so the processes were left running: %w", err), t.unlockTCP(), t.release())
 		}
-		if len(t.files.TCPConns()) > 0 {
-			t.log.Info("network lock kept for the restore", "lock", t.lock.Name(), "held", t.lock.Held())
+		if t.st.TCPConns > 0 {
+			t.st.NetworkLock = t.lock.Held()
+			t.log.Info("network lock kept for the restore", "lock", t.lock.Name(), "held", t.st.NetworkLock)
 		}
 	}
 	if err := t.kill(); err != nil {

@@ -23,7 +23,8 @@ import (
 )
 
 // IPv4 and IPv6 sockets: TCP sockets that listen or were never connected,
-// UDP sockets bound or connected. Everything about such a socket is read
+// established TCP connections (with --tcp-established: tcp.go holds the
+// TCP repair part), UDP sockets bound or connected. Everything about such a socket is read
 // from the socket itself, through cryo's copy of the fd: its address and
 // peer (getsockname, getpeername), its state and backlog (TCP_INFO: a
 // listener's tcpi_unacked is the length of its accept queue, tcpi_sacked
@@ -36,7 +37,8 @@ import (
 // same family, type and protocol in the same network namespace, and one
 // that differs is refused by name. So are a listener with connections in
 // its accept queue (they cannot be taken without accept()), established
-// TCP connections and every other TCP state, datagrams queued in a UDP
+// TCP connections without --tcp-established and every other TCP state
+// (half-closed ones by name), datagrams queued in a UDP
 // socket (their senders are not recorded), a socket bound to a device or
 // to a link-local address, one with a socket filter, one with O_ASYNC,
 // and a socket of another network namespace.
