@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	tcpstream "github.com/checkpoint-restore/go-criu/v8/crit/images/tcp-stream"
 
 	"github.com/cryo-project/cryo/internal/image"
+	"github.com/cryo-project/cryo/internal/image/imagetest"
 	"github.com/cryo-project/cryo/internal/kabi"
 )
 
@@ -112,6 +114,15 @@ func TestTCPEstablishedQueues(t *testing.T) {
 	}
 	if inq == 0 || sent == 0 || unsent == 0 {
 		t.Errorf("image holds %d unread, %d unacknowledged and %d unsent bytes: want some of each", inq, sent, unsent)
+	}
+	// CRIU's crit reads the entry and both queues after it.
+	crit := imagetest.Crit(t)
+	names, _ := filepath.Glob(filepath.Join(img, "tcp-stream-*.img"))
+	for _, n := range names {
+		out, err := exec.Command(crit, "decode", "-i", n).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), `"extra": {"inq": "`) {
+			t.Errorf("crit decode -i %s: %v\n%s", n, err, lastLines(string(out), 5))
+		}
 	}
 	tcpFinish(t, tg, "after two checkpoints with full queues")
 }
@@ -312,7 +323,7 @@ func (ps *peerStream) reader() {
 				return
 			}
 			var b [1]byte
-			if n, err := br.Read(b[:]); n != 0 || err != io.EOF {
+			if n, err := br.Read(b[:]); n != 0 || !errors.Is(err, io.EOF) {
 				ps.readErr = fmt.Errorf("after END: %d bytes, %v", n, err)
 			}
 			return
