@@ -66,6 +66,7 @@ running exactly as it was.`,
 	f.BoolVarP(&opts.FileLocks, "file-locks", "l", false, "dump the file locks the tree holds (without it, a lock fails the dump)")
 	f.Var(sizeValue{&opts.GhostLimit}, "ghost-limit", "largest deleted file whose contents go into the image (K, M, G suffixes); a larger one fails the dump (default: no limit; criu's is 1M)")
 	f.BoolVar(&opts.TCPEstablished, "tcp-established", false, "dump established TCP connections, by TCP repair (without it, one fails the dump)")
+	f.BoolVar(&opts.TCPClose, "tcp-close", false, "dump established TCP connections without their state: restore (with --tcp-close) brings them back aborted")
 	f.StringVar(&lock, "network-lock", "nftables", "how the connections are held while dumped and until restored: nftables, iptables (nftables rules too) or skip")
 	registerCompat(f, true)
 	actions.register(f, &opts.Dir)

@@ -280,7 +280,7 @@ func (c *session) dump(o *rpc.CriuOpts) error {
 	_, err = dump.Run(dump.Options{
 		Pid: int(o.GetPid()), Dir: cm.dir, LeaveRunning: o.GetLeaveRunning(), ShellJob: o.GetShellJob(),
 		FileLocks: o.GetFileLocks(), GhostLimit: ghostLimit(o), Log: cm.log, Notify: c.notifier(o), Context: ctx,
-		TCPEstablished: o.GetTcpEstablished(), NetworkLock: lock,
+		TCPEstablished: o.GetTcpEstablished(), TCPClose: o.GetTcpClose(), NetworkLock: lock,
 	})
 	if err != nil {
 		cm.log.Error("dump failed", "pid", o.GetPid(), "err", err)
@@ -376,9 +376,9 @@ var (
 		// Values that change nothing cryo does: cryo restores on the CPU
 		// it checks itself, finds watches by file handle, and opens
 		// devices by the path they were dumped with.
-		"ghost_limit", "cpu_cap", "force_irmap", "evasive_devices", "tcp_established", "network_lock"}
+		"ghost_limit", "cpu_cap", "force_irmap", "evasive_devices", "tcp_established", "tcp_close", "network_lock"}
 	dumpOptions    = append([]string{"pid", "leave_running"}, commonOptions...)
-	restoreOptions = append([]string{"inherit_fd", "tcp_close"}, commonOptions...)
+	restoreOptions = append([]string{"inherit_fd"}, commonOptions...)
 )
 
 // inheritFds are inherit_fd's files: fds of cryo's own, which the caller

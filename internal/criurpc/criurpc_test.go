@@ -25,7 +25,6 @@ func TestCheckOptions(t *testing.T) {
 		{"string set", &rpc.CriuOpts{Root: ptr("/x")}, "root"},
 		{"list", &rpc.CriuOpts{External: []string{"a"}}, "external"},
 		{"enum not default", &rpc.CriuOpts{PreDumpMode: rpc.CriuPreDumpMode_VM_READ.Enum()}, "pre_dump_mode"},
-		{"restore only", &rpc.CriuOpts{TcpClose: ptr(true)}, "tcp_close"},
 		{"message", &rpc.CriuOpts{Ps: &rpc.CriuPageServerInfo{}}, "ps"},
 	} {
 		if tc.o.ImagesDirFd == nil {

@@ -50,6 +50,10 @@ type Options struct {
 	// TCPEstablished dumps established TCP connections by TCP repair
 	// (criu's --tcp-established). The zero value refuses them, by name.
 	TCPEstablished bool
+	// TCPClose dumps established connections without their state (criu's
+	// dump --tcp-close): the restore brings them back aborted, and needs
+	// --tcp-close too. It wins over TCPEstablished, as in CRIU.
+	TCPClose bool
 	// NetworkLock is how the connections are kept from changing while
 	// they are read and until the restore (criu's --network-lock); the
 	// zero value is nftables.

@@ -81,7 +81,7 @@ func Run(opts Options) (st *Stats, err error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	t := &tree{opts: opts, log: opts.Log, sysv: sysvipc.NewDumper(), files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, GhostLimit: opts.GhostLimit, TCPEstablished: opts.TCPEstablished, Log: opts.Log}),
+	t := &tree{opts: opts, log: opts.Log, sysv: sysvipc.NewDumper(), files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, GhostLimit: opts.GhostLimit, TCPEstablished: opts.TCPEstablished, TCPClose: opts.TCPClose, Log: opts.Log}),
 		snaps: map[*process]*snapshot{}, st: &Stats{}, sc: newSeccompSet()}
 	root := t.newProcess(opts.Pid)
 	if err := root.check(); err != nil {
@@ -521,6 +521,10 @@ func (t *tree) write(dir *image.Dir, sc *seccomp.SeccompEntry, st *Stats) error 
 	// compares the root task's with them, and an equal fd table reads as
 	// a corrupt image. Its mm, fd table, fs and handlers are none of the
 	// tree's; its namespaces are the tree's.
+	var tcpClose *bool
+	if t.opts.TCPClose {
+		tcpClose = proto.Bool(true) // CRIU's restore then wants --tcp-close
+	}
 	self := proto.Uint32(uint32(len(t.procs) + len(t.zombies) + 1))
 	rootIDs := &core.TaskKobjIdsEntry{VmId: self, FilesId: self, FsId: self, SighandId: self}
 	nsIDs(rootIDs)
@@ -531,6 +535,7 @@ func (t *tree) write(dir *image.Dir, sc *seccomp.SeccompEntry, st *Stats) error 
 		NsPerId:     proto.Bool(true),
 		Lsmtype:     inventory.Lsmtype_NO_LSM.Enum(),
 		DumpUptime:  proto.Uint64(uint64(time.Now().UnixMicro())),
+		TcpClose:    tcpClose,
 	})
 }
 

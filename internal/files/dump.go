@@ -42,6 +42,9 @@ type DumpOptions struct {
 	// TCPEstablished dumps established TCP connections by TCP repair
 	// (criu's --tcp-established; tcp.go). The zero value refuses them.
 	TCPEstablished bool
+	// TCPClose dumps them without their state (criu's dump --tcp-close):
+	// they are restored aborted, with restore --tcp-close only.
+	TCPClose bool
 	// Log receives notes on what the restore will need; nil discards them.
 	Log *slog.Logger
 }

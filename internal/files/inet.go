@@ -170,7 +170,7 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 			return 0, refuse("a closed connection (%d segments sent, %d received)", ti.Segs_out, ti.Segs_in)
 		}
 	case p == unix.IPPROTO_TCP && s.state == kabi.TCP_ESTABLISHED:
-		if !dd.opts.TCPEstablished {
+		if !dd.opts.TCPEstablished && !dd.opts.TCPClose {
 			return 0, refuse("an established TCP connection (dump it with --tcp-established)")
 		}
 		if err := it.load(); err != nil {
@@ -242,7 +242,7 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 	if err := inetOpts(fd, s, ie, def); err != nil {
 		return 0, fmt.Errorf("%s: %w", what, err)
 	}
-	if p == unix.IPPROTO_TCP && s.state == kabi.TCP_ESTABLISHED {
+	if p == unix.IPPROTO_TCP && s.state == kabi.TCP_ESTABLISHED && !dd.opts.TCPClose {
 		if err := it.addConn(dd, fd, ie, s, what); err != nil {
 			return 0, err
 		}
@@ -824,6 +824,9 @@ type inetOpen struct {
 // their queues.
 func (u *inetOpen) loadSide(r *Restorer) error {
 	u.r, u.streams = r, map[uint32]*tcpStream{}
+	if r.set.Inventory.GetTcpClose() && !r.opts.TCPClose {
+		return fmt.Errorf("the image was dumped with --tcp-close, without its connections' state: restore it with --tcp-close: %w", errs.ErrNotSupported)
+	}
 	for _, f := range r.set.Files {
 		e := f.GetIsk()
 		if f.GetType() != fdinfo.FdTypes_INETSK || e == nil || !isTCPConn(e) {

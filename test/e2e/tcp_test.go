@@ -207,27 +207,42 @@ func TestTCPEstablishedRefused(t *testing.T) {
 
 // TestTCPEstablishedClose: restored with --tcp-close, the connection comes
 // back aborted: the program's next call on it fails with ECONNABORTED,
-// which the target reports as a failed stream, and nothing else breaks.
+// which the target reports as a failed stream, and nothing else breaks;
+// whether the dump read the connection (--tcp-established) or not (dump
+// --tcp-close, whose image a restore without --tcp-close refuses).
 func TestTCPEstablishedClose(t *testing.T) {
 	requireCryo(t)
-	tg := startTarget(t, "tcp", "pair4")
-	img := filepath.Join(t.TempDir(), "img")
-	mustDump(t, tg.pid, img, tcpFlags...)
-	tg.expectKilled()
-	reapOrphans(t)
-	cp := startCryo(t, restoreArgs(img, "--tcp-close", "--network-lock", "skip")...)
-	r := cp.wait(restoreTimeout)
-	if r.timedOut {
-		t.Fatalf("restore: %v", r)
-	}
-	log := tg.log()
-	for _, side := range []string{"parent", "child"} {
-		if !regexp.MustCompile(`FAIL stream-` + side + `: (read|write) after \d+ records 0: Software caused connection abort`).MatchString(log) {
-			t.Errorf("the %s's stream did not end with ECONNABORTED:\n%s", side, log)
-		}
-	}
-	if !strings.Contains(log, "PASS pid") {
-		t.Errorf("the restored tree did not check itself:\n%s", log)
+	for _, c := range []struct {
+		name string
+		dump []string
+	}{{"established", tcpFlags}, {"dump-close", []string{"--tcp-close"}}} {
+		t.Run(c.name, func(t *testing.T) {
+			tg := startTarget(t, "tcp", "pair4")
+			img := filepath.Join(t.TempDir(), "img")
+			mustDump(t, tg.pid, img, c.dump...)
+			tg.expectKilled()
+			reapOrphans(t)
+			if c.name == "dump-close" {
+				r := runCryo(t, restoreTimeout, restoreArgs(img, "-d", "--tcp-established", "--network-lock", "skip")...)
+				if r.code == 0 || !strings.Contains(r.output, "dumped with --tcp-close") {
+					t.Fatalf("restore of a --tcp-close image without --tcp-close: %v", r)
+				}
+			}
+			cp := startCryo(t, restoreArgs(img, "--tcp-close", "--network-lock", "skip")...)
+			r := cp.wait(restoreTimeout)
+			if r.timedOut {
+				t.Fatalf("restore: %v", r)
+			}
+			log := tg.log()
+			for _, side := range []string{"parent", "child"} {
+				if !regexp.MustCompile(`FAIL stream-` + side + `: (read|write) after \d+ records 0: Software caused connection abort`).MatchString(log) {
+					t.Errorf("the %s's stream did not end with ECONNABORTED:\n%s", side, log)
+				}
+			}
+			if !strings.Contains(log, "PASS pid") {
+				t.Errorf("the restored tree did not check itself:\n%s", log)
+			}
+		})
 	}
 }
 
