@@ -166,6 +166,23 @@ func TestTCPEstablishedLeaveRunning(t *testing.T) {
 	tg.expectUnharmed("after a dump with --leave-running")
 }
 
+// TestTCPEstablishedFailedDump: a dump that fails once the connections
+// were read in repair mode (its images do not fit the disk) lets them go
+// on as they were: the tree runs on, streaming, and every check passes.
+func TestTCPEstablishedFailedDump(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "tcp", "pair4")
+	img := filepath.Join(mountTmpfs(t, filepath.Join(t.TempDir(), "full"), "size=256k"), "img")
+	r := dump(t, tg.pid, img, tcpFlags...)
+	if r.code == 0 {
+		t.Fatal("a dump into 256 KiB succeeded")
+	}
+	if !strings.Contains(r.output, "TCP connections read in repair mode") {
+		t.Errorf("the dump failed before reading the connections, which this test is about:\n%s", r.output)
+	}
+	tg.expectUnharmed("after a dump that failed past the repair")
+}
+
 // TestTCPEstablishedRefused: without --tcp-established an established
 // connection fails the dump, named, and leaves the tree running intact;
 // an image that holds one is refused by a restore without it.
