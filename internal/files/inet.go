@@ -953,8 +953,13 @@ func (u *inetOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error
 			return 0, fmt.Errorf("%s: TCP_REPAIR off: %w", what, err)
 		}
 	}
-	if err := setIfDiffers(cp, sockOpt{unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR"}, boolInt(e.GetOpts().GetReuseaddr())); err != nil {
-		return 0, fmt.Errorf("%s: %w", what, err)
+	// A connection in repair mode keeps sharing its port with anything
+	// until the tree runs (ResumeTCP sets SO_REUSEADDR then): the
+	// listener it came from may be bound after it.
+	if stream == nil {
+		if err := setIfDiffers(cp, sockOpt{unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR"}, boolInt(e.GetOpts().GetReuseaddr())); err != nil {
+			return 0, fmt.Errorf("%s: %w", what, err)
+		}
 	}
 	if how := e.GetShutdown(); how != 0 {
 		if err := unix.Shutdown(cp, int(how)-1); err != nil && !errors.Is(err, unix.ENOTCONN) {

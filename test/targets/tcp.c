@@ -23,7 +23,8 @@
  *       prints "PAUSED N" as it stops for the Nth time, "RESUMED N" as it
  *       goes on.
  *   tcp TRIGGER queues
- *       Two connected sockets at fd 10 and 12, their receive buffers made
+ *       Two connected sockets at fd 10 and 12 (12 accepted from the
+ *       listener kept at fd 13), their receive buffers made
  *       small once the windows were offered, their send buffers 64 KiB;
  *       before READY each writes until it cannot, and nothing is read: 10
  *       has unacknowledged and unsent data in its send queue, 12 a full
@@ -326,7 +327,9 @@ static void queues(void)
 	int acc = accept(l, NULL, NULL);
 	if (acc < 0)
 		die("accept");
-	close(l);
+	/* The listener stays, at a higher fd than its accepted connection:
+	 * a restore binds the connection to the listener's port first. */
+	at(l, 13);
 	/* The buffers shrink after the windows were offered: what comes in
 	 * the window beyond the buffer is dropped, unacknowledged, and sent
 	 * again and again; what is beyond the window waits, unsent. */
