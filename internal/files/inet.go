@@ -167,7 +167,9 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 		ie.Backlog = proto.Uint32(ti.Sacked) // sk_max_ack_backlog: what listen() was given, capped at somaxconn
 	case p == unix.IPPROTO_TCP && s.state == kabi.TCP_CLOSE:
 		if ti.Segs_out != 0 || ti.Segs_in != 0 {
-			return 0, refuse("a closed connection (%d segments sent, %d received)", ti.Segs_out, ti.Segs_in)
+			// A connection reset by its peer, or ended, whose unread data
+			// and pending error no repair mode can put back.
+			return 0, refuse("a closed connection (%d segments sent, %d received; reset or ended, its unread data and error not restorable)", ti.Segs_out, ti.Segs_in)
 		}
 	case p == unix.IPPROTO_TCP && s.state == kabi.TCP_ESTABLISHED:
 		if !dd.opts.TCPEstablished && !dd.opts.TCPClose {

@@ -185,6 +185,7 @@ func TestTCPEstablishedFailedDump(t *testing.T) {
 
 // TestTCPEstablishedRefused: without --tcp-established an established
 // connection fails the dump, named, and leaves the tree running intact;
+// so does, with it, a half-closed connection or one reset by its peer;
 // an image that holds one is refused by a restore without it.
 func TestTCPEstablishedRefused(t *testing.T) {
 	requireCryo(t)
@@ -201,6 +202,22 @@ func TestTCPEstablishedRefused(t *testing.T) {
 		}
 		tg.expectUnharmed("after the refused dump")
 	})
+	for _, c := range []struct{ mode, want string }{
+		{"halfclose", `tcp 127\.0\.0\.1:\d+ to 127\.0\.0\.1:\d+ in state FIN_WAIT2\): a half-closed TCP connection \(FIN_WAIT2\)`},
+		{"reset", `tcp 127\.0\.0\.1:\d+ in state CLOSE\): a closed connection \(\d+ segments sent, \d+ received; reset`},
+	} {
+		t.Run(c.mode, func(t *testing.T) {
+			tg := startTarget(t, "tcp", c.mode)
+			r := dump(t, tg.pid, filepath.Join(t.TempDir(), "img"), tcpFlags...)
+			if r.code == 0 {
+				t.Fatalf("dump of a %s connection succeeded", c.mode)
+			}
+			if !regexp.MustCompile(c.want).MatchString(r.output) {
+				t.Errorf("refusal does not name the connection and its state:\n%s", r.output)
+			}
+			tg.expectUnharmed("after the refused dump")
+		})
+	}
 	t.Run("restore", func(t *testing.T) {
 		tg := startTarget(t, "tcp", "pair4")
 		img := filepath.Join(t.TempDir(), "img")

@@ -30,6 +30,11 @@
  *       has unacknowledged and unsent data in its send queue, 12 a full
  *       receive queue, and the same the other way round. On the trigger
  *       both read everything and check it.
+ *   tcp TRIGGER halfclose|reset
+ *       What a dump must refuse: a connection one end shut down for
+ *       writing (FIN_WAIT2 at fd 10, CLOSE_WAIT at fd 12), or one reset by
+ *       its peer with unread data (fd 10). On the trigger it only checks
+ *       itself.
  */
 #include "common.h"
 
@@ -373,6 +378,43 @@ static void queues(void)
 	exit(finish());
 }
 
+/* refused sets up a connection a dump must refuse: halfclose (one end
+ * shut down for writing, its FIN acknowledged: FIN_WAIT2 and CLOSE_WAIT)
+ * or reset (unread data on an end whose peer then reset it). */
+static void refused(const char *mode)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+	if (bind(l, (struct sockaddr *)&a, sizeof(a)) || listen(l, 1) || getsockname(l, (struct sockaddr *)&a, &len))
+		die("bind/listen");
+	int c = at(socket(AF_INET, SOCK_STREAM, 0), 10);
+	if (connect(c, (struct sockaddr *)&a, sizeof(a)))
+		die("connect");
+	int s = accept(l, NULL, NULL);
+	if (s < 0)
+		die("accept");
+	close(l);
+	if (!strcmp(mode, "halfclose")) {
+		at(s, 12);
+		if (shutdown(c, SHUT_WR))
+			die("shutdown");
+	} else {
+		if (write(s, "unread", 6) != 6)
+			die("write");
+		struct linger lg = {1, 0};
+		setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(s); /* with unread data on neither side but c's: a reset */
+	}
+	msleep(50);
+	ready();
+	while (!triggered())
+		msleep(5);
+	out("VERIFY pid=%d\n", getpid());
+	check_identity();
+	exit(finish());
+}
+
 int main(int argc, char **argv)
 {
 	target_init(argc, argv);
@@ -383,6 +425,8 @@ int main(int argc, char **argv)
 		peer(argc, argv);
 	if (!strcmp(mode, "queues"))
 		queues();
+	if (!strcmp(mode, "halfclose") || !strcmp(mode, "reset"))
+		refused(mode);
 	die("unknown mode");
 	return 2;
 }
