@@ -60,7 +60,7 @@ var inetKind = Kind{
 	Describe: func(f *fdinfo.FileEntry) Description {
 		e := f.GetIsk()
 		desc := fmt.Sprintf("socket:[%d] %s %s %s", e.GetIno(), inetProtoName(int(e.GetProto())), imageAddr(e.GetSrcAddr(), e.GetSrcPort()), tcpStateName(int(e.GetState())))
-		if e.GetState() == kabi.TCP_ESTABLISHED {
+		if e.GetState() == kabi.TCP_ESTABLISHED || (e.GetProto() == unix.IPPROTO_TCP && connected(int(e.GetState()))) {
 			desc += " to " + imageAddr(e.GetDstAddr(), e.GetDstPort()).String()
 		}
 		return Description{Path: desc, HasFlags: true, Flags: e.GetFlags()}
@@ -171,24 +171,27 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 			// and pending error no repair mode can put back.
 			return 0, refuse("a closed connection (%d segments sent, %d received; reset or ended, its unread data and error not restorable)", ti.Segs_out, ti.Segs_in)
 		}
-	case p == unix.IPPROTO_TCP && s.state == kabi.TCP_ESTABLISHED:
+	case p == unix.IPPROTO_TCP && connected(s.state):
+		conn := "an established TCP connection"
+		if s.state != kabi.TCP_ESTABLISHED {
+			conn = fmt.Sprintf("a half-closed TCP connection (%s)", tcpStateName(s.state))
+		}
 		if !dd.opts.TCPEstablished && !dd.opts.TCPClose {
-			return 0, refuse("an established TCP connection (dump it with --tcp-established)")
+			return 0, refuse("%s (dump it with --tcp-established)", conn)
 		}
 		if err := it.load(); err != nil {
 			return 0, err
 		}
 		switch d := it.byIno[uint32(e.Stat.Ino)]; {
 		case d == nil:
-			return 0, refuse("an established TCP connection that sock_diag does not list")
-		case d.Shutdown != 0:
-			return 0, refuse("an established TCP connection shut down for %s, which cryo does not restore yet", shutdownName(d.Shutdown))
+			return 0, refuse("%s that sock_diag does not list", conn)
+		case d.Shutdown != finShutdown(s.state):
+			return 0, refuse("%s shut down for %s, which cryo does not restore yet", conn, shutdownName(d.Shutdown&^finShutdown(s.state)))
 		}
 		ie.DstPort = proto.Uint32(uint32(s.dst.Port()))
 		ie.DstAddr = addrWords(s.dst.Addr())
-	case p == unix.IPPROTO_TCP && (s.state == kabi.TCP_FIN_WAIT1 || s.state == kabi.TCP_FIN_WAIT2 || s.state == kabi.TCP_CLOSE_WAIT ||
-		s.state == kabi.TCP_LAST_ACK || s.state == kabi.TCP_CLOSING):
-		return 0, refuse("a half-closed TCP connection (%s), which cryo does not restore yet", tcpStateName(s.state))
+	case p == unix.IPPROTO_TCP && (s.state == kabi.TCP_FIN_WAIT1 || s.state == kabi.TCP_LAST_ACK || s.state == kabi.TCP_CLOSING):
+		return 0, refuse("a closing TCP connection (%s: its FIN not yet acknowledged), which cryo does not restore yet", tcpStateName(s.state))
 	case p == unix.IPPROTO_TCP:
 		return 0, refuse("TCP state %s", tcpStateName(s.state))
 	case s.state == kabi.TCP_ESTABLISHED:
@@ -244,7 +247,7 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 	if err := inetOpts(fd, s, ie, def); err != nil {
 		return 0, fmt.Errorf("%s: %w", what, err)
 	}
-	if p == unix.IPPROTO_TCP && s.state == kabi.TCP_ESTABLISHED && !dd.opts.TCPClose {
+	if p == unix.IPPROTO_TCP && connected(s.state) && !dd.opts.TCPClose {
 		if err := it.addConn(dd, fd, ie, s, what); err != nil {
 			return 0, err
 		}
@@ -622,7 +625,7 @@ func applies(o sockOpt, family, p int) bool {
 // inetOpts fills the image's options from fd, and refuses an option the
 // image cannot keep that differs from a new socket's.
 func inetOpts(fd int, s *inetSock, ie *skinet.InetSkEntry, def *sockDefaults) error {
-	established := s.proto == unix.IPPROTO_TCP && s.state == kabi.TCP_ESTABLISHED
+	established := s.proto == unix.IPPROTO_TCP && connected(s.state)
 	o := &skopts.SkOptsEntry{}
 	for _, v := range []struct {
 		opt int
@@ -862,7 +865,7 @@ func (u *inetOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error
 	}
 	switch {
 	case typ == unix.SOCK_STREAM && pr == unix.IPPROTO_TCP && (state == kabi.TCP_LISTEN || state == kabi.TCP_CLOSE):
-	case typ == unix.SOCK_STREAM && pr == unix.IPPROTO_TCP && state == kabi.TCP_ESTABLISHED:
+	case typ == unix.SOCK_STREAM && pr == unix.IPPROTO_TCP && connected(state):
 	case typ == unix.SOCK_DGRAM && pr == unix.IPPROTO_UDP && (state == kabi.TCP_ESTABLISHED || state == kabi.TCP_CLOSE):
 	default:
 		return 0, fmt.Errorf("%s: type %d, protocol %d, state %s: %w", what, typ, pr, tcpStateName(state), errs.ErrNotSupported)
@@ -872,7 +875,7 @@ func (u *inetOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error
 		return 0, corrupt("%s: source address: %v", what, err)
 	}
 	var dst []byte
-	if state == kabi.TCP_ESTABLISHED {
+	if state == kabi.TCP_ESTABLISHED || (pr == unix.IPPROTO_TCP && connected(state)) {
 		if dst, err = entryAddr(family, e.GetDstAddr(), e.GetDstPort()); err != nil {
 			return 0, corrupt("%s: destination address: %v", what, err)
 		}
@@ -885,7 +888,7 @@ func (u *inetOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error
 		return 0, fmt.Errorf("%s: %w", what, err)
 	}
 	defer unix.Close(cp)
-	conn := pr == unix.IPPROTO_TCP && state == kabi.TCP_ESTABLISHED
+	conn := pr == unix.IPPROTO_TCP && connected(state)
 	stream := u.streams[e.GetIno()]
 	if conn && stream == nil && !r.opts.TCPClose {
 		return 0, fmt.Errorf("%s: no tcp-stream image loaded", what)
@@ -924,7 +927,7 @@ func (u *inetOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error
 		}
 	}
 	if stream != nil {
-		if err := repairSeqs(cp, stream); err != nil {
+		if err := repairSeqs(cp, stream, state); err != nil {
 			return 0, fmt.Errorf("%s: %w", what, err)
 		}
 	}
@@ -939,14 +942,14 @@ func (u *inetOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error
 	}
 	switch {
 	case stream != nil:
-		if err := repairAfter(cp, stream); err != nil {
+		if err := repairAfter(cp, stream, state); err != nil {
 			return 0, fmt.Errorf("%s: %w", what, err)
 		}
 		keep, err := unix.FcntlInt(uintptr(cp), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
 			return 0, fmt.Errorf("%s: keep a copy: %w", what, err)
 		}
-		u.conns = append(u.conns, &restoredConn{cp: keep, what: what, e: e, unsent: stream.outq[len(stream.outq)-int(stream.st.GetUnsqLen()):]})
+		u.conns = append(u.conns, &restoredConn{cp: keep, what: what, e: e, s: stream, unsent: stream.outq[len(stream.outq)-int(stream.st.GetUnsqLen()):]})
 	case conn:
 		if err := abortConn(p, fd); err != nil {
 			return 0, fmt.Errorf("%s: %w", what, err)

@@ -1,10 +1,12 @@
 package files
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -157,7 +159,7 @@ func (c *tcpConn) read() error {
 	if err != nil {
 		return fmt.Errorf("TCP_INFO: %w", err)
 	}
-	if ti.State != kabi.TCP_ESTABLISHED {
+	if int(ti.State) != int(c.ie.GetState()) {
 		return fmt.Errorf("its state became %s while the tree was frozen (is the network lock on?): %w", tcpStateName(int(ti.State)), errs.ErrNotSupported)
 	}
 	ioctl := func(req uint, name string) (uint32, error) {
@@ -337,6 +339,7 @@ type restoredConn struct {
 	cp     int // cryo's copy of the socket
 	what   string
 	e      *skinet.InetSkEntry
+	s      *tcpStream
 	unsent []byte
 }
 
@@ -356,7 +359,7 @@ func (r *Restorer) TCPConns() []TCPConn {
 }
 
 func isTCPConn(e *skinet.InetSkEntry) bool {
-	return e.GetProto() == unix.IPPROTO_TCP && e.GetType() == unix.SOCK_STREAM && e.GetState() == kabi.TCP_ESTABLISHED
+	return e.GetProto() == unix.IPPROTO_TCP && e.GetType() == unix.SOCK_STREAM && connected(int(e.GetState()))
 }
 
 // repairBefore is what a connection needs before it is bound: repair mode.
@@ -382,18 +385,34 @@ func setQueueSeq(cp, q int, seq uint32) error {
 }
 
 // repairSeqs gives both queues their start, between bind and connect.
-func repairSeqs(cp int, s *tcpStream) error {
+func repairSeqs(cp int, s *tcpStream, state int) error {
 	st := s.st
-	if err := setQueueSeq(cp, kabi.TCP_RECV_QUEUE, st.GetInqSeq()-st.GetInqLen()); err != nil {
+	rcvNxt, writeSeq := finSeqs(st, state)
+	if err := setQueueSeq(cp, kabi.TCP_RECV_QUEUE, rcvNxt-st.GetInqLen()); err != nil {
 		return err
 	}
-	return setQueueSeq(cp, kabi.TCP_SEND_QUEUE, st.GetOutqSeq()-st.GetOutqLen())
+	return setQueueSeq(cp, kabi.TCP_SEND_QUEUE, writeSeq-st.GetOutqLen())
+}
+
+// finSeqs are where a connection's queues end without its FINs: a FIN
+// takes a sequence number of its own, which the dumped rcv_nxt (a FIN
+// received, CLOSE_WAIT) or write_seq (one sent, FIN_WAIT2) counts, and
+// which the restore gives back by the FIN itself (restoreFINs).
+func finSeqs(st *tcpstream.TcpStreamEntry, state int) (rcvNxt, writeSeq uint32) {
+	rcvNxt, writeSeq = st.GetInqSeq(), st.GetOutqSeq()
+	if finShutdown(state)&1 != 0 {
+		rcvNxt--
+	}
+	if finShutdown(state)&2 != 0 {
+		writeSeq--
+	}
+	return rcvNxt, writeSeq
 }
 
 // repairAfter puts back, once connected, the connection's options, queues
 // and window, as libsoccr_restore does; the unsent part of the send queue
 // waits for ResumeTCP.
-func repairAfter(cp int, s *tcpStream) error {
+func repairAfter(cp int, s *tcpStream, state int) error {
 	st := s.st
 	opts := []unix.TCPRepairOpt{}
 	if st.GetOptMask()&kabi.TCPI_OPT_SACK != 0 {
@@ -453,12 +472,19 @@ func repairAfter(cp int, s *tcpStream) error {
 	}
 	if st.RcvWnd != nil {
 		w := kabi.TCPRepairWindow{SndWl1: st.GetSndWl1(), SndWnd: st.GetSndWnd(), MaxWindow: st.GetMaxWindow(), RcvWnd: st.GetRcvWnd(), RcvWup: st.GetRcvWup()}
+		rcvNxt, _ := finSeqs(st, state)
+		if rcvNxt != st.GetInqSeq() {
+			// The FIN received is not in yet: the window still holds
+			// its sequence number, as libsoccr_restore has it.
+			w.RcvWup--
+			w.RcvWnd++
+		}
 		// snd_wl1 is the sequence number of the segment that last moved
 		// the peer's window; a peer that sent past a window since closed
 		// (its data dropped: the buffer was full) leaves it beyond
 		// rcv_nxt + rcv_wnd, which TCP_REPAIR_WINDOW refuses. It only
 		// orders window updates: the end of the window serves as well.
-		if end := st.GetInqSeq() + w.RcvWnd; int32(w.SndWl1-end) > 0 {
+		if end := rcvNxt + w.RcvWnd; int32(w.SndWl1-end) > 0 {
 			w.SndWl1 = end
 		}
 		if err := kabi.SetTCPRepairWindow(cp, &w); err != nil {
@@ -510,6 +536,14 @@ func abortConn(p Proc, fd uint64) error {
 // mode replaces, and the buffers' locks are put back as they were.
 func (r *Restorer) ResumeTCP() error {
 	u := restoreHalf[*inetOpen](r)
+	// Every connection exists now, still in repair mode: the FINs go in,
+	// and whatever they make a connection send reaches a socket of the
+	// tree that is there to take it.
+	for _, c := range u.conns {
+		if err := restoreFINs(c); err != nil {
+			return fmt.Errorf("%s: %w", c.what, err)
+		}
+	}
 	for _, c := range u.conns {
 		// The receive buffer first, so that the window the probe offers
 		// is the one the dumped buffer gave.
@@ -566,4 +600,166 @@ func shutdownName(how uint8) string {
 		return "writing"
 	}
 	return "reading and writing"
+}
+
+// connected says whether a TCP socket in state is a connection TCP repair
+// brings back: ESTABLISHED, or half-closed with every FIN acknowledged,
+// FIN_WAIT2 (it sent its FIN) and CLOSE_WAIT (it received one).
+func connected(state int) bool {
+	return state == kabi.TCP_ESTABLISHED || state == kabi.TCP_FIN_WAIT2 || state == kabi.TCP_CLOSE_WAIT
+}
+
+// finShutdown are the shutdown bits a connection in state has from its
+// FINs alone: SEND_SHUTDOWN once it sent one, RCV_SHUTDOWN once it got one.
+func finShutdown(state int) uint8 {
+	switch state {
+	case kabi.TCP_FIN_WAIT2:
+		return 2
+	case kabi.TCP_CLOSE_WAIT:
+		return 1
+	}
+	return 0
+}
+
+// restoreFINs gives a half-closed connection its FINs, as libsoccr does,
+// the connection being ESTABLISHED and in repair mode: its own FIN by
+// shutdown(SHUT_WR) with the send queue chosen (the FIN then counts as
+// sent, nothing goes out), and what its peer sent by packets made to come
+// from the peer: for FIN_WAIT2 the peer's acknowledgement of that FIN, for
+// CLOSE_WAIT the peer's FIN. The kernel takes them as the peer's; the
+// connection is then in its dumped state, which is checked.
+func restoreFINs(c *restoredConn) error {
+	state := int(c.e.GetState())
+	if state == kabi.TCP_ESTABLISHED {
+		return nil
+	}
+	st := c.s.st
+	rcvNxt, writeSeq := finSeqs(st, state)
+	local, remote := connAddrs(c.e)
+	win := st.GetSndWnd() >> st.GetSndWscale()
+	switch state {
+	case kabi.TCP_FIN_WAIT2:
+		if err := unix.SetsockoptInt(c.cp, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, kabi.TCP_SEND_QUEUE); err != nil {
+			return fmt.Errorf("TCP_REPAIR_QUEUE: %w", err)
+		}
+		if err := unix.Shutdown(c.cp, unix.SHUT_WR); err != nil {
+			return fmt.Errorf("shutdown for its FIN: %w", err)
+		}
+		if err := unix.SetsockoptInt(c.cp, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, kabi.TCP_NO_QUEUE); err != nil {
+			return fmt.Errorf("TCP_REPAIR_QUEUE: %w", err)
+		}
+		if err := sendAs(remote, local, rcvNxt, writeSeq+1, tcpACK, win); err != nil {
+			return fmt.Errorf("the peer's ACK of its FIN: %w", err)
+		}
+	case kabi.TCP_CLOSE_WAIT:
+		if err := sendAs(remote, local, rcvNxt, writeSeq-st.GetOutqLen(), tcpACK|tcpFIN, win); err != nil {
+			return fmt.Errorf("the peer's FIN: %w", err)
+		}
+	}
+	// The packets are taken in softirq, right away on loopback; a moment
+	// for another device.
+	var got uint8
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		ti, err := kabi.GetTCPInfo(c.cp)
+		if err != nil {
+			return fmt.Errorf("TCP_INFO: %w", err)
+		}
+		if got = ti.State; int(got) == state {
+			return nil
+		}
+	}
+	return fmt.Errorf("its FINs given back, it is in state %s, not %s (a network lock that drops the packets cryo makes?)", tcpStateName(int(got)), tcpStateName(state))
+}
+
+// TCP header flags.
+const (
+	tcpFIN = 0x01
+	tcpACK = 0x10
+)
+
+// finMark marks the packets restoreFINs makes (CRIU's SOCCR_MARK), so
+// that a network lock can let them through.
+const finMark = 0xC114
+
+// sendAs sends a TCP segment without data from src to dst through a raw
+// socket, with its own IP header: src is the connection's peer, dst the
+// restored socket. A v4-mapped pair goes as IPv4.
+func sendAs(src, dst netip.AddrPort, seq, ack uint32, flags uint8, win uint32) error {
+	sa, da := src.Addr().Unmap(), dst.Addr().Unmap()
+	tcp := make([]byte, 20)
+	binary.BigEndian.PutUint16(tcp[0:], src.Port())
+	binary.BigEndian.PutUint16(tcp[2:], dst.Port())
+	binary.BigEndian.PutUint32(tcp[4:], seq)
+	binary.BigEndian.PutUint32(tcp[8:], ack)
+	tcp[12] = 5 << 4
+	tcp[13] = flags
+	binary.BigEndian.PutUint16(tcp[14:], uint16(min(win, 0xffff)))
+	var pseudo []byte
+	pseudo = append(pseudo, sa.AsSlice()...)
+	pseudo = append(pseudo, da.AsSlice()...)
+	if sa.Is4() {
+		pseudo = append(pseudo, 0, unix.IPPROTO_TCP, 0, byte(len(tcp)))
+	} else {
+		pseudo = append(pseudo, 0, 0, 0, byte(len(tcp)), 0, 0, 0, unix.IPPROTO_TCP)
+	}
+	binary.BigEndian.PutUint16(tcp[16:], inetChecksum(append(pseudo, tcp...)))
+	var (
+		pkt    []byte
+		family int
+		to     unix.Sockaddr
+	)
+	if sa.Is4() {
+		family = unix.AF_INET
+		ip := make([]byte, 20)
+		ip[0], ip[8], ip[9] = 0x45, 64, unix.IPPROTO_TCP
+		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(tcp)))
+		binary.BigEndian.PutUint16(ip[6:], 0x4000) // DF
+		s4, d4 := sa.As4(), da.As4()
+		copy(ip[12:], s4[:])
+		copy(ip[16:], d4[:])
+		binary.BigEndian.PutUint16(ip[10:], inetChecksum(ip))
+		pkt, to = append(ip, tcp...), &unix.SockaddrInet4{Addr: d4}
+	} else {
+		family = unix.AF_INET6
+		ip := make([]byte, 40)
+		ip[0], ip[6], ip[7] = 0x60, unix.IPPROTO_TCP, 64
+		binary.BigEndian.PutUint16(ip[4:], uint16(len(tcp)))
+		s6, d6 := sa.As16(), da.As16()
+		copy(ip[8:], s6[:])
+		copy(ip[24:], d6[:])
+		pkt, to = append(ip, tcp...), &unix.SockaddrInet6{Addr: d6}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	if err != nil {
+		return fmt.Errorf("raw socket: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, finMark); err != nil {
+		return fmt.Errorf("SO_MARK: %w", err)
+	}
+	// A peer's address is not one of this machine's, as a rule.
+	if family == unix.AF_INET {
+		err = unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_TRANSPARENT, 1)
+	} else {
+		err = unix.SetsockoptInt(fd, unix.SOL_IPV6, unix.IPV6_TRANSPARENT, 1)
+	}
+	if err != nil {
+		return fmt.Errorf("IP_TRANSPARENT: %w", err)
+	}
+	return unix.Sendto(fd, pkt, 0, to)
+}
+
+// inetChecksum is the Internet checksum (RFC 1071) of b.
+func inetChecksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
 }

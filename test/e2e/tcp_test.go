@@ -155,6 +155,22 @@ func readTCPStreams(t *testing.T, img string) []*tcpstream.TcpStreamEntry {
 	return out
 }
 
+// TestTCPEstablishedHalfClosed: a connection half closed, both ends in
+// the tree: one end sent data and its FIN (FIN_WAIT2), the other read
+// neither and sent data of its own (CLOSE_WAIT), each holding what the
+// other sent. Dumped and restored three times, each end is in its state,
+// reads what was sent then the end of the stream where it was, the one
+// that shut down cannot write, and the other's data sent after the
+// restore arrives.
+func TestTCPEstablishedHalfClosed(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "tcp", "halfclose")
+	for cycle := 1; cycle <= 2; cycle++ {
+		tcpCycle(t, tg, filepath.Join(t.TempDir(), fmt.Sprintf("img%d", cycle)), cycle == 1, tcpFlags, tcpFlags)
+	}
+	tcpFinish(t, tg, "after three checkpoints half closed")
+}
+
 // TestTCPEstablishedLeaveRunning: a dump with --leave-running leaves the
 // streaming connection working: after the dump the tree goes on, and its
 // checks pass.
@@ -202,13 +218,16 @@ func TestTCPEstablishedRefused(t *testing.T) {
 		}
 		tg.expectUnharmed("after the refused dump")
 	})
-	for _, c := range []struct{ mode, want string }{
-		{"halfclose", `tcp 127\.0\.0\.1:\d+ to 127\.0\.0\.1:\d+ in state FIN_WAIT2\): a half-closed TCP connection \(FIN_WAIT2\)`},
-		{"reset", `tcp 127\.0\.0\.1:\d+ in state CLOSE\): a closed connection \(\d+ segments sent, \d+ received; reset`},
+	for _, c := range []struct {
+		mode, want string
+		flags      []string
+	}{
+		{"halfclose", `tcp 127\.0\.0\.1:\d+ to 127\.0\.0\.1:\d+ in state FIN_WAIT2\): a half-closed TCP connection \(FIN_WAIT2\) \(dump it with --tcp-established\)`, nil},
+		{"reset", `tcp 127\.0\.0\.1:\d+ in state CLOSE\): a closed connection \(\d+ segments sent, \d+ received; reset`, tcpFlags},
 	} {
 		t.Run(c.mode, func(t *testing.T) {
 			tg := startTarget(t, "tcp", c.mode)
-			r := dump(t, tg.pid, filepath.Join(t.TempDir(), "img"), tcpFlags...)
+			r := dump(t, tg.pid, filepath.Join(t.TempDir(), "img"), c.flags...)
 			if r.code == 0 {
 				t.Fatalf("dump of a %s connection succeeded", c.mode)
 			}

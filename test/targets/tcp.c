@@ -30,11 +30,16 @@
  *       has unacknowledged and unsent data in its send queue, 12 a full
  *       receive queue, and the same the other way round. On the trigger
  *       both read everything and check it.
- *   tcp TRIGGER halfclose|reset
- *       What a dump must refuse: a connection one end shut down for
- *       writing (FIN_WAIT2 at fd 10, CLOSE_WAIT at fd 12), or one reset by
- *       its peer with unread data (fd 10). On the trigger it only checks
- *       itself.
+ *   tcp TRIGGER halfclose
+ *       A connection half closed: fd 10 wrote 1000 bytes and shut down
+ *       (FIN_WAIT2), fd 12 read none of them nor the FIN and wrote 2000
+ *       bytes that 10 did not read (CLOSE_WAIT). On the trigger both check
+ *       their state, 10 that it cannot write, 12 reads the 1000 bytes then
+ *       the end, writes 100 more and shuts down; 10 reads the 2100 bytes,
+ *       then the end.
+ *   tcp TRIGGER reset
+ *       What a dump must refuse: a connection reset by its peer, with
+ *       unread data (fd 10). On the trigger it only checks itself.
  */
 #include "common.h"
 
@@ -378,10 +383,56 @@ static void queues(void)
 	exit(finish());
 }
 
-/* refused sets up a connection a dump must refuse: halfclose (one end
- * shut down for writing, its FIN acknowledged: FIN_WAIT2 and CLOSE_WAIT)
- * or reset (unread data on an end whose peer then reset it). */
-static void refused(const char *mode)
+static void fill_buf(unsigned char *b, int n, int seed)
+{
+	for (int i = 0; i < n; i++)
+		b[i] = (unsigned char)(i * 7 + seed);
+}
+
+/* read_exact reads n bytes of fd (nonblocking), 10 s at most. */
+static int read_exact(int fd, unsigned char *b, int n)
+{
+	int got = 0;
+	for (time_t deadline = time(NULL) + 10; got < n && time(NULL) < deadline;) {
+		struct pollfd p = {fd, POLLIN, 0};
+		poll(&p, 1, 100);
+		ssize_t r = read(fd, b + got, (size_t)(n - got));
+		if (r > 0)
+			got += (int)r;
+		else if (r == 0 || errno != EAGAIN)
+			break;
+	}
+	return got;
+}
+
+/* read_eof says whether fd reads the end of the stream, 10 s at most. */
+static int read_eof(int fd)
+{
+	char c;
+	for (time_t deadline = time(NULL) + 10; time(NULL) < deadline;) {
+		struct pollfd p = {fd, POLLIN, 0};
+		poll(&p, 1, 100);
+		ssize_t r = read(fd, &c, 1);
+		if (r == 0)
+			return 1;
+		if (r > 0 || errno != EAGAIN)
+			return 0;
+	}
+	return 0;
+}
+
+static int state_of(int fd)
+{
+	struct tcp_info ti;
+	socklen_t l = sizeof(ti);
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l))
+		return -errno;
+	return ti.tcpi_state;
+}
+
+/* half sets up a connection that is half closed, or one a dump must
+ * refuse (reset). */
+static void half(const char *mode)
 {
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t len = sizeof(a);
@@ -395,22 +446,52 @@ static void refused(const char *mode)
 	if (s < 0)
 		die("accept");
 	close(l);
+	static unsigned char ca[1000], sb[2000], sc[100], got[2000];
+	fill_buf(ca, sizeof(ca), 1);
+	fill_buf(sb, sizeof(sb), 2);
+	fill_buf(sc, sizeof(sc), 3);
 	if (!strcmp(mode, "halfclose")) {
-		at(s, 12);
-		if (shutdown(c, SHUT_WR))
-			die("shutdown");
+		s = at(s, 12);
+		nonblock(c);
+		nonblock(s);
+		/* 10 sends, then its FIN: FIN_WAIT2; 12 reads none of it, and
+		 * answers: CLOSE_WAIT, and 10 reads none of that. */
+		if (write(c, ca, sizeof(ca)) != sizeof(ca) || shutdown(c, SHUT_WR))
+			die("write/shutdown");
+		msleep(20);
+		if (write(s, sb, sizeof(sb)) != sizeof(sb))
+			die("write");
+		msleep(50);
+		if (state_of(c) != TCP_FIN_WAIT2 || state_of(s) != TCP_CLOSE_WAIT)
+			die("not half closed");
 	} else {
 		if (write(s, "unread", 6) != 6)
 			die("write");
 		struct linger lg = {1, 0};
 		setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-		close(s); /* with unread data on neither side but c's: a reset */
+		close(s); /* a reset, and 10 holds unread data */
+		msleep(50);
 	}
-	msleep(50);
 	ready();
 	while (!triggered())
 		msleep(5);
 	out("VERIFY pid=%d\n", getpid());
+	if (!strcmp(mode, "halfclose")) {
+		check("state-10", state_of(c) == TCP_FIN_WAIT2, "state %d, want FIN_WAIT2", state_of(c));
+		check("state-12", state_of(s) == TCP_CLOSE_WAIT, "state %d, want CLOSE_WAIT", state_of(s));
+		int w = (int)send(c, "x", 1, MSG_NOSIGNAL);
+		check("shut-10", w < 0 && errno == EPIPE, "write after shutdown: %d (%s)", w, strerror(errno));
+		int n = read_exact(s, got, sizeof(ca));
+		check("data-12", n == sizeof(ca) && !memcmp(got, ca, sizeof(ca)), "read %d of %zu bytes, or others", n, sizeof(ca));
+		check("fin-12", read_eof(s), "no end of stream after the data");
+		if (write(s, sc, sizeof(sc)) != sizeof(sc) || shutdown(s, SHUT_WR))
+			die("write/shutdown");
+		n = read_exact(c, got, sizeof(sb));
+		check("data-10", n == sizeof(sb) && !memcmp(got, sb, sizeof(sb)), "read %d of %zu bytes, or others", n, sizeof(sb));
+		n = read_exact(c, got, sizeof(sc));
+		check("more-10", n == sizeof(sc) && !memcmp(got, sc, sizeof(sc)), "read %d of %zu bytes written after the restore", n, sizeof(sc));
+		check("fin-10", read_eof(c), "no end of stream");
+	}
 	check_identity();
 	exit(finish());
 }
@@ -426,7 +507,7 @@ int main(int argc, char **argv)
 	if (!strcmp(mode, "queues"))
 		queues();
 	if (!strcmp(mode, "halfclose") || !strcmp(mode, "reset"))
-		refused(mode);
+		half(mode);
 	die("unknown mode");
 	return 2;
 }
