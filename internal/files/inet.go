@@ -23,8 +23,9 @@ import (
 )
 
 // IPv4 and IPv6 sockets: TCP sockets that listen or were never connected,
-// established TCP connections (with --tcp-established: tcp.go holds the
-// TCP repair part), UDP sockets bound or connected. Everything about such a socket is read
+// established TCP connections and half-closed ones (with
+// --tcp-established: tcp.go holds the TCP repair part), UDP sockets bound
+// or connected. Everything about such a socket is read
 // from the socket itself, through cryo's copy of the fd: its address and
 // peer (getsockname, getpeername), its state and backlog (TCP_INFO: a
 // listener's tcpi_unacked is the length of its accept queue, tcpi_sacked
@@ -38,7 +39,7 @@ import (
 // that differs is refused by name. So are a listener with connections in
 // its accept queue (they cannot be taken without accept()), established
 // TCP connections without --tcp-established and every other TCP state
-// (half-closed ones by name), datagrams queued in a UDP
+// (closing ones by name), datagrams queued in a UDP
 // socket (their senders are not recorded), a socket bound to a device or
 // to a link-local address, one with a socket filter, one with O_ASYNC,
 // and a socket of another network namespace.

@@ -22,7 +22,8 @@ import (
 	"github.com/cryo-project/cryo/internal/netlock"
 )
 
-// Established TCP connections (criu's --tcp-established), by TCP repair:
+// Established TCP connections (criu's --tcp-established), and half-closed
+// ones whose FINs are acknowledged (FIN_WAIT2, CLOSE_WAIT), by TCP repair:
 // a socket in repair mode (TCP_REPAIR, CAP_NET_ADMIN) sends nothing of its
 // own accord, shows its send queue (sent but unacknowledged, and unsent)
 // and receive queue (unread) to recv with MSG_PEEK, and tells its sequence
@@ -49,15 +50,16 @@ import (
 // SACK, timestamps), timestamp clock, receive queue, the sent part of its
 // send queue and its window. Right before the tree runs (ResumeTCP)
 // repair goes off, which sends a window probe, and the unsent part of the
-// send queue is sent as the program had written it. With --tcp-close a
+// send queue is sent as the program had written it. A half-closed
+// connection gets its FINs back before (restoreFINs). With --tcp-close a
 // connection comes back aborted instead: the program's next call on it
 // fails with ECONNABORTED, as after a connection lost, and nothing reaches
 // the peer.
 //
-// Refused by name: half-closed connections (FIN_WAIT1, FIN_WAIT2,
-// CLOSE_WAIT, LAST_ACK, CLOSING), a connection being opened (SYN_SENT),
-// one shut down for reading, one with urgent data pending, and one whose
-// queues changed while read (a network lock that does not hold).
+// Refused by name: connections whose FIN is still in flight (FIN_WAIT1,
+// LAST_ACK, CLOSING), a connection being opened (SYN_SENT), one shut down
+// for reading beyond its FINs, one with urgent data pending, and one whose
+// queues or state changed while read (a network lock that does not hold).
 
 // TCPConn is one established connection, as the network lock needs it.
 type TCPConn = netlock.Conn
