@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -169,6 +170,84 @@ func TestTCPEstablishedHalfClosed(t *testing.T) {
 		tcpCycle(t, tg, filepath.Join(t.TempDir(), fmt.Sprintf("img%d", cycle)), cycle == 1, tcpFlags, tcpFlags)
 	}
 	tcpFinish(t, tg, "after three checkpoints half closed")
+}
+
+// pattern is what the tcp target's fill_buf writes.
+func pattern(n, seed int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + seed)
+	}
+	return b
+}
+
+// TestTCPEstablishedHalfClosedPeer: the same with the test as the peer,
+// outside the tree: the target shut down its side (FIN_WAIT2, the test's
+// end in CLOSE_WAIT), or the test did (the target in CLOSE_WAIT). After
+// the restore each side reads what the other sent, then the end of the
+// stream, and the test's end never sees a reset.
+func TestTCPEstablishedHalfClosedPeer(t *testing.T) {
+	requireCryo(t)
+	for _, dir := range []string{"send", "recv"} {
+		t.Run(dir, func(t *testing.T) {
+			ln, err := net.Listen("tcp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			tg := startTargetNoWait(t, "tcp", "peerhalf", fmt.Sprint(ln.Addr().(*net.TCPAddr).Port), dir)
+			nc, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := nc.(*net.TCPConn)
+			defer c.Close()
+			if dir == "send" {
+				_, err = c.Write(pattern(2000, 2))
+			} else {
+				if _, err = c.Write(pattern(1000, 1)); err == nil {
+					err = c.CloseWrite()
+				}
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tg.waitReady()
+			for cycle := 1; cycle <= 2; cycle++ {
+				tcpCycle(t, tg, filepath.Join(t.TempDir(), fmt.Sprintf("img%d", cycle)), cycle == 1, tcpFlags, tcpFlags)
+			}
+			// The target checks its state first: the test's FIN, once it
+			// reads the end, would move it on.
+			tg.fire()
+			for deadline := time.Now().Add(10 * time.Second); !regexp.MustCompile(`(PASS|FAIL) state`).MatchString(tg.log()); time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the target did not check its state:\n%s", tg.log())
+				}
+			}
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			want := pattern(1000, 1)
+			if dir == "recv" {
+				want = append(pattern(2000, 2), pattern(100, 3)...)
+			}
+			got, err := io.ReadAll(c)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Errorf("the test read %d bytes (%v), want %d: the target's data then the end", len(got), err, len(want))
+			}
+			if dir == "send" {
+				if _, err := c.Write(pattern(100, 3)); err != nil {
+					t.Errorf("write after the restore: %v", err)
+				}
+				if err := c.CloseWrite(); err != nil {
+					t.Error(err)
+				}
+			}
+			ws, err := waitReaped(tg.pid, restoreTimeout)
+			if err != nil {
+				t.Fatalf("restored target: %v", err)
+			}
+			tg.expectPassed(ws.ExitStatus(), "after two checkpoints half closed with the test")
+		})
+	}
 }
 
 // TestTCPEstablishedLeaveRunning: a dump with --leave-running leaves the

@@ -37,6 +37,10 @@
  *       their state, 10 that it cannot write, 12 reads the 1000 bytes then
  *       the end, writes 100 more and shuts down; 10 reads the 2100 bytes,
  *       then the end.
+ *   tcp TRIGGER peerhalf PORT send|recv
+ *       halfclose with the test as the peer, connected to 127.0.0.1:PORT
+ *       at fd 10: send, the target shut down (FIN_WAIT2); recv, the test
+ *       did (CLOSE_WAIT here).
  *   tcp TRIGGER reset
  *       What a dump must refuse: a connection reset by its peer, with
  *       unread data (fd 10). On the trigger it only checks itself.
@@ -496,6 +500,73 @@ static void half(const char *mode)
 	exit(finish());
 }
 
+/* peerhalf: half(), the test being the peer. send: the target wrote 1000
+ * bytes and shut down (FIN_WAIT2) and holds the test's 2000 unread; recv:
+ * the test wrote 1000 bytes and shut down (CLOSE_WAIT here), the target
+ * wrote 2000 the test has not read. After the trigger the side that can
+ * still write writes 100 bytes more and shuts down; each reads to the end. */
+static void peerhalf(int argc, char **argv)
+{
+	if (argc < 5)
+		die("peerhalf PORT send|recv");
+	int sending = !strcmp(argv[4], "send");
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[3])), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int c = at(socket(AF_INET, SOCK_STREAM, 0), 10);
+	if (connect(c, (struct sockaddr *)&a, sizeof(a)))
+		die("connect");
+	nonblock(c);
+	static unsigned char mine[1000], theirs[2000], more[100], got[2000];
+	if (sending) {
+		fill_buf(mine, sizeof(mine), 1);
+		fill_buf(theirs, sizeof(theirs), 2);
+		if (write(c, mine, sizeof(mine)) != sizeof(mine) || shutdown(c, SHUT_WR))
+			die("write/shutdown");
+	} else {
+		fill_buf(theirs, 1000, 1);
+		fill_buf(mine, sizeof(mine), 2);
+		static unsigned char w[2000];
+		fill_buf(w, sizeof(w), 2);
+		if (write(c, w, sizeof(w)) != sizeof(w))
+			die("write");
+	}
+	int want_state = sending ? TCP_FIN_WAIT2 : TCP_CLOSE_WAIT, want_inq = sending ? 2000 : 1000;
+	for (int i = 0;; i++) {
+		int inq = 0;
+		ioctl(c, FIONREAD, &inq);
+		if (state_of(c) == want_state && inq == want_inq)
+			break;
+		if (i > 2000)
+			die("not half closed");
+		msleep(5);
+	}
+	fill_buf(more, sizeof(more), 3);
+	ready();
+	while (!triggered())
+		msleep(5);
+	out("VERIFY pid=%d\n", getpid());
+	check("state", state_of(c) == want_state, "state %d, want %d", state_of(c), want_state);
+	int n = read_exact(c, got, want_inq);
+	check("data", n == want_inq && !memcmp(got, theirs, (size_t)want_inq), "read %d of %d bytes, or others", n, want_inq);
+	if (sending) {
+		int w = (int)send(c, "x", 1, MSG_NOSIGNAL);
+		check("shut", w < 0 && errno == EPIPE, "write after shutdown: %d (%s)", w, strerror(errno));
+		n = read_exact(c, got, sizeof(more));
+		check("more", n == sizeof(more) && !memcmp(got, more, sizeof(more)), "read %d of %zu bytes written after the restore", n, sizeof(more));
+		check("fin", read_eof(c), "no end of stream");
+	} else {
+		check("fin", read_eof(c), "no end of stream after the data");
+		if (write(c, more, sizeof(more)) != sizeof(more) || shutdown(c, SHUT_WR))
+			die("write/shutdown");
+		/* The test ends once it has read everything. */
+		char x;
+		struct pollfd p = {c, POLLRDHUP, 0};
+		poll(&p, 1, 10000);
+		(void)x;
+	}
+	check_identity();
+	exit(finish());
+}
+
 int main(int argc, char **argv)
 {
 	target_init(argc, argv);
@@ -508,6 +579,8 @@ int main(int argc, char **argv)
 		queues();
 	if (!strcmp(mode, "halfclose") || !strcmp(mode, "reset"))
 		half(mode);
+	if (!strcmp(mode, "peerhalf"))
+		peerhalf(argc, argv);
 	die("unknown mode");
 	return 2;
 }
