@@ -119,9 +119,11 @@ func (d *Dumper) RepairTCP() error {
 		}
 		c.repair = true
 	}
-	for _, c := range it.conns {
-		if err := c.read(); err != nil {
-			return fmt.Errorf("%s: %w", c.what, err)
+	for _, read := range []func(*tcpConn) error{(*tcpConn).readSend, (*tcpConn).readRecv, (*tcpConn).readSent} {
+		for _, c := range it.conns {
+			if err := read(c); err != nil {
+				return fmt.Errorf("%s: %w", c.what, err)
+			}
 		}
 	}
 	return nil
@@ -155,8 +157,13 @@ func (d *Dumper) EndTCP(kill bool) error {
 	return errors.Join(errl...)
 }
 
-// read reads a connection in repair mode, as CRIU's libsoccr does.
-func (c *tcpConn) read() error {
+// readSend reads, in repair mode, a connection's state and send queue:
+// the first pass over the tree's connections. Every send queue is read
+// before any receive queue: data that moves meanwhile from one end of a
+// connection of the tree to the other (the kernel still sends and
+// acknowledges in repair mode) is then in both images, which TCP takes as
+// a retransmission, never in neither.
+func (c *tcpConn) readSend() error {
 	ti, err := kabi.GetTCPInfo(c.fd)
 	if err != nil {
 		return fmt.Errorf("TCP_INFO: %w", err)
@@ -164,100 +171,125 @@ func (c *tcpConn) read() error {
 	if int(ti.State) != int(c.ie.GetState()) {
 		return fmt.Errorf("its state became %s while the tree was frozen (is the network lock on?): %w", tcpStateName(int(ti.State)), errs.ErrNotSupported)
 	}
-	ioctl := func(req uint, name string) (uint32, error) {
-		n, err := unix.IoctlGetInt(c.fd, req)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", name, err)
-		}
-		return uint32(n), nil
-	}
-	outq, err := ioctl(unix.SIOCOUTQ, "SIOCOUTQ")
-	if err != nil {
-		return err
-	}
-	unsq, err := ioctl(unix.SIOCOUTQNSD, "SIOCOUTQNSD")
-	if err != nil {
-		return err
-	}
-	inq, err := ioctl(unix.SIOCINQ, "SIOCINQ")
-	if err != nil {
-		return err
-	}
 	// Urgent data sits in the stream at a mark the queues do not keep.
 	if mark, err := unix.IoctlGetInt(c.fd, unix.SIOCATMARK); err == nil && mark != 0 {
 		return fmt.Errorf("urgent (out-of-band) data pending: %w", errs.ErrNotSupported)
+	}
+	if ti.Options&^(kabi.TCPI_OPT_TIMESTAMPS|kabi.TCPI_OPT_SACK|kabi.TCPI_OPT_WSCALE|kabi.TCPI_OPT_SYN_DATA) != 0 {
+		return fmt.Errorf("TCP options %#x (ECN or microsecond timestamps), which TCP repair cannot set: %w", ti.Options, errs.ErrNotSupported)
 	}
 	mss, err := unix.GetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_MAXSEG)
 	if err != nil {
 		return fmt.Errorf("TCP_MAXSEG: %w", err)
 	}
-	st := &tcpstream.TcpStreamEntry{
-		InqLen: proto.Uint32(inq), OutqLen: proto.Uint32(outq), UnsqLen: proto.Uint32(unsq),
-		OptMask: proto.Uint32(uint32(ti.Options)), MssClamp: proto.Uint32(uint32(mss)),
-		SndWscale: proto.Uint32(0),
-	}
+	st := &tcpstream.TcpStreamEntry{OptMask: proto.Uint32(uint32(ti.Options)), MssClamp: proto.Uint32(uint32(mss)), SndWscale: proto.Uint32(0)}
 	if ti.Options&kabi.TCPI_OPT_WSCALE != 0 {
 		// tcpi_snd_wscale and tcpi_rcv_wscale: two nibbles of one byte.
 		st.SndWscale = proto.Uint32(uint32(ti.Wscale & 0xf))
 		st.RcvWscale = proto.Uint32(uint32(ti.Wscale >> 4))
 	}
-	if ti.Options&kabi.TCPI_OPT_TIMESTAMPS != 0 {
-		ts, err := unix.GetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_TIMESTAMP)
-		if err != nil {
-			return fmt.Errorf("TCP_TIMESTAMP: %w", err)
-		}
-		st.Timestamp = proto.Uint32(uint32(ts))
-	}
-	if ti.Options&^(kabi.TCPI_OPT_TIMESTAMPS|kabi.TCPI_OPT_SACK|kabi.TCPI_OPT_WSCALE|kabi.TCPI_OPT_SYN_DATA) != 0 {
-		return fmt.Errorf("TCP options %#x (ECN or microsecond timestamps), which TCP repair cannot set: %w", ti.Options, errs.ErrNotSupported)
-	}
-	w, err := kabi.GetTCPRepairWindow(c.fd)
+	// Unsent first, so that it is never more than the queue; readSent
+	// has the last word.
+	unsq, err := unix.IoctlGetInt(c.fd, unix.SIOCOUTQNSD)
 	if err != nil {
-		return fmt.Errorf("TCP_REPAIR_WINDOW: %w", err)
+		return fmt.Errorf("SIOCOUTQNSD: %w", err)
 	}
-	st.SndWl1, st.SndWnd, st.MaxWindow = proto.Uint32(w.SndWl1), proto.Uint32(w.SndWnd), proto.Uint32(w.MaxWindow)
-	st.RcvWnd, st.RcvWup = proto.Uint32(w.RcvWnd), proto.Uint32(w.RcvWup)
 	var seq uint32
-	if c.inq, seq, err = peekTCPQueue(c.fd, kabi.TCP_RECV_QUEUE, inq); err != nil {
-		return fmt.Errorf("receive queue: %w", err)
-	}
-	st.InqSeq = proto.Uint32(seq)
-	if c.outq, seq, err = peekTCPQueue(c.fd, kabi.TCP_SEND_QUEUE, outq); err != nil {
+	if c.outq, seq, err = readQueue(c.fd, kabi.TCP_SEND_QUEUE, unix.SIOCOUTQ); err != nil {
 		return fmt.Errorf("send queue: %w", err)
 	}
-	st.OutqSeq = proto.Uint32(seq)
-	if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, kabi.TCP_NO_QUEUE); err != nil {
-		return fmt.Errorf("TCP_REPAIR_QUEUE: %w", err)
-	}
+	st.OutqLen, st.OutqSeq = proto.Uint32(uint32(len(c.outq))), proto.Uint32(seq)
+	st.UnsqLen = proto.Uint32(min(uint32(unsq), uint32(len(c.outq))))
 	st.Nodelay = c.ie.GetTcpOpts().Nodelay
 	st.Cork = c.ie.GetTcpOpts().Cork
 	c.st = st
 	return nil
 }
 
-// peekTCPQueue reads queue q of a repair socket, which holds n bytes, and the
-// sequence number that follows its end. One byte more is asked for: a
-// queue that grew since n was read is an error, not a truncated copy.
-func peekTCPQueue(fd, q int, n uint32) ([]byte, uint32, error) {
+// readRecv reads, in repair mode, a connection's receive queue, window and
+// timestamp clock: the second pass.
+func (c *tcpConn) readRecv() error {
+	st := c.st
+	var seq uint32
+	var err error
+	if c.inq, seq, err = readQueue(c.fd, kabi.TCP_RECV_QUEUE, unix.SIOCINQ); err != nil {
+		return fmt.Errorf("receive queue: %w", err)
+	}
+	st.InqLen, st.InqSeq = proto.Uint32(uint32(len(c.inq))), proto.Uint32(seq)
+	w, err := kabi.GetTCPRepairWindow(c.fd)
+	if err != nil {
+		return fmt.Errorf("TCP_REPAIR_WINDOW: %w", err)
+	}
+	st.SndWl1, st.SndWnd, st.MaxWindow = proto.Uint32(w.SndWl1), proto.Uint32(w.SndWnd), proto.Uint32(w.MaxWindow)
+	st.RcvWnd, st.RcvWup = proto.Uint32(w.RcvWnd), proto.Uint32(w.RcvWup)
+	if st.GetOptMask()&kabi.TCPI_OPT_TIMESTAMPS != 0 {
+		ts, err := unix.GetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_TIMESTAMP)
+		if err != nil {
+			return fmt.Errorf("TCP_TIMESTAMP: %w", err)
+		}
+		st.Timestamp = proto.Uint32(uint32(ts))
+	}
+	return nil
+}
+
+// readSent reads again, last, how much of the send queue is unsent: what
+// was sent since the first pass may have reached a receive queue read in
+// the second, and must count as sent, or the peer's ACKs would
+// acknowledge data this end thinks it never sent, which it discards with
+// the segments that carry them.
+func (c *tcpConn) readSent() error {
+	unsq, err := unix.IoctlGetInt(c.fd, unix.SIOCOUTQNSD)
+	if err != nil {
+		return fmt.Errorf("SIOCOUTQNSD: %w", err)
+	}
+	c.st.UnsqLen = proto.Uint32(min(c.st.GetUnsqLen(), uint32(unsq)))
+	return nil
+}
+
+// readQueue reads queue q of a repair socket (its length by ioctl lenReq)
+// and the sequence number that follows its end, again until two readings
+// agree: without a network lock the queue may change while it is read.
+// One byte more than the length is asked for, so that a queue that grew
+// shows.
+func readQueue(fd, q int, lenReq uint) ([]byte, uint32, error) {
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, q); err != nil {
 		return nil, 0, fmt.Errorf("TCP_REPAIR_QUEUE: %w", err)
 	}
-	seq, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, kabi.TCP_QUEUE_SEQ)
-	if err != nil {
-		return nil, 0, fmt.Errorf("TCP_QUEUE_SEQ: %w", err)
+	// Back to no queue at once: with the send queue chosen, the kernel
+	// would take what it sends meanwhile for sent without sending it.
+	defer unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, kabi.TCP_NO_QUEUE)
+	for try := 0; ; try++ {
+		n, err := unix.IoctlGetInt(fd, lenReq)
+		if err != nil {
+			return nil, 0, fmt.Errorf("ioctl %#x: %w", lenReq, err)
+		}
+		seq, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, kabi.TCP_QUEUE_SEQ)
+		if err != nil {
+			return nil, 0, fmt.Errorf("TCP_QUEUE_SEQ: %w", err)
+		}
+		var buf []byte
+		got := 0
+		if n > 0 {
+			buf = make([]byte, n+1)
+			if got, _, err = unix.Recvfrom(fd, buf, unix.MSG_PEEK|unix.MSG_DONTWAIT); err != nil {
+				return nil, 0, fmt.Errorf("recv MSG_PEEK: %w", err)
+			}
+		}
+		n2, err := unix.IoctlGetInt(fd, lenReq)
+		if err != nil {
+			return nil, 0, fmt.Errorf("ioctl %#x: %w", lenReq, err)
+		}
+		seq2, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, kabi.TCP_QUEUE_SEQ)
+		if err != nil {
+			return nil, 0, fmt.Errorf("TCP_QUEUE_SEQ: %w", err)
+		}
+		if got == n && n2 == n && seq2 == seq {
+			return buf[:n:n], uint32(seq), nil
+		}
+		if try == 10 {
+			return nil, 0, fmt.Errorf("%d bytes read, %d then %d queued: the queue keeps changing while read (is the network lock on?)", got, n, n2)
+		}
 	}
-	if n == 0 {
-		return nil, uint32(seq), nil
-	}
-	buf := make([]byte, n+1)
-	got, _, err := unix.Recvfrom(fd, buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
-	if err != nil {
-		return nil, 0, fmt.Errorf("recv MSG_PEEK: %w", err)
-	}
-	if got != int(n) {
-		return nil, 0, fmt.Errorf("%d bytes read, %d queued: the queue changed while read (is the network lock on?)", got, n)
-	}
-	return buf[:n], uint32(seq), nil
 }
 
 // writeTCP writes tcp-stream-INO.img of every connection read.

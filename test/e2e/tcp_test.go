@@ -389,15 +389,19 @@ type peerStream struct {
 	read     uint64
 	readErr  error
 	writeErr error
-	stop     chan struct{} // closed: write END and shut down
+	stop     chan struct{} // closed: the trigger fired, write TRIG
+	gotTrig  chan struct{} // closed when the target's TRIG arrived: write END
 	wdone    chan struct{} // closed when the writer is done
 	readDone chan struct{} // closed when the reader is done
 }
 
-const endRecord = 1 << 63
+const (
+	endRecord  = 1 << 63
+	trigRecord = 1 << 62
+)
 
 func newPeerStream(c *net.TCPConn) *peerStream {
-	ps := &peerStream{c: c, resume: make(chan struct{}), stop: make(chan struct{}), wdone: make(chan struct{}), readDone: make(chan struct{})}
+	ps := &peerStream{c: c, resume: make(chan struct{}), stop: make(chan struct{}), gotTrig: make(chan struct{}), wdone: make(chan struct{}), readDone: make(chan struct{})}
 	go ps.writer()
 	go ps.reader()
 	return ps
@@ -406,17 +410,33 @@ func newPeerStream(c *net.TCPConn) *peerStream {
 func (ps *peerStream) writer() {
 	defer close(ps.wdone)
 	buf := make([]byte, 8*512)
+	trigSent := false
+	record := func(v uint64) error {
+		binary.LittleEndian.PutUint64(buf, v)
+		ps.c.SetWriteDeadline(time.Time{})
+		_, err := ps.c.Write(buf[:8])
+		return err
+	}
 	for {
 		select {
 		case <-ps.stop:
-			binary.LittleEndian.PutUint64(buf, endRecord|ps.written)
-			if _, err := ps.c.Write(buf[:8]); err != nil {
-				ps.writeErr = err
-			} else {
-				ps.writeErr = ps.c.CloseWrite()
+			if !trigSent {
+				if ps.writeErr = record(trigRecord | ps.written); ps.writeErr != nil {
+					return
+				}
+				trigSent = true
 			}
-			return
 		default:
+		}
+		if trigSent {
+			select {
+			case <-ps.gotTrig:
+				if ps.writeErr = record(endRecord | ps.written); ps.writeErr == nil {
+					ps.writeErr = ps.c.CloseWrite()
+				}
+				return
+			default:
+			}
 		}
 		ps.mu.Lock()
 		if ps.paused {
@@ -464,6 +484,14 @@ func (ps *peerStream) reader() {
 			return
 		}
 		v := binary.LittleEndian.Uint64(rec[:])
+		if v&trigRecord != 0 {
+			if v&^trigRecord != ps.read {
+				ps.readErr = fmt.Errorf("TRIG says %d records, %d read", v&^trigRecord, ps.read)
+				return
+			}
+			close(ps.gotTrig)
+			continue
+		}
 		if v&endRecord != 0 {
 			if v&^endRecord != ps.read {
 				ps.readErr = fmt.Errorf("END says %d records, %d read", v&^endRecord, ps.read)
@@ -613,16 +641,20 @@ func TestTCPEstablishedPeer(t *testing.T) {
 					time.Sleep(5 * time.Millisecond)
 				}
 			}
-			// The target ends its stream once it has records from after
-			// the trigger; the test ends its own once the target's ended.
+			// Each side sends TRIG once it knows of the trigger, and ends
+			// its stream once it has the other's.
 			tg.fire()
+			close(ps.stop)
 			select {
 			case <-ps.readDone:
 			case <-time.After(restoreTimeout):
 				t.Errorf("the target's stream did not end")
 			}
-			close(ps.stop)
-			<-ps.wdone
+			select {
+			case <-ps.wdone:
+			case <-time.After(restoreTimeout):
+				t.Errorf("the test's stream did not end")
+			}
 			if ps.readErr != nil || ps.writeErr != nil {
 				t.Errorf("the test's end of the stream: read: %v, write: %v", ps.readErr, ps.writeErr)
 			}

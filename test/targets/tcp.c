@@ -6,6 +6,10 @@
  * gets against the number it expects, so that a byte lost, duplicated or
  * reordered shows. Before it shuts its side down a writer sends one more
  * record, END | the number of records sent, which the reader checks too.
+ * Once a side has seen the trigger it sends TRIG | the records sent so
+ * far, and it ends its stream once it has sent its TRIG and received the
+ * other's: each side then knows it got data sent after the trigger (after
+ * the restore), whichever saw the trigger first.
  *
  *   tcp TRIGGER pair4|pair6|pairmapped
  *       A listener on 127.0.0.1 (pair6: ::1; pairmapped: an IPv6 socket on
@@ -13,9 +17,9 @@
  *       to it, and a child process (CHILD peer) holding the accepted end;
  *       both stream to each other all the time, nonblocking, at fd 10
  *       (the listener stays open in the parent at fd 11). On the trigger
- *       each side keeps going until it has received records after it,
- *       then shuts down its writing, reads to the end and checks the
- *       stream; the parent checks the child's exit status too.
+ *       each side sends its TRIG, goes on until it has the other's, then
+ *       shuts down its writing, reads to the end and checks the stream;
+ *       the parent checks the child's exit status too.
  *   tcp TRIGGER peer PORT [6]
  *       One connection at fd 10 to the test's listener on 127.0.0.1:PORT
  *       (6: [::1]:PORT), the test being the peer, streaming the same way.
@@ -57,6 +61,7 @@
 #include <sys/wait.h>
 
 #define END 0x8000000000000000ull
+#define TRIG 0x4000000000000000ull
 
 struct stream {
 	int fd;
@@ -65,6 +70,9 @@ struct stream {
 	int rlen;
 	unsigned char wbuf[8 * 1024];
 	int woff, wlen;            /* what of wbuf is still to write */
+	int want_trig;             /* the trigger was seen: TRIG goes next */
+	int trigq;                 /* TRIG is in wbuf or sent */
+	int got_trig;              /* the other side's TRIG arrived */
 	int endq;                  /* END is in wbuf */
 	int wdone;                 /* END written and SHUT_WR done */
 	int eof;                   /* END read and then EOF */
@@ -103,13 +111,20 @@ static void do_write(struct stream *s, int ending)
 				s->wdone = 1;
 				return;
 			}
-			int n = ending ? 1 : (int)(sizeof(s->wbuf) / 8);
-			for (int i = 0; i < n; i++)
-				put64(s->wbuf + 8 * i, ending ? END | s->wseq : s->wseq + (uint64_t)i);
-			if (ending)
+			int n = (int)(sizeof(s->wbuf) / 8);
+			if (s->want_trig && !s->trigq) {
+				put64(s->wbuf, TRIG | s->wseq);
+				s->trigq = 1;
+				n = 1;
+			} else if (ending) {
+				put64(s->wbuf, END | s->wseq);
 				s->endq = 1;
-			else
+				n = 1;
+			} else {
+				for (int i = 0; i < n; i++)
+					put64(s->wbuf + 8 * i, s->wseq + (uint64_t)i);
 				s->wseq += (uint64_t)n;
+			}
 			s->woff = 0;
 			s->wlen = 8 * n;
 		}
@@ -144,6 +159,12 @@ static void do_read(struct stream *s)
 				continue;
 			s->rlen = 0;
 			uint64_t v = get64(s->rbuf);
+			if (v & TRIG) {
+				if ((v & ~TRIG) != s->rseq)
+					fail(s, "TRIG says %llu records, %llu read%s", v & ~TRIG, s->rseq, 0);
+				s->got_trig = 1;
+				continue;
+			}
 			if (v & END) {
 				if ((v & ~END) != s->rseq)
 					fail(s, "END says %llu records, %llu read%s", v & ~END, s->rseq, 0);
@@ -197,10 +218,11 @@ static int run(struct stream *s, const char *side, int pausable)
 		poll(&p, 1, 5);
 		if (!trig && triggered()) {
 			trig = 1;
+			s->want_trig = 1;
 			at_trigger = s->rseq;
 			deadline = time(NULL) + 60;
 		}
-		int ending = trig && s->rseq > at_trigger;
+		int ending = s->trigq && s->got_trig;
 		if (can_write)
 			do_write(s, ending);
 		do_read(s);
@@ -211,8 +233,8 @@ static int run(struct stream *s, const char *side, int pausable)
 	}
 	char name[64];
 	snprintf(name, sizeof(name), "stream-%s", side);
-	return check(name, !s->err[0] && s->rseq > at_trigger, "%s (read %llu records, %llu at the trigger, wrote %llu)",
-		     s->err[0] ? s->err : "no record after the trigger", (unsigned long long)s->rseq,
+	return check(name, !s->err[0] && s->got_trig, "%s (read %llu records, %llu at the trigger, wrote %llu)",
+		     s->err[0] ? s->err : "no TRIG from the other side", (unsigned long long)s->rseq,
 		     (unsigned long long)at_trigger, (unsigned long long)s->wseq);
 }
 
