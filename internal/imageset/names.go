@@ -85,3 +85,8 @@ func Ids(pid uint32) File { return File{fmt.Sprintf("ids-%d.img", pid), "IDS"} }
 // Timens is the clocks of time namespace id at dump (CRIU writes id 0 for
 // the root time namespace).
 func Timens(id uint32) File { return File{fmt.Sprintf("timens-%d.img", id), "TIMENS"} }
+
+// TCPStream is an established TCP connection of socket ino: its
+// tcp_stream_entry, then the bytes of its receive queue and of its send
+// queue.
+func TCPStream(ino uint32) File { return File{fmt.Sprintf("tcp-stream-%d.img", ino), "TCP_STREAM"} }
