@@ -17,22 +17,15 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	tcpstream "github.com/checkpoint-restore/go-criu/v8/crit/images/tcp-stream"
 
 	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/image/imagetest"
-	"github.com/cryo-project/cryo/internal/kabi"
 )
 
 // tcpFlags are what a dump and a restore of established connections are
-// given. The network lock is skipped until package netlock is merged
-// (netlock.Take refuses nftables until then): the tests whose peer is
-// outside the tree pause their streams around the dump meanwhile (see
-// pauseStreams). After the merge: drop "--network-lock skip" here and the
-// pause in TestTCPEstablishedPeer.
-var tcpFlags = []string{"--tcp-established", "--network-lock", "skip"}
+// given: the network lock is the default, nftables.
+var tcpFlags = []string{"--tcp-established"}
 
 // tcpCycle dumps tg with flags, checks it was killed, and restores it
 // detached with rflags.
@@ -322,7 +315,7 @@ func TestTCPEstablishedRefused(t *testing.T) {
 		mustDump(t, tg.pid, img, tcpFlags...)
 		tg.expectKilled()
 		reapOrphans(t)
-		r := runCryo(t, restoreTimeout, restoreArgs(img, "-d", "--network-lock", "skip")...)
+		r := runCryo(t, restoreTimeout, restoreArgs(img, "-d")...)
 		if r.code == 0 {
 			t.Fatal("restore of an image with established connections without --tcp-established succeeded")
 		}
@@ -355,12 +348,12 @@ func TestTCPEstablishedClose(t *testing.T) {
 			tg.expectKilled()
 			reapOrphans(t)
 			if c.name == "dump-close" {
-				r := runCryo(t, restoreTimeout, restoreArgs(img, "-d", "--tcp-established", "--network-lock", "skip")...)
+				r := runCryo(t, restoreTimeout, restoreArgs(img, "-d", "--tcp-established")...)
 				if r.code == 0 || !strings.Contains(r.output, "dumped with --tcp-close") {
 					t.Fatalf("restore of a --tcp-close image without --tcp-close: %v", r)
 				}
 			}
-			cp := startCryo(t, restoreArgs(img, "--tcp-close", "--network-lock", "skip")...)
+			cp := startCryo(t, restoreArgs(img, "--tcp-close")...)
 			r := cp.wait(restoreTimeout)
 			if r.timedOut {
 				t.Fatalf("restore: %v", r)
@@ -538,61 +531,6 @@ func (ps *peerStream) pause(p bool) {
 	}
 }
 
-// queuesEmpty says whether socket fd has nothing in flight either way:
-// everything it sent acknowledged.
-func queuesEmpty(fd int) bool {
-	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-	if err != nil {
-		return false
-	}
-	outq, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
-	return err == nil && ti.Unacked == 0 && outq == 0
-}
-
-// pauseStreams stops both writers of the connection and waits until
-// nothing is in flight either way, so that without a network lock no
-// segment reaches a socket being dumped or gone. The test's reader keeps
-// reading.
-func pauseStreams(t *testing.T, tg *target, ps *peerStream, pauses int) {
-	t.Helper()
-	ps.pause(true)
-	if err := os.WriteFile(tg.trigger+".pause", nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	want := fmt.Sprintf("PAUSED %d\n", pauses)
-	raw, err := ps.c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if strings.Contains(tg.log(), want) {
-			theirs, err := kabi.GetFd(tg.pid, 10)
-			if err != nil {
-				t.Fatal(err)
-			}
-			empty := queuesEmpty(theirs)
-			unix.Close(theirs)
-			raw.Control(func(fd uintptr) { empty = empty && queuesEmpty(int(fd)) })
-			if empty {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the streams did not settle (the test read %d records: %v; wrote %d: %v):\n%s", ps.records(), ps.readErr, ps.written, ps.writeErr, tg.log())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func resumeStreams(t *testing.T, tg *target, ps *peerStream) {
-	t.Helper()
-	if err := os.Remove(tg.trigger + ".pause"); err != nil {
-		t.Fatal(err)
-	}
-	ps.pause(false)
-}
-
 // TestTCPEstablishedPeer: the test itself is the peer, outside the tree,
 // of the target's connection (IPv4 and IPv6), both streaming records to
 // each other. The target is dumped and restored twice; the stream goes
@@ -625,15 +563,13 @@ func TestTCPEstablishedPeer(t *testing.T) {
 			tg.waitReady()
 			ps := newPeerStream(c.(*net.TCPConn))
 			for cycle := 1; cycle <= 2; cycle++ {
+				// The streams run on through the dump: the network lock
+				// holds the test's segments back until the restored
+				// socket is there to take them.
 				before := ps.records()
-				// Until netlock is merged: the streams pause around the
-				// dump (see tcpFlags).
-				pauseStreams(t, tg, ps, cycle)
 				tcpCycle(t, tg, filepath.Join(t.TempDir(), fmt.Sprintf("img%d", cycle)), cycle == 1, tcpFlags, tcpFlags)
 				wrote := ps.wrote()
-				resumeStreams(t, tg, ps)
-				resumed := fmt.Sprintf("RESUMED %d\n", cycle)
-				for deadline := time.Now().Add(20 * time.Second); ps.records() < before+1000 || ps.wrote() < wrote+1000 || !strings.Contains(tg.log(), resumed); {
+				for deadline := time.Now().Add(20 * time.Second); ps.records() < before+1000 || ps.wrote() < wrote+1000; {
 					if time.Now().After(deadline) || ps.readErr != nil || ps.writeErr != nil {
 						t.Fatalf("cycle %d: the stream did not go on after the restore: %d records read, %d before the dump, %d written, %d before (read: %v, write: %v)",
 							cycle, ps.records(), before, ps.wrote(), wrote, ps.readErr, ps.writeErr)
