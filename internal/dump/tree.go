@@ -54,8 +54,9 @@ type tree struct {
 	baseSlice uint64
 	// keeper holds the tree's ends of pipes to the outside, kept, once
 	// the tree is killed (keep.go).
-	keeper *keeper.Keeper
-	kept   []string
+	keeper     *keeper.Keeper
+	keeperName string // the keeper's, if it keeps files for the restore
+	kept       []string
 }
 
 // zombie is a child that has exited and not been reaped: restored as a
@@ -234,6 +235,10 @@ func (t *tree) collect() error {
 	if err := t.files.Check(); err != nil {
 		return err
 	}
+	// The keeper before repair mode: it guards the connections in it.
+	if err := t.startKeeper(); err != nil {
+		return err
+	}
 	return t.repairTCP()
 }
 
@@ -275,10 +280,6 @@ func (t *tree) unlockTCP() error {
 // that makes the directory a complete image.
 func (t *tree) writeImages() error {
 	tm := time.Now()
-	// The keeper first: its name is in cryo-meta.json.
-	if err := t.startKeeper(); err != nil {
-		return err
-	}
 	if err := t.write(t.dir, t.sc.entry, t.st); err != nil {
 		return err
 	}
@@ -313,13 +314,18 @@ func (t *tree) cure() error {
 		if err := t.unlockTCP(); err != nil {
 			return errors.Join(fmt.Errorf("images are complete, but the TCP connections could not be let go: %w", err), t.release())
 		}
+		if t.keeper != nil {
+			t.keeper.Release()
+			t.keeper = nil
+		}
 		if err := t.release(); err != nil {
 			return fmt.Errorf("images are complete, but resuming the processes failed: %w", err)
 		}
 		return nil
 	}
-	// The lock now waits for the restore, and the connections stay in
-	// repair mode: their close, when the tree dies, sends nothing.
+	// The lock now waits for the restore, and the connections go back to
+	// repair mode (SilenceTCP): their close, when the tree dies, sends
+	// nothing.
 	if t.lock != nil {
 		if err := t.lock.Keep(); err != nil {
 			return errors.Join(fmt.Errorf("images are complete, but the network lock could not be kept for the restore, so the processes were left running: %w", err), t.unlockTCP(), t.release())
@@ -328,6 +334,9 @@ func (t *tree) cure() error {
 			t.st.NetworkLock = t.lock.Held()
 			t.log.Info("network lock kept for the restore", "lock", t.lock.Name(), "held", t.st.NetworkLock)
 		}
+	}
+	if err := t.files.SilenceTCP(); err != nil {
+		t.log.Warn("a TCP connection of the tree may send its FIN as it is killed (the network lock drops it)", "err", err)
 	}
 	if err := t.kill(); err != nil {
 		return err
@@ -617,10 +626,7 @@ func (t *tree) meta() *meta.Meta {
 	if err != nil {
 		t.log.Warn("no boot id: a restore will not look for the outside ends of pipes", "err", err)
 	}
-	var keeperName string
-	if t.keeper != nil {
-		keeperName = t.keeper.Name
-	}
+	keeperName := t.keeperName
 	lockName := ""
 	if t.lock != nil {
 		lockName = t.lock.Name()

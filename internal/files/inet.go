@@ -249,7 +249,7 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 		return 0, fmt.Errorf("%s: %w", what, err)
 	}
 	if p == unix.IPPROTO_TCP && connected(s.state) && !dd.opts.TCPClose {
-		if err := it.addConn(dd, fd, ie, s, what); err != nil {
+		if err := it.addConn(dd, e.Pid, fd, ie, s, what); err != nil {
 			return 0, err
 		}
 	}

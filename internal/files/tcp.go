@@ -67,6 +67,7 @@ type TCPConn = netlock.Conn
 // tcpConn is one established connection of the dump.
 type tcpConn struct {
 	fd     int // cryo's own copy of the socket, held until the dump ends
+	pid    int // the process of the tree that holds it
 	ie     *skinet.InetSkEntry
 	conn   TCPConn
 	what   string
@@ -77,12 +78,12 @@ type tcpConn struct {
 }
 
 // addConn keeps an established connection of the tree for RepairTCP.
-func (it *inetDump) addConn(d *Dumper, fd int, ie *skinet.InetSkEntry, s *inetSock, what string) error {
+func (it *inetDump) addConn(d *Dumper, pid, fd int, ie *skinet.InetSkEntry, s *inetSock, what string) error {
 	cp, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("%s: keep a copy: %w", what, err)
 	}
-	c := &tcpConn{fd: cp, ie: ie, conn: TCPConn{Local: s.src, Remote: s.dst}, what: what}
+	c := &tcpConn{fd: cp, pid: pid, ie: ie, conn: TCPConn{Local: s.src, Remote: s.dst}, what: what}
 	it.conns = append(it.conns, c)
 	d.keep(closeFd(cp))
 	return nil
@@ -99,6 +100,24 @@ func (d *Dumper) TCPConns() []TCPConn {
 	out := make([]TCPConn, len(it.conns))
 	for i, c := range it.conns {
 		out[i] = c.conn
+	}
+	return out
+}
+
+// TCPGuard is one connection RepairTCP puts in repair mode: cryo's copy
+// of its socket, and the program's SO_REUSEADDR, which TCP_REPAIR_OFF
+// clears (package keeper guards them against a dump that dies).
+type TCPGuard struct {
+	Fd        int
+	Pid       int // a process of the tree that holds it
+	ReuseAddr bool
+}
+
+// TCPGuards lists the connections RepairTCP will put in repair mode.
+func (d *Dumper) TCPGuards() []TCPGuard {
+	var out []TCPGuard
+	for _, c := range dumpHalf[*inetDump](d).conns {
+		out = append(out, TCPGuard{Fd: c.fd, Pid: c.pid, ReuseAddr: c.ie.GetOpts().GetReuseaddr()})
 	}
 	return out
 }
@@ -126,7 +145,29 @@ func (d *Dumper) RepairTCP() error {
 			}
 		}
 	}
-	return nil
+	// Out of repair mode again for the rest of the dump: the tree is
+	// frozen and the lock drops every segment, so nothing a connection
+	// holds can change, and a dump that dies from here on leaves
+	// connections the program can use (in repair mode its reads fail with
+	// EPERM, and only CAP_NET_ADMIN takes it off). SilenceTCP puts them
+	// back in it just before the tree is killed.
+	return d.EndTCP(false)
+}
+
+// SilenceTCP puts the tree's connections in repair mode again just before
+// the tree is killed, once its image is complete: the last close of each,
+// by the tree or by cryo, then sends nothing, and no socket lingers in
+// FIN_WAIT1 with the 4-tuple the restore needs.
+func (d *Dumper) SilenceTCP() error {
+	var errl []error
+	for _, c := range dumpHalf[*inetDump](d).conns {
+		if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
+			errl = append(errl, fmt.Errorf("%s: TCP_REPAIR: %w", c.what, err))
+			continue
+		}
+		c.repair = true
+	}
+	return errors.Join(errl...)
 }
 
 // EndTCP ends what RepairTCP began. A dump whose tree is killed (kill)

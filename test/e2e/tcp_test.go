@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -601,4 +603,115 @@ func TestTCPEstablishedPeer(t *testing.T) {
 			tg.expectPassed(ws.ExitStatus(), "after two checkpoints streaming to the test")
 		})
 	}
+}
+
+// cryoLockTables lists the nftables tables of cryo's network locks.
+func cryoLockTables(t *testing.T) []string {
+	t.Helper()
+	out, err := exec.Command("nft", "list", "tables").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list tables: %v\n%s", err, out)
+	}
+	var tables []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && strings.HasPrefix(f[2], "cryo-lock-") {
+			tables = append(tables, f[2])
+		}
+	}
+	return tables
+}
+
+// TestKillCryoMidDumpTCP: a dump with --tcp-established of a target
+// streaming both ways with the test (its peer, outside the tree) is
+// SIGKILLed with its worker at a random moment, every other one a plain
+// dump. Whatever the moment: if the dump had not finished, the target runs
+// on and its connection carries on (the keeper took repair mode off and
+// removed the lock the dump left); if it had, the restore brings it back
+// and the connection carries on. The test's end never sees a reset, every
+// record arrives once and in order both ways, and no lock table is left.
+func TestKillCryoMidDumpTCP(t *testing.T) {
+	requireCryo(t)
+	if _, err := exec.LookPath("nft"); err != nil {
+		if os.Getenv("CRYO_TEST_STRICT") != "" {
+			t.Fatal("nft (Debian's nftables) is missing")
+		}
+		t.Skip("no nft to look for lock tables with")
+	}
+	loops := killLoops(t, 20)
+	outcomes := map[string]int{}
+	for i := range loops {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tg := startTargetNoWait(t, "tcp", "peer", fmt.Sprint(ln.Addr().(*net.TCPAddr).Port))
+		c, err := ln.Accept()
+		ln.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tg.waitReady()
+		ps := newPeerStream(c.(*net.TCPConn))
+		img := filepath.Join(tg.dir, "img")
+		args := append([]string{"dump", "-t", fmt.Sprint(tg.pid), "-D", img}, tcpFlags...)
+		if i%2 == 0 {
+			args = append(args, "--leave-running")
+		}
+		time.Sleep(20 * time.Millisecond)
+		cp := startCryo(t, args...)
+		delay := time.Duration(rand.IntN(61)) * time.Millisecond
+		time.Sleep(delay)
+		killWorkers(cp.cmd.Process.Pid)
+		_ = cp.cmd.Process.Signal(syscall.SIGKILL)
+		cp.wait(5 * time.Second)
+		for _, w := range orphanedCryos() {
+			if !isKeeper(w) {
+				waitReaped(w, exitTimeout)
+			}
+		}
+		expectNoKeeper(t)
+		outcome := "dump did not finish, target ran on"
+		if st := procState(tg.pid); st == "Z" || st == "gone" {
+			<-tg.done
+			outcome = "dumped, restored"
+			if r := runCryo(t, restoreTimeout, restoreArgs(img, append([]string{"-d"}, tcpFlags...)...)...); r.code != 0 {
+				t.Fatalf("iteration %d (kill after %v): restore: %v%s", i, delay, r, readLog(img+".restore.log"))
+			}
+		}
+		before, wrote := ps.records(), ps.wrote()
+		for deadline := time.Now().Add(20 * time.Second); ps.records() < before+500 || ps.wrote() < wrote+500; {
+			if time.Now().After(deadline) || ps.readErr != nil || ps.writeErr != nil {
+				t.Fatalf("iteration %d (kill after %v, %s): the stream did not go on: %d records read, %d before, %d written, %d before (read: %v, write: %v); lock tables %v\n%s",
+					i, delay, outcome, ps.records(), before, ps.wrote(), wrote, ps.readErr, ps.writeErr, cryoLockTables(t), lastLines(tg.log(), 5))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if tables := cryoLockTables(t); len(tables) > 0 {
+			t.Fatalf("iteration %d (kill after %v, %s): lock tables left: %v", i, delay, outcome, tables)
+		}
+		tg.fire()
+		close(ps.stop)
+		<-ps.readDone
+		<-ps.wdone
+		if ps.readErr != nil || ps.writeErr != nil {
+			t.Fatalf("iteration %d (kill after %v, %s): the test's end of the stream: read: %v, write: %v", i, delay, outcome, ps.readErr, ps.writeErr)
+		}
+		if outcome == "dumped, restored" {
+			// The restored target is the test's by subreaping.
+			ws, err := waitReaped(tg.pid, restoreTimeout)
+			if err != nil {
+				t.Fatalf("iteration %d: restored target: %v", i, err)
+			}
+			tg.expectPassed(ws.ExitStatus(), "after a killed dump and a restore")
+		} else {
+			st, ok := tg.waitExit(restoreTimeout)
+			if !ok {
+				t.Fatalf("iteration %d: target did not end", i)
+			}
+			tg.expectPassed(st.ExitCode(), "after a killed dump")
+		}
+		c.Close()
+		outcomes[outcome]++
+	}
+	t.Logf("%d kills of a dump of a TCP connection to the test: %v", loops, outcomes)
 }
