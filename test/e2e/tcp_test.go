@@ -378,8 +378,6 @@ func TestTCPEstablishedClose(t *testing.T) {
 type peerStream struct {
 	c        *net.TCPConn
 	mu       sync.Mutex
-	paused   bool
-	resume   chan struct{}
 	written  uint64
 	read     uint64
 	readErr  error
@@ -396,7 +394,7 @@ const (
 )
 
 func newPeerStream(c *net.TCPConn) *peerStream {
-	ps := &peerStream{c: c, resume: make(chan struct{}), stop: make(chan struct{}), gotTrig: make(chan struct{}), wdone: make(chan struct{}), readDone: make(chan struct{})}
+	ps := &peerStream{c: c, stop: make(chan struct{}), gotTrig: make(chan struct{}), wdone: make(chan struct{}), readDone: make(chan struct{})}
 	go ps.writer()
 	go ps.reader()
 	return ps
@@ -433,17 +431,6 @@ func (ps *peerStream) writer() {
 			default:
 			}
 		}
-		ps.mu.Lock()
-		if ps.paused {
-			ch := ps.resume
-			ps.mu.Unlock()
-			select {
-			case <-ch:
-			case <-ps.stop:
-			}
-			continue
-		}
-		ps.mu.Unlock()
 		for i := 0; i < len(buf)/8; i++ {
 			binary.LittleEndian.PutUint64(buf[8*i:], ps.written+uint64(i))
 		}
@@ -518,19 +505,6 @@ func (ps *peerStream) wrote() uint64 {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	return ps.written
-}
-
-func (ps *peerStream) pause(p bool) {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	if p == ps.paused {
-		return
-	}
-	ps.paused = p
-	if !p {
-		close(ps.resume)
-		ps.resume = make(chan struct{})
-	}
 }
 
 // TestTCPEstablishedPeer: the test itself is the peer, outside the tree,
