@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# cryo demo: checkpoint a running counter, kill it, restore it, watch it count on.
+# cryo demo: checkpoint a running counter, kill it, restore it, watch it count on;
+# then checkpoint a TCP server with a client connected, and see the client's
+# next request answered by the restored server.
 # Run by `make demo`, after bin/cryo and bin/targets/* are built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,7 +69,48 @@ echo "last count before the dump: ${last_before#count }"
 echo "first count after restore:  ${first_after#count }"
 tail -n 3 "$LOG"
 
-step "Stop the restored counter (kill $PID) and clean up"
+step "Stop the restored counter (kill $PID)"
+kill "$PID"
+PID=""
+
+# Act two: a server with a client connected across the checkpoint.
+PORT=$((20000 + RANDOM % 20000))
+step "Start a TCP server on 127.0.0.1:$PORT that counts the requests it answers"
+(
+	for fd in /proc/$BASHPID/fd/*; do
+		fd=${fd##*/}
+		if ((fd > 2)); then eval "exec $fd>&-"; fi
+	done
+	exec setsid python3 demo/tcpserver.py "$PORT" </dev/null >>"$OUT/server.log" 2>&1
+) &
+PID=$!
+disown "$PID"
+for _ in $(seq 50); do grep -q listening "$OUT/server.log" 2>/dev/null && break; sleep 0.1; done
+
+step "Connect a client (this shell, fd 7) and ask twice"
+exec 7<>"/dev/tcp/127.0.0.1/$PORT"
+for q in one two; do
+	echo "$q" >&7
+	read -r -u 7 answer
+	echo "client got: $answer"
+done
+
+step "Checkpoint the server with its connection: cryo dump -t $PID --tcp-established"
+$CRYO dump -t "$PID" -D "$OUT/img2" --tcp-established -o "$OUT/dump2.log"
+ps -p "$PID" >/dev/null && { echo "server still running" >&2; exit 1; }
+echo "server gone; the client's connection stays open (the network lock holds its packets)"
+
+step "Restore it: cryo restore -D $OUT/img2 -d --tcp-established"
+$CRYO restore -D "$OUT/img2" -d --tcp-established -o "$OUT/restore2.log"
+
+step "The client's next request, on the same connection, is answered by the restored server"
+echo three >&7
+read -r -t 10 -u 7 answer
+echo "client got: $answer"
+[[ "$answer" == "answer 3 to three" ]] || { echo "want: answer 3 to three" >&2; exit 1; }
+exec 7>&-
+
+step "Stop the restored server (kill $PID) and clean up"
 kill "$PID"
 PID=""
 rm -rf "$OUT"

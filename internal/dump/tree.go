@@ -417,8 +417,10 @@ func (t *tree) add(pid, ppid, ptid int) error {
 		return fmt.Errorf("child %d of %d: %w", pid, ppid, err)
 	}
 	if err := p.freeze(); err != nil {
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, ptrace.ErrGone) {
-			// Exited while being seized: now a zombie, or gone.
+		now, serr := procfs.StatPid(pid)
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, ptrace.ErrGone) || serr != nil || now.State == 'Z' || now.State == 'X' {
+			// Exited while being seized (PTRACE_SEIZE of an exiting
+			// task fails with EPERM): now a zombie, or gone.
 			return t.add(pid, ppid, ptid)
 		}
 		return err
