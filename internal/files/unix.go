@@ -988,9 +988,36 @@ func setUnixOpts(fd int, e *skunix.UnixSkEntry) error {
 			}
 		}
 	}
-	if fl := e.GetFlags() & (unix.O_NONBLOCK | unix.O_ASYNC); fl != 0 {
+	// O_ASYNC waits for processDone: set here, on cryo's copy, the
+	// kernel would record cryo's fd number as the si_fd of every SIGIO.
+	if fl := e.GetFlags() & unix.O_NONBLOCK; fl != 0 {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, int(fl)); err != nil {
 			return fmt.Errorf("file flags %#x: %w", fl, err)
+		}
+	}
+	return nil
+}
+
+// processDone gives O_ASYNC back, set by the process itself on the fd's
+// own number: the kernel records the number F_SETFL was called on and
+// reports it as si_fd in the signal (fown.go) a socket's readiness raises.
+// The program may have set it on another fd of the same description since
+// closed; no interface shows that number, and the lowest fd of the first
+// process holding the socket stands for it.
+func (u *unixOpen) processDone(_ *Restorer, p Proc, fds map[uint64]*fdinfo.FileEntry) error {
+	nums := make([]uint64, 0, len(fds))
+	for n := range fds {
+		nums = append(nums, n)
+	}
+	sort.Slice(nums, func(i, j int) bool { return nums[i] < nums[j] })
+	for _, n := range nums {
+		e := fds[n].GetUsk()
+		if e.GetFlags()&unix.O_ASYNC == 0 {
+			continue
+		}
+		fl := uint64(e.GetFlags() & (unix.O_NONBLOCK | unix.O_ASYNC))
+		if _, err := p.Call("fcntl(F_SETFL, O_ASYNC)", unix.SYS_FCNTL, n, unix.F_SETFL, fl); err != nil {
+			return fmt.Errorf("fd %d (socket:[%d]): %w", n, e.GetIno(), err)
 		}
 	}
 	return nil
