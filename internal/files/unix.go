@@ -78,6 +78,9 @@ type unixSock struct {
 	// msgs is the unread data: one entry per message for datagram and
 	// seqpacket sockets, one run of bytes for a stream.
 	msgs [][]byte
+	// closed is what the socket still says of its peer, if that peer is
+	// closed (unix_closed.go).
+	closed *closedPeer
 }
 
 func (ut *unixDump) match(fd *Fd) bool {
@@ -142,6 +145,14 @@ func (ut *unixDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 		ue.FilePerms = perms
 	}
 	s := &unixSock{d: d, pid: e.Pid, fd: e.Num, link: e.Link, entry: ue}
+	if err := pendingError(fd); err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	if d.State == kabi.TCP_ESTABLISHED && d.Peer == 0 {
+		if s.closed, err = readClosedPeer(fd); err != nil {
+			return 0, fmt.Errorf("%s: %w", what, err)
+		}
+	}
 	// Only a connected stream or seqpacket socket has a queue (recvmsg on
 	// another fails); a datagram socket always may.
 	if d.State == kabi.TCP_ESTABLISHED || typ == unix.SOCK_DGRAM {
@@ -364,7 +375,7 @@ func (ut *unixDump) checkOne(s *unixSock, waiting map[uint32]*unixSock) error {
 			if l := ut.backlogOf(d.Inode); l != 0 {
 				return s.refuse(fmt.Sprintf("waits in the backlog of socket:[%d], outside the tree", l))
 			}
-			return s.refuse("its peer is closed")
+			return ut.checkClosed(s)
 		case queued:
 			return s.refuse("datagrams queued on an unconnected socket, whose senders are not recorded")
 		}
@@ -623,6 +634,9 @@ func (u *unixOpen) makeUnix(ino uint32) error {
 	}
 	if e.GetState() == tcpListen {
 		return u.makeListener(e)
+	}
+	if e.GetPeer() == 0 && e.GetState() == tcpEstablished {
+		return u.makeClosed(e)
 	}
 	if e.GetPeer() == 0 {
 		fd, err := u.newUnix(e)
