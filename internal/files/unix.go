@@ -156,7 +156,7 @@ func (ut *unixDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 	// Only a connected stream or seqpacket socket has a queue (recvmsg on
 	// another fails); a datagram socket always may.
 	if d.State == kabi.TCP_ESTABLISHED || typ == unix.SOCK_DGRAM {
-		if s.msgs, err = peekQueue(fd, typ); err != nil {
+		if s.msgs, err = peekQueue(fd, typ, d.Shutdown&rcvShutdown != 0); err != nil {
 			return 0, fmt.Errorf("%s: %w", what, err)
 		}
 	}
@@ -230,8 +230,10 @@ const maxQueued = 1 << 20
 // so each call is one message, provided the buffer holds it whole
 // (MSG_TRUNC gives its size; if it did not fit, the offset is set back to
 // its start and it is read again). The offset is put back to -1 (off),
-// as the program had it.
-func peekQueue(fd, typ int) ([][]byte, error) {
+// as the program had it. shut says that the socket can receive no more
+// (RCV_SHUTDOWN: its peer shut down writing or closed): an empty
+// seqpacket read is then end of file.
+func peekQueue(fd, typ int, shut bool) ([][]byte, error) {
 	off, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF)
 	if err != nil {
 		return nil, fmt.Errorf("SO_PEEK_OFF: %w", err)
@@ -272,7 +274,14 @@ func peekQueue(fd, typ int) ([][]byte, error) {
 				break // end of file: the peer shut down writing
 			}
 			// A zero-length datagram would not move the offset; an
-			// empty seqpacket read is also how end of file looks.
+			// empty seqpacket read is also how end of file looks. Past
+			// every byte of the queue (SIOCINQ counts a seqpacket
+			// socket's whole queue) of a socket that receives no more,
+			// it is the end: empty messages left there read as end of
+			// file does, forever.
+			if inq, err := unix.IoctlGetInt(fd, unix.SIOCINQ); err == nil && shut && typ == unix.SOCK_SEQPACKET && inq == pos {
+				break
+			}
 			return nil, fmt.Errorf("an empty message in the queue: %w", errs.ErrNotSupported)
 		}
 		if stream {
@@ -1074,6 +1083,10 @@ func (u *unixOpen) treeDone(r *Restorer) error {
 	u.made = map[uint32]Owner{}
 	return nil
 }
+
+// rcvShutdown is RCV_SHUTDOWN (include/net/sock.h) in sock_diag's
+// shutdown bits: the socket receives no more.
+const rcvShutdown = 1
 
 // af_unix's states, as sock_diag and the image give them.
 const (
