@@ -288,7 +288,11 @@ func (d *Dumper) Mapping(pid int, m procfs.Mapping, open func() (*os.File, error
 		}
 		return dumpHalf[*memfdDump](d).add(d, f, m.RawPath, unix.O_RDWR, 0)
 	}
-	return d.ByPath(pid, what, m.RawPath, mappingFlags(pid, m), open)
+	id, err := d.ByPath(pid, what, m.RawPath, mappingFlags(pid, m), open)
+	if err == nil {
+		d.locks.noteMapped(pid, m, id)
+	}
+	return id, err
 }
 
 // mappingFlags is the open mode of the file behind mapping m: the mode of

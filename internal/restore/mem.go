@@ -265,6 +265,11 @@ func (r *restorer) mapAll(kept map[uint64]bool) ([]mapping, error) {
 				if ffd, err = r.openFile(f, f.GetReg().GetFlags()); err != nil {
 					return nil, fmt.Errorf("mapping %#x-%#x: %w", start, end, err)
 				}
+				// A flock only the mapping held is taken on the open file
+				// it maps, which keeps it once this fd is closed.
+				if err := r.t.files.TakeMappingLocks(r.proc(), uint32(id), ffd); err != nil {
+					return nil, fmt.Errorf("mapping %#x-%#x: %w", start, end, err)
+				}
 				fileFds[id] = ffd
 			}
 			fd = ffd
