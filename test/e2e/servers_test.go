@@ -102,9 +102,9 @@ func waitTreeIdle(t *testing.T, root int) {
 }
 
 // serverCycle dumps the tree of the server at pid into a fresh image
-// (with extra dump flags), waits for it to be gone (reaping it: the test
-// is its subreaper), restores it detached with the /proc comparison armed,
-// and logs the timings.
+// (with extra flags, given to the restore too: --file-locks), waits for it
+// to be gone (reaping it: the test is its subreaper), restores it detached
+// with the /proc comparison armed, and logs the timings.
 func serverCycle(t *testing.T, name string, cycle, pid int, extra ...string) string {
 	t.Helper()
 	waitTreeIdle(t, pid)
@@ -125,7 +125,7 @@ func serverCycle(t *testing.T, name string, cycle, pid int, extra ...string) str
 	}
 	w := armState(t, img, "pre-resume", pid)
 	start = time.Now()
-	cp := startCryo(t, restoreArgs(img, "-d")...)
+	cp := startCryo(t, restoreArgs(img, append([]string{"-d"}, extra...)...)...)
 	expectSameState(t, img, w, cp.done)
 	if r := cp.wait(restoreTimeout); r.code != 0 {
 		t.Fatalf("restore %d of %s: %v\n%s", cycle, name, r, lastLines(readLog(img+".restore.log"), 30))
@@ -409,4 +409,58 @@ http.createServer((req, res) => {
 	port := freePort(t)
 	s := startCounter(t, dir, "http://127.0.0.1:"+port+"/", script, node, script, port)
 	counterTest(t, "node", s)
+}
+
+// TestJVM: a single-file Java program (java 17, `java Server.java`, as a
+// user runs one: compiled in memory by the launcher, the JVM's perf data
+// on as by default) serving HTTP with com.sun.net.httpserver and counting
+// its requests in an AtomicLong. What the JVM holds makes this the
+// hardest of the three: some twenty threads, a UNIX socket whose peer it
+// closed, its perf data file in /tmp/hsperfdata_USER, mapped shared and
+// locked with a flock only the mapping holds (so the dump and restore take
+// --file-locks, as with criu), epoll and eventfd, signal handlers. The
+// count goes on after each of two restores.
+func TestJVM(t *testing.T) {
+	requireCryo(t)
+	java := serverTool(t, "/usr/lib/jvm/java-17-openjdk-amd64/bin/java", "openjdk-17-jre-headless")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "Server.java")
+	prog := `import com.sun.net.httpserver.HttpServer;
+import java.net.InetSocketAddress;
+import java.nio.charset.StandardCharsets;
+import java.util.concurrent.atomic.AtomicLong;
+
+public class Server {
+    public static void main(String[] args) throws Exception {
+        AtomicLong count = new AtomicLong();
+        HttpServer s = HttpServer.create(new InetSocketAddress("127.0.0.1", Integer.parseInt(args[0])), 0);
+        s.createContext("/", ex -> {
+            byte[] b = (count.incrementAndGet() + "\n").getBytes(StandardCharsets.UTF_8);
+            ex.getResponseHeaders().set("Connection", "close");
+            ex.sendResponseHeaders(200, b.length);
+            ex.getResponseBody().write(b);
+            ex.close();
+        });
+        s.start();
+    }
+}
+`
+	if err := os.WriteFile(src, []byte(prog), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	s := startCounter(t, dir, "http://127.0.0.1:"+port+"/", src, java, src, port)
+	perf := fmt.Sprintf("/tmp/hsperfdata_%s/%d", currentUser(t), s.pid)
+	if _, err := os.Stat(perf); err != nil {
+		t.Fatalf("the JVM has no perf data file, as it has by default: %v", err)
+	}
+	counterTest(t, "jvm", s, "--file-locks")
+}
+
+func currentUser(t *testing.T) string {
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Username
 }
