@@ -195,23 +195,32 @@ func nginxConf(t *testing.T, dir, port string) string {
 	return filepath.Join(conf, "nginx.conf")
 }
 
-// nginxWorkers are the worker pids of master, sorted, each checked to run
-// as the user the config names.
-func nginxWorkers(t *testing.T, master int, uid uint32) []int {
-	t.Helper()
+// nginxWorkers are the worker pids of master, sorted, and whether each
+// runs as uid, the user the config names (a worker just forked is still
+// root for a moment).
+func nginxWorkers(master int, uid uint32) ([]int, bool) {
 	var out []int
+	all := true
 	for _, p := range treePids(master)[1:] {
 		st, err := os.Stat("/proc/" + strconv.Itoa(p))
 		if err != nil {
 			continue
 		}
-		if got := st.Sys().(*syscall.Stat_t).Uid; got != uid {
-			t.Errorf("nginx worker %d runs as uid %d, want %d (www-data)", p, got, uid)
-		}
+		all = all && st.Sys().(*syscall.Stat_t).Uid == uid
 		out = append(out, p)
 	}
 	sort.Ints(out)
-	return out
+	return out, all
+}
+
+// settledWorkers are nginxWorkers, which must all run as uid.
+func settledWorkers(t *testing.T, master int, uid uint32) []int {
+	t.Helper()
+	w, ok := nginxWorkers(master, uid)
+	if !ok {
+		t.Errorf("nginx workers %v: not all run as uid %d (www-data)", w, uid)
+	}
+	return w
 }
 
 // waitNewWorkers waits, after a SIGHUP to master, until it has n workers
@@ -219,8 +228,8 @@ func nginxWorkers(t *testing.T, master int, uid uint32) []int {
 func waitNewWorkers(t *testing.T, master int, old []int, n int, uid uint32) []int {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		now := nginxWorkers(t, master, uid)
-		fresh := len(now) == n
+		now, settled := nginxWorkers(master, uid)
+		fresh := len(now) == n && settled
 		for _, p := range now {
 			for _, o := range old {
 				fresh = fresh && p != o
@@ -283,8 +292,17 @@ func TestNginx(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nginx pid file: %q", b)
 	}
+	// Every worker seen, to be killed at the end even if it outlived its
+	// master (a test that failed half-way).
+	seen := map[int]bool{}
 	t.Cleanup(func() {
 		killServerTree(t, master, conf)
+		for p := range seen {
+			if strings.HasPrefix(readCmdline(p), "nginx: worker process") {
+				_ = syscall.Kill(p, syscall.SIGKILL)
+				waitReaped(p, exitTimeout)
+			}
+		}
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
 			t.Logf("--- nginx error.log ---\n%s", b)
@@ -295,10 +313,23 @@ func TestNginx(t *testing.T) {
 		t.Fatalf("nginx served %d bytes, want the page's %d", len(got), len(page))
 	}
 	uid := uint32(wwwUID)
-	workers := nginxWorkers(t, master, uid)
-	if len(workers) == 0 {
-		t.Fatalf("nginx master %d has no workers", master)
+	var workers []int
+	for deadline := time.Now().Add(readyTimeout); ; time.Sleep(10 * time.Millisecond) {
+		w, settled := nginxWorkers(master, uid)
+		if settled && len(w) > 0 {
+			workers = w
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx master %d: workers %v, not all running as www-data", master, w)
+		}
 	}
+	note := func(ws []int) {
+		for _, p := range ws {
+			seen[p] = true
+		}
+	}
+	note(workers)
 	for i := 0; i < 5; i++ { // warm up: every worker may have served
 		if got, err := httpGet(url); err != nil || got != string(page) {
 			t.Fatalf("warm-up request %d: %d bytes, %v", i, len(got), err)
@@ -306,7 +337,7 @@ func TestNginx(t *testing.T) {
 	}
 	for cycle := 1; cycle <= 2; cycle++ {
 		serverCycle(t, "nginx", cycle, master)
-		if got := nginxWorkers(t, master, uid); fmt.Sprint(got) != fmt.Sprint(workers) {
+		if got := settledWorkers(t, master, uid); fmt.Sprint(got) != fmt.Sprint(workers) {
 			t.Fatalf("restore %d: workers %v, were %v", cycle, got, workers)
 		}
 		for i := 0; i < 5; i++ {
@@ -318,6 +349,7 @@ func TestNginx(t *testing.T) {
 			t.Fatal(err)
 		}
 		workers = waitNewWorkers(t, master, workers, len(workers), uid)
+		note(workers)
 		for i := 0; i < 5; i++ {
 			if got, err := httpGet(url); err != nil || got != string(page) {
 				t.Fatalf("restore %d, after SIGHUP, request %d: nginx served %d bytes (%v), want the page's %d", cycle, i, len(got), err, len(page))
