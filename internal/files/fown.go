@@ -184,9 +184,36 @@ func entryOwner(f *fdinfo.FileEntry) *fown.FownEntry {
 	return own
 }
 
+// ownerInImage says whether id, an owner of the given F_OWNER_* kind, is
+// a thread, a process or a process group of the image's tree: the dump
+// writes no other, and an image that names another is corrupt.
+func (r *Restorer) ownerInImage(kind uint32, id uint32) bool {
+	for _, ip := range r.set.Procs {
+		switch kind {
+		case kabi.F_OWNER_PID:
+			if ip.Pid() == id {
+				return true
+			}
+		case kabi.F_OWNER_TID:
+			for _, t := range ip.Tree.GetThreads() {
+				if t == id {
+					return true
+				}
+			}
+		case kabi.F_OWNER_PGRP:
+			if ip.Tree.GetPgid() == id {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // restoreOwner gives fd of p the owner and signal of entry f, setting the
-// owner under the uids it was set with.
-func restoreOwner(p Proc, fd uint64, f *fdinfo.FileEntry) error {
+// owner under the uids it was set with. The calls run in p with p's
+// privileges (the restorer's, before the creds stage): the kernel lets
+// setresuid and F_SETOWN do only what the restorer could do itself.
+func (r *Restorer) restoreOwner(p Proc, fd uint64, f *fdinfo.FileEntry) error {
 	own := entryOwner(f)
 	if own == nil {
 		return nil
@@ -201,6 +228,9 @@ func restoreOwner(p Proc, fd uint64, f *fdinfo.FileEntry) error {
 	}
 	if _, ok := ownerKinds[own.GetPidType()]; !ok {
 		return corrupt("file id %d: owner of kind %d", f.GetId(), own.GetPidType())
+	}
+	if !r.ownerInImage(own.GetPidType(), own.GetPid()) {
+		return corrupt("file id %d: its SIGIO goes to %s %d, not one of the image's tree", f.GetId(), ownerKinds[own.GetPidType()], own.GetPid())
 	}
 	ids, err := p.Arg(make([]byte, 12))
 	if err != nil {

@@ -48,7 +48,9 @@ import (
 // fails the dump, naming it. Once the tree is dumped, /proc/locks is read
 // to find the tree's locks that no fd shows (checkLocks): a description
 // kept only by a mapping still holds its locks, and restore would open the
-// mapping anew, without them. Those are refused.
+// mapping anew, without them. A flock that a single mapping of the tree
+// must be what holds is taken again on the file restore maps
+// (locks_mapped.go); the others are refused.
 //
 // # Restore
 //
@@ -217,8 +219,8 @@ func (d *Dumper) noteLocks(fd *Fd, id uint32) error {
 }
 
 // leaseOwner refuses a lease whose break would not be signalled as it
-// was: F_SETLEASE makes its caller the file's owner with the default
-// signal, and cryo does not restore F_SETOWN or F_SETSIG.
+// was: F_SETLEASE, taken again last, makes its caller the file's owner
+// with the default signal, over what fown.go gave back.
 func leaseOwner(fd *Fd, lk *procfs.Lock) error {
 	cp, err := fd.Copy()
 	if err != nil {
@@ -337,20 +339,21 @@ func (d *Dumper) checkLocks() error {
 	}
 	// A lock a mapping holds must not be shown by an fd outside the tree
 	// either: one passed out of it would hold it.
+	ask := append([]procfs.Lock(nil), hidden...)
 	for _, ml := range ld.viaMap {
-		hidden = append(hidden, ml.lk)
+		ask = append(ask, ml.lk)
 	}
-	if len(hidden) == 0 {
+	if len(ask) == 0 {
 		return nil
 	}
 	// A lock of an open file description on a file the tree maps, that no
 	// fd of the tree shows: another process's, or one the tree's mapping
 	// alone keeps. Only fds outside the tree can tell.
-	outside, err := locksOutside(ld.pids, hidden)
+	outside, err := locksOutside(ld.pids, ask)
 	if err != nil {
 		return err
 	}
-	for i := range hidden[:len(hidden)-len(ld.viaMap)] {
+	for i := range hidden {
 		lk := &hidden[i]
 		k := keyOf(lk)
 		if outside[k] > 0 {

@@ -215,7 +215,7 @@ func (r *Restorer) RestoreFds(p Proc, fds []*fdinfo.FdinfoEntry) error {
 		if err := place(p, fd, want, cloexec); err != nil {
 			return err
 		}
-		if err := restoreOwner(p, want, f); err != nil {
+		if err := r.restoreOwner(p, want, f); err != nil {
 			return fmt.Errorf("fd %d: its owner: %w", want, err)
 		}
 		if f.GetType() == fdinfo.FdTypes_REG && f.GetReg().GetPos() != 0 {
