@@ -12,7 +12,8 @@ import (
 // TestSigio: files whose readiness raises a signal, owned by the process
 // (with F_SETSIG), by a thread, by the process group, and one whose owner
 // was set under other uids, which the kernel then keeps from signalling
-// the root-owned process (test/targets/sigio.c). After each of two
+// the root-owned process, and a UDP socket's owner and signal set without
+// O_ASYNC (test/targets/sigio.c). After each of two
 // restores the process finds every owner, signal, owner uid and O_ASYNC
 // as they were, and the writes raise exactly the signals they raised
 // before: si_fd naming the file, SIGIO on the owner thread, nothing for

@@ -11,6 +11,9 @@
  *     and, as the process is uid 0, never delivers that signal;
  *   - thread: a thread as owner (F_SETOWN_EX F_OWNER_TID), plain SIGIO;
  *   - group: the process group as owner (F_SETOWN -pgid), SIGRTMIN+2.
+ * And a UDP socket bound to 127.0.0.1, owned by the process with
+ * SIGRTMIN+4 and no O_ASYNC (as a program wanting SIGURG sets it): only
+ * its owner, signal and owner ids are checked.
  * outside: one more, owned by the parent (outside the tree): cryo must
  * refuse it.
  *
@@ -23,6 +26,7 @@
  */
 #include "common.h"
 
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -128,6 +132,16 @@ int main(int argc, char **argv)
 		setup_pair(&pairs[OUTSIDE], 0, F_OWNER_PID, getppid());
 	for (int i = 0; i < npair; i++)
 		record(&pairs[i]);
+	struct pair udp = {0};
+	udp.fd[0] = socket(AF_INET, SOCK_DGRAM, 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (udp.fd[0] < 0 || bind(udp.fd[0], (struct sockaddr *)&sin, sizeof(sin)) < 0)
+		die("udp");
+	udp.sig = SIGRTMIN + 4;
+	struct f_owner_ex uo = {.type = F_OWNER_PID, .pid = getpid()};
+	if (fcntl(udp.fd[0], F_SETSIG, udp.sig) < 0 || fcntl(udp.fd[0], F_SETOWN_EX, &uo) < 0)
+		die("udp owner");
+	record(&udp);
 	if (npair > OUTSIDE)
 		out("OUTSIDE fd=%d owner=%d\n", pairs[OUTSIDE].fd[0], getppid());
 	ready();
@@ -150,6 +164,13 @@ int main(int argc, char **argv)
 		snprintf(name, sizeof(name), "%s-flags", names[i]);
 		check(name, now.flags == p->flags, "F_GETFL %#x, was %#x", now.flags, p->flags);
 	}
+
+	struct pair unow = udp;
+	record(&unow);
+	check("udp-owner", unow.own.type == udp.own.type && unow.own.pid == udp.own.pid && fcntl(udp.fd[0], F_GETSIG) == udp.sig &&
+	      unow.uids[0] == udp.uids[0] && unow.uids[1] == udp.uids[1] && unow.flags == udp.flags,
+	      "F_GETOWN_EX %d %d (was %d %d), F_GETSIG %d (was %d), flags %#x (was %#x)", unow.own.type, unow.own.pid,
+	      udp.own.type, udp.own.pid, fcntl(udp.fd[0], F_GETSIG), udp.sig, unow.flags, udp.flags);
 
 	sigset_t pend;
 	siginfo_t si;
