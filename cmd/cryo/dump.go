@@ -37,6 +37,7 @@ running exactly as it was.`,
 			defer closeLog()
 			opts.Log = l
 			opts.Notify = actions.notify()
+			opts.Keeper = keeperExe()
 			pr := newProgress("dump")
 			opts.Progress = pr.update
 			st, err := dump.Run(opts)

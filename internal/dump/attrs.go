@@ -3,6 +3,7 @@ package dump
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -116,23 +117,32 @@ func (p *process) collectAttrs(th *thread) error {
 }
 
 // timerSlack returns the thread's timer slack and its default, the value
-// PR_SET_TIMERSLACK(0) resets it to, which nothing shows: the thread is
-// asked to reset, and the slack it then has read and set back, all in three
-// calls. A real-time thread has no slack (0), and PR_SET_TIMERSLACK does
-// nothing to it; its default comes back when it leaves the real-time
-// class, so it is moved to SCHED_OTHER for the instant of the read and back,
-// which needs CAP_SYS_NICE.
+// a reset to 0 gives back, which nothing shows: the thread's slack is
+// reset, and the slack it then has read and set back. A real-time thread
+// has no slack (0), and a reset does nothing to it; its default comes back
+// when it leaves the real-time class, so it is moved to SCHED_OTHER for
+// the instant of the read and back, which needs CAP_SYS_NICE.
+//
+// With CAP_SYS_NICE all of it goes through /proc/TID/timerslack_ns, at no
+// ptrace stop; without it (a non-root dump) the thread itself is asked,
+// with PR_GET_TIMERSLACK and PR_SET_TIMERSLACK, four injected calls.
 func (p *process) timerSlack(th *thread) (slack, def uint64, err error) {
 	tid := th.t.Tid
-	get := func() (uint64, error) {
-		_, v, err := th.call("prctl(PR_GET_TIMERSLACK)", 0, unix.SYS_PRCTL, func(uint64) []uint64 { return []uint64{unix.PR_GET_TIMERSLACK} })
-		return v, err
+	get := func() (uint64, error) { return procfs.TimerSlack(tid) }
+	set := func(v uint64) error { return procfs.SetTimerSlack(tid, v) }
+	slack, err = get()
+	if errors.Is(err, fs.ErrPermission) {
+		get = func() (uint64, error) {
+			_, v, err := th.call("prctl(PR_GET_TIMERSLACK)", 0, unix.SYS_PRCTL, func(uint64) []uint64 { return []uint64{unix.PR_GET_TIMERSLACK} })
+			return v, err
+		}
+		set = func(v uint64) error {
+			_, _, err := th.call("prctl(PR_SET_TIMERSLACK)", 0, unix.SYS_PRCTL, func(uint64) []uint64 { return []uint64{unix.PR_SET_TIMERSLACK, v} })
+			return err
+		}
+		slack, err = get()
 	}
-	set := func(v uint64) error {
-		_, _, err := th.call("prctl(PR_SET_TIMERSLACK)", 0, unix.SYS_PRCTL, func(uint64) []uint64 { return []uint64{unix.PR_SET_TIMERSLACK, v} })
-		return err
-	}
-	if slack, err = get(); err != nil {
+	if err != nil {
 		return 0, 0, err
 	}
 	sa := th.attrs.sched

@@ -46,6 +46,11 @@ type Options struct {
 	// GhostLimit is the largest deleted file whose contents go into the
 	// image, in bytes (criu's --ghost-limit); 0: no limit.
 	GhostLimit int64
+	// Keeper is the cryo binary to run as the keeper of the tree's ends of
+	// pipes whose other end is held outside it (package keeper), when the
+	// dump kills the tree; "" keeps none, and the outside process sees
+	// those ends close with the tree, as with CRIU.
+	Keeper string
 	// Log receives progress messages; nil discards them.
 	Log *slog.Logger
 	// Progress, if set, is called as pages are written (done, total).

@@ -1,10 +1,12 @@
 package dump
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/procfs"
@@ -36,8 +38,35 @@ func sharing(a, b int, what, how string) error {
 // checkChildrenShare refuses, before pid is seized, a process that shares
 // an object with one of its children. It matters most for vfork: the
 // parent waits in the kernel until the child execs or exits and cannot be
-// stopped, so seizing it would only time out.
+// stopped, so seizing it would only time out. A vfork lasts as long as the
+// child takes to exec (a shell running `sleep` in a loop is in one a few
+// times a second), so a shared address space is looked at again for a
+// while before it is refused.
 func checkChildrenShare(pid int) error {
+	deadline := time.Now().Add(vforkWait)
+	for {
+		err := childrenShare(pid)
+		var se *shareError
+		if !errors.As(err, &se) || se.typ != kabi.KCMP_VM || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// vforkWait is how long a vfork may last before the dump refuses it.
+const vforkWait = 500 * time.Millisecond
+
+// shareError is a refusal of two processes that share an object.
+type shareError struct {
+	typ int
+	err error
+}
+
+func (e *shareError) Error() string { return e.err.Error() }
+func (e *shareError) Unwrap() error { return e.err }
+
+func childrenShare(pid int) error {
 	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
 	if err != nil {
 		return nil // gone: the seize will say so
@@ -54,7 +83,7 @@ func checkChildrenShare(pid int) error {
 		for _, child := range children {
 			for _, o := range sharedObjects {
 				if r, err := kabi.Kcmp(pid, child, o.typ, 0, 0); err == nil && r == 0 {
-					return sharing(pid, child, o.what, o.how)
+					return &shareError{typ: o.typ, err: sharing(pid, child, o.what, o.how)}
 				}
 			}
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/cryo-project/cryo/internal/files"
 	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/imageset"
+	"github.com/cryo-project/cryo/internal/keeper"
 	"github.com/cryo-project/cryo/internal/meta"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/procstate"
@@ -37,7 +38,7 @@ type tree struct {
 	procs   []*process
 	zombies []*zombie
 	files   *files.Dumper
-	sysv    *sysvipc.Dumper // the System V segments the tree attaches
+	sysv    *sysvipc.Dumper // the System V objects the tree uses
 	snaps   map[*process]*snapshot
 
 	dir *image.Dir
@@ -47,6 +48,10 @@ type tree struct {
 	// baseSlice is the fair class's time slice for a thread that asked
 	// for none (see baseSlice).
 	baseSlice uint64
+	// keeper holds the tree's ends of pipes to the outside, kept, once
+	// the tree is killed (keep.go).
+	keeper *keeper.Keeper
+	kept   []string
 }
 
 // zombie is a child that has exited and not been reaped: restored as a
@@ -77,7 +82,8 @@ func Run(opts Options) (st *Stats, err error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	t := &tree{opts: opts, log: opts.Log, sysv: sysvipc.NewDumper(), files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, GhostLimit: opts.GhostLimit, Log: opts.Log}),
+	t := &tree{opts: opts, log: opts.Log, sysv: sysvipc.NewDumper(), files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, GhostLimit: opts.GhostLimit, Log: opts.Log,
+		KeepOutside: opts.Keeper != "" && !opts.LeaveRunning}),
 		snaps: map[*process]*snapshot{}, st: &Stats{}, sc: newSeccompSet()}
 	root := t.newProcess(opts.Pid)
 	if err := root.check(); err != nil {
@@ -104,6 +110,7 @@ func Run(opts Options) (st *Stats, err error) {
 		return nil, err
 	}
 	t.t0 = time.Now()
+	defer t.abandonKeeper() // a no-op once committed (cure)
 	defer func() {
 		if err != nil {
 			if rerr := t.release(); rerr != nil {
@@ -138,6 +145,14 @@ func Run(opts Options) (st *Stats, err error) {
 		return nil, fmt.Errorf("%w; the image is complete and the processes were left running", err)
 	}
 	return t.st, t.cure()
+}
+
+// abandonKeeper lets the keeper go when the tree runs on after all.
+func (t *tree) abandonKeeper() {
+	if t.keeper != nil {
+		t.keeper.Abandon()
+		t.keeper = nil
+	}
 }
 
 // notify tells Options.Notify that the dump reached event.
@@ -194,14 +209,17 @@ func (t *tree) collect() error {
 	if err := t.sysv.Check(); err != nil {
 		return err
 	}
-	if err := sysvipc.CheckSemMsg(func(pid int) bool {
-		for _, p := range t.procs {
-			if p.pid == pid {
-				return true
-			}
+	var tasks []sysvipc.Task
+	for _, p := range t.procs {
+		for _, th := range p.threads {
+			tasks = append(tasks, sysvipc.Task{Pid: p.pid, Tid: th.t.Tid, Syscall: int64(th.t.Regs.Orig_rax), Arg0: th.t.Regs.Rdi})
 		}
-		return false
-	}); err != nil {
+	}
+	zombies := make([]int, 0, len(t.zombies))
+	for _, z := range t.zombies {
+		zombies = append(zombies, z.pid)
+	}
+	if err := t.sysv.CheckSemMsg(tasks, zombies); err != nil {
 		return err
 	}
 	return t.files.Check()
@@ -211,6 +229,10 @@ func (t *tree) collect() error {
 // that makes the directory a complete image.
 func (t *tree) writeImages() error {
 	tm := time.Now()
+	// The keeper first: its name is in cryo-meta.json.
+	if err := t.startKeeper(); err != nil {
+		return err
+	}
 	if err := t.write(t.dir, t.sc.entry, t.st); err != nil {
 		return err
 	}
@@ -249,6 +271,12 @@ func (t *tree) cure() error {
 	}
 	if err := t.kill(); err != nil {
 		return err
+	}
+	if t.keeper != nil {
+		if err := t.keeper.Commit(); err != nil {
+			t.log.Warn("the keeper of pipes to the outside is gone", "err", err)
+		}
+		t.keeper = nil
 	}
 	// The tree's segments go with it, as its IPC namespace would: a
 	// segment outlives its processes, and its key and id must be free for
@@ -515,7 +543,18 @@ func (t *tree) meta() *meta.Meta {
 		tasks[z.pid] = mt
 	}
 	root := t.snaps[t.procs[0]]
+	boot, err := procfs.BootID()
+	if err != nil {
+		t.log.Warn("no boot id: a restore will not look for the outside ends of pipes", "err", err)
+	}
+	var keeperName string
+	if t.keeper != nil {
+		keeperName = t.keeper.Name
+	}
 	return &meta.Meta{
+		BootID:            boot,
+		Keeper:            keeperName,
+		KeptPipes:         t.kept,
 		Tasks:             tasks,
 		Kernel:            unix.ByteSliceToString(uts.Release[:]),
 		Machine:           unix.ByteSliceToString(uts.Machine[:]),
@@ -527,6 +566,8 @@ func (t *tree) meta() *meta.Meta {
 		Inherited:         inh,
 		LockOnFault:       lof,
 		Sealed:            sealed,
+		SemPids:           t.sysv.SemPids(),
+		MsgPids:           t.sysv.MsgPids(),
 	}
 }
 

@@ -83,6 +83,10 @@ var (
 		Description: "ioctl(TFD_IOC_SET_TICKS) on a timerfd, read back",
 		NeededFor:   "restore of timerfds with expirations not read yet",
 		fn:          probeTimerfdTicks}
+	MsgCopy = &Probe{Name: "msg_copy", MinKernel: "3.8", Config: "CONFIG_CHECKPOINT_RESTORE, CONFIG_SYSVIPC",
+		Description: "msgrcv(MSG_COPY) of a System V message, left queued",
+		NeededFor:   "dump of System V message queues holding messages",
+		fn:          probeMsgCopy}
 	Memfd = &Probe{Name: "memfd_create", MinKernel: "3.17", Required: ForRestore,
 		Description: "memfd_create (and vm.memfd_noexec allows exec)",
 		NeededFor:   "starting the restore stub, restore of memfds",
@@ -118,6 +122,6 @@ var Probes = []*Probe{
 	PtraceSeize, PtraceXstate, PtraceSigmask, PtracePeekSiginfo, PtraceRseqConfig,
 	PtraceSeccompFilter, PtraceSuspendSeccomp,
 	ProcessVMReadv, ProcessVMWritev, PidfdGetfd, Kcmp, MapFiles, PagemapScan, UffdWPAsync, SoftDirty,
-	Clone3SetTid, MmMap, ArchMapVdso, TimerRestoreIDs, TimerfdTicks, Memfd, CloseRange, Rseq,
+	Clone3SetTid, MmMap, ArchMapVdso, TimerRestoreIDs, TimerfdTicks, MsgCopy, Memfd, CloseRange, Rseq,
 	PtraceScope, NsLastPid, PidMax, Capabilities,
 }

@@ -39,6 +39,11 @@ type DumpOptions struct {
 	// GhostLimit is the largest deleted file whose contents the image may
 	// hold, in bytes (criu's --ghost-limit); 0 means no limit.
 	GhostLimit int64
+	// KeepOutside lets a UNIX stream or seqpacket socket connected to a
+	// peer outside the tree be dumped: the dump's keeper holds it until
+	// the restore takes it back (package keeper). The zero value refuses
+	// such a socket, as --leave-running must (the tree keeps it).
+	KeepOutside bool
 	// Log receives notes on what the restore will need; nil discards them.
 	Log *slog.Logger
 }
@@ -90,6 +95,7 @@ func NewDumper(opts DumpOptions) *Dumper {
 			d.kinds = append(d.kinds, k.Dump())
 		}
 	}
+	dumpHalf[*unixDump](d).keepOutside = opts.KeepOutside
 	return d
 }
 

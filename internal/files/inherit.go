@@ -3,6 +3,7 @@ package files
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"regexp"
@@ -15,6 +16,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 
 	"github.com/cryo-project/cryo/internal/errs"
+	"github.com/cryo-project/cryo/internal/procfs"
 )
 
 // Inherited files, criu's --inherit-fd fd[N]:KEY: a file of the image
@@ -40,6 +42,10 @@ func InheritKey(f *fdinfo.FileEntry) string {
 	switch f.GetType() {
 	case fdinfo.FdTypes_PIPE:
 		return fmt.Sprintf("pipe:[%d]", f.GetPipe().GetPipeId())
+	case fdinfo.FdTypes_UNIXSK:
+		if u := f.GetUsk(); u.GetUflags()&uskExtern != 0 {
+			return fmt.Sprintf("socket:[%d]", u.GetIno())
+		}
 	}
 	return ""
 }
@@ -90,29 +96,199 @@ func (r *Restorer) checkInherited() error {
 	var missing []string
 	for _, key := range slices.Sorted(maps.Keys(byKey)) {
 		fs := byKey[key]
+		if fs[0].GetType() == fdinfo.FdTypes_UNIXSK {
+			if err := r.inheritSocket(key, fs[0]); err != nil {
+				missing = append(missing, err.Error())
+			}
+			continue
+		}
 		if fs[0].GetType() != fdinfo.FdTypes_PIPE {
 			continue
 		}
 		end, external := pipeEnd(fs)
 		given, ok := r.opts.Inherit[key]
-		switch {
-		case !external && ok:
+		if !external && ok {
 			return fmt.Errorf("--inherit-fd for %s: the tree holds both ends of that pipe; there is nothing outside it to inherit", key)
-		case external && !ok:
-			missing = append(missing, fmt.Sprintf("%s (its %s end was outside the tree)", key, otherEnd(end)))
-		case external:
-			apply, err := r.adoptPipe(key, fs[0], end, given)
-			if err != nil {
-				return err
-			}
-			r.inherit[key] = &inherited{file: given, apply: apply}
-			r.inheritOrder = append(r.inheritOrder, key)
 		}
+		if !external {
+			continue
+		}
+		if !ok {
+			var err error
+			if given, err = r.outsidePipe(key, fs[0], end); err != nil {
+				missing = append(missing, err.Error())
+				continue
+			}
+			if given == nil {
+				// CRIU's default: the pipe comes back with its data,
+				// without the end nobody holds any more.
+				r.log().Info("pipe restored without its outside end: no process holds it", "pipe", key, "outside", otherEnd(end))
+				continue
+			}
+		}
+		apply, err := r.adoptPipe(key, fs[0], end, given)
+		if err != nil {
+			return err
+		}
+		r.inherit[key] = &inherited{file: given, apply: apply}
+		r.inheritOrder = append(r.inheritOrder, key)
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("%s: give this restore the pipe to use instead of each with --inherit-fd fd[N]:KEY: %w", strings.Join(missing, ", "), errs.ErrNotSupported)
+		return fmt.Errorf("%s: give this restore the pipe to use instead of each with --inherit-fd fd[N]:KEY: %w", strings.Join(missing, "; "), errs.ErrNotSupported)
 	}
 	return nil
+}
+
+// inheritSocket finds the socket that stands for a UNIX socket whose peer
+// was outside the tree: the one given with --inherit-fd, or the socket
+// itself, which the dump's keeper held (then it must be that very socket).
+// Without either the restore cannot make it: its peer is not there to be
+// connected to.
+func (r *Restorer) inheritSocket(key string, f *fdinfo.FileEntry) error {
+	given, ok := r.opts.Inherit[key]
+	kept := false
+	if !ok {
+		if given, kept = r.opts.Kept[key]; !kept {
+			return fmt.Errorf("%s (connected to a peer outside the tree, and the dump's keeper that held it is gone)", key)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(given.Fd()), &st); err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fmt.Errorf("--inherit-fd for %s: the file given is not a socket (mode %#o)", key, st.Mode&unix.S_IFMT)
+	}
+	if kept && st.Ino != uint64(f.GetUsk().GetIno()) {
+		return fmt.Errorf("%s: the keeper handed socket:[%d]", key, st.Ino)
+	}
+	r.inherit[key] = &inherited{file: given, apply: func() error { return nil }}
+	r.inheritOrder = append(r.inheritOrder, key)
+	return nil
+}
+
+// outsidePipe finds what stands for the outside end of a pipe of which the
+// tree held one end, when the restore was given nothing for it: the tree's
+// own end, if the dump's keeper held it; else, on the boot the image was
+// taken on, the same pipe reached through a process that holds its other
+// end (the `tee` of `prog | tee`), reopened for the tree's end. nil, nil:
+// no process holds it, so none will see the restored end, as after the
+// dump; the pipe is made again. An error: an outside end is there but the
+// tree may not have it.
+func (r *Restorer) outsidePipe(key string, f *fdinfo.FileEntry, end int) (*os.File, error) {
+	if k, ok := r.opts.Kept[key]; ok {
+		return k, nil
+	}
+	if !r.opts.SameBoot {
+		return nil, nil
+	}
+	id := f.GetPipe().GetPipeId()
+	holders, err := pipeHolders(id)
+	if err != nil {
+		return nil, fmt.Errorf("%s: look for its outside end: %w", key, err)
+	}
+	if len(holders) == 0 {
+		return nil, nil
+	}
+	// The tree is to have an end of the very pipe another process holds:
+	// only if every process of the tree could have opened that process's
+	// fd itself, having its uid; else an edited image could hand an
+	// unprivileged tree a pipe of root's.
+	for _, h := range holders {
+		if !r.treeIsUser(h.uids) {
+			return nil, fmt.Errorf("%s (its %s end is held by pid %d, of another user)", key, otherEnd(end), h.pid)
+		}
+	}
+	mode := os.O_RDONLY
+	if end == 1 {
+		mode = os.O_WRONLY
+	}
+	var errsSeen []error
+	for _, h := range holders {
+		pf, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/%d", h.pid, h.fd), mode|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errsSeen = append(errsSeen, err)
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(int(pf.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO || st.Ino != uint64(id) {
+			pf.Close() // the holder closed it meanwhile, and the fd is another file
+			continue
+		}
+		// O_NONBLOCK was for the open only; adoptPipe sets the image's.
+		if _, err := unix.FcntlInt(pf.Fd(), unix.F_SETFL, 0); err != nil {
+			pf.Close()
+			return nil, err
+		}
+		// A 64-bit kernel sets O_LARGEFILE on every open, and F_SETFL
+		// cannot clear it: a pipe made by pipe(2) lacks it, so the
+		// program's F_GETFL shows one flag more. Said, not hidden.
+		r.log().Warn("pipe re-attached to its outside end by reopening it: its file status flags gain O_LARGEFILE, which no open can leave out",
+			"pipe", key, "holder", h.pid, "fd", h.fd)
+		return pf, nil
+	}
+	return nil, fmt.Errorf("%s: reopen its outside end: %w", key, errors.Join(errsSeen...))
+}
+
+// pipeHolder is an fd of a process of this machine on a pipe.
+type pipeHolder struct {
+	pid, fd int
+	uids    [3]uint32 // real, effective, saved
+}
+
+// pipeHolders lists the fds of every process that are on pipe:[id].
+func pipeHolders(id uint32) ([]pipeHolder, error) {
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	want := fmt.Sprintf("pipe:[%d]", id)
+	var out []pipeHolder
+	for _, e := range procs {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		dir := fmt.Sprintf("/proc/%d/fd", pid)
+		fds, err := os.ReadDir(dir)
+		if err != nil {
+			continue // gone, or not ours to look at
+		}
+		for _, fe := range fds {
+			if link, err := os.Readlink(dir + "/" + fe.Name()); err != nil || link != want {
+				continue
+			}
+			n, _ := strconv.Atoi(fe.Name())
+			st, err := procfs.StatusPid(pid)
+			if err != nil {
+				continue
+			}
+			out = append(out, pipeHolder{pid: pid, fd: n, uids: [3]uint32{st.Uid[0], st.Uid[1], st.Uid[2]}})
+		}
+	}
+	return out, nil
+}
+
+// treeIsUser says whether every process of the image has real, effective
+// and saved uid all uids.
+func (r *Restorer) treeIsUser(uids [3]uint32) bool {
+	for _, ip := range r.set.Procs {
+		if len(ip.Cores) == 0 {
+			continue
+		}
+		c := ip.Cores[0].GetThreadCore().GetCreds()
+		if c == nil || c.GetUid() != uids[1] || c.GetEuid() != uids[1] || c.GetSuid() != uids[1] || uids[0] != uids[1] || uids[2] != uids[1] {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *Restorer) log() *slog.Logger {
+	if r.opts.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.opts.Log
 }
 
 // pipeEnd says which end (0 read, 1 write) the tree held of a pipe whose
@@ -166,8 +342,11 @@ func (r *Restorer) adoptPipe(key string, f *fdinfo.FileEntry, end int, given *os
 	// Unread bytes were written by the outside writer for the tree to
 	// read; they go into the new pipe first, so it must hold nothing yet.
 	// When the tree held the write end, the bytes are the outside
-	// reader's, still in the old pipe it holds: not copied.
-	refill := end == 0 && len(d.data) > 0
+	// reader's, still in the old pipe it holds: not copied. Nor are they
+	// when the file given is the very pipe the tree had (a keeper's, or
+	// one reached through its outside end): they are still in it.
+	same := r.opts.SameBoot && st.Ino == uint64(f.GetPipe().GetPipeId())
+	refill := end == 0 && len(d.data) > 0 && !same
 	if refill {
 		if n, err := unix.IoctlGetInt(fd, unix.TIOCINQ); err != nil { // FIONREAD
 			return nil, fmt.Errorf("--inherit-fd for %s: %w", key, err)

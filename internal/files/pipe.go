@@ -44,6 +44,8 @@ type pipeState struct {
 	// fifo marks a named pipe: anyone may open it again by its path, so
 	// an end outside the tree is no reason to refuse it.
 	fifo bool
+	// pid and fd are where the tree holds the pipe first.
+	pid, fd int
 }
 
 type pipeDump struct {
@@ -64,6 +66,9 @@ func (pd *pipeDump) dump(d *Dumper, fd *Fd) (uint32, error) {
 		ps.ends[1] = true
 	} else {
 		ps.ends[0] = true
+	}
+	if ps.pid == 0 {
+		ps.pid, ps.fd = fd.Pid, fd.Num
 	}
 	return d.Add(&fdinfo.FileEntry{
 		Type: fdinfo.FdTypes_PIPE.Enum(),
@@ -129,21 +134,47 @@ func peekPipe(path string, ino uint64) (*pipeState, error) {
 }
 
 // check notes the pipes with an end outside the dumped tree (a shell's or
-// supervisor's pipe on the program's stdio): the image holds them like any
-// other, and restore wants the pipe to use instead (--inherit-fd), as the
-// outside end cannot come back with the tree.
+// supervisor's pipe on the program's stdio, or none: a writer that closed
+// its end): the image holds them like any other; what the restore gives
+// the tree for the outside end is inherit.go's.
 func (pd *pipeDump) check(d *Dumper) error {
-	for _, ps := range pd.order {
-		if !ps.fifo && (!ps.ends[0] || !ps.ends[1]) {
-			which := "read"
-			if !ps.ends[1] {
-				which = "write"
-			}
-			d.log().Info("a pipe's end is outside the tree: restore it with --inherit-fd fd[N]:pipe:[ID]",
-				"pipe", ps.ino, "outside", which)
-		}
+	for _, ps := range pd.outside() {
+		d.log().Info("a pipe's other end is not in the tree", "pipe", ps.ino, "outside", otherEnd(b2i(ps.ends[1])))
 	}
 	return nil
+}
+
+func (pd *pipeDump) outside() []*pipeState {
+	var out []*pipeState
+	for _, ps := range pd.order {
+		if !ps.fifo && ps.ends[0] != ps.ends[1] {
+			out = append(out, ps)
+		}
+	}
+	return out
+}
+
+// Outside is a file of the tree whose other side is outside it: a pipe of
+// which the tree holds one end only, a UNIX socket connected to a peer
+// outside it (kept, DumpOptions.KeepOutside). Pid holds it at fd Fd.
+type Outside struct {
+	Key     string // pipe:[ID] or socket:[INO], as --inherit-fd names it
+	Pid, Fd int
+	// Socket: a socket, which the restore cannot make again without its
+	// peer; a pipe it can.
+	Socket bool
+}
+
+// OutsideFiles lists the tree's files whose other side is outside it.
+func (d *Dumper) OutsideFiles() []Outside {
+	var out []Outside
+	for _, ps := range dumpHalf[*pipeDump](d).outside() {
+		out = append(out, Outside{Key: fmt.Sprintf("pipe:[%d]", ps.ino), Pid: ps.pid, Fd: ps.fd})
+	}
+	for _, s := range dumpHalf[*unixDump](d).outside() {
+		out = append(out, Outside{Key: fmt.Sprintf("socket:[%d]", s.d.Inode), Pid: s.pid, Fd: s.fd, Socket: true})
+	}
+	return out
 }
 
 // writeSide writes the unread data of pipes (pipes-data.img) and FIFOs

@@ -2,6 +2,7 @@ package files
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"sort"
 	"strconv"
@@ -43,6 +44,16 @@ type RestoreOptions struct {
 	// Inherit are the files given for the image's files whose other side
 	// was outside the tree (criu's --inherit-fd), by key (InheritKey).
 	Inherit map[string]*os.File
+	// Kept are the tree's own ends of pipes to the outside that the
+	// dump's keeper held (package keeper), by key: used where Inherit
+	// gives none.
+	Kept map[string]*os.File
+	// SameBoot says the image was dumped since this machine booted: a
+	// pipe's outside end may still be open, known by the pipe's inode.
+	SameBoot bool
+	// Log receives what the restore makes of pipes to the outside; nil
+	// discards it.
+	Log *slog.Logger
 }
 
 // Owner is the fd in process Pid that holds an open file description,

@@ -67,6 +67,23 @@ type unixDump struct {
 	diag  map[uint32]*sockdiag.Unix // every unix socket of the namespace
 	socks map[uint32]*unixSock      // those the tree holds, by inode
 	order []*unixSock
+	// keepOutside: DumpOptions.KeepOutside.
+	keepOutside bool
+}
+
+// uskExtern is CRIU's USK_EXTERN: the socket's peer is outside the tree.
+const uskExtern = 1
+
+// outside lists the sockets connected to a peer outside the tree, which
+// the dump's keeper is to hold.
+func (ut *unixDump) outside() []*unixSock {
+	var out []*unixSock
+	for _, s := range ut.order {
+		if s.entry.GetUflags()&uskExtern != 0 {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // unixSock is one dumped unix socket.
@@ -78,9 +95,14 @@ type unixSock struct {
 	// msgs is the unread data: one entry per message for datagram and
 	// seqpacket sockets, one run of bytes for a stream.
 	msgs [][]byte
+	// idsErr refuses a socket whose owner or peer credentials the
+	// restore could not give it (unixIDs), unless it is kept.
+	idsErr error
 	// closed is what the socket still says of its peer, if that peer is
-	// closed (unix_closed.go).
-	closed *closedPeer
+	// closed (unix_closed.go); errPending, that an error is pending on
+	// it, which refuses it unless it is kept.
+	closed     *closedPeer
+	errPending bool
 }
 
 func (ut *unixDump) match(fd *Fd) bool {
@@ -118,9 +140,9 @@ func (ut *unixDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 	default:
 		return 0, fmt.Errorf("%s in state %d: %w", what, d.State, errs.ErrNotSupported)
 	}
-	if err := unixIDs(e, fd, what); err != nil {
-		return 0, err
-	}
+	// Owner and peer credentials matter to a socket the restore makes:
+	// not to one the keeper holds (checkOne).
+	idsErr := unixIDs(e, fd, what)
 	opts, err := sockOpts(fd)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", what, err)
@@ -144,8 +166,8 @@ func (ut *unixDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 		}
 		ue.FilePerms = perms
 	}
-	s := &unixSock{d: d, pid: e.Pid, fd: e.Num, link: e.Link, entry: ue}
-	if err := pendingError(fd); err != nil {
+	s := &unixSock{d: d, pid: e.Pid, fd: e.Num, link: e.Link, entry: ue, idsErr: idsErr}
+	if s.errPending, err = pendingError(fd); err != nil {
 		return 0, fmt.Errorf("%s: %w", what, err)
 	}
 	if d.State == kabi.TCP_ESTABLISHED && d.Peer == 0 {
@@ -369,6 +391,18 @@ func (ut *unixDump) check(*Dumper) error {
 
 func (ut *unixDump) checkOne(s *unixSock, waiting map[uint32]*unixSock) error {
 	d := s.d
+	if d.Peer != 0 && ut.socks[d.Peer] == nil && ut.keepOutside && d.Type != unix.SOCK_DGRAM && d.State == kabi.TCP_ESTABLISHED {
+		// Kept by the dump's keeper, for the restore to take back as it
+		// is: the peer sees a program that pauses.
+		s.entry.Uflags = proto.Uint32(s.entry.GetUflags() | uskExtern)
+		return nil
+	}
+	if s.idsErr != nil {
+		return s.idsErr
+	}
+	if s.errPending {
+		return s.refuse("an error pending (SO_ERROR: its peer closed with data it had not read), which cryo does not restore")
+	}
 	queued := len(s.msgs) > 0
 	if d.State == kabi.TCP_LISTEN {
 		if len(d.Name) == 0 {
@@ -517,7 +551,10 @@ func (u *unixOpen) loadSide(r *Restorer) error {
 	return err
 }
 
-func (u *unixOpen) open(_ *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error) {
+func (u *unixOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error) {
+	if fd, ok, err := r.openInherited(p, InheritKey(f)); ok {
+		return fd, err
+	}
 	u.p = p
 	return u.sock(f.GetUsk().GetIno())
 }

@@ -9,7 +9,6 @@ import (
 
 	skunix "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-unix"
 
-	"github.com/cryo-project/cryo/internal/errs"
 	"github.com/cryo-project/cryo/internal/kabi"
 )
 
@@ -59,11 +58,12 @@ func readClosedPeer(fd int) (*closedPeer, error) {
 	return &closedPeer{name: name, credPid: cred.Pid}, nil
 }
 
-// pendingError refuses a socket with an error pending (POLLERR; af_unix
-// sets only ECONNRESET): the program's next call would return it, and the
-// image has no field for it. poll shows it without clearing it, as
-// SO_ERROR would.
-func pendingError(fd int) error {
+// pendingError says whether a socket has an error pending (POLLERR;
+// af_unix sets only ECONNRESET): the program's next call would return it,
+// and the image has no field for it, so checkOne refuses such a socket
+// (unless the keeper holds it, the very socket). poll shows it without
+// clearing it, as SO_ERROR would.
+func pendingError(fd int) (bool, error) {
 	p := []unix.PollFd{{Fd: int32(fd)}}
 	for {
 		_, err := unix.Poll(p, 0)
@@ -71,14 +71,10 @@ func pendingError(fd int) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("poll: %w", err)
+			return false, fmt.Errorf("poll: %w", err)
 		}
-		break
+		return p[0].Revents&unix.POLLERR != 0, nil
 	}
-	if p[0].Revents&unix.POLLERR != 0 {
-		return fmt.Errorf("an error pending (SO_ERROR: its peer closed with data it had not read), which cryo does not restore: %w", errs.ErrNotSupported)
-	}
-	return nil
 }
 
 // checkClosed refuses a socket whose peer is closed that restore could

@@ -65,6 +65,14 @@ func Fs(pid uint32) File { return File{fmt.Sprintf("fs-%d.img", pid), "FS"} }
 // cryo writes only the segments its tree attached (package sysvipc).
 func IpcShm(nsID uint32) File { return File{fmt.Sprintf("ipcns-shm-%d.img", nsID), "IPCNS_SHM"} }
 
+// IpcSem holds System V semaphore sets (ipc_sem_entry, each followed by
+// its values, u16 each, padded to 8 bytes), as IpcShm the tree's only.
+func IpcSem(nsID uint32) File { return File{fmt.Sprintf("ipcns-sem-%d.img", nsID), "IPCNS_SEM"} }
+
+// IpcMsg holds System V message queues (ipc_msg_entry, each followed by
+// qnum times an ipc_msg and its msize bytes padded to 8), the tree's only.
+func IpcMsg(nsID uint32) File { return File{fmt.Sprintf("ipcns-msg-%d.img", nsID), "IPCNS_MSG"} }
+
 // Ids holds the kernel objects and namespaces process pid uses, by id
 // (task_kobj_ids_entry). CRIU's restore reads a process's ids from here
 // only; the copy in its core is for cryo.

@@ -13,6 +13,9 @@ func TestSizes(t *testing.T) {
 		got, want uintptr
 	}{
 		{"clone_args", unsafe.Sizeof(CloneArgs{}), 88},
+		{"semid64_ds", unsafe.Sizeof(SemidDs{}), 104},
+		{"sembuf", unsafe.Sizeof(Sembuf{}), 6},
+		{"msqid64_ds", unsafe.Sizeof(MsqidDs{}), 120},
 		{"sigaction", unsafe.Sizeof(Sigaction{}), 32},
 		{"stack_t", unsafe.Sizeof(Stack{}), 24},
 		{"itimerval", unsafe.Sizeof(Itimerval{}), 32},

@@ -52,9 +52,25 @@ type Meta struct {
 	LockOnFault map[int][]uint64 `json:"lock_on_fault,omitempty"`
 	// Sealed lists, by pid, the start of the VMAs sealed with mseal ("sl",
 	// 6.10), which CRIU's vma_entry cannot say.
-	Sealed  map[int][]uint64 `json:"sealed,omitempty"`
-	Cmdline string           `json:"cmdline"`
-	Created time.Time        `json:"created"`
+	Sealed map[int][]uint64 `json:"sealed,omitempty"`
+	// SemPids holds, by System V semaphore set id, the pid of the last
+	// operation on each semaphore (semctl GETPID), and MsgPids, by queue
+	// id, its last sender and receiver: CRIU's ipc entries have no field
+	// for them, and restore has those processes of the tree do a last
+	// operation again (package sysvipc).
+	SemPids map[int32][]int32  `json:"sem_pids,omitempty"`
+	MsgPids map[int32][2]int32 `json:"msg_pids,omitempty"`
+	// BootID is the dumping machine's /proc/sys/kernel/random/boot_id: a
+	// restore on the same boot may find the outside ends of the tree's
+	// pipes still open, by their inode numbers.
+	BootID string `json:"boot_id,omitempty"`
+	// Keeper is the abstract socket of the process that holds the tree's
+	// ends of pipes to the outside until the restore (package keeper), and
+	// KeptPipes their keys (pipe:[ID], socket:[INO]); empty: none.
+	Keeper    string    `json:"keeper,omitempty"`
+	KeptPipes []string  `json:"kept_pipes,omitempty"`
+	Cmdline   string    `json:"cmdline"`
+	Created   time.Time `json:"created"`
 
 	// Tasks holds, by tid, what CRIU's core entry has no field for (see
 	// Task).

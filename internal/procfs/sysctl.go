@@ -33,3 +33,17 @@ func parseSysctlInt(file string, data []byte) (int64, error) {
 	}
 	return v, nil
 }
+
+// BootID is /proc/sys/kernel/random/boot_id: a UUID the kernel draws at
+// boot, the same for every reader until the next.
+func BootID() (string, error) {
+	b, err := ReadFileBounded("/proc/sys/kernel/random/boot_id", 64)
+	if err != nil {
+		return "", err
+	}
+	id := strings.TrimSpace(string(b))
+	if len(id) != 36 {
+		return "", &ParseError{File: "boot_id", Line: 1, Err: fmt.Errorf("not a UUID: %s", quote(b))}
+	}
+	return id, nil
+}

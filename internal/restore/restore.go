@@ -127,6 +127,9 @@ func (r *restorer) preflight() error {
 	if err := r.preflightLocks(); err != nil {
 		return err
 	}
+	if err := r.preflightSession(); err != nil {
+		return err
+	}
 	if r.opts.Detached {
 		// The root's parent is cryo restore, which exits at once with -d:
 		// the kernel would send each thread its parent-death signal.
@@ -370,6 +373,38 @@ func (r *restorer) session() error {
 	}
 	_, err := r.c.call(r.c.leader, "setsid", unix.SYS_SETSID)
 	return err
+}
+
+// preflightSession refuses a root whose session or process group was
+// another process's, outside the tree, unless the restore is a shell job
+// (criu's --shell-job: the root joins those of cryo restore) or they are
+// cryo restore's own: the root is forked from cryo and keeps what it
+// inherits, so anything else would come back silently different. CRIU
+// refuses such a root at the dump; cryo dumps it and restores it where
+// its session and group are there.
+func (r *restorer) preflightSession() error {
+	te := r.l.tree
+	pid := te.GetPid()
+	if r.opts.ShellJob {
+		return nil
+	}
+	if sid := te.GetSid(); sid != pid {
+		own, err := unix.Getsid(0)
+		if err != nil {
+			return err
+		}
+		if int(sid) != own {
+			return fmt.Errorf("the root process %d was in session %d, led by a process outside the tree; this restore is in session %d: restore it with --shell-job to have it join this one: %w",
+				pid, sid, own, ErrNotSupported)
+		}
+	}
+	if pgid := te.GetPgid(); pgid != pid {
+		if _, inTree := r.t.byPid[pgid]; !inTree && int(pgid) != unix.Getpgrp() {
+			return fmt.Errorf("the root process %d was in process group %d, led by a process outside the tree; this restore is in group %d: restore it with --shell-job to have it join this one: %w",
+				pid, pgid, unix.Getpgrp(), ErrNotSupported)
+		}
+	}
+	return nil
 }
 
 var ownVdsoHash = func() (string, error) { return vdsoHashOf(os.Getpid()) }

@@ -24,6 +24,7 @@ import (
 	"github.com/cryo-project/cryo/internal/imageset"
 	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/keeper"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/procstate"
 	"github.com/cryo-project/cryo/internal/ptrace"
@@ -34,14 +35,17 @@ import (
 // parent (so pids, parents, sessions and groups come out right), then has
 // each restorer rebuild its process, and lets them all go together.
 type treeRestorer struct {
-	opts  Options
-	log   *slog.Logger
-	l     *loaded
+	opts Options
+	log  *slog.Logger
+	l    *loaded
+	// claim holds the pipes the dump's keeper kept (package keeper).
+	claim *keeper.Claim
 	rs    []*restorer // in pstree order, parents first
 	byPid map[uint32]*restorer
 	pages uint64
 
-	// sysv makes the System V segments again (package sysvipc).
+	// sysv makes the System V segments, semaphore sets and message
+	// queues again (package sysvipc).
 	sysv *sysvipc.Restorer
 	// files restores every fd of the tree (package files).
 	files *files.Restorer
@@ -101,7 +105,7 @@ func Run(opts Options) (*Result, error) {
 	if err := root.preflight(); err != nil {
 		return nil, err
 	}
-	if t.sysv, err = sysvipc.Load(l.dir); err != nil {
+	if t.sysv, err = sysvipc.Load(l.dir, l.meta.SemPids, l.meta.MsgPids); err != nil {
 		return nil, err
 	}
 	if err := t.sysv.Check(); err != nil {
@@ -120,8 +124,10 @@ func Run(opts Options) (*Result, error) {
 		t.kill()
 		t.files.Cleanup()
 		t.sysv.Cleanup()
+		t.endClaim(false)
 		return nil, err
 	}
+	t.endClaim(true)
 	t.files.Cleanup()
 	res.Pages = t.pages
 	res.Took = time.Since(t0)
@@ -183,7 +189,8 @@ type stage struct {
 var stages = []stage{
 	// files: deleted files back on disk, the fd kinds' side data read.
 	{"files", (*treeRestorer).prepareFiles},
-	// sysv: the System V segments the tree attached, with their ids.
+	// sysv: the System V segments the tree attached, and its semaphore
+	// sets and message queues, with their ids.
 	{"sysv", func(t *treeRestorer) error { return t.sysv.Create() }},
 	// root: the tree's root, born with its pid (t.born, see birth).
 	{"root", (*treeRestorer).bornRoot},
@@ -194,6 +201,10 @@ var stages = []stage{
 	// sysv-removed: segments that were removed (IPC_RMID) before the
 	// dump are removed again, now that every process attached them.
 	{"sysv-removed", func(t *treeRestorer) error { return t.sysv.Removed() }},
+	// sysv-last: semaphore values and queued messages, each last
+	// operation done by the process of the tree that did it (GETPID,
+	// lspid, lrpid), before anything of theirs runs.
+	{"sysv-last", func(t *treeRestorer) error { return t.sysv.Last(t.sysvAs) }},
 	// groups: process groups, with helpers for leaders that are gone.
 	{"groups", (*treeRestorer).setGroups},
 	// continued: processes whose parent had a continue to collect are
@@ -339,8 +350,45 @@ func (t *treeRestorer) notify(event string) error {
 }
 
 func (t *treeRestorer) prepareFiles() (err error) {
-	t.files, err = files.NewRestorer(t.l.set, files.RestoreOptions{ShellJob: t.opts.ShellJob, FileLocks: t.opts.FileLocks, Inherit: t.opts.Inherit})
+	o := files.RestoreOptions{ShellJob: t.opts.ShellJob, FileLocks: t.opts.FileLocks, Inherit: t.opts.Inherit, Log: t.log}
+	if boot, err := procfs.BootID(); err == nil && boot == t.l.meta.BootID {
+		o.SameBoot = true
+		t.claimKept(&o)
+	}
+	t.files, err = files.NewRestorer(t.l.set, o)
 	return err
+}
+
+// claimKept takes the pipes the dump's keeper holds, if it still runs: a
+// keeper gone (its outside ends all closed, or another restore took them)
+// leaves the pipes to be found or made again (files.RestoreOptions).
+func (t *treeRestorer) claimKept(o *files.RestoreOptions) {
+	name := t.l.meta.Keeper
+	if name == "" || !strings.HasPrefix(name, "cryo-keeper-") || len(name) > 64 {
+		return
+	}
+	c, err := keeper.Take(name)
+	if err != nil {
+		t.log.Info("the dump's keeper of pipes is gone", "keeper", name, "err", err)
+		return
+	}
+	t.claim, o.Kept = c, c.Files
+}
+
+// endClaim tells the keeper whether the restore took its pipes for good.
+func (t *treeRestorer) endClaim(ok bool) {
+	if t.claim == nil {
+		return
+	}
+	if ok {
+		t.claim.Done()
+		for _, f := range t.claim.Files {
+			f.Close() // the tree has its own
+		}
+	} else {
+		t.claim.Release()
+	}
+	t.claim = nil
 }
 
 func (t *treeRestorer) bornRoot() error {
@@ -404,6 +452,25 @@ func (t *treeRestorer) setGroups() error {
 		return err
 	}
 	return t.reapHelpers()
+}
+
+// sysvAs runs a System V call as process pid of the tree (sysvipc.As).
+func (t *treeRestorer) sysvAs(pid int, name string, nr uintptr, data []byte, at int, args ...uint64) (bool, error) {
+	r := t.byPid[uint32(pid)]
+	if r == nil || r.l.zombie || r.c == nil {
+		return false, nil
+	}
+	if data != nil {
+		addr, err := r.c.arg(data)
+		if err != nil {
+			return true, fmt.Errorf("process %d: %w", pid, err)
+		}
+		args[at] = addr
+	}
+	if _, err := r.c.call(r.c.leader, name, nr, args...); err != nil {
+		return true, fmt.Errorf("process %d: %s: %w", pid, name, err)
+	}
+	return true, nil
 }
 
 // each runs fn for every live process of the tree (not the zombies).

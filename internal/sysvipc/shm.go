@@ -47,6 +47,8 @@ type attach struct {
 type Dumper struct {
 	byID map[int32][]attach
 	segs []procfs.ShmSegment // those of byID, after Check
+	sems []*semSet           // the tree's, after CheckSemMsg
+	msgs []*msgQueue         // the tree's, after CheckSemMsg
 }
 
 // NewDumper returns a Dumper with nothing attached.
@@ -113,9 +115,20 @@ func (d *Dumper) Check() error {
 	return nil
 }
 
-// Write writes ipcns-shm-1.img: each segment and its contents, read
-// through map_files of a process that maps it.
+// Write writes the tree's segments, semaphore sets and message queues.
 func (d *Dumper) Write(dir *image.Dir) error {
+	if err := d.writeShm(dir); err != nil {
+		return err
+	}
+	if err := d.writeSems(dir); err != nil {
+		return err
+	}
+	return d.writeMsgs(dir)
+}
+
+// writeShm writes ipcns-shm-1.img: each segment and its contents, read
+// through map_files of a process that maps it.
+func (d *Dumper) writeShm(dir *image.Dir) error {
 	if len(d.segs) == 0 {
 		return nil
 	}
@@ -164,8 +177,9 @@ func (d *Dumper) Write(dir *image.Dir) error {
 	return w.Close()
 }
 
-// Remove removes the dumped segments, once the dump has killed the tree
-// that was their only user (Check made sure): the image holds them now.
+// Remove removes the dumped segments, sets and queues, once the dump has
+// killed the tree that was their only user seen (Check, CheckSemMsg): the
+// image holds them now.
 func (d *Dumper) Remove() error {
 	var first error
 	for _, s := range d.segs {
@@ -174,6 +188,16 @@ func (d *Dumper) Remove() error {
 		}
 		if _, err := unix.SysvShmCtl(int(s.ID), unix.IPC_RMID, nil); err != nil && first == nil {
 			first = fmt.Errorf("remove %s after the dump: %w", name(s), err)
+		}
+	}
+	for _, s := range d.sems {
+		if err := kabi.SemRemove(int(s.id)); err != nil && first == nil {
+			first = fmt.Errorf("remove %s after the dump: %w", s.name(), err)
+		}
+	}
+	for _, q := range d.msgs {
+		if err := kabi.MsgRemove(int(q.id)); err != nil && first == nil {
+			first = fmt.Errorf("remove %s after the dump: %w", q.name(), err)
 		}
 	}
 	return first
@@ -186,16 +210,26 @@ type Segment struct {
 	made  bool  // created by this restore
 }
 
-// Restorer makes the image's segments again.
+// Restorer makes the image's segments, semaphore sets and queues again.
 type Restorer struct {
 	dir  *image.Dir
 	segs map[uint32]*Segment
 	list []*Segment
+	sems []*semRestore
+	msgs []*msgRestore
 }
 
-// Load reads the image's segments (none if it has no ipcns-shm file).
-func Load(dir *image.Dir) (*Restorer, error) {
+// Load reads the image's segments, sets and queues (none if it has no
+// ipcns files). semPids and msgPids are the last users cryo-meta.json
+// records (meta.Meta.SemPids, MsgPids; nil in an image of another tool).
+func Load(dir *image.Dir, semPids map[int32][]int32, msgPids map[int32][2]int32) (*Restorer, error) {
 	r := &Restorer{dir: dir, segs: map[uint32]*Segment{}}
+	if err := r.loadSems(semPids); err != nil {
+		return nil, err
+	}
+	if err := r.loadMsgs(msgPids); err != nil {
+		return nil, err
+	}
 	f := imageset.IpcShm(NsID)
 	if !dir.Has(f.Name) {
 		return r, nil
@@ -248,9 +282,15 @@ func segName(e *ipc_shm.IpcShmEntry) string {
 	return fmt.Sprintf("System V shared memory segment (key %#x, id %d)", e.GetDesc().GetKey(), e.GetDesc().GetId())
 }
 
-// Check refuses, before anything is made, a segment whose key or id is
-// taken in cryo's IPC namespace.
+// Check refuses, before anything is made, a segment, set or queue whose
+// key or id is taken in cryo's IPC namespace.
 func (r *Restorer) Check() error {
+	if err := r.checkSems(); err != nil {
+		return err
+	}
+	if err := r.checkMsgs(); err != nil {
+		return err
+	}
 	if len(r.list) == 0 {
 		return nil
 	}
@@ -272,9 +312,22 @@ func (r *Restorer) Check() error {
 	return nil
 }
 
-// Create makes every segment with its key, id, owner, mode and contents.
-// On error, what it made is removed again (Cleanup).
+// Create makes every segment with its key, id, owner, mode and contents,
+// and every set and queue with its key, id, owner and mode (Last fills
+// them). On error, what it made is removed again (Cleanup).
 func (r *Restorer) Create() error {
+	for _, s := range r.sems {
+		if err := s.create(); err != nil {
+			r.Cleanup()
+			return fmt.Errorf("restore %s: %w", s.name(), err)
+		}
+	}
+	for _, q := range r.msgs {
+		if err := q.create(); err != nil {
+			r.Cleanup()
+			return fmt.Errorf("restore %s: %w", q.name(), err)
+		}
+	}
 	if len(r.list) == 0 {
 		return nil
 	}
@@ -386,8 +439,33 @@ func (r *Restorer) Removed() error {
 	return nil
 }
 
-// Cleanup removes the segments this restore made (a failed restore).
+// Last gives every set its values and every queue its messages, once the
+// tree's processes exist: as runs the operations the kernel records the
+// pid of (the last semop of each semaphore, a queue's last send and
+// receive) as the process that did them.
+func (r *Restorer) Last(as As) error {
+	for _, s := range r.sems {
+		if err := s.last(as); err != nil {
+			return fmt.Errorf("restore %s: %w", s.name(), err)
+		}
+	}
+	for _, q := range r.msgs {
+		if err := q.last(as); err != nil {
+			return fmt.Errorf("restore %s: %w", q.name(), err)
+		}
+	}
+	return nil
+}
+
+// Cleanup removes the segments, sets and queues this restore made (a
+// failed restore).
 func (r *Restorer) Cleanup() {
+	for _, s := range r.sems {
+		s.remove()
+	}
+	for _, q := range r.msgs {
+		q.remove()
+	}
 	for _, s := range r.list {
 		if s.made {
 			_, _ = unix.SysvShmCtl(int(s.entry.GetDesc().GetId()), unix.IPC_RMID, nil)

@@ -102,6 +102,13 @@ func TestDumpRestoreTwice(t *testing.T) {
 // target's status after all checks passed.
 func restoreAndVerify(t *testing.T, tg *target, img string) {
 	t.Helper()
+	restoreAndVerifyThen(t, tg, img, nil)
+}
+
+// restoreAndVerifyThen is restoreAndVerify that runs running, if not nil,
+// once the restored target runs, before the trigger.
+func restoreAndVerifyThen(t *testing.T, tg *target, img string, running func()) {
+	t.Helper()
 	w := armState(t, img, "pre-resume", tg.pid)
 	cp := startCryo(t, restoreArgs(img)...)
 	expectSameState(t, img, w, cp.done)
@@ -121,6 +128,9 @@ func restoreAndVerify(t *testing.T, tg *target, img string) {
 	}
 	// Let the restored process run a little before asking it to check.
 	time.Sleep(100 * time.Millisecond)
+	if running != nil {
+		running()
+	}
 	tg.fire()
 	r := cp.wait(restoreTimeout)
 	if r.timedOut {

@@ -163,7 +163,7 @@ func requireCryo(t *testing.T) {
 // targetCmd is how a target is started, without its trigger argument.
 func targetCmd(name string) []string {
 	switch name {
-	case "pyjob", "pylocks", "unlinked":
+	case "pyjob", "pylocks", "unlinked", "unixclient":
 		py := "/usr/bin/python3"
 		if _, err := os.Stat(py); err != nil {
 			py = "python3"
@@ -172,6 +172,10 @@ func targetCmd(name string) []string {
 	case "pipeline":
 		// A real shell pipeline; its trigger path comes as $2.
 		return []string{"/bin/sh", "-c", `"$1" produce | "$1" consume "$2"`, "sh", filepath.Join(repo, "bin", "targets", "pipeline")}
+	case "pipeline-setsid":
+		// The same, with the producer leading a session of its own, so
+		// that it can be dumped alone without --shell-job.
+		return []string{"/bin/sh", "-c", `setsid "$1" produce | "$1" consume "$2"`, "sh", filepath.Join(repo, "bin", "targets", "pipeline")}
 	default:
 		return []string{filepath.Join(repo, "bin", "targets", name)}
 	}

@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"bufio"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -37,8 +40,9 @@ func TestSockets(t *testing.T) {
 }
 
 // TestSocketPeerOutsideTree: a process connected to a socket the test holds
-// cannot be dumped (its peer would not come back); the dump says which fd
-// and socket, and the process goes on unharmed.
+// cannot be dumped with --leave-running (the tree keeps the socket, so
+// nothing could stand for it at restore); the dump says which fd and why,
+// and the process runs on.
 func TestSocketPeerOutsideTree(t *testing.T) {
 	requireCryo(t)
 	path := filepath.Join(t.TempDir(), "outside.sock")
@@ -60,7 +64,9 @@ func TestSocketPeerOutsideTree(t *testing.T) {
 	case <-time.After(readyTimeout):
 		t.Fatal("the target did not connect")
 	}
-	expectRefused(t, tg, `OUTSIDE fd=(\d+) link=(\S+)`, "peer outside the tree")
+	// A plain dump keeps it (TestUnixPeerOutside); with --leave-running
+	// the tree keeps it, and nothing can stand for it at restore.
+	expectRefused(t, tg, `OUTSIDE fd=(\d+) link=(\S+)`, "peer outside the tree", "--leave-running")
 }
 
 // TestSocketBacklogWithData: a connection waiting in a backlog whose client
@@ -74,13 +80,13 @@ func TestSocketBacklogWithData(t *testing.T) {
 
 // expectRefused dumps tg, which must fail naming the fd and link the target
 // reported (when re is given) and why; then the target must pass its checks.
-func expectRefused(t *testing.T, tg *target, re, why string) {
+func expectRefused(t *testing.T, tg *target, re, why string, extra ...string) {
 	t.Helper()
 	img := filepath.Join(tg.dir, "img")
 	if err := os.MkdirAll(img, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	r := dump(t, tg.pid, img)
+	r := dump(t, tg.pid, img, extra...)
 	if r.timedOut {
 		t.Fatalf("dump hung: %v", r)
 	}
@@ -118,4 +124,147 @@ func expectRefused(t *testing.T, tg *target, re, why string) {
 		t.Fatal("target did not finish its checks within 20 s")
 	}
 	tg.expectPassed(st.ExitCode(), "after the refused dump")
+}
+
+// unixServer is a UNIX stream server run by the test, outside any dumped
+// tree: it reads "c N" lines from one client, which must count from 0
+// with nothing lost, repeated or reordered, and writes "s M" lines to it.
+type unixServer struct {
+	path    string
+	ln      *net.UnixListener
+	mu      sync.Mutex
+	got     int    // c lines read
+	sent    int    // s lines written
+	problem string // the first thing wrong on the connection
+}
+
+func startUnixServer(t *testing.T) *unixServer {
+	t.Helper()
+	us := &unixServer{path: filepath.Join(t.TempDir(), "srv.sock")}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: us.path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	us.ln = ln
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		t.Cleanup(func() { c.Close() })
+		go func() {
+			for {
+				us.mu.Lock()
+				n := us.sent
+				us.mu.Unlock()
+				if _, err := fmt.Fprintf(c, "s %d\n", n); err != nil {
+					us.fail(fmt.Sprintf("write: %v", err))
+					return
+				}
+				us.mu.Lock()
+				us.sent++
+				us.mu.Unlock()
+				time.Sleep(3 * time.Millisecond)
+			}
+		}()
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			var n int
+			if _, err := fmt.Sscanf(sc.Text(), "c %d", &n); err != nil {
+				us.fail(fmt.Sprintf("line %q", sc.Text()))
+				return
+			}
+			us.mu.Lock()
+			if n != us.got && us.problem == "" {
+				us.problem = fmt.Sprintf("got c %d, want c %d", n, us.got)
+			}
+			us.got++
+			us.mu.Unlock()
+		}
+		us.fail(fmt.Sprintf("EOF or error after %d lines: %v", us.count(), sc.Err()))
+	}()
+	return us
+}
+
+func (us *unixServer) fail(why string) {
+	us.mu.Lock()
+	defer us.mu.Unlock()
+	if us.problem == "" {
+		us.problem = why
+	}
+}
+
+func (us *unixServer) count() int {
+	us.mu.Lock()
+	defer us.mu.Unlock()
+	return us.got
+}
+
+func (us *unixServer) trouble() string {
+	us.mu.Lock()
+	defer us.mu.Unlock()
+	return us.problem
+}
+
+// TestUnixPeerOutside: a Python client of a UNIX stream server outside the
+// tree (the test) talks both ways, numbering its lines, throughout two
+// checkpoints. The dump's keeper holds the client's socket while it is
+// dumped, so the server sees no EOF; the restored client is on that very
+// socket: neither side loses, repeats or reorders a line, and the server
+// goes on hearing from it. With --leave-running the socket is refused, by
+// name (the tree keeps it).
+func TestUnixPeerOutside(t *testing.T) {
+	requireCryo(t)
+	{
+		us := startUnixServer(t)
+		tg := startTarget(t, "unixclient", us.path)
+		img := filepath.Join(t.TempDir(), "refused")
+		if r := dump(t, tg.pid, img, "--leave-running"); r.code == 0 || !strings.Contains(r.output, "peer outside the tree") {
+			t.Fatalf("dump --leave-running of a client of an outside server: %v, want a refusal naming the peer", r)
+		}
+		tg.expectUnharmed("after the refused dump")
+	}
+	us := startUnixServer(t)
+	tg := startTarget(t, "unixclient", us.path)
+	time.Sleep(100 * time.Millisecond)
+
+	for round := 1; round <= 2; round++ {
+		img := filepath.Join(t.TempDir(), "img")
+		before := us.count()
+		mustDump(t, tg.pid, img)
+		if round == 1 {
+			tg.expectKilled()
+		} else {
+			waitReaped(tg.pid, exitTimeout)
+		}
+		reapOrphans(t)
+		time.Sleep(30 * time.Millisecond)
+		if p := us.trouble(); p != "" {
+			t.Fatalf("round %d: while the client was dumped the server saw: %s", round, p)
+		}
+		restoreDetached(t, tg, img)
+		deadline := time.Now().Add(restoreTimeout)
+		for us.count() < before+20 {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the restored client sent %d lines in %v", round, us.count()-before, restoreTimeout)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		expectNoKeeper(t)
+	}
+	tg.fire()
+	deadline := time.Now().Add(exitTimeout)
+	for !strings.Contains(tg.log(), "PASS stream") && !strings.Contains(tg.log(), "FAIL") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the restored client said nothing:\n%s", tg.log())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !strings.Contains(tg.log(), "PASS stream") {
+		t.Fatalf("client: %s", tg.log())
+	}
+	if p := us.trouble(); p != "" && !strings.HasPrefix(p, "EOF") {
+		t.Fatalf("the server saw: %s", p)
+	}
 }
