@@ -177,7 +177,10 @@ func (ut *unixDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 	}
 	// Only a connected stream or seqpacket socket has a queue (recvmsg on
 	// another fails); a datagram socket always may.
-	if d.State == kabi.TCP_ESTABLISHED || typ == unix.SOCK_DGRAM {
+	// Not a socket with an error pending: a recvmsg, even MSG_PEEK, would
+	// return the error and clear it (checkOne refuses it, or the keeper
+	// holds it with its queue).
+	if (d.State == kabi.TCP_ESTABLISHED || typ == unix.SOCK_DGRAM) && !s.errPending {
 		if s.msgs, err = peekQueue(fd, typ, d.Shutdown&rcvShutdown != 0); err != nil {
 			return 0, fmt.Errorf("%s: %w", what, err)
 		}

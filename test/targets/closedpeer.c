@@ -11,7 +11,8 @@
  * named-peer: one more, a datagram socket connected to one bound to an
  * abstract name, which is then closed (cryo must refuse it).
  * pending-error: one more, a stream socket that wrote to its peer, which
- * closed without reading: ECONNRESET pending (cryo must refuse it).
+ * closed without reading: ECONNRESET pending (cryo must refuse it, and
+ * leave the error pending: checked on the trigger).
  *
  * On the trigger: each reads back its queue with the message boundaries,
  * then end of file (stream, seqpacket) or EAGAIN (dgram); a write fails
@@ -31,6 +32,7 @@ enum { STREAM, EMPTY, SEQPACKET, DGRAM, NSK };
 static const char *names[NSK] = {"stream", "empty", "seqpacket", "dgram"};
 static const int types[NSK] = {SOCK_STREAM, SOCK_STREAM, SOCK_SEQPACKET, SOCK_DGRAM};
 static int fds[NSK];
+static int pending_fd = -1;
 static const char *msgs[NSK][3] = {{"abc", "de", "fg"}, {NULL}, {"first message", "2nd", NULL}, {"datagram one", "two", NULL}};
 
 int main(int argc, char **argv)
@@ -64,12 +66,20 @@ int main(int argc, char **argv)
 		if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0 || write(sv[0], "unread", 6) != 6)
 			die("pending error");
 		close(sv[1]);
+		pending_fd = sv[0];
 		out("REFUSE fd=%d\n", sv[0]);
 	}
 	ready();
 	wait_trigger(NULL);
 
 	check_identity();
+	if (pending_fd >= 0) {
+		/* The refused dump must not have consumed the error. */
+		int soerr = -1;
+		socklen_t elen = sizeof(soerr);
+		getsockopt(pending_fd, SOL_SOCKET, SO_ERROR, &soerr, &elen);
+		check("pending-error-kept", soerr == ECONNRESET, "SO_ERROR %d, want ECONNRESET", soerr);
+	}
 	for (int i = 0; i < NSK; i++) {
 		char name[64], buf[256];
 		int fd = fds[i];
