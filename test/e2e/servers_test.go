@@ -136,18 +136,18 @@ func serverCycle(t *testing.T, name string, cycle, pid int, extra ...string) str
 	return img
 }
 
-// killServerTree kills, children first, the tree at root if root's
-// command line contains marker (something only this test's server has:
-// its config or script path; nginx's workers rename themselves), and
-// reaps it.
+// killServerTree kills the tree at root if root's command line contains
+// marker (something only this test's server has: its config or script
+// path; nginx's workers rename themselves), and reaps it. The root goes
+// first: an nginx master that saw a worker die would fork a new one.
 func killServerTree(t *testing.T, root int, marker string) {
 	if !strings.Contains(readCmdline(root), marker) {
 		reapIfChild(root)
 		return
 	}
 	pids := treePids(root)
-	for i := len(pids) - 1; i >= 0; i-- {
-		_ = syscall.Kill(pids[i], syscall.SIGKILL)
+	for _, p := range pids {
+		_ = syscall.Kill(p, syscall.SIGKILL)
 	}
 	for _, p := range pids {
 		if _, err := waitReaped(p, exitTimeout); err != nil && !errors.Is(err, syscall.ECHILD) {
