@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cryo-project/cryo/internal/dump"
+	"github.com/cryo-project/cryo/internal/netlock"
 )
 
 func init() {
@@ -13,6 +14,7 @@ func init() {
 		opts    dump.Options
 		log     logOptions
 		actions actionScripts
+		lock    string
 	)
 	cmd := &cobra.Command{
 		Use:   "dump -t PID -D DIR",
@@ -24,6 +26,10 @@ running exactly as it was.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if opts.Pid == 0 || opts.Dir == "" {
 				return fmt.Errorf("dump needs -t PID and -D DIR")
+			}
+			var err error
+			if opts.NetworkLock, err = netlock.ParseMethod(lock); err != nil {
+				return err
 			}
 			ctx, worker := workerContext()
 			if !worker {
@@ -48,7 +54,8 @@ running exactly as it was.`,
 				}
 				return fmt.Errorf("dump of %d: %w", opts.Pid, err)
 			}
-			l.Info("dump done", "pid", opts.Pid, "frozen", st.Frozen, "pages", st.PagesWritten, "vmas", st.VMAs, "threads", st.Threads)
+			l.Info("dump done", "pid", opts.Pid, "frozen", st.Frozen, "pages", st.PagesWritten, "vmas", st.VMAs, "threads", st.Threads,
+				"tcp_connections", st.TCPConns, "network_lock_held", st.NetworkLock)
 			return nil
 		},
 	}
@@ -59,6 +66,9 @@ running exactly as it was.`,
 	f.BoolVarP(&opts.ShellJob, "shell-job", "j", false, "allow stdio on a terminal (re-attached on restore)")
 	f.BoolVarP(&opts.FileLocks, "file-locks", "l", false, "dump the file locks the tree holds (without it, a lock fails the dump)")
 	f.Var(sizeValue{&opts.GhostLimit}, "ghost-limit", "largest deleted file whose contents go into the image (K, M, G suffixes); a larger one fails the dump (default: no limit; criu's is 1M)")
+	f.BoolVar(&opts.TCPEstablished, "tcp-established", false, "dump established TCP connections, by TCP repair (without it, one fails the dump)")
+	f.BoolVar(&opts.TCPClose, "tcp-close", false, "dump established TCP connections without their state: restore (with --tcp-close) brings them back aborted")
+	f.StringVar(&lock, "network-lock", "nftables", "how the connections are held while dumped and until restored: nftables, iptables (nftables rules too) or skip")
 	registerCompat(f, true)
 	actions.register(f, &opts.Dir)
 	log.register(f)

@@ -7,11 +7,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cryo-project/cryo/internal/keeper"
+	"github.com/cryo-project/cryo/internal/netlock"
 )
 
-// keep-pipes is the keeper a dump starts for the tree's ends of pipes that
-// have another end outside it (package keeper): fd 3 is its commit pipe,
-// fds 4... the pipe ends, one per KEY.
+// keep-pipes is the keeper a dump starts for the tree's ends of pipes and
+// sockets that have another end outside it, and to guard its TCP
+// connections in repair mode (package keeper): fd 3 is its commit pipe,
+// fds 4... the files, one per KEY.
 func init() {
 	root.AddCommand(&cobra.Command{
 		Use:    keeper.Command + " NAME KEY...",
@@ -31,7 +33,8 @@ func init() {
 			if commit == nil {
 				return fmt.Errorf("%s: no commit pipe", keeper.Command)
 			}
-			return keeper.Serve(args[0], commit, pipes)
+			pipes, guards := keeper.Split(pipes)
+			return keeper.Serve(args[0], commit, pipes, guards, func() { netlock.Sweep() })
 		},
 	})
 }

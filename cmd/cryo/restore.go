@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cryo-project/cryo/internal/files"
+	"github.com/cryo-project/cryo/internal/netlock"
 	"github.com/cryo-project/cryo/internal/restore"
 )
 
@@ -20,6 +21,7 @@ func init() {
 		actions actionScripts
 		inherit []string
 		pidfile string
+		lock    string
 	)
 	cmd := &cobra.Command{
 		Use:   "restore -D DIR",
@@ -30,6 +32,10 @@ signal state. Without -d, cryo waits for it and exits with its exit status.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if opts.Dir == "" {
 				return fmt.Errorf("restore needs -D DIR")
+			}
+			var err error
+			if opts.NetworkLock, err = netlock.ParseMethod(lock); err != nil {
+				return err
 			}
 			l, closeLog, err := log.open(opts.Dir)
 			if err != nil {
@@ -68,6 +74,9 @@ signal state. Without -d, cryo waits for it and exits with its exit status.`,
 	f.BoolVarP(&opts.FileLocks, "file-locks", "l", false, "take the image's file locks again (without it, an image with locks is refused)")
 	f.StringVar(&pidfile, "pidfile", "", "write the restored root's pid to this file (relative to the image directory, as in criu)")
 	f.StringArrayVar(&inherit, "inherit-fd", nil, "fd[N]:KEY: use cryo's fd N for the image's file KEY (e.g. pipe:[1234]) whose other end was outside the tree")
+	f.BoolVar(&opts.TCPEstablished, "tcp-established", false, "restore the image's established TCP connections (without it or --tcp-close, an image with one is refused)")
+	f.BoolVar(&opts.TCPClose, "tcp-close", false, "restore the image's established TCP connections aborted: the program's next call on one fails with ECONNABORTED")
+	f.StringVar(&lock, "network-lock", "nftables", "how the restored connections are held until the tree runs: nftables, iptables (nftables rules too) or skip")
 	registerCompat(f, false)
 	actions.register(f, &opts.Dir)
 	log.register(f)

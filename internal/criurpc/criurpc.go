@@ -36,6 +36,7 @@ import (
 	"github.com/cryo-project/cryo/internal/dump"
 	"github.com/cryo-project/cryo/internal/errs"
 	"github.com/cryo-project/cryo/internal/feature"
+	"github.com/cryo-project/cryo/internal/netlock"
 	"github.com/cryo-project/cryo/internal/restore"
 )
 
@@ -265,6 +266,10 @@ func (c *session) dump(o *rpc.CriuOpts) error {
 	if o.Pid == nil || o.GetPid() == int32(c.peer) {
 		return fmt.Errorf("pid: dumping the caller itself: %w", errs.ErrNotSupported)
 	}
+	lock, err := networkLock(o)
+	if err != nil {
+		return err
+	}
 	cm, err := c.common(o)
 	if err != nil {
 		return err
@@ -275,6 +280,7 @@ func (c *session) dump(o *rpc.CriuOpts) error {
 	_, err = dump.Run(dump.Options{
 		Pid: int(o.GetPid()), Dir: cm.dir, LeaveRunning: o.GetLeaveRunning(), ShellJob: o.GetShellJob(),
 		FileLocks: o.GetFileLocks(), GhostLimit: ghostLimit(o), Log: cm.log, Notify: c.notifier(o), Context: ctx,
+		TCPEstablished: o.GetTcpEstablished(), TCPClose: o.GetTcpClose(), NetworkLock: lock,
 	})
 	if err != nil {
 		cm.log.Error("dump failed", "pid", o.GetPid(), "err", err)
@@ -320,14 +326,37 @@ func (c *session) restore(o *rpc.CriuOpts) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	lock, err := networkLock(o)
+	if err != nil {
+		return 0, err
+	}
 	res, err := restore.Run(restore.Options{
 		Inherit: inherit, Dir: cm.dir, Detached: true, ShellJob: o.GetShellJob(), FileLocks: o.GetFileLocks(), Log: cm.log, Notify: c.notifier(o),
+		TCPEstablished: o.GetTcpEstablished(), TCPClose: o.GetTcpClose(), NetworkLock: lock,
 	})
 	if err != nil {
 		cm.log.Error("restore failed", "err", err)
 		return 0, err
 	}
 	return res.Pid, nil
+}
+
+// networkLock is the caller's network_lock as netlock names it; unset, or
+// CRIU's default IPTABLES, is cryo's nftables rules.
+func networkLock(o *rpc.CriuOpts) (netlock.Method, error) {
+	if o.NetworkLock == nil {
+		return netlock.NFTables, nil
+	}
+	switch m := o.GetNetworkLock(); m {
+	case rpc.CriuNetworkLockMethod_IPTABLES:
+		return netlock.IPTables, nil
+	case rpc.CriuNetworkLockMethod_NFTABLES:
+		return netlock.NFTables, nil
+	case rpc.CriuNetworkLockMethod_SKIP:
+		return netlock.Skip, nil
+	default:
+		return "", fmt.Errorf("network_lock %d: %w", m, ErrOption)
+	}
 }
 
 // ghostLimit is the dump's limit on deleted files' contents: the caller's
@@ -347,7 +376,7 @@ var (
 		// Values that change nothing cryo does: cryo restores on the CPU
 		// it checks itself, finds watches by file handle, and opens
 		// devices by the path they were dumped with.
-		"ghost_limit", "cpu_cap", "force_irmap", "evasive_devices"}
+		"ghost_limit", "cpu_cap", "force_irmap", "evasive_devices", "tcp_established", "tcp_close", "network_lock"}
 	dumpOptions    = append([]string{"pid", "leave_running"}, commonOptions...)
 	restoreOptions = append([]string{"inherit_fd"}, commonOptions...)
 )

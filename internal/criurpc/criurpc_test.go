@@ -7,6 +7,8 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/cryo-project/cryo/internal/netlock"
 )
 
 func TestCheckOptions(t *testing.T) {
@@ -18,10 +20,11 @@ func TestCheckOptions(t *testing.T) {
 		{"handled", &rpc.CriuOpts{ImagesDirFd: ptr(int32(5)), Pid: ptr(int32(7)), LeaveRunning: ptr(true), LogLevel: ptr(int32(4))}, ""},
 		{"defaults", &rpc.CriuOpts{ImagesDirFd: ptr(int32(-1)), CpuCap: ptr(uint32(0xffffffff)), GhostLimit: ptr(uint32(0x100000)),
 			NetworkLock: rpc.CriuNetworkLockMethod_IPTABLES.Enum(), PreDumpMode: rpc.CriuPreDumpMode_SPLICE.Enum(), TcpEstablished: ptr(false), Root: ptr("")}, ""},
-		{"bool set", &rpc.CriuOpts{TcpEstablished: ptr(true)}, "tcp_established"},
+		{"tcp", &rpc.CriuOpts{TcpEstablished: ptr(true), NetworkLock: rpc.CriuNetworkLockMethod_SKIP.Enum()}, ""},
+		{"bool set", &rpc.CriuOpts{TrackMem: ptr(true)}, "track_mem"},
 		{"string set", &rpc.CriuOpts{Root: ptr("/x")}, "root"},
 		{"list", &rpc.CriuOpts{External: []string{"a"}}, "external"},
-		{"enum not default", &rpc.CriuOpts{NetworkLock: rpc.CriuNetworkLockMethod_NFTABLES.Enum()}, "network_lock"},
+		{"enum not default", &rpc.CriuOpts{PreDumpMode: rpc.CriuPreDumpMode_VM_READ.Enum()}, "pre_dump_mode"},
 		{"message", &rpc.CriuOpts{Ps: &rpc.CriuPageServerInfo{}}, "ps"},
 	} {
 		if tc.o.ImagesDirFd == nil {
@@ -34,6 +37,26 @@ func TestCheckOptions(t *testing.T) {
 		case tc.bad != "" && (!errors.Is(err, ErrOption) || !strings.Contains(err.Error(), tc.bad)):
 			t.Errorf("%s: %v, want ErrOption naming %s", tc.name, err, tc.bad)
 		}
+	}
+}
+
+// TestNetworkLock: CRIU's network_lock values, as netlock names them.
+func TestNetworkLock(t *testing.T) {
+	for _, tc := range []struct {
+		o    *rpc.CriuOpts
+		want netlock.Method
+	}{
+		{&rpc.CriuOpts{}, netlock.NFTables},
+		{&rpc.CriuOpts{NetworkLock: rpc.CriuNetworkLockMethod_IPTABLES.Enum()}, netlock.IPTables},
+		{&rpc.CriuOpts{NetworkLock: rpc.CriuNetworkLockMethod_NFTABLES.Enum()}, netlock.NFTables},
+		{&rpc.CriuOpts{NetworkLock: rpc.CriuNetworkLockMethod_SKIP.Enum()}, netlock.Skip},
+	} {
+		if got, err := networkLock(tc.o); err != nil || got != tc.want {
+			t.Errorf("%v: %q, %v; want %q", tc.o.NetworkLock, got, err, tc.want)
+		}
+	}
+	if _, err := networkLock(&rpc.CriuOpts{NetworkLock: rpc.CriuNetworkLockMethod(9).Enum()}); !errors.Is(err, ErrOption) {
+		t.Errorf("network_lock 9: %v, want ErrOption", err)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/ptrace"
 )
@@ -58,6 +59,9 @@ func (p *process) collect() (*snapshot, error) {
 			}
 		}
 	}
+	// Once the vdso is hashed; gone before the stacks are put back below.
+	p.installTrampoline(maps)
+	defer p.removeTrampoline()
 	p.areas = s.areas
 	if p.pagemap, err = os.Open(pidDir + "/pagemap"); err != nil {
 		return nil, fmt.Errorf("open pagemap of %d: %w", p.pid, err)
@@ -86,6 +90,9 @@ func (p *process) collect() (*snapshot, error) {
 	// The injections used stack bytes below each red zone as scratch: put
 	// them back before the memory is read, so the image holds the stacks
 	// exactly as the program left them.
+	if err := p.removeTrampoline(); err != nil {
+		return nil, err
+	}
 	for _, th := range p.threads {
 		if err := th.putBackScratch(); err != nil {
 			return nil, err
@@ -124,6 +131,48 @@ func (p *process) collect() (*snapshot, error) {
 		s.oomAdj, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 	}
 	return s, nil
+}
+
+// installTrampoline gives the process cryo's return trampoline (package
+// inject, tramp_amd64.go), through which every later injection returns the
+// thread to its own registers if cryo dies mid-call. A process whose vdso
+// has no room for it is injected through the vdso alone, as before: the
+// log says so.
+func (p *process) installTrampoline(maps []procfs.Mapping) {
+	for _, m := range maps {
+		if m.Kind != procfs.KindVdso {
+			continue
+		}
+		b := make([]byte, m.Len())
+		err := ptrace.ReadMem(p.pid, m.Start, b)
+		var tr *inject.Trampoline
+		if err == nil {
+			tr, err = inject.InstallTrampoline(p.pid, m.Start, b)
+		}
+		if err != nil {
+			p.log.Info("no return trampoline: a kill of cryo mid-injection could crash the process", "pid", p.pid, "err", err)
+			return
+		}
+		p.tramp = tr
+		for _, th := range p.threads {
+			th.t.UseTrampoline(tr)
+		}
+		return
+	}
+}
+
+// removeTrampoline puts back what the trampoline took, if the process has
+// one.
+func (p *process) removeTrampoline() error {
+	if p.tramp == nil {
+		return nil
+	}
+	for _, th := range p.threads {
+		th.t.UseTrampoline(nil)
+	}
+	tr := p.tramp
+	p.tramp = nil
+	return tr.Remove()
 }
 
 // findSyscallIP finds a syscall instruction in [vdso] for the injections:

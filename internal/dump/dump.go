@@ -19,6 +19,7 @@ import (
 	"github.com/cryo-project/cryo/internal/files"
 	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/netlock"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/ptrace"
 	"github.com/cryo-project/cryo/internal/sysvipc"
@@ -51,6 +52,17 @@ type Options struct {
 	// dump kills the tree; "" keeps none, and the outside process sees
 	// those ends close with the tree, as with CRIU.
 	Keeper string
+	// TCPEstablished dumps established TCP connections by TCP repair
+	// (criu's --tcp-established). The zero value refuses them, by name.
+	TCPEstablished bool
+	// TCPClose dumps established connections without their state (criu's
+	// dump --tcp-close): the restore brings them back aborted, and needs
+	// --tcp-close too. It wins over TCPEstablished, as in CRIU.
+	TCPClose bool
+	// NetworkLock is how the connections are kept from changing while
+	// they are read and until the restore (criu's --network-lock); the
+	// zero value is nftables.
+	NetworkLock netlock.Method
 	// Log receives progress messages; nil discards them.
 	Log *slog.Logger
 	// Progress, if set, is called as pages are written (done, total).
@@ -89,6 +101,12 @@ type Stats struct {
 	PagesWritten uint64
 	VMAs         int
 	Threads      int
+	// TCPConns are the established connections dumped, and NetworkLock
+	// how long the network lock had held them when the dump ended (it
+	// goes on holding them for the restore when the tree is killed).
+	// stats-dump has no field for either: the log shows them.
+	TCPConns    int
+	NetworkLock time.Duration
 }
 
 // process is the dump's working state for one process.
@@ -120,6 +138,9 @@ type process struct {
 	mlockall    int
 	// sealed are the starts of the VMAs sealed with mseal.
 	sealed []uint64
+	// tramp is cryo's return trampoline in the process while collect
+	// injects (mapTrampoline).
+	tramp *inject.Trampoline
 	// smaps is what collect read of /proc/PID/smaps, kept for the state
 	// record (writeState): the kernel's smaps costs a page-table walk.
 	smaps []procfs.Mapping

@@ -23,6 +23,7 @@ import (
 	"github.com/cryo-project/cryo/internal/imageset"
 	"github.com/cryo-project/cryo/internal/keeper"
 	"github.com/cryo-project/cryo/internal/meta"
+	"github.com/cryo-project/cryo/internal/netlock"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/procstate"
 	"github.com/cryo-project/cryo/internal/ptrace"
@@ -40,6 +41,9 @@ type tree struct {
 	files   *files.Dumper
 	sysv    *sysvipc.Dumper // the System V objects the tree uses
 	snaps   map[*process]*snapshot
+	// lock holds the tree's established connections from before they
+	// are read until the restore (or until the tree goes on).
+	lock *netlock.Lock
 
 	dir *image.Dir
 	st  *Stats
@@ -50,8 +54,9 @@ type tree struct {
 	baseSlice uint64
 	// keeper holds the tree's ends of pipes to the outside, kept, once
 	// the tree is killed (keep.go).
-	keeper *keeper.Keeper
-	kept   []string
+	keeper     *keeper.Keeper
+	keeperName string // the keeper's, if it keeps files for the restore
+	kept       []string
 }
 
 // zombie is a child that has exited and not been reaped: restored as a
@@ -82,8 +87,10 @@ func Run(opts Options) (st *Stats, err error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	// Locks left by dumps that died before completing (package netlock).
+	netlock.SweepLogged(opts.Log)
 	t := &tree{opts: opts, log: opts.Log, sysv: sysvipc.NewDumper(), files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, GhostLimit: opts.GhostLimit, Log: opts.Log,
-		KeepOutside: opts.Keeper != "" && !opts.LeaveRunning}),
+		TCPEstablished: opts.TCPEstablished, TCPClose: opts.TCPClose, KeepOutside: opts.Keeper != "" && !opts.LeaveRunning}),
 		snaps: map[*process]*snapshot{}, st: &Stats{}, sc: newSeccompSet()}
 	root := t.newProcess(opts.Pid)
 	if err := root.check(); err != nil {
@@ -113,6 +120,9 @@ func Run(opts Options) (st *Stats, err error) {
 	defer t.abandonKeeper() // a no-op once committed (cure)
 	defer func() {
 		if err != nil {
+			if uerr := t.unlockTCP(); uerr != nil {
+				err = errors.Join(err, uerr)
+			}
 			if rerr := t.release(); rerr != nil {
 				err = errors.Join(err, rerr)
 			}
@@ -222,17 +232,54 @@ func (t *tree) collect() error {
 	if err := t.sysv.CheckSemMsg(tasks, zombies); err != nil {
 		return err
 	}
-	return t.files.Check()
+	if err := t.files.Check(); err != nil {
+		return err
+	}
+	// The keeper before repair mode: it guards the connections in it.
+	if err := t.startKeeper(); err != nil {
+		return err
+	}
+	return t.repairTCP()
+}
+
+// repairTCP takes the network lock on the tree's established connections
+// and reads them in repair mode (files.Dumper.RepairTCP).
+func (t *tree) repairTCP() error {
+	conns := t.files.TCPConns()
+	lock, err := netlock.Take(t.opts.NetworkLock, t.opts.Dir, conns)
+	if err != nil {
+		return fmt.Errorf("%d established TCP connection(s): %w", len(conns), err)
+	}
+	t.lock = lock
+	t.st.TCPConns = len(conns)
+	if len(conns) == 0 {
+		return nil
+	}
+	tm := time.Now()
+	if err := t.files.RepairTCP(); err != nil {
+		return err
+	}
+	t.log.Info("TCP connections read in repair mode", "connections", len(conns), "lock", lock.Name(), "method", t.opts.NetworkLock, "took", time.Since(tm))
+	return nil
+}
+
+// unlockTCP lets the tree's connections go on as they were (the dump
+// failed, or --leave-running): repair off, then the lock released.
+func (t *tree) unlockTCP() error {
+	err := t.files.EndTCP(false)
+	if t.lock != nil {
+		err = errors.Join(err, t.lock.Release())
+		t.st.NetworkLock = t.lock.Held()
+		t.log.Info("network lock released", "lock", t.lock.Name(), "held", t.st.NetworkLock)
+		t.lock = nil
+	}
+	return err
 }
 
 // writeImages is the write stage: every image, the stats, then the commit
 // that makes the directory a complete image.
 func (t *tree) writeImages() error {
 	tm := time.Now()
-	// The keeper first: its name is in cryo-meta.json.
-	if err := t.startKeeper(); err != nil {
-		return err
-	}
 	if err := t.write(t.dir, t.sc.entry, t.st); err != nil {
 		return err
 	}
@@ -264,10 +311,32 @@ func (t *tree) writeImages() error {
 // (--leave-running) or is killed.
 func (t *tree) cure() error {
 	if t.opts.LeaveRunning {
+		if err := t.unlockTCP(); err != nil {
+			return errors.Join(fmt.Errorf("images are complete, but the TCP connections could not be let go: %w", err), t.release())
+		}
+		if t.keeper != nil {
+			t.keeper.Release()
+			t.keeper = nil
+		}
 		if err := t.release(); err != nil {
 			return fmt.Errorf("images are complete, but resuming the processes failed: %w", err)
 		}
 		return nil
+	}
+	// The lock now waits for the restore, and the connections go back to
+	// repair mode (SilenceTCP): their close, when the tree dies, sends
+	// nothing.
+	if t.lock != nil {
+		if err := t.lock.Keep(); err != nil {
+			return errors.Join(fmt.Errorf("images are complete, but the network lock could not be kept for the restore, so the processes were left running: %w", err), t.unlockTCP(), t.release())
+		}
+		if t.st.TCPConns > 0 {
+			t.st.NetworkLock = t.lock.Held()
+			t.log.Info("network lock kept for the restore", "lock", t.lock.Name(), "held", t.st.NetworkLock)
+		}
+	}
+	if err := t.files.SilenceTCP(); err != nil {
+		t.log.Warn("a TCP connection of the tree may send its FIN as it is killed (the network lock drops it)", "err", err)
 	}
 	if err := t.kill(); err != nil {
 		return err
@@ -340,6 +409,11 @@ func (t *tree) add(pid, ppid, ptid int) error {
 		}
 	}
 	if err := p.check(); err != nil {
+		if now, serr := procfs.StatPid(pid); serr != nil || now.State == 'Z' || now.State == 'X' {
+			// Exited since it was listed (a shell's `sleep`): now a
+			// zombie, or gone.
+			return t.add(pid, ppid, ptid)
+		}
 		return fmt.Errorf("child %d of %d: %w", pid, ppid, err)
 	}
 	if err := p.freeze(); err != nil {
@@ -491,6 +565,10 @@ func (t *tree) write(dir *image.Dir, sc *seccomp.SeccompEntry, st *Stats) error 
 	// compares the root task's with them, and an equal fd table reads as
 	// a corrupt image. Its mm, fd table, fs and handlers are none of the
 	// tree's; its namespaces are the tree's.
+	var tcpClose *bool
+	if t.opts.TCPClose {
+		tcpClose = proto.Bool(true) // CRIU's restore then wants --tcp-close
+	}
 	self := proto.Uint32(uint32(len(t.procs) + len(t.zombies) + 1))
 	rootIDs := &core.TaskKobjIdsEntry{VmId: self, FilesId: self, FsId: self, SighandId: self}
 	nsIDs(rootIDs)
@@ -501,6 +579,7 @@ func (t *tree) write(dir *image.Dir, sc *seccomp.SeccompEntry, st *Stats) error 
 		NsPerId:     proto.Bool(true),
 		Lsmtype:     inventory.Lsmtype_NO_LSM.Enum(),
 		DumpUptime:  proto.Uint64(uint64(time.Now().UnixMicro())),
+		TcpClose:    tcpClose,
 	})
 }
 
@@ -547,9 +626,10 @@ func (t *tree) meta() *meta.Meta {
 	if err != nil {
 		t.log.Warn("no boot id: a restore will not look for the outside ends of pipes", "err", err)
 	}
-	var keeperName string
-	if t.keeper != nil {
-		keeperName = t.keeper.Name
+	keeperName := t.keeperName
+	lockName := ""
+	if t.lock != nil {
+		lockName = t.lock.Name()
 	}
 	return &meta.Meta{
 		BootID:            boot,
@@ -568,6 +648,7 @@ func (t *tree) meta() *meta.Meta {
 		Sealed:            sealed,
 		SemPids:           t.sysv.SemPids(),
 		MsgPids:           t.sysv.MsgPids(),
+		NetworkLock:       lockName,
 	}
 }
 

@@ -26,6 +26,10 @@
 // stub) started, seized and killed by the probe. Every probe closes what it
 // opened, kills and reaps what it started, and is bounded in time.
 //
-// This package may import kabi, ptrace, inject and stub; it may not import
-// dump or restore, which consult it.
+// The nftables probe makes and deletes a table of its own (package
+// netlock), named like a lock so that a probe killed half-way leaves a
+// stale lock the next dump sweeps.
+//
+// This package may import kabi, ptrace, inject, stub and netlock; it may
+// not import dump or restore, which consult it.
 package feature

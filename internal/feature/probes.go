@@ -111,6 +111,10 @@ var (
 		Description: "kernel.pid_max",
 		NeededFor:   "restore of high pids",
 		fn:          probePidMax}
+	NFTablesLock = &Probe{Name: "nftables_lock", MinKernel: "4.1", Config: "CONFIG_NF_TABLES, CONFIG_NF_TABLES_INET",
+		Description: "create and delete an nftables table of 4-tuple sets hooked at input and output, over netlink",
+		NeededFor:   "locking TCP connections while their tree is dumped (--network-lock nftables|iptables)",
+		fn:          probeNetlock}
 	Capabilities = &Probe{Name: "capabilities", Required: ForDump | ForRestore,
 		Description: "cryo's capability sets and file capabilities",
 		NeededFor:   "map_files, set_tid, seccomp, other users' processes",
@@ -123,5 +127,5 @@ var Probes = []*Probe{
 	PtraceSeccompFilter, PtraceSuspendSeccomp,
 	ProcessVMReadv, ProcessVMWritev, PidfdGetfd, Kcmp, MapFiles, PagemapScan, UffdWPAsync, SoftDirty,
 	Clone3SetTid, MmMap, ArchMapVdso, TimerRestoreIDs, TimerfdTicks, MsgCopy, Memfd, CloseRange, Rseq,
-	PtraceScope, NsLastPid, PidMax, Capabilities,
+	PtraceScope, NsLastPid, PidMax, NFTablesLock, Capabilities,
 }

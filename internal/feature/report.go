@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/cryo-project/cryo/internal/netlock"
 )
 
 // Summary is what `cryo check` concludes from its reports.
@@ -15,6 +17,12 @@ type Summary struct {
 	Micros     int64     `json:"duration_us"`
 	Probes     []*Report `json:"probes"`
 	Caps       *Caps     `json:"caps,omitempty"`
+	// Locks are the network locks found here (package netlock), when the
+	// nftables_lock probe succeeded; LocksErr why they could not be listed.
+	Locks    []netlock.Table `json:"network_locks,omitempty"`
+	LocksErr string          `json:"network_locks_error,omitempty"`
+
+	locksListed bool
 }
 
 // Summarize derives the verdicts from reports.
@@ -26,7 +34,39 @@ func Summarize(reports []*Report) *Summary {
 	if c, err := ownCaps(); err == nil {
 		s.Caps = &c
 	}
+	for _, r := range reports {
+		if r.Name == NFTablesLock.Name && r.Status == Supported {
+			s.locksListed = true
+			var err error
+			if s.Locks, err = netlock.Tables(); err != nil {
+				s.LocksErr = err.Error()
+			}
+		}
+	}
 	return s
+}
+
+// lockLines describes each network lock: its table, its state, and the
+// images it waits on.
+func lockLines(ts []netlock.Table) []string {
+	var out []string
+	for _, t := range ts {
+		var state string
+		switch {
+		case t.Kept:
+			state = "kept: its dump completed; the restore of its images removes it"
+		case t.Stale:
+			state = fmt.Sprintf("stale: its dump (pid %d) died before completing; the next dump or restore removes it", t.Pid)
+		default:
+			state = fmt.Sprintf("held by the dump running as pid %d", t.Pid)
+		}
+		dir := t.ImagesDir
+		if dir == "" {
+			dir = "-"
+		}
+		out = append(out, fmt.Sprintf("%s  %s  images %s", t.Name, state, dir))
+	}
+	return out
 }
 
 func mark(st Status) string {
@@ -55,6 +95,17 @@ func WriteText(w io.Writer, s *Summary) error {
 		fmt.Fprintln(w, "\nCapabilities (effective):")
 		for _, l := range CapLines(*s.Caps) {
 			fmt.Fprintln(w, "  "+l)
+		}
+	}
+	if s.locksListed && len(s.Locks) == 0 && s.LocksErr == "" {
+		fmt.Fprintln(w, "\nNetwork locks: none")
+	} else if s.locksListed {
+		fmt.Fprintln(w, "\nNetwork locks (inet tables of nftables):")
+		for _, l := range lockLines(s.Locks) {
+			fmt.Fprintln(w, "  "+l)
+		}
+		if s.LocksErr != "" {
+			fmt.Fprintln(w, "  could not list them all: "+s.LocksErr)
 		}
 	}
 	_, err := fmt.Fprintf(w, "\ncryo can dump: %s; restore: %s  (%d probes in %.1f ms)\n",

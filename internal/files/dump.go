@@ -44,6 +44,12 @@ type DumpOptions struct {
 	// the restore takes it back (package keeper). The zero value refuses
 	// such a socket, as --leave-running must (the tree keeps it).
 	KeepOutside bool
+	// TCPEstablished dumps established TCP connections by TCP repair
+	// (criu's --tcp-established; tcp.go). The zero value refuses them.
+	TCPEstablished bool
+	// TCPClose dumps them without their state (criu's dump --tcp-close):
+	// they are restored aborted, with restore --tcp-close only.
+	TCPClose bool
 	// Log receives notes on what the restore will need; nil discards them.
 	Log *slog.Logger
 }

@@ -23,7 +23,9 @@ import (
 )
 
 // IPv4 and IPv6 sockets: TCP sockets that listen or were never connected,
-// UDP sockets bound or connected. Everything about such a socket is read
+// established TCP connections and half-closed ones (with
+// --tcp-established: tcp.go holds the TCP repair part), UDP sockets bound
+// or connected. Everything about such a socket is read
 // from the socket itself, through cryo's copy of the fd: its address and
 // peer (getsockname, getpeername), its state and backlog (TCP_INFO: a
 // listener's tcpi_unacked is the length of its accept queue, tcpi_sacked
@@ -36,7 +38,8 @@ import (
 // same family, type and protocol in the same network namespace, and one
 // that differs is refused by name. So are a listener with connections in
 // its accept queue (they cannot be taken without accept()), established
-// TCP connections and every other TCP state, datagrams queued in a UDP
+// TCP connections without --tcp-established and every other TCP state
+// (closing ones by name), datagrams queued in a UDP
 // socket (their senders are not recorded), a socket bound to a device or
 // to a link-local address, one with a socket filter, one with O_ASYNC,
 // and a socket of another network namespace.
@@ -54,11 +57,11 @@ var inetKind = Kind{
 	Dump: func() dumper {
 		return &inetDump{netns: map[int]bool{}, status: map[int]*procfs.Status{}, defs: map[[3]int]*sockDefaults{}}
 	},
-	Restore: func() opener { return &inetOpen{sameIDs: map[int]bool{}} },
+	Restore: func() opener { return &inetOpen{sameIDs: map[int]bool{}, streams: map[uint32]*tcpStream{}} },
 	Describe: func(f *fdinfo.FileEntry) Description {
 		e := f.GetIsk()
 		desc := fmt.Sprintf("socket:[%d] %s %s %s", e.GetIno(), inetProtoName(int(e.GetProto())), imageAddr(e.GetSrcAddr(), e.GetSrcPort()), tcpStateName(int(e.GetState())))
-		if e.GetState() == kabi.TCP_ESTABLISHED {
+		if e.GetState() == kabi.TCP_ESTABLISHED || (e.GetProto() == unix.IPPROTO_TCP && connected(int(e.GetState()))) {
 			desc += " to " + imageAddr(e.GetDstAddr(), e.GetDstPort()).String()
 		}
 		return Description{Path: desc, HasFlags: true, Flags: e.GetFlags()}
@@ -73,6 +76,7 @@ type inetDump struct {
 	myNs   *unix.Stat_t // cryo's network namespace
 	status map[int]*procfs.Status
 	defs   map[[3]int]*sockDefaults // by family, type, protocol
+	conns  []*tcpConn               // established TCP connections (tcp.go)
 }
 
 func (it *inetDump) match(fd *Fd) bool {
@@ -164,10 +168,31 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 		ie.Backlog = proto.Uint32(ti.Sacked) // sk_max_ack_backlog: what listen() was given, capped at somaxconn
 	case p == unix.IPPROTO_TCP && s.state == kabi.TCP_CLOSE:
 		if ti.Segs_out != 0 || ti.Segs_in != 0 {
-			return 0, refuse("a closed connection (%d segments sent, %d received)", ti.Segs_out, ti.Segs_in)
+			// A connection reset by its peer, or ended, whose unread data
+			// and pending error no repair mode can put back.
+			return 0, refuse("a closed connection (%d segments sent, %d received; reset or ended, its unread data and error not restorable)", ti.Segs_out, ti.Segs_in)
 		}
-	case p == unix.IPPROTO_TCP && s.state == kabi.TCP_ESTABLISHED:
-		return 0, refuse("an established TCP connection (--tcp-established is not implemented yet)")
+	case p == unix.IPPROTO_TCP && connected(s.state):
+		conn := "an established TCP connection"
+		if s.state != kabi.TCP_ESTABLISHED {
+			conn = fmt.Sprintf("a half-closed TCP connection (%s)", tcpStateName(s.state))
+		}
+		if !dd.opts.TCPEstablished && !dd.opts.TCPClose {
+			return 0, refuse("%s (dump it with --tcp-established)", conn)
+		}
+		if err := it.load(); err != nil {
+			return 0, err
+		}
+		switch d := it.byIno[uint32(e.Stat.Ino)]; {
+		case d == nil:
+			return 0, refuse("%s that sock_diag does not list", conn)
+		case d.Shutdown != finShutdown(s.state):
+			return 0, refuse("%s shut down for %s, which cryo does not restore yet", conn, shutdownName(d.Shutdown&^finShutdown(s.state)))
+		}
+		ie.DstPort = proto.Uint32(uint32(s.dst.Port()))
+		ie.DstAddr = addrWords(s.dst.Addr())
+	case p == unix.IPPROTO_TCP && (s.state == kabi.TCP_FIN_WAIT1 || s.state == kabi.TCP_LAST_ACK || s.state == kabi.TCP_CLOSING):
+		return 0, refuse("a closing TCP connection (%s: its FIN not yet acknowledged), which cryo does not restore yet", tcpStateName(s.state))
 	case p == unix.IPPROTO_TCP:
 		return 0, refuse("TCP state %s", tcpStateName(s.state))
 	case s.state == kabi.TCP_ESTABLISHED:
@@ -222,6 +247,11 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 	}
 	if err := inetOpts(fd, s, ie, def); err != nil {
 		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	if p == unix.IPPROTO_TCP && connected(s.state) && !dd.opts.TCPClose {
+		if err := it.addConn(dd, e.Pid, fd, ie, s, what); err != nil {
+			return 0, err
+		}
 	}
 	return dd.Add(&fdinfo.FileEntry{Type: fdinfo.FdTypes_INETSK.Enum(), Isk: ie}), nil
 }
@@ -519,6 +549,20 @@ var compared = []sockOpt{
 	{unix.IPPROTO_UDP, unix.UDP_GRO, "UDP_GRO"},
 }
 
+// connState are the options of compared whose value, once a TCP
+// connection is established, is the connection's state rather than what
+// the program set: the MSS in use (TCP repair restores the clamp), the
+// window clamp the buffers gave, whether ACKs are delayed; and
+// IP_MULTICAST_TTL, IPV6_MULTICAST_HOPS and IPV6_MULTICAST_IF, which an
+// accepted connection has from the SYN that made it (its TTL, its
+// interface: tcp_v[46]_syn_recv_sock) and which nothing can set on a
+// stream socket, nor use: the restored one has a new socket's.
+var connState = map[sockOpt]bool{
+	{unix.IPPROTO_TCP, unix.TCP_MAXSEG, "TCP_MAXSEG"}: true, {unix.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP, "TCP_WINDOW_CLAMP"}: true,
+	{unix.IPPROTO_TCP, unix.TCP_QUICKACK, "TCP_QUICKACK"}: true, {unix.SOL_IP, unix.IP_MULTICAST_TTL, "IP_MULTICAST_TTL"}: true,
+	{unix.SOL_IPV6, unix.IPV6_MULTICAST_HOPS, "IPV6_MULTICAST_HOPS"}: true, {unix.SOL_IPV6, unix.IPV6_MULTICAST_IF, "IPV6_MULTICAST_IF"}: true,
+}
+
 // comparedStrings are the string options compared the same way.
 var comparedStrings = []sockOpt{
 	{unix.IPPROTO_TCP, unix.TCP_CONGESTION, "TCP_CONGESTION"},
@@ -582,6 +626,7 @@ func applies(o sockOpt, family, p int) bool {
 // inetOpts fills the image's options from fd, and refuses an option the
 // image cannot keep that differs from a new socket's.
 func inetOpts(fd int, s *inetSock, ie *skinet.InetSkEntry, def *sockDefaults) error {
+	established := s.proto == unix.IPPROTO_TCP && connected(s.state)
 	o := &skopts.SkOptsEntry{}
 	for _, v := range []struct {
 		opt int
@@ -656,7 +701,7 @@ func inetOpts(fd int, s *inetSock, ie *skinet.InetSkEntry, def *sockDefaults) er
 		return fmt.Errorf("a socket filter of %d instructions (SO_ATTACH_FILTER): %w", n, errs.ErrNotSupported)
 	}
 	for i, c := range compared {
-		if !applies(c, s.family, s.proto) {
+		if !applies(c, s.family, s.proto) || (established && connState[c]) {
 			continue
 		}
 		v, err := unix.GetsockoptInt(fd, c.level, c.opt)
@@ -683,14 +728,15 @@ func inetOpts(fd int, s *inetSock, ie *skinet.InetSkEntry, def *sockDefaults) er
 	}
 	// Buffer sizes the program did not set follow the sysctls (and, for
 	// TCP, autotuning): they come back as a new socket has them, which
-	// must be what this one has.
+	// must be what this one has; but an established connection's, which
+	// come back as they are (setInetOpts).
 	lock := ie.Opts.GetSoBufLock()
 	for _, b := range []struct {
 		name     string
 		bit      uint32
 		val, def uint32
 	}{{"SO_SNDBUF", unix.SOCK_SNDBUF_LOCK, o.GetSoSndbuf(), def.sndbuf}, {"SO_RCVBUF", unix.SOCK_RCVBUF_LOCK, o.GetSoRcvbuf(), def.rcvbuf}} {
-		if lock&b.bit == 0 && b.val != b.def {
+		if lock&b.bit == 0 && b.val != b.def && !established {
 			return fmt.Errorf("%s is %d, not set by the program, and a new socket's is %d: %w", b.name, b.val, b.def, errs.ErrNotSupported)
 		}
 	}
@@ -772,6 +818,40 @@ type inetOpen struct {
 	// sameIDs says, by pid, whether the process already has the fsuid
 	// and fsgid its sockets need (no switch around socket()).
 	sameIDs map[int]bool
+	// streams are the image's established connections, by socket inode
+	// (tcp.go); conns those made so far, in repair mode until ResumeTCP.
+	streams map[uint32]*tcpStream
+	conns   []*restoredConn
+	r       *Restorer
+}
+
+// loadSide refuses, before anything is made, an image with established
+// connections that the restore was not asked to bring back, and reads
+// their queues.
+func (u *inetOpen) loadSide(r *Restorer) error {
+	u.r, u.streams = r, map[uint32]*tcpStream{}
+	if r.set.Inventory.GetTcpClose() && !r.opts.TCPClose {
+		return fmt.Errorf("the image was dumped with --tcp-close, without its connections' state: restore it with --tcp-close: %w", errs.ErrNotSupported)
+	}
+	for _, f := range r.set.Files {
+		e := f.GetIsk()
+		if f.GetType() != fdinfo.FdTypes_INETSK || e == nil || !isTCPConn(e) {
+			continue
+		}
+		if !r.opts.TCPEstablished && !r.opts.TCPClose {
+			l, rm := connAddrs(e)
+			return fmt.Errorf("socket:[%d] is an established TCP connection (%s to %s): restore it with --tcp-established (or --tcp-close): %w", e.GetIno(), l, rm, errs.ErrNotSupported)
+		}
+		if r.opts.TCPClose {
+			continue
+		}
+		s, err := loadTCPStream(r.set.Dir, e.GetIno())
+		if err != nil {
+			return err
+		}
+		u.streams[e.GetIno()] = s
+	}
+	return nil
 }
 
 func (u *inetOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error) {
@@ -786,6 +866,7 @@ func (u *inetOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error
 	}
 	switch {
 	case typ == unix.SOCK_STREAM && pr == unix.IPPROTO_TCP && (state == kabi.TCP_LISTEN || state == kabi.TCP_CLOSE):
+	case typ == unix.SOCK_STREAM && pr == unix.IPPROTO_TCP && connected(state):
 	case typ == unix.SOCK_DGRAM && pr == unix.IPPROTO_UDP && (state == kabi.TCP_ESTABLISHED || state == kabi.TCP_CLOSE):
 	default:
 		return 0, fmt.Errorf("%s: type %d, protocol %d, state %s: %w", what, typ, pr, tcpStateName(state), errs.ErrNotSupported)
@@ -795,7 +876,7 @@ func (u *inetOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error
 		return 0, corrupt("%s: source address: %v", what, err)
 	}
 	var dst []byte
-	if state == kabi.TCP_ESTABLISHED {
+	if state == kabi.TCP_ESTABLISHED || (pr == unix.IPPROTO_TCP && connected(state)) {
 		if dst, err = entryAddr(family, e.GetDstAddr(), e.GetDstPort()); err != nil {
 			return 0, corrupt("%s: destination address: %v", what, err)
 		}
@@ -808,14 +889,27 @@ func (u *inetOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error
 		return 0, fmt.Errorf("%s: %w", what, err)
 	}
 	defer unix.Close(cp)
-	if err := setInetOpts(cp, e); err != nil {
+	conn := pr == unix.IPPROTO_TCP && connected(state)
+	stream := u.streams[e.GetIno()]
+	if conn && stream == nil && !r.opts.TCPClose {
+		return 0, fmt.Errorf("%s: no tcp-stream image loaded", what)
+	}
+	if err := setInetOpts(cp, e, stream != nil); err != nil {
 		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	if conn {
+		// Repair mode lets the socket share its port with anything (the
+		// listener that accepted it, a peer's side): SO_REUSEADDR is
+		// not set over it.
+		if err := repairBefore(cp, what); err != nil {
+			return 0, err
+		}
 	}
 	port := imageAddr(e.GetSrcAddr(), e.GetSrcPort())
 	if port.Port() != 0 || !port.Addr().IsUnspecified() {
 		// Not for UDP: there SO_REUSEADDR would let the socket share a
 		// port another program took meanwhile, where bind must fail.
-		if pr == unix.IPPROTO_TCP {
+		if pr == unix.IPPROTO_TCP && !conn {
 			if err := unix.SetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 				return 0, fmt.Errorf("%s: SO_REUSEADDR: %w", what, err)
 			}
@@ -833,6 +927,11 @@ func (u *inetOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error
 			return 0, err
 		}
 	}
+	if stream != nil {
+		if err := repairSeqs(cp, stream, state); err != nil {
+			return 0, fmt.Errorf("%s: %w", what, err)
+		}
+	}
 	if dst != nil {
 		a, err := p.Arg(dst)
 		if err != nil {
@@ -842,8 +941,31 @@ func (u *inetOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error
 			return 0, err
 		}
 	}
-	if err := setIfDiffers(cp, sockOpt{unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR"}, boolInt(e.GetOpts().GetReuseaddr())); err != nil {
-		return 0, fmt.Errorf("%s: %w", what, err)
+	switch {
+	case stream != nil:
+		if err := repairAfter(cp, stream, state); err != nil {
+			return 0, fmt.Errorf("%s: %w", what, err)
+		}
+		keep, err := unix.FcntlInt(uintptr(cp), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return 0, fmt.Errorf("%s: keep a copy: %w", what, err)
+		}
+		u.conns = append(u.conns, &restoredConn{cp: keep, what: what, e: e, s: stream, unsent: stream.outq[len(stream.outq)-int(stream.st.GetUnsqLen()):]})
+	case conn:
+		if err := abortConn(p, fd); err != nil {
+			return 0, fmt.Errorf("%s: %w", what, err)
+		}
+		if err := unix.SetsockoptInt(cp, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF_NO_WP); err != nil {
+			return 0, fmt.Errorf("%s: TCP_REPAIR off: %w", what, err)
+		}
+	}
+	// A connection in repair mode keeps sharing its port with anything
+	// until the tree runs (ResumeTCP sets SO_REUSEADDR then): the
+	// listener it came from may be bound after it.
+	if stream == nil {
+		if err := setIfDiffers(cp, sockOpt{unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR"}, boolInt(e.GetOpts().GetReuseaddr())); err != nil {
+			return 0, fmt.Errorf("%s: %w", what, err)
+		}
 	}
 	if how := e.GetShutdown(); how != 0 {
 		if err := unix.Shutdown(cp, int(how)-1); err != nil && !errors.Is(err, unix.ENOTCONN) {
@@ -968,7 +1090,11 @@ func setIfDiffers(fd int, o sockOpt, v int) error {
 
 // setInetOpts sets what the image keeps on a new socket, before it is
 // bound (SO_REUSEPORT and IPV6_V6ONLY must be).
-func setInetOpts(fd int, e *skinet.InetSkEntry) error {
+//
+// A connection restored by TCP repair (conn) gets both buffer sizes as
+// they were, autotuned or set, so that its queues fit; the buffers' locks
+// go back once they are filled (ResumeTCP), and autotuning carries on.
+func setInetOpts(fd int, e *skinet.InetSkEntry, conn bool) error {
 	family, pr := int(e.GetFamily()), int(e.GetProto())
 	if e.Opts == nil {
 		return corrupt("inet socket %d without its options", e.GetIno())
@@ -985,7 +1111,7 @@ func setInetOpts(fd int, e *skinet.InetSkEntry) error {
 		force, plain int
 		bit, val     uint32
 	}{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, unix.SOCK_SNDBUF_LOCK, o.GetSoSndbuf()}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, unix.SOCK_RCVBUF_LOCK, o.GetSoRcvbuf()}} {
-		if lock&b.bit == 0 {
+		if lock&b.bit == 0 && !conn {
 			continue // as a new socket has it (checked at dump)
 		}
 		if err := setBufSize(fd, b.force, b.plain, b.val); err != nil {
@@ -1006,7 +1132,7 @@ func setInetOpts(fd int, e *skinet.InetSkEntry) error {
 		}
 	}
 	for _, k := range keptInts {
-		if !applies(k.sockOpt, family, pr) {
+		if !applies(k.sockOpt, family, pr) || (conn && k.opt == unix.SO_BUF_LOCK) {
 			continue
 		}
 		if v := *k.field(e); v != nil {

@@ -123,7 +123,7 @@ func TestRoundTrip(t *testing.T) {
 	add(&regKind, dfd, err, nil)
 	nfd, err := unix.Open(os.DevNull, unix.O_WRONLY|unix.O_CLOEXEC, 0)
 	add(&regKind, nfd, err, nil)
-	// A pty slave (its master, here, is not dumped: a master is refused).
+	// A pty slave whose master is not dumped: an inherited terminal (--shell-job).
 	if mfd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0); err == nil {
 		defer unix.Close(mfd)
 		n, err := unix.IoctlGetInt(mfd, unix.TIOCGPTN)

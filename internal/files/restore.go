@@ -54,6 +54,13 @@ type RestoreOptions struct {
 	// Log receives what the restore makes of pipes to the outside; nil
 	// discards it.
 	Log *slog.Logger
+	// TCPEstablished restores the image's established TCP connections
+	// (criu's --tcp-established), by TCP repair. The zero value refuses an
+	// image that holds any, unless TCPClose.
+	TCPEstablished bool
+	// TCPClose restores them aborted instead (criu's --tcp-close): the
+	// program's next call on one fails with ECONNABORTED.
+	TCPClose bool
 }
 
 // Owner is the fd in process Pid that holds an open file description,
@@ -139,6 +146,8 @@ func restoreHalf[T opener](r *Restorer) T {
 func (r *Restorer) Cleanup() {
 	if r != nil {
 		r.ghosts.cleanup()
+		restoreHalf[*ttyOpen](r).closeCopies()
+		restoreHalf[*inetOpen](r).closeConns()
 	}
 }
 

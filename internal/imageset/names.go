@@ -19,6 +19,10 @@ var (
 	FifoData   = File{"fifo-data.img", "FIFO_DATA"}
 	SkQueues   = File{"sk-queues.img", "SK_QUEUES"}
 	MemfdInode = File{"memfd-inode.img", "MEMFD_INODE"}
+	// TtyInfo holds a tty_info_entry per side of each terminal (pty.go
+	// of package files), TtyData the bytes either side had not read.
+	TtyInfo = File{"tty-info.img", "TTY_INFO"}
+	TtyData = File{"tty-data.img", "TTY_DATA"}
 	// FileLocks holds the tree's file locks (file_lock_entry), written
 	// when the dump was asked to take them (--file-locks), even if none.
 	FileLocks = File{"file-locks.img", "FILE_LOCKS"}
@@ -81,3 +85,8 @@ func Ids(pid uint32) File { return File{fmt.Sprintf("ids-%d.img", pid), "IDS"} }
 // Timens is the clocks of time namespace id at dump (CRIU writes id 0 for
 // the root time namespace).
 func Timens(id uint32) File { return File{fmt.Sprintf("timens-%d.img", id), "TIMENS"} }
+
+// TCPStream is an established TCP connection of socket ino: its
+// tcp_stream_entry, then the bytes of its receive queue and of its send
+// queue.
+func TCPStream(ino uint32) File { return File{fmt.Sprintf("tcp-stream-%d.img", ino), "TCP_STREAM"} }

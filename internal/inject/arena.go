@@ -92,13 +92,24 @@ func (s *Stack) borrow() error {
 	if s.saved != nil {
 		return nil
 	}
-	addr := (s.rsp - redZone - StackSize) &^ 15
-	saved, err := read(s.pid, addr, StackSize)
+	// Right below the red zone the trampoline's frame (tramp_amd64.go),
+	// below it the arena.
+	addr := (s.rsp - redZone - frameSize - StackSize) &^ 15
+	saved, err := read(s.pid, addr, int(s.rsp-redZone-addr))
 	if err != nil {
 		return fmt.Errorf("borrow stack below %#x: %w", s.rsp, err)
 	}
 	s.addr, s.saved = addr, saved
 	return nil
+}
+
+// frame returns where a trampoline frame goes: it ends where the red
+// zone begins.
+func (s *Stack) frame() (uint64, error) {
+	if err := s.borrow(); err != nil {
+		return 0, err
+	}
+	return s.rsp - redZone - frameSize, nil
 }
 
 // Alloc implements Arena. The first allocation saves the bytes it borrows.

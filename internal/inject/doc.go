@@ -22,7 +22,10 @@
 // instruction is one in [vdso] (no byte of the program's code changes),
 // stepped over with PTRACE_SYSCALL; and its arguments go in a Stack arena,
 // bytes below its red zone that the ABI gives the program no claim on (a
-// signal frame may land there at any instant), put back exactly.
+// signal frame may land there at any instant), put back exactly. For the
+// instants of a call itself, the return trampoline (tramp_amd64.go), a few
+// bytes cryo writes into the padding at the end of [vdso], takes a thread
+// whose tracer died mid-call back to its own registers and instruction.
 //
 // A built task (Built) belongs to a process cryo builds (a restore) or to
 // a probe stub. It is seized with PTRACE_O_EXITKILL and dies with cryo, so

@@ -2,6 +2,7 @@ package inject
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -138,7 +139,36 @@ func TestBatchLoopDisassembles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := filepath.Join(t.TempDir(), "loop.bin")
+	checkDisassembly(t, objdump, code, listing, labels)
+	if _, trap, err := scratchCode(); err != nil || trap != batchTrap || code[len(code)-1] != 0xcc {
+		t.Errorf("batch trap at %#x (%v), want the loop's last byte, an int3", trap, err)
+	}
+}
+
+// The return trampoline too, and it fits its slot at the end of [vdso].
+func TestTrampolineDisassembles(t *testing.T) {
+	objdump, err := exec.LookPath("objdump")
+	if err != nil {
+		if os.Getenv("CRYO_TEST_STRICT") != "" {
+			t.Fatal("objdump (binutils, which gcc needs) is missing")
+		}
+		t.Skip("no objdump")
+	}
+	code, listing := trampoline()
+	checkDisassembly(t, objdump, code, listing, nil)
+	if len(code) > trampSlot || code[0] != 0x0f || code[1] != 0x05 {
+		t.Errorf("trampoline of %d bytes (slot %d) starting % x, want a syscall first", len(code), trampSlot, code[:2])
+	}
+	r := unix.PtraceRegs{R15: 15, R14: 14, R13: 13, R12: 12, R11: 11, R10: 10, R9: 9, R8: 8, Rdi: 7, Rsi: 6, Rbp: 5, Rdx: 4, Rcx: 3, Rbx: 2, Rax: 1, Eflags: 0x246, Rip: 0x1234}
+	f := trampFrame(&r)
+	if len(f) != frameSize || binary.LittleEndian.Uint64(f[0:]) != 15 || binary.LittleEndian.Uint64(f[frameSize-8:]) != 0x1234 || binary.LittleEndian.Uint64(f[frameSize-16:]) != 0x246 {
+		t.Errorf("frame % x: want r15 first, then down to rax, rflags and rip last", f)
+	}
+}
+
+func checkDisassembly(t *testing.T, objdump string, code []byte, listing []insn, labels map[string]int) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "code.bin")
 	if err := os.WriteFile(f, code, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -183,9 +213,6 @@ func TestBatchLoopDisassembles(t *testing.T) {
 		if in.off+in.len != next {
 			t.Errorf("at %#x: %q is %d bytes, the next instruction starts at %#x", in.off, in.text, in.len, next)
 		}
-	}
-	if _, trap, err := scratchCode(); err != nil || trap != batchTrap || code[len(code)-1] != 0xcc {
-		t.Errorf("batch trap at %#x (%v), want the loop's last byte, an int3", trap, err)
 	}
 }
 
@@ -557,7 +584,7 @@ func TestBorrowed(t *testing.T) {
 		bt := Borrowed(s.Task.Task, pid)
 		bt.SetSyscallIP(testBase+stub.SyscallOffset, false)
 		rsp := bt.Regs.Rsp
-		lo := rsp - redZone - StackSize - 16
+		lo := rsp - redZone - frameSize - StackSize - 16
 		before := make([]byte, rsp-lo)
 		if err := ptrace.ReadMem(pid, lo, before); err != nil {
 			t.Fatal(err)
@@ -566,8 +593,8 @@ func TestBorrowed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if buf < lo || buf+128 > rsp-redZone {
-			t.Errorf("stack arena at %#x, not below the red zone under rsp %#x", buf, rsp)
+		if buf < lo || buf+128 > rsp-redZone-frameSize {
+			t.Errorf("stack arena at %#x, not below the red zone and the trampoline frame under rsp %#x", buf, rsp)
 		}
 		if _, err := bt.Call("getcwd", unix.SYS_GETCWD, buf, 128); err != nil && !errors.Is(err, unix.ERANGE) {
 			t.Fatal(err)

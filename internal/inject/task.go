@@ -21,6 +21,9 @@ type Task struct {
 	borrowed bool
 	stack    *Stack
 	scratch  *Scratch
+	// tramp is the return trampoline a borrowed task injects through
+	// (tramp_amd64.go), 0 for none.
+	tramp uint64
 }
 
 // Borrowed returns the injection view of a thread of process pid that cryo
@@ -95,6 +98,19 @@ func (t *Task) Syscall(nr uintptr, args ...uint64) (int64, error) {
 	r := t.Regs
 	r.Rax, r.Orig_rax, r.Rip = uint64(nr), ^uint64(0), t.ip
 	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	if t.tramp != 0 {
+		// The frame that takes the thread back where it was, were cryo
+		// to die before it does (tramp_amd64.go).
+		own := ptrace.ResumeRegs(t.Regs, true)
+		at, err := t.stack.frame()
+		if err != nil {
+			return 0, err
+		}
+		if err := ptrace.WriteMem(t.stack.pid, at, trampFrame(&own)); err != nil {
+			return 0, fmt.Errorf("task %d: trampoline frame: %w", t.Tid, err)
+		}
+		r.Rip, r.Rsp = t.tramp, at
+	}
 	var out unix.PtraceRegs
 	var err error
 	if t.trap {

@@ -33,8 +33,11 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cryo-project/cryo/internal/procfs"
 )
 
 // Command is the hidden cryo subcommand a keeper runs as.
@@ -53,10 +56,35 @@ type Keeper struct {
 	commit *os.File
 }
 
-// Start runs exe (cryo itself) as a keeper of pipes. The keeper gets its
-// own session, so that the dumper's terminal and process group signals do
-// not reach it, and is not waited for: it outlives the dump.
-func Start(exe string, pipes []Pipe) (*Keeper, error) {
+// Guard is a TCP connection of the tree that the dump puts in repair mode
+// (TCP_REPAIR), held by the keeper so that a dump that dies before it is
+// done cannot leave it so: the program could not take repair mode off
+// (it needs CAP_NET_ADMIN), and the connection would be dead. ReuseAddr is
+// the program's SO_REUSEADDR, which TCP_REPAIR_OFF clears.
+type Guard struct {
+	File      *os.File
+	Pid       int // the process of the tree that holds it
+	ReuseAddr bool
+}
+
+// guardKey is a guard's key among the keeper's arguments:
+// tcp-guard:PID:R, R 1 for SO_REUSEADDR.
+func guardKey(g Guard) string {
+	return fmt.Sprintf("tcp-guard:%d:%d", g.Pid, b2i(g.ReuseAddr))
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Start runs exe (cryo itself) as a keeper of pipes and guard of TCP
+// connections. The keeper gets its own session, so that the dumper's
+// terminal and process group signals do not reach it, and is not waited
+// for: it may outlive the dump.
+func Start(exe string, pipes []Pipe, guards []Guard) (*Keeper, error) {
 	var tok [12]byte
 	if _, err := unix.Getrandom(tok[:], 0); err != nil {
 		return nil, err
@@ -73,7 +101,12 @@ func Start(exe string, pipes []Pipe) (*Keeper, error) {
 		args = append(args, p.Key)
 		files = append(files, p.File)
 	}
-	// Its fd 3 is the commit pipe's read end, 4... the pipes.
+	for _, g := range guards {
+		args = append(args, guardKey(g))
+		files = append(files, g.File)
+	}
+	// Its fd 3 is the commit pipe's read end, 4... the pipes, then the
+	// guarded connections.
 	cmd := exec.Command(exe, args...)
 	cmd.ExtraFiles = files
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -95,12 +128,83 @@ func (k *Keeper) Commit() error {
 	return err
 }
 
-// Abandon tells the keeper the dump failed: it exits at once.
+// Release tells the keeper the tree runs on (--leave-running): its
+// connections are out of repair mode; it exits.
+func (k *Keeper) Release() error {
+	_, err := k.commit.Write([]byte{'R'})
+	if cerr := k.commit.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Abandon tells the keeper the dump failed: it exits at once, after
+// taking repair mode off any connection the dump left in it.
 func (k *Keeper) Abandon() { k.commit.Close() }
 
+// Split separates the keeper's files, as its arguments name them, into
+// pipes (and sockets) to keep and connections to guard.
+func Split(files []Pipe) (pipes []Pipe, guards []Guard) {
+	for _, f := range files {
+		if rest, ok := strings.CutPrefix(f.Key, "tcp-guard:"); ok {
+			var g Guard
+			var reuse int
+			if _, err := fmt.Sscanf(rest, "%d:%d", &g.Pid, &reuse); err != nil {
+				continue
+			}
+			g.File, g.ReuseAddr = f.File, reuse == 1
+			guards = append(guards, g)
+			continue
+		}
+		pipes = append(pipes, f)
+	}
+	return pipes, guards
+}
+
+// unguard takes repair mode off the connections a dump that died left in
+// it, and gives back their SO_REUSEADDR; then the network lock of that
+// dump, if it is stale, goes (unlock, netlock.Sweep). A connection whose
+// process is gone (the dump died while it killed the tree, its image
+// complete) stays in repair mode, so that closing it sends nothing: the
+// dump's kept lock waits for its restore.
+func unguard(guards []Guard, unlock func()) {
+	for _, g := range guards {
+		if !alive(g.Pid) {
+			continue
+		}
+		fd := int(g.File.Fd())
+		if on, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR); err != nil || on == 0 {
+			continue
+		}
+		if unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF) == nil {
+			reuse := 0
+			if g.ReuseAddr {
+				reuse = 1
+			}
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, reuse)
+		}
+	}
+	if len(guards) > 0 && unlock != nil {
+		// The dump's lock is stale once its dump, the keeper's parent,
+		// has exited, which it is doing: its files close before it has.
+		parent := os.Getppid()
+		for deadline := time.Now().Add(2 * time.Second); os.Getppid() == parent && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		unlock()
+	}
+}
+
+// alive says whether pid runs (not a zombie, not gone).
+func alive(pid int) bool {
+	st, err := procfs.StatPid(pid)
+	return err == nil && st.State != 'Z' && st.State != 'X'
+}
+
 // Serve is the keeper process: commit is the commit pipe, pipes the ends
-// it keeps, by key.
-func Serve(name string, commit *os.File, pipes []Pipe) error {
+// it keeps, by key, guards the connections it guards, and unlock removes
+// the network locks of dumps that died.
+func Serve(name string, commit *os.File, pipes []Pipe, guards []Guard, unlock func()) error {
 	ls, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -113,10 +217,22 @@ func Serve(name string, commit *os.File, pipes []Pipe) error {
 		return err
 	}
 	var b [1]byte
-	if n, _ := commit.Read(b[:]); n != 1 || b[0] != 'C' {
-		return nil // the dump failed: the tree runs on with its own ends
+	n, _ := commit.Read(b[:])
+	if n != 1 {
+		// The dump failed or died: the tree runs on with its own ends,
+		// and its connections must be let go.
+		unguard(guards, unlock)
+		return nil
 	}
 	commit.Close()
+	for _, g := range guards {
+		// Still in repair mode once the tree is killed: the last close
+		// of the socket, this one or the dump's, sends nothing.
+		g.File.Close()
+	}
+	if b[0] != 'C' || len(pipes) == 0 {
+		return nil
+	}
 	for {
 		// Poll the pipes that still have an outside end too, so that the
 		// keeper notices when they are gone: with events 0, poll reports

@@ -67,10 +67,14 @@ type Meta struct {
 	// Keeper is the abstract socket of the process that holds the tree's
 	// ends of pipes to the outside until the restore (package keeper), and
 	// KeptPipes their keys (pipe:[ID], socket:[INO]); empty: none.
-	Keeper    string    `json:"keeper,omitempty"`
-	KeptPipes []string  `json:"kept_pipes,omitempty"`
-	Cmdline   string    `json:"cmdline"`
-	Created   time.Time `json:"created"`
+	Keeper    string   `json:"keeper,omitempty"`
+	KeptPipes []string `json:"kept_pipes,omitempty"`
+	// NetworkLock is the network lock the dump left on the tree's
+	// established TCP connections (package netlock), which the restore
+	// removes once the restored tree runs; empty if none.
+	NetworkLock string    `json:"network_lock,omitempty"`
+	Cmdline     string    `json:"cmdline"`
+	Created     time.Time `json:"created"`
 
 	// Tasks holds, by tid, what CRIU's core entry has no field for (see
 	// Task).

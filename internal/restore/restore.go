@@ -11,6 +11,7 @@ import (
 
 	"github.com/cryo-project/cryo/internal/feature"
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/netlock"
 	"github.com/cryo-project/cryo/internal/ptrace"
 	"github.com/cryo-project/cryo/internal/xstate"
 )
@@ -44,6 +45,14 @@ type Options struct {
 	// files.InheritKey). Restore keeps them open in the tree; the caller
 	// keeps its own.
 	Inherit map[string]*os.File
+	// TCPEstablished restores the image's established TCP connections
+	// (criu's --tcp-established); TCPClose restores them aborted (criu's
+	// --tcp-close). With neither, an image holding one is refused.
+	TCPEstablished, TCPClose bool
+	// NetworkLock is how the restored connections are kept from sending
+	// or receiving until the tree runs (criu's --network-lock); the zero
+	// value is nftables.
+	NetworkLock netlock.Method
 	// Verify compares, before the tree runs, what the kernel shows of the
 	// restored tree with what it showed of the dumped one (cryo-state.json,
 	// package procstate), and fails the restore, killing the tree, on any

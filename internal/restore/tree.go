@@ -25,6 +25,7 @@ import (
 	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/keeper"
+	"github.com/cryo-project/cryo/internal/netlock"
 	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/procstate"
 	"github.com/cryo-project/cryo/internal/ptrace"
@@ -60,6 +61,8 @@ type treeRestorer struct {
 	born birthFunc
 	// forking is the time the root and fork stages took (stats-restore).
 	forking time.Duration
+	// lock holds the restored TCP connections until the tree runs.
+	lock *netlock.Lock
 }
 
 type shmOwner struct {
@@ -78,6 +81,8 @@ func Run(opts Options) (*Result, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	// Locks left by dumps that died before completing (package netlock).
+	netlock.SweepLogged(opts.Log)
 	t0 := time.Now()
 	l, err := load(opts.Dir)
 	if err != nil {
@@ -125,10 +130,21 @@ func Run(opts Options) (*Result, error) {
 		t.files.Cleanup()
 		t.sysv.Cleanup()
 		t.endClaim(false)
+		t.unlock()
 		return nil, err
 	}
 	t.endClaim(true)
 	t.files.Cleanup()
+	t.unlock()
+	if m := l.set.Meta; m != nil && m.NetworkLock != "" {
+		// The dump's lock, which held the connections while no socket had
+		// them: the restored ones have them now.
+		if err := netlock.Remove(m.NetworkLock); err != nil {
+			t.log.Warn("the dump's network lock could not be removed", "lock", m.NetworkLock, "err", err)
+		} else {
+			t.log.Info("the dump's network lock removed", "lock", m.NetworkLock)
+		}
+	}
 	res.Pages = t.pages
 	res.Took = time.Since(t0)
 	t.log.Info("restored", "pid", res.Pid, "processes", len(t.rs), "took", res.Took)
@@ -189,6 +205,9 @@ type stage struct {
 var stages = []stage{
 	// files: deleted files back on disk, the fd kinds' side data read.
 	{"files", (*treeRestorer).prepareFiles},
+	// netlock: the image's TCP connections locked (package netlock)
+	// before any socket is made for them, until the tree runs.
+	{"netlock", (*treeRestorer).lockTCP},
 	// sysv: the System V segments the tree attached, and its semaphore
 	// sets and message queues, with their ids.
 	{"sysv", func(t *treeRestorer) error { return t.sysv.Create() }},
@@ -284,6 +303,10 @@ func (t *treeRestorer) build() error {
 	if err := t.checkWhole(); err != nil {
 		return err
 	}
+	// The connections leave repair mode last, as the tree is let go.
+	if err := t.files.ResumeTCP(); err != nil {
+		return err
+	}
 	// Stopped processes first: the kernel wakes a group-stopped thread
 	// its tracer lets go, and it stops again before any code of its own.
 	// Only once they are all stopped again does the rest of the tree run,
@@ -350,7 +373,8 @@ func (t *treeRestorer) notify(event string) error {
 }
 
 func (t *treeRestorer) prepareFiles() (err error) {
-	o := files.RestoreOptions{ShellJob: t.opts.ShellJob, FileLocks: t.opts.FileLocks, Inherit: t.opts.Inherit, Log: t.log}
+	o := files.RestoreOptions{ShellJob: t.opts.ShellJob, FileLocks: t.opts.FileLocks, Inherit: t.opts.Inherit, Log: t.log,
+		TCPEstablished: t.opts.TCPEstablished, TCPClose: t.opts.TCPClose}
 	if boot, err := procfs.BootID(); err == nil && boot == t.l.meta.BootID {
 		o.SameBoot = true
 		t.claimKept(&o)
@@ -426,6 +450,9 @@ func (t *treeRestorer) bornRoot() error {
 	if err := root.buildMemory(nil); err != nil {
 		return fmt.Errorf("process %d: %w", root.c.pid, err)
 	}
+	if err := root.controllingTerminal(); err != nil {
+		return err
+	}
 	return root.makeThreads(true)
 }
 
@@ -440,6 +467,9 @@ func (t *treeRestorer) forkTree() error {
 		if err := r.buildMemory(t.byPid[r.l.tree.GetPpid()]); err != nil {
 			return fmt.Errorf("process %d: %w", r.c.pid, err)
 		}
+		if err := r.controllingTerminal(); err != nil {
+			return err
+		}
 		if err := r.makeThreads(true); err != nil {
 			return fmt.Errorf("process %d: %w", r.c.pid, err)
 		}
@@ -451,7 +481,24 @@ func (t *treeRestorer) setGroups() error {
 	if err := t.groups(); err != nil {
 		return err
 	}
-	return t.reapHelpers()
+	if err := t.reapHelpers(); err != nil {
+		return err
+	}
+	// A terminal's foreground group is one of its session's: it exists now.
+	return t.files.Foreground()
+}
+
+// controllingTerminal gives a session leader its session's terminal (a pty
+// of the tree, made now), once its memory is in and before it forks: the
+// kernel hands a controlling terminal on only at fork.
+func (r *restorer) controllingTerminal() error {
+	if r.l.tree.GetSid() != r.l.tree.GetPid() {
+		return nil
+	}
+	if err := r.t.files.ControllingTerminal(r.proc()); err != nil {
+		return fmt.Errorf("process %d: controlling terminal: %w", r.c.pid, err)
+	}
+	return nil
 }
 
 // sysvAs runs a System V call as process pid of the tree (sysvipc.As).
@@ -919,4 +966,29 @@ func (t *treeRestorer) writeStats(res *Result) {
 	if err := imageset.WriteLoose(t.l.dir.Path(), imageset.StatsRestore, e); err != nil {
 		t.log.Warn("stats-restore not written", "err", err)
 	}
+}
+
+// lockTCP takes the restore's network lock on the image's established
+// connections.
+func (t *treeRestorer) lockTCP() error {
+	conns := t.files.TCPConns()
+	lock, err := netlock.Take(t.opts.NetworkLock, t.opts.Dir, conns)
+	if err != nil {
+		return fmt.Errorf("%d established TCP connection(s): %w", len(conns), err)
+	}
+	t.lock = lock
+	return nil
+}
+
+// unlock releases the restore's network lock: the tree runs, or is gone.
+func (t *treeRestorer) unlock() {
+	if t.lock == nil {
+		return
+	}
+	if err := t.lock.Release(); err != nil {
+		t.log.Warn("network lock not released", "lock", t.lock.Name(), "err", err)
+	} else if t.lock.Name() != "" {
+		t.log.Info("network lock released", "lock", t.lock.Name(), "held", t.lock.Held())
+	}
+	t.lock = nil
 }

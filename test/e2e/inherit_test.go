@@ -487,13 +487,7 @@ func TestKillCryoMidDumpOutsidePipes(t *testing.T) {
 		cp := startCryo(t, "dump", "-t", strconv.Itoa(j.pid), "-D", img)
 		delay := time.Duration(rand.IntN(41)) * time.Millisecond
 		time.Sleep(delay)
-		sup := cp.cmd.Process.Pid
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", sup, sup))
-		for _, f := range strings.Fields(string(b)) {
-			if w, err := strconv.Atoi(f); err == nil {
-				_ = syscall.Kill(w, syscall.SIGKILL)
-			}
-		}
+		killWorkers(cp.cmd.Process.Pid)
 		_ = cp.cmd.Process.Signal(syscall.SIGKILL)
 		cp.wait(5 * time.Second)
 		for _, w := range orphanedCryos() {
