@@ -34,10 +34,11 @@ targets: $(TARGETS)
 # Python targets and the http.server test, postgresql for the postgres test,
 # redis-server for the redis test, nftables for its nft (the network lock's
 # tests cross-check with it; cryo itself speaks netlink), tmux for the
-# terminal test.
+# terminal test, nginx, nodejs and openjdk-17-jre-headless for the server
+# tests (test/e2e/servers_test.go).
 deps:
 	@missing=""; \
-	for p in gcc criu libcap2-bin passwd python3 make postgresql redis-server nftables tmux; do \
+	for p in gcc criu libcap2-bin passwd python3 make postgresql redis-server nftables tmux nginx nodejs openjdk-17-jre-headless; do \
 		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \

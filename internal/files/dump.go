@@ -75,6 +75,7 @@ type Dumper struct {
 	kinds   []dumper // the kinds' dump halves, in table order
 	closers []io.Closer
 	locks   lockDump
+	owners  []ownedFd // fds whose SIGIO goes to someone (fown.go)
 }
 
 // fileKey identifies a file opened with given flags, for files reached
@@ -299,7 +300,11 @@ func (d *Dumper) Mapping(pid int, m procfs.Mapping, open func() (*os.File, error
 		}
 		return dumpHalf[*memfdDump](d).add(d, f, m.RawPath, unix.O_RDWR, 0)
 	}
-	return d.ByPath(pid, what, m.RawPath, mappingFlags(pid, m), open)
+	id, err := d.ByPath(pid, what, m.RawPath, mappingFlags(pid, m), open)
+	if err == nil {
+		d.locks.noteMapped(pid, m, id)
+	}
+	return id, err
 }
 
 // mappingFlags is the open mode of the file behind mapping m: the mode of
@@ -338,7 +343,7 @@ func (d *Dumper) DumpFds(pid int) ([]*fdinfo.FdinfoEntry, error) {
 		}
 	}
 	sort.Ints(nums)
-	// One pidfd for every copy of this process's fds (checkSignalIO takes
+	// One pidfd for every copy of this process's fds (readOwner takes
 	// one of each).
 	pfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
@@ -395,10 +400,14 @@ func (d *Dumper) dumpFd(pid, n int, path string, pidfd int) (*fdinfo.FdinfoEntry
 		if k == nil {
 			return nil, fmt.Errorf("fd %d (%s, %s) of pid %d: %w", n, unknownKind(fd), link, pid, errs.ErrNotSupported)
 		}
-		if err := checkSignalIO(fd); err != nil {
+		own, err := readOwner(fd)
+		if err != nil {
 			return nil, fmt.Errorf("fd %d (%s) of pid %d: %w", n, link, pid, err)
 		}
 		if id, err = k.dump(d, fd); err != nil {
+			return nil, fmt.Errorf("fd %d (%s) of pid %d: %w", n, link, pid, err)
+		}
+		if err := d.setOwner(fd, id, own); err != nil {
 			return nil, fmt.Errorf("fd %d (%s) of pid %d: %w", n, link, pid, err)
 		}
 	}
@@ -413,43 +422,6 @@ func (d *Dumper) dumpFd(pid, n int, path string, pidfd int) (*fdinfo.FdinfoEntry
 		Type:  d.Entry(id).GetType().Enum(),
 		Fd:    proto.Uint32(uint32(n)),
 	}, nil
-}
-
-// checkSignalIO refuses signal-driven I/O, which no kind restores yet: an
-// owner set with F_SETOWN (it gets SIGIO, and SIGURG from a socket, even
-// without O_ASYNC), a signal set with F_SETSIG, or O_ASYNC itself, but on
-// a UNIX socket with no owner, where unix.go gives the flag back and it
-// sends nothing. Restore would bring the file back silent.
-func checkSignalIO(fd *Fd) error {
-	if fd.Flags&unix.O_PATH != 0 {
-		return nil // fcntl answers EBADF: no I/O, no owner
-	}
-	cp, err := fd.Copy()
-	if err != nil {
-		return fmt.Errorf("copy the fd to read its owner: %w", err)
-	}
-	kind, owner, err := kabi.GetOwnerEx(cp)
-	if err != nil {
-		return fmt.Errorf("F_GETOWN_EX: %w", err)
-	}
-	sig, err := unix.FcntlInt(uintptr(cp), unix.F_GETSIG, 0)
-	if err != nil {
-		return fmt.Errorf("F_GETSIG: %w", err)
-	}
-	// F_SETLEASE made its holder the owner and set O_ASYNC; the lease's
-	// restore does both again (locks.go checks the owner is the holder).
-	lease := leaseHolder(fd)
-	if lease != 0 && kind == kabi.F_OWNER_PID && sig == 0 && owner == lease {
-		owner = 0
-	}
-	if owner != 0 || sig != 0 {
-		what := map[int]string{kabi.F_OWNER_TID: "thread", kabi.F_OWNER_PID: "process", kabi.F_OWNER_PGRP: "process group"}[kind]
-		return fmt.Errorf("its SIGIO goes to %s %d (F_SETOWN), signal %d (F_SETSIG, 0: SIGIO), which cryo does not restore yet: %w", what, owner, sig, errs.ErrNotSupported)
-	}
-	if fd.Flags&unix.O_ASYNC != 0 && lease == 0 && !isUnixSocket(fd) {
-		return fmt.Errorf("O_ASYNC (signal-driven I/O), which cryo does not restore on this kind of file yet: %w", errs.ErrNotSupported)
-	}
-	return nil
 }
 
 // leaseHolder is the process that holds a lease through fd, or 0.
@@ -503,6 +475,9 @@ func (d *Dumper) Check() error {
 				return err
 			}
 		}
+	}
+	if err := d.checkOwners(); err != nil {
+		return err
 	}
 	return d.checkLocks()
 }

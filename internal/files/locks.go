@@ -48,7 +48,9 @@ import (
 // fails the dump, naming it. Once the tree is dumped, /proc/locks is read
 // to find the tree's locks that no fd shows (checkLocks): a description
 // kept only by a mapping still holds its locks, and restore would open the
-// mapping anew, without them. Those are refused.
+// mapping anew, without them. A flock that a single mapping of the tree
+// must be what holds is taken again on the file restore maps
+// (locks_mapped.go); the others are refused.
 //
 // # Restore
 //
@@ -79,6 +81,10 @@ type lockDump struct {
 	// leases are the leases of /proc/locks by file, read at the first
 	// mapping.
 	leases map[lockFile]procfs.Lock
+	// maps are the tree's mappings of regular files, by file; viaMap the
+	// flocks only a mapping holds (locks_mapped.go).
+	maps   map[lockFile][]mappedFile
+	viaMap []mapLock
 }
 
 // heldLock is a lock as found, with the fd that showed it.
@@ -213,8 +219,8 @@ func (d *Dumper) noteLocks(fd *Fd, id uint32) error {
 }
 
 // leaseOwner refuses a lease whose break would not be signalled as it
-// was: F_SETLEASE makes its caller the file's owner with the default
-// signal, and cryo does not restore F_SETOWN or F_SETSIG.
+// was: F_SETLEASE, taken again last, makes its caller the file's owner
+// with the default signal, over what fown.go gave back.
 func leaseOwner(fd *Fd, lk *procfs.Lock) error {
 	cp, err := fd.Copy()
 	if err != nil {
@@ -316,6 +322,14 @@ func (d *Dumper) checkLocks() error {
 			continue
 		}
 		if lk.Kind != procfs.LockOFD && ld.pids[lk.Pid] {
+			m, why := d.byMapping(lk)
+			if why == "" {
+				if err := d.keepMapped(lk, m); err != nil {
+					return err
+				}
+				continue
+			}
+			d.log().Debug("a lock no fd shows, not held by a mapping", "lock", describeLock(lk), "pid", lk.Pid, "why", why)
 			return fmt.Errorf("pid %d holds %s on inode %s:%d%s that no fd of the tree shows (held through a file only a mapping keeps, one passed out of the tree, or a thread's own fd table), which cryo cannot restore: %w",
 				lk.Pid, aLock(lk), lk.Dev, lk.Ino, ld.whereMapped(lk), errs.ErrNotSupported)
 		}
@@ -323,13 +337,19 @@ func (d *Dumper) checkLocks() error {
 			hidden = append(hidden, *lk)
 		}
 	}
-	if len(hidden) == 0 {
+	// A lock a mapping holds must not be shown by an fd outside the tree
+	// either: one passed out of it would hold it.
+	ask := append([]procfs.Lock(nil), hidden...)
+	for _, ml := range ld.viaMap {
+		ask = append(ask, ml.lk)
+	}
+	if len(ask) == 0 {
 		return nil
 	}
 	// A lock of an open file description on a file the tree maps, that no
 	// fd of the tree shows: another process's, or one the tree's mapping
 	// alone keeps. Only fds outside the tree can tell.
-	outside, err := locksOutside(ld.pids, hidden)
+	outside, err := locksOutside(ld.pids, ask)
 	if err != nil {
 		return err
 	}
@@ -342,6 +362,11 @@ func (d *Dumper) checkLocks() error {
 		}
 		return fmt.Errorf("%s on inode %s:%d, which the %s, is held by an open file description no fd shows: the tree's mapping may be what keeps it, which cryo cannot restore: %w",
 			aLock(lk), lk.Dev, lk.Ino, ld.mapped[lockFile{lk.Dev, lk.Ino}], errs.ErrNotSupported)
+	}
+	for _, ml := range ld.viaMap {
+		if k := keyOf(&ml.lk); outside[k] > 0 {
+			return fmt.Errorf("pid %d holds %s on %s through an fd outside the tree (passed out of it): %w", ml.m.pid, aLock(&ml.lk), ml.m.path, errs.ErrNotSupported)
+		}
 	}
 	return nil
 }
@@ -444,6 +469,13 @@ func (d *Dumper) lockEntries() []*filelock.FileLockEntry {
 			add(h, &dl.locks[i])
 		}
 	}
+	for _, ml := range ld.viaMap {
+		e := &filelock.FileLockEntry{
+			Flag: proto.Uint32(criuKind(ml.lk.Kind)), Type: proto.Uint32(uint32(ml.lk.Type)),
+			Pid: proto.Int32(int32(ml.m.pid)), Fd: proto.Int32(mappedFd(ml.m.id)), Start: proto.Int64(0), Len: proto.Int64(0),
+		}
+		out = append(out, e)
+	}
 	for i := range ld.posix {
 		add(ld.posix[i], &ld.posix[i].lk)
 	}
@@ -472,7 +504,10 @@ type imageLock struct {
 	lk   procfs.Lock // the lock as fdinfo will show it
 	pid  int
 	fd   uint64
-	file uint32 // the file id of the fd
+	file uint32 // the file id of the fd, or of the mapping's file
+	// mapped: the lock is held by the file of pid's mapping of file, not
+	// by an fd (locks_mapped.go); taken once TakeMappingLocks took it.
+	mapped, taken bool
 }
 
 func (il *imageLock) String() string { return describeLock(&il.lk) }
@@ -490,10 +525,12 @@ func (r *Restorer) loadLocks() error {
 		return err
 	}
 	fds := map[[2]uint64]uint32{}
+	live := map[int]bool{}
 	for _, p := range r.set.Procs {
 		if p.Zombie {
 			continue
 		}
+		live[int(p.Pid())] = true
 		for _, fd := range p.Fds {
 			fds[[2]uint64{uint64(p.Pid()), uint64(fd.GetFd())}] = fd.GetId()
 		}
@@ -539,6 +576,14 @@ func (r *Restorer) loadLocks() error {
 		if n > 0 {
 			lk.End, lk.ToEOF = start+n-1, false
 		}
+		if mid, ok := mappedID(e.GetFd()); ok {
+			if lk.Kind != procfs.LockFlock || !live[il.pid] || r.set.Files[mid].GetReg() == nil {
+				return bad("held by a mapping: a flock of a live process of the tree on a regular file of %s", imageset.Files.Name)
+			}
+			il.file, il.mapped, il.fd = mid, true, 0
+			r.locks = append(r.locks, il)
+			continue
+		}
 		id, ok := fds[[2]uint64{uint64(il.pid), il.fd}]
 		if !ok {
 			return bad("pid %d has no fd %d", il.pid, il.fd)
@@ -572,7 +617,7 @@ func (r *Restorer) TakeLocks() error {
 		byPid := map[int][]*imageLock{}
 		for i := range r.locks {
 			il := &r.locks[i]
-			if (il.lk.Kind == procfs.LockPOSIX) != posix {
+			if (il.lk.Kind == procfs.LockPOSIX) != posix || il.mapped {
 				continue
 			}
 			if byPid[il.pid] == nil {
@@ -784,10 +829,15 @@ func (r *Restorer) verifyLocks() error {
 		pid int
 		fd  uint64
 	}
+	if err := r.verifyMappedLocks(); err != nil {
+		return err
+	}
 	byFile := map[uint32][]*imageLock{}
 	for i := range r.locks {
 		il := &r.locks[i]
-		byFile[il.file] = append(byFile[il.file], il)
+		if !il.mapped {
+			byFile[il.file] = append(byFile[il.file], il)
+		}
 	}
 	want := map[pfd][]procfs.Lock{}
 	for _, p := range r.set.Procs {

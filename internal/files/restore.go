@@ -235,6 +235,9 @@ func (r *Restorer) RestoreFds(p Proc, fds []*fdinfo.FdinfoEntry) error {
 		if err := place(p, fd, want, cloexec); err != nil {
 			return err
 		}
+		if err := r.restoreOwner(p, want, f); err != nil {
+			return fmt.Errorf("fd %d: its owner: %w", want, err)
+		}
 		if f.GetType() == fdinfo.FdTypes_REG && f.GetReg().GetPos() != 0 {
 			if _, err := p.Call("lseek", unix.SYS_LSEEK, want, f.GetReg().GetPos(), unix.SEEK_SET); err != nil {
 				return fmt.Errorf("fd %d (%s): seek to %d: %w", want, f.GetReg().GetName(), f.GetReg().GetPos(), err)

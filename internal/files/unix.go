@@ -98,6 +98,11 @@ type unixSock struct {
 	// idsErr refuses a socket whose owner or peer credentials the
 	// restore could not give it (unixIDs), unless it is kept.
 	idsErr error
+	// closed is what the socket still says of its peer, if that peer is
+	// closed (unix_closed.go); errPending, that an error is pending on
+	// it, which refuses it unless it is kept.
+	closed     *closedPeer
+	errPending bool
 }
 
 func (ut *unixDump) match(fd *Fd) bool {
@@ -162,10 +167,21 @@ func (ut *unixDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 		ue.FilePerms = perms
 	}
 	s := &unixSock{d: d, pid: e.Pid, fd: e.Num, link: e.Link, entry: ue, idsErr: idsErr}
+	if s.errPending, err = pendingError(fd); err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	if d.State == kabi.TCP_ESTABLISHED && d.Peer == 0 {
+		if s.closed, err = readClosedPeer(fd); err != nil {
+			return 0, fmt.Errorf("%s: %w", what, err)
+		}
+	}
 	// Only a connected stream or seqpacket socket has a queue (recvmsg on
 	// another fails); a datagram socket always may.
-	if d.State == kabi.TCP_ESTABLISHED || typ == unix.SOCK_DGRAM {
-		if s.msgs, err = peekQueue(fd, typ); err != nil {
+	// Not a socket with an error pending: a recvmsg, even MSG_PEEK, would
+	// return the error and clear it (checkOne refuses it, or the keeper
+	// holds it with its queue).
+	if (d.State == kabi.TCP_ESTABLISHED || typ == unix.SOCK_DGRAM) && !s.errPending {
+		if s.msgs, err = peekQueue(fd, typ, d.Shutdown&rcvShutdown != 0); err != nil {
 			return 0, fmt.Errorf("%s: %w", what, err)
 		}
 	}
@@ -239,8 +255,10 @@ const maxQueued = 1 << 20
 // so each call is one message, provided the buffer holds it whole
 // (MSG_TRUNC gives its size; if it did not fit, the offset is set back to
 // its start and it is read again). The offset is put back to -1 (off),
-// as the program had it.
-func peekQueue(fd, typ int) ([][]byte, error) {
+// as the program had it. shut says that the socket can receive no more
+// (RCV_SHUTDOWN: its peer shut down writing or closed): an empty
+// seqpacket read is then end of file.
+func peekQueue(fd, typ int, shut bool) ([][]byte, error) {
 	off, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF)
 	if err != nil {
 		return nil, fmt.Errorf("SO_PEEK_OFF: %w", err)
@@ -281,7 +299,14 @@ func peekQueue(fd, typ int) ([][]byte, error) {
 				break // end of file: the peer shut down writing
 			}
 			// A zero-length datagram would not move the offset; an
-			// empty seqpacket read is also how end of file looks.
+			// empty seqpacket read is also how end of file looks. Past
+			// every byte of the queue (SIOCINQ counts a seqpacket
+			// socket's whole queue) of a socket that receives no more,
+			// it is the end: empty messages left there read as end of
+			// file does, forever.
+			if inq, err := unix.IoctlGetInt(fd, unix.SIOCINQ); err == nil && shut && typ == unix.SOCK_SEQPACKET && inq == pos {
+				break
+			}
 			return nil, fmt.Errorf("an empty message in the queue: %w", errs.ErrNotSupported)
 		}
 		if stream {
@@ -378,6 +403,9 @@ func (ut *unixDump) checkOne(s *unixSock, waiting map[uint32]*unixSock) error {
 	if s.idsErr != nil {
 		return s.idsErr
 	}
+	if s.errPending {
+		return s.refuse("an error pending (SO_ERROR: its peer closed with data it had not read), which cryo does not restore")
+	}
 	queued := len(s.msgs) > 0
 	if d.State == kabi.TCP_LISTEN {
 		if len(d.Name) == 0 {
@@ -393,7 +421,7 @@ func (ut *unixDump) checkOne(s *unixSock, waiting map[uint32]*unixSock) error {
 			if l := ut.backlogOf(d.Inode); l != 0 {
 				return s.refuse(fmt.Sprintf("waits in the backlog of socket:[%d], outside the tree", l))
 			}
-			return s.refuse("its peer is closed")
+			return ut.checkClosed(s)
 		case queued:
 			return s.refuse("datagrams queued on an unconnected socket, whose senders are not recorded")
 		}
@@ -655,6 +683,9 @@ func (u *unixOpen) makeUnix(ino uint32) error {
 	}
 	if e.GetState() == tcpListen {
 		return u.makeListener(e)
+	}
+	if e.GetPeer() == 0 && e.GetState() == tcpEstablished {
+		return u.makeClosed(e)
 	}
 	if e.GetPeer() == 0 {
 		fd, err := u.newUnix(e)
@@ -1020,9 +1051,36 @@ func setUnixOpts(fd int, e *skunix.UnixSkEntry) error {
 			}
 		}
 	}
-	if fl := e.GetFlags() & (unix.O_NONBLOCK | unix.O_ASYNC); fl != 0 {
+	// O_ASYNC waits for processDone: set here, on cryo's copy, the
+	// kernel would record cryo's fd number as the si_fd of every SIGIO.
+	if fl := e.GetFlags() & unix.O_NONBLOCK; fl != 0 {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, int(fl)); err != nil {
 			return fmt.Errorf("file flags %#x: %w", fl, err)
+		}
+	}
+	return nil
+}
+
+// processDone gives O_ASYNC back, set by the process itself on the fd's
+// own number: the kernel records the number F_SETFL was called on and
+// reports it as si_fd in the signal (fown.go) a socket's readiness raises.
+// The program may have set it on another fd of the same description since
+// closed; no interface shows that number, and the lowest fd of the first
+// process holding the socket stands for it.
+func (u *unixOpen) processDone(_ *Restorer, p Proc, fds map[uint64]*fdinfo.FileEntry) error {
+	nums := make([]uint64, 0, len(fds))
+	for n := range fds {
+		nums = append(nums, n)
+	}
+	sort.Slice(nums, func(i, j int) bool { return nums[i] < nums[j] })
+	for _, n := range nums {
+		e := fds[n].GetUsk()
+		if e.GetFlags()&unix.O_ASYNC == 0 {
+			continue
+		}
+		fl := uint64(e.GetFlags() & (unix.O_NONBLOCK | unix.O_ASYNC))
+		if _, err := p.Call("fcntl(F_SETFL, O_ASYNC)", unix.SYS_FCNTL, n, unix.F_SETFL, fl); err != nil {
+			return fmt.Errorf("fd %d (socket:[%d]): %w", n, e.GetIno(), err)
 		}
 	}
 	return nil
@@ -1065,6 +1123,10 @@ func (u *unixOpen) treeDone(r *Restorer) error {
 	u.made = map[uint32]Owner{}
 	return nil
 }
+
+// rcvShutdown is RCV_SHUTDOWN (include/net/sock.h) in sock_diag's
+// shutdown bits: the socket receives no more.
+const rcvShutdown = 1
 
 // af_unix's states, as sock_diag and the image give them.
 const (

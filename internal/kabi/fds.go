@@ -53,3 +53,19 @@ func GetOwnerEx(fd int) (kind, id int, err error) {
 	}
 	return int(o.Type), int(o.Pid), nil
 }
+
+// F_GETOWNER_UIDS (include/uapi/linux/fcntl.h, CONFIG_CHECKPOINT_RESTORE)
+// reads the real and effective uid the owner of a file's SIGIO was set
+// with: the kernel records the caller's at F_SETOWN, and checks them
+// against the receiver's when it signals.
+const F_GETOWNER_UIDS = 17
+
+// GetOwnerUids is fcntl(F_GETOWNER_UIDS): the uid and euid fd's owner was
+// set with (0, 0 when nobody owns it).
+func GetOwnerUids(fd int) (uid, euid uint32, err error) {
+	var ids [2]uint32
+	if _, _, e := unix.Syscall(unix.SYS_FCNTL, uintptr(fd), F_GETOWNER_UIDS, uintptr(unsafe.Pointer(&ids))); e != 0 {
+		return 0, 0, e
+	}
+	return ids[0], ids[1], nil
+}

@@ -84,3 +84,25 @@ func SocketFilterLen(fd int) (int, error) {
 	}
 	return int(n), nil
 }
+
+// PeerNameRaw is getpeername(2) of a UNIX socket: the sun_path bytes of
+// its peer's address as the kernel gives them, by its length (empty for
+// an unnamed peer, a leading NUL for an abstract name), which
+// unix.Getpeername cannot tell apart.
+func PeerNameRaw(fd int) ([]byte, error) {
+	var sa unix.RawSockaddrUnix
+	n := uint32(unsafe.Sizeof(sa))
+	if _, _, e := unix.Syscall(unix.SYS_GETPEERNAME, uintptr(fd), uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&n))); e != 0 {
+		return nil, e
+	}
+	const pathOff = 2 // after sun_family
+	if n <= pathOff {
+		return []byte{}, nil
+	}
+	n = min(n, uint32(unsafe.Sizeof(sa)))
+	out := make([]byte, n-pathOff)
+	for i := range out {
+		out[i] = byte(sa.Path[i])
+	}
+	return out, nil
+}

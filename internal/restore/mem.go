@@ -48,6 +48,10 @@ type mapping struct {
 	accounted bool
 	// kept VMAs were inherited from the parent, not mapped by restore.
 	kept bool
+	// separate VMAs are anonymous ones the kernel kept apart from an
+	// adjacent one that looks the same (separateAnon); toggled ones of
+	// them are set apart with MADV_DONTFORK until their pages are in.
+	separate, toggled bool
 }
 
 // protectAccounted takes the write permission away from the VMAs that were
@@ -205,6 +209,13 @@ func (r *restorer) mapAll(kept map[uint64]bool) ([]mapping, error) {
 		mmaps = append(mmaps, mmapStep{st, start, end})
 		run.end = 0
 	}
+	// The last private anonymous VMA mapped, for separateAnon.
+	var prevAnon struct {
+		e         *vma.VmaEntry
+		idx       int
+		accounted bool
+		toggled   bool
+	}
 	for _, e := range vmas {
 		start, end := e.GetStart(), e.GetEnd()
 		if has(e, kabi.VMA_AREA_VSYSCALL) || has(e, kabi.VMA_AREA_VDSO) || has(e, kabi.VMA_AREA_VVAR) {
@@ -265,6 +276,11 @@ func (r *restorer) mapAll(kept map[uint64]bool) ([]mapping, error) {
 				if ffd, err = r.openFile(f, f.GetReg().GetFlags()); err != nil {
 					return nil, fmt.Errorf("mapping %#x-%#x: %w", start, end, err)
 				}
+				// A flock only the mapping held is taken on the open file
+				// it maps, which keeps it once this fd is closed.
+				if err := r.t.files.TakeMappingLocks(r.proc(), uint32(id), ffd); err != nil {
+					return nil, fmt.Errorf("mapping %#x-%#x: %w", start, end, err)
+				}
 				fileFds[id] = ffd
 			}
 			fd = ffd
@@ -296,6 +312,17 @@ func (r *restorer) mapAll(kept map[uint64]bool) ([]mapping, error) {
 			mprot |= unix.PROT_WRITE
 		}
 		m.accounted = accounted
+		if has(e, kabi.VMA_ANON_PRIVATE) && fd == ^uint64(0) {
+			if p := prevAnon.e; p != nil && p.GetEnd() == start && prevAnon.accounted == accounted && p.GetProt() == e.GetProt() &&
+				p.GetFlags() == e.GetFlags() && p.GetMadv() == e.GetMadv() {
+				// The kernel kept these two apart though nothing of theirs
+				// differs that restore sets (their anon_vmas do): mapped
+				// as they are they would merge.
+				m.separate, out[prevAnon.idx].separate = true, true
+				m.toggled = !prevAnon.toggled
+			}
+			prevAnon.e, prevAnon.idx, prevAnon.accounted, prevAnon.toggled = e, len(out), accounted, m.toggled
+		}
 		out = append(out, m)
 		if fd == ^uint64(0) && flags&unix.MAP_GROWSDOWN == 0 {
 			if run.end == start && run.prot == mprot && run.flags == flags {
@@ -324,6 +351,19 @@ func (r *restorer) mapAll(kept map[uint64]bool) ([]mapping, error) {
 			return nil, fmt.Errorf("map %#x-%#x: kernel placed it at %#x", m.start, m.end, ret)
 		}
 	}
+	// Every other VMA of a run the kernel had kept apart is set apart
+	// (separateAnon) before any page comes in.
+	b = c.batch()
+	for _, m := range out {
+		if m.toggled {
+			e := m.e
+			b.Add("madvise(MADV_DONTFORK)", unix.SYS_MADVISE, e.GetStart(), e.GetEnd()-e.GetStart(), unix.MADV_DONTFORK).
+				Describe(func() string { return "madvise(MADV_DONTFORK) of " + r.describe(e) + " (set apart)" })
+		}
+	}
+	if err := b.Run(); err != nil {
+		return nil, err
+	}
 	for _, m := range out {
 		if m.shmem && has(m.e, kabi.VMA_ANON_SHARED) && !m.kept {
 			if _, ok := r.t.shm[m.e.GetShmid()]; !ok {
@@ -332,6 +372,51 @@ func (r *restorer) mapAll(kept map[uint64]bool) ([]mapping, error) {
 		}
 	}
 	return out, nil
+}
+
+// separateAnon keeps apart adjacent private anonymous VMAs that look the
+// same but that the kernel kept apart (each had its own anon_vma, as a
+// JVM's committed regions do): two VMAs with different anon_vmas never
+// merge, one without merges with its neighbour. A first fault gives a VMA
+// the anon_vma of a neighbour whose flags differ only in protection
+// (mm/rmap.c, anon_vma_compatible), so a protection toggle would not do:
+// mapAll set every other VMA of such a run apart with MADV_DONTFORK
+// before the pages came in, so that each got an anon_vma of its own
+// (one without pages gets a page touched and dropped again, here); then
+// MADV_DOFORK gives the flag back (adviseAll sets what the image has),
+// and the kernel leaves them apart.
+func (r *restorer) separateAnon(maps []mapping, filled map[uint64]bool) error {
+	c := r.c
+	var mem *ptrace.Mem
+	b := c.batch()
+	for _, m := range maps {
+		if !m.separate || filled[m.e.GetStart()] {
+			continue
+		}
+		if mem == nil {
+			var err error
+			if mem, err = ptrace.OpenMem(c.pid); err != nil {
+				return err
+			}
+			defer mem.Close()
+		}
+		// Through /proc/PID/mem: it writes what the protection forbids.
+		if err := mem.WriteAt([]byte{0}, m.e.GetStart()); err != nil {
+			return fmt.Errorf("touch %s: %w", r.describe(m.e), err)
+		}
+		e := m.e
+		b.Add("madvise(MADV_DONTNEED)", unix.SYS_MADVISE, e.GetStart(), pageSize, unix.MADV_DONTNEED).
+			Describe(func() string { return "madvise(MADV_DONTNEED) of the first page of " + r.describe(e) })
+	}
+	for _, m := range maps {
+		if !m.toggled {
+			continue
+		}
+		e := m.e
+		b.Add("madvise(MADV_DOFORK)", unix.SYS_MADVISE, e.GetStart(), e.GetEnd()-e.GetStart(), unix.MADV_DOFORK).
+			Describe(func() string { return "madvise(MADV_DOFORK) of " + r.describe(e) + " (its own VMA now)" })
+	}
+	return b.Run()
 }
 
 // shmemFd returns an fd on shared anonymous object shmid: the one a process

@@ -241,6 +241,9 @@ func (r *restorer) buildMemory(parent *restorer) error {
 			return err
 		}
 	}
+	if err := r.separateAnon(maps, filled); err != nil {
+		return err
+	}
 	step("pages")
 	if err := r.adviseAll(); err != nil {
 		return err

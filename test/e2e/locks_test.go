@@ -397,8 +397,8 @@ func TestFileLocksConflictAtRestore(t *testing.T) {
 // middle of being broken (its break deadline cannot be set again), a
 // mapping of a file under a write lease (the dump's open of it would
 // break the lease), and a flock held by an open file description that
-// only a mapping keeps (no fd shows it; restore would map the file
-// through a new one).
+// only two mappings keep (no fd shows it, and nothing tells which of the
+// two holds it; one mapping alone is TestFileLockMapped).
 func TestFileLocksRefused(t *testing.T) {
 	requireCryo(t)
 	t.Run("breaking-lease", func(t *testing.T) {
@@ -448,7 +448,7 @@ func TestFileLocksRefused(t *testing.T) {
 		os.MkdirAll(img, 0o700)
 		r := dump(t, tg.pid, img, "--file-locks")
 		want := "holds an exclusive flock on inode"
-		if r.code == 0 || !strings.Contains(r.output, want) || !strings.Contains(r.output, filepath.Join(tg.dir, "hidden")) {
+		if r.code == 0 || !strings.Contains(r.output, want) || !strings.Contains(r.output, filepath.Join(tg.dir, "hidden")) || !strings.Contains(r.output, "not supported") {
 			t.Fatalf("dump of a flock only a mapping keeps: want a refusal %q naming the mapping, got %v", want, r)
 		}
 		t.Logf("refused: %s", lastLines(r.output, 1))
@@ -650,4 +650,36 @@ func TestFileLocksImageChecked(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFileLockMapped: an exclusive flock held only by a mapping's open
+// file description (open, flock, mmap, close: a JVM's perf data file) is
+// dumped with --file-locks and restored on the file restore maps; after
+// each of two restores the process finds the lock in /proc/locks, a new
+// open cannot take it, and it goes when the mapping goes.
+func TestFileLockMapped(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "mapflock")
+	img := filepath.Join(t.TempDir(), "img")
+	if r := dump(t, tg.pid, img); r.code == 0 || !strings.Contains(r.output, "holds an exclusive flock through its file; dump with --file-locks") {
+		t.Fatalf("dump without --file-locks: want a refusal naming the mapping's flock, got %v", r)
+	}
+	expectAliveUnstopped(t, tg.pid, "after the refused dump")
+	os.RemoveAll(img)
+	mustDump(t, tg.pid, img, "--file-locks")
+	tg.expectKilled()
+	reapOrphans(t)
+	restoreDetached(t, tg, img, "--file-locks")
+	img2 := filepath.Join(t.TempDir(), "img2")
+	mustDump(t, tg.pid, img2, "--file-locks")
+	if _, err := waitReaped(tg.pid, exitTimeout); err != nil {
+		t.Fatalf("restored mapflock after its dump: %v", err)
+	}
+	reapOrphans(t)
+	w := armState(t, img2, "pre-resume", tg.pid)
+	cp := startCryo(t, restoreArgs(img2, "--file-locks")...)
+	expectSameState(t, img2, w, cp.done)
+	tg.fire()
+	res := cp.wait(restoreTimeout)
+	tg.expectPassed(res.code, "after two checkpoints")
 }

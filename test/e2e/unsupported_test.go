@@ -339,7 +339,7 @@ func TestDumpRefusesNameless(t *testing.T) {
 		{"fifo-deleted", "a FIFO deleted"},
 		{"dev-deleted", "a character device node deleted"},
 		{"tmpfile", "O_TMPFILE"},
-		{"setown", "F_SETOWN"},
+		{"setown", "O_ASYNC (signal-driven I/O)"},
 		{"linked", "still linked elsewhere"},
 		{"mqueue", "POSIX message queue"},
 		{"epoll-closed", "closed since"},

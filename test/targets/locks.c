@@ -29,8 +29,9 @@
  * leases up, and exits.
  *
  * `locks TRIGGER hidden` also holds an exclusive flock on `hidden` through
- * an open file description that only a mapping keeps (flock, mmap, close):
- * no fd shows that lock, and a dump must refuse it. `locks TRIGGER
+ * an open file description that only two mappings keep (flock, mmap twice,
+ * close): no fd shows that lock, nothing tells which mapping's file holds
+ * it, and a dump must refuse it (one mapping alone is restored: mapflock.c). `locks TRIGGER
  * lease-mapped` maps lease-w: a dump must refuse it without opening the
  * file, which would break the write lease.
  */
@@ -279,7 +280,8 @@ int main(int argc, char **argv)
 		int h = open(hp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 		if (h < 0 || ftruncate(h, 4096) < 0 || flock(h, LOCK_EX | LOCK_NB) < 0)
 			die("hidden");
-		if (mmap(NULL, 4096, PROT_READ, MAP_SHARED, h, 0) == MAP_FAILED)
+		if (mmap(NULL, 4096, PROT_READ, MAP_SHARED, h, 0) == MAP_FAILED ||
+		    mmap(NULL, 4096, PROT_READ, MAP_SHARED, h, 0) == MAP_FAILED)
 			die("mmap hidden");
 		close(h);
 	}
