@@ -81,3 +81,11 @@ func Ids(pid uint32) File { return File{fmt.Sprintf("ids-%d.img", pid), "IDS"} }
 // Timens is the clocks of time namespace id at dump (CRIU writes id 0 for
 // the root time namespace).
 func Timens(id uint32) File { return File{fmt.Sprintf("timens-%d.img", id), "TIMENS"} }
+
+// Utsns is the host and domain name of UTS namespace id (utsns_entry),
+// written for a namespace the tree has of its own.
+func Utsns(id uint32) File { return File{fmt.Sprintf("utsns-%d.img", id), "UTSNS"} }
+
+// IpcVar is the sysctls of IPC namespace id (ipc_var_entry), written for a
+// namespace the tree has of its own.
+func IpcVar(id uint32) File { return File{fmt.Sprintf("ipcns-var-%d.img", id), "IPC_VAR"} }
