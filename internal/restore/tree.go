@@ -57,6 +57,8 @@ type treeRestorer struct {
 	born birthFunc
 	// forking is the time the root and fork stages took (stats-restore).
 	forking time.Duration
+	// ns are the namespaces the tree is born in (ns.go); nil: cryo's.
+	ns *nsPlan
 }
 
 type shmOwner struct {
@@ -100,6 +102,9 @@ func Run(opts Options) (*Result, error) {
 	}
 	root := &restorer{opts: opts, log: opts.Log, l: l, t: t}
 	if err := root.preflight(); err != nil {
+		return nil, err
+	}
+	if t.ns, err = loadNamespaces(l.set); err != nil {
 		return nil, err
 	}
 	if t.sysv, err = sysvipc.Load(l.dir, l.meta.SemPids, l.meta.MsgPids); err != nil {
@@ -243,6 +248,8 @@ type birthArgs struct {
 	exitSignal unix.Signal
 	// files are the root's fds 3, 4, ... (files.Restorer.InheritFiles).
 	files []*os.File
+	// ns are the namespaces it is born in (nil: its creator's).
+	ns *nsPlan
 }
 
 // build runs every stage, telling Options.Notify the points CRIU's action
@@ -369,9 +376,11 @@ func (t *treeRestorer) bornRoot() error {
 		born = birth
 	} else if len(inherit) > 0 {
 		return fmt.Errorf("--inherit-fd: %w with this birth", errs.ErrNotSupported)
+	} else if t.ns != nil {
+		return fmt.Errorf("a tree in namespaces of its own (%v): %w with this birth", t.ns.kinds, errs.ErrNotSupported)
 	}
 	root.inherited = len(inherit)
-	ba := birthArgs{pid: int(root.l.tree.GetPid()), base: base, log: t.log, files: inherit, exitSignal: t.l.exitSignal(root.l.tree.GetPid())}
+	ba := birthArgs{pid: int(root.l.tree.GetPid()), base: base, log: t.log, files: inherit, exitSignal: t.l.exitSignal(root.l.tree.GetPid()), ns: t.ns}
 	if _, def, ok := t.l.slackOf(root.l.tree.GetPid()); ok {
 		ba.slack = def
 	}

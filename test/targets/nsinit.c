@@ -1,0 +1,169 @@
+/*
+ * nsinit — a tree in namespaces of its own, for the namespace tests. Started
+ * in new UTS and IPC namespaces (the test's CLONE_NEWUTS|CLONE_NEWIPC), the
+ * root sets a host and domain name and IPC sysctls there, makes a time
+ * namespace with monotonic and boot-time offsets (unshare(CLONE_NEWTIME),
+ * then setns into its time_for_children: its offsets can be set only until
+ * a task is in it) and forks two children, in all three.
+ *
+ * Every process samples CLOCK_MONOTONIC and CLOCK_BOOTTIME every ~5 ms and
+ * records any sample lower than the one before (a clock going back). On the
+ * trigger each checks its host and domain name, the sysctls, that no clock
+ * went back, that the offsets still show and that the monotonic clock went
+ * no faster than the wall clock since start; children
+ * exit with their verdict, which the root collects.
+ *
+ * Modes (argv[2]): "sysv" adds a System V segment in the IPC namespace;
+ * "unshared" only unshares a time namespace, without entering it.
+ */
+#include "common.h"
+
+#include <sched.h>
+#include <sys/ipc.h>
+#include <sys/shm.h>
+#include <sys/wait.h>
+
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+
+#define HOSTNAME "cryo-ns-host"
+#define DOMAINNAME "cryo-ns.example"
+#define MONO_OFF 100000L
+#define BOOT_OFF 200000L
+#define MSGMAX "12345"
+#define SHMMNI "1234"
+
+static struct timespec last_mono, last_boot;
+static struct timespec mono0, real0;
+static int went_back;
+static char went_back_detail[256];
+
+static void sample(void)
+{
+	struct timespec m, b;
+	clock_gettime(CLOCK_MONOTONIC, &m);
+	clock_gettime(CLOCK_BOOTTIME, &b);
+	if (!went_back && (m.tv_sec < last_mono.tv_sec || (m.tv_sec == last_mono.tv_sec && m.tv_nsec < last_mono.tv_nsec))) {
+		went_back = 1;
+		snprintf(went_back_detail, sizeof(went_back_detail), "monotonic %ld.%09ld after %ld.%09ld", m.tv_sec, m.tv_nsec,
+			 last_mono.tv_sec, last_mono.tv_nsec);
+	}
+	if (!went_back && (b.tv_sec < last_boot.tv_sec || (b.tv_sec == last_boot.tv_sec && b.tv_nsec < last_boot.tv_nsec))) {
+		went_back = 1;
+		snprintf(went_back_detail, sizeof(went_back_detail), "boottime %ld.%09ld after %ld.%09ld", b.tv_sec, b.tv_nsec,
+			 last_boot.tv_sec, last_boot.tv_nsec);
+	}
+	last_mono = m;
+	last_boot = b;
+}
+
+static int sysctl_is(const char *path, const char *want, char *got, size_t cap)
+{
+	ssize_t n = read_file(path, got, cap);
+	if (n <= 0)
+		return 0;
+	got[strcspn(got, "\n")] = 0;
+	return strcmp(got, want) == 0;
+}
+
+/* checks runs every check of one process, prefixed by who. */
+static void checks(const char *who)
+{
+	char name[64], buf[256];
+	char h[256] = "", d[256] = "";
+	gethostname(h, sizeof(h));
+	getdomainname(d, sizeof(d));
+	snprintf(name, sizeof(name), "%s-hostname", who);
+	check(name, strcmp(h, HOSTNAME) == 0, "%s", h);
+	snprintf(name, sizeof(name), "%s-domainname", who);
+	check(name, strcmp(d, DOMAINNAME) == 0, "%s", d);
+	snprintf(name, sizeof(name), "%s-msgmax", who);
+	check(name, sysctl_is("/proc/sys/kernel/msgmax", MSGMAX, buf, sizeof(buf)), "kernel.msgmax %s", buf);
+	snprintf(name, sizeof(name), "%s-shmmni", who);
+	check(name, sysctl_is("/proc/sys/kernel/shmmni", SHMMNI, buf, sizeof(buf)), "kernel.shmmni %s", buf);
+	sample();
+	snprintf(name, sizeof(name), "%s-clocks-forward", who);
+	check(name, !went_back, "%s", went_back_detail);
+	/* The offsets still show, and the clocks went no faster than the
+	 * wall clock since start (the time spent dumped does not pass in the
+	 * namespace). */
+	struct timespec real;
+	clock_gettime(CLOCK_REALTIME, &real);
+	snprintf(name, sizeof(name), "%s-monotonic-offset", who);
+	check(name, last_mono.tv_sec >= MONO_OFF, "monotonic %ld", last_mono.tv_sec);
+	snprintf(name, sizeof(name), "%s-boottime-offset", who);
+	check(name, last_boot.tv_sec - last_mono.tv_sec >= BOOT_OFF - MONO_OFF - 1, "boottime %ld, monotonic %ld", last_boot.tv_sec,
+	      last_mono.tv_sec);
+	snprintf(name, sizeof(name), "%s-monotonic-rate", who);
+	check(name, last_mono.tv_sec - mono0.tv_sec <= real.tv_sec - real0.tv_sec + 1, "monotonic +%lds, wall clock +%lds",
+	      last_mono.tv_sec - mono0.tv_sec, real.tv_sec - real0.tv_sec);
+}
+
+static void write_or_die(const char *path, const char *v)
+{
+	int fd = open(path, O_WRONLY);
+	if (fd < 0 || write(fd, v, strlen(v)) != (ssize_t)strlen(v))
+		die(path);
+	close(fd);
+}
+
+int main(int argc, char **argv)
+{
+	target_init(argc, argv);
+	const char *mode = argc > 2 ? argv[2] : "";
+	if (strcmp(mode, "unshared") == 0) {
+		if (unshare(CLONE_NEWTIME) < 0)
+			die("unshare(CLONE_NEWTIME)");
+		ready();
+		wait_trigger(NULL);
+		check("alive", 1, NULL);
+		return finish();
+	}
+	if (sethostname(HOSTNAME, strlen(HOSTNAME)) < 0 || setdomainname(DOMAINNAME, strlen(DOMAINNAME)) < 0)
+		die("sethostname");
+	write_or_die("/proc/sys/kernel/msgmax", MSGMAX);
+	write_or_die("/proc/sys/kernel/shmmni", SHMMNI);
+	if (strcmp(mode, "sysv") == 0 && shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600) < 0)
+		die("shmget");
+	if (unshare(CLONE_NEWTIME) < 0)
+		die("unshare(CLONE_NEWTIME)");
+	char offs[128];
+	snprintf(offs, sizeof(offs), "monotonic %ld 0\nboottime %ld 0\n", MONO_OFF, BOOT_OFF);
+	write_or_die("/proc/self/timens_offsets", offs);
+	int tfd = open("/proc/self/ns/time_for_children", O_RDONLY);
+	if (tfd < 0 || setns(tfd, CLONE_NEWTIME) < 0)
+		die("setns(time_for_children)");
+	close(tfd);
+	sample();
+	mono0 = last_mono;
+	clock_gettime(CLOCK_REALTIME, &real0);
+	pid_t kids[2];
+	for (int i = 0; i < 2; i++) {
+		kids[i] = fork();
+		if (kids[i] < 0)
+			die("fork");
+		if (kids[i] == 0) {
+			char who[16];
+			snprintf(who, sizeof(who), "child%d", i + 1);
+			pid_t pid = getpid();
+			wait_trigger(sample);
+			check(who, getpid() == pid, "getpid %d, was %d", getpid(), pid);
+			checks(who);
+			_exit(n_fail ? 1 : 0);
+		}
+		report_child(i ? "child2" : "child1", kids[i]);
+	}
+	ready();
+	wait_trigger(sample);
+	check_identity();
+	checks("root");
+	for (int i = 0; i < 2; i++) {
+		int st = 0;
+		pid_t w = waitpid(kids[i], &st, 0);
+		char name[32];
+		snprintf(name, sizeof(name), "child%d-passed", i + 1);
+		check(name, w == kids[i] && WIFEXITED(st) && WEXITSTATUS(st) == 0, "waitpid %d status %#x", w, st);
+	}
+	return finish();
+}
