@@ -14,7 +14,8 @@
  * exit with their verdict, which the root collects.
  *
  * Modes (argv[2]): "sysv" adds a System V segment in the IPC namespace;
- * "unshared" only unshares a time namespace, without entering it.
+ * "unshared" only unshares a time namespace, without entering it; "split": the
+ * second child has a UTS namespace of its own (with the same names).
  */
 #include "common.h"
 
@@ -144,10 +145,15 @@ int main(int argc, char **argv)
 		if (kids[i] < 0)
 			die("fork");
 		if (kids[i] == 0) {
+			if (i == 1 && strcmp(mode, "split") == 0 && unshare(CLONE_NEWUTS) < 0)
+				die("unshare(CLONE_NEWUTS)");
 			char who[16];
 			snprintf(who, sizeof(who), "child%d", i + 1);
 			pid_t pid = getpid();
-			wait_trigger(sample);
+			while (!triggered()) { /* not wait_trigger: its VERIFY line is the root's */
+				sample();
+				msleep(5);
+			}
 			check(who, getpid() == pid, "getpid %d, was %d", getpid(), pid);
 			checks(who);
 			_exit(n_fail ? 1 : 0);
