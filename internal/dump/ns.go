@@ -35,8 +35,13 @@ import (
 //   - a process whose time_for_children is not its time namespace (it
 //     unshared CLONE_NEWTIME and has not forked into it yet);
 //   - a namespace of the tree's that a process outside the tree is in too:
-//     the restored one would not be shared with it;
-//   - System V objects in an IPC namespace of the tree's (not dumped yet).
+//     the restored one would not be shared with it.
+//
+// In an IPC namespace of the tree's own, every System V segment, semaphore
+// set and message queue is the tree's (ipcns-shm/sem/msg-ID.img, package
+// sysvipc), attached or used by it or not. POSIX message queues of the
+// namespace's mqueue filesystem that no fd of the tree holds are not seen
+// (nor by CRIU): they are not restored.
 //
 // An outside process whose time_for_children is the tree's time namespace
 // (the parent that unshared it and forked the tree's root) is not refused:
@@ -161,6 +166,9 @@ func (t *tree) checkNamespaces() error {
 		if n.ipc, err = readIpcVar(root.pid); err != nil {
 			return err
 		}
+		// Every System V object of the namespace is the tree's, as
+		// CRIU dumps them (package sysvipc).
+		t.sysv.Namespace(n.ids[n.tree["ipc"]], root.pid)
 	}
 	if n.private("time") {
 		if n.clocks, err = readClocks(root.pid); err != nil {
@@ -220,27 +228,10 @@ func readUts(pid int) (*utsns.UtsnsEntry, error) {
 	}, nil
 }
 
-// readIpcVar reads the sysctls of pid's IPC namespace, refusing one that
-// holds System V objects.
+// readIpcVar reads the sysctls of pid's IPC namespace.
 func readIpcVar(pid int) (*ipc_var.IpcVarEntry, error) {
 	e := &ipc_var.IpcVarEntry{}
 	err := nsenter.Run(pid, "ipc", func() error {
-		shm, err := procfs.SysvShm()
-		if err != nil {
-			return err
-		}
-		sem, err := procfs.SysvSem()
-		if err != nil {
-			return err
-		}
-		msg, err := procfs.SysvMsg()
-		if err != nil {
-			return err
-		}
-		if n := len(shm) + len(sem) + len(msg); n > 0 {
-			return fmt.Errorf("it holds %d System V shared memory segment(s), %d semaphore set(s) and %d message queue(s), which cryo does not dump in an IPC namespace of the tree's yet: %w",
-				len(shm), len(sem), len(msg), ErrNotSupported)
-		}
 		sem4, err := procfs.SysctlInts("kernel.sem")
 		if err != nil {
 			return err

@@ -37,3 +37,22 @@ func Run(pid int, kind string, fn func() error) error {
 	}()
 	return <-done
 }
+
+// RunFile is Run for the namespace open as f (an open /proc/PID/ns/KIND
+// keeps the namespace alive, whatever becomes of its processes).
+func RunFile(f *os.File, kind string, fn func() error) error {
+	nstype, ok := kinds[kind]
+	if !ok {
+		return fmt.Errorf("nsenter: cannot enter a %s namespace from one thread", kind)
+	}
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked, as in Run
+		if err := unix.Setns(int(f.Fd()), nstype); err != nil {
+			done <- fmt.Errorf("setns into the %s namespace %s: %w", kind, f.Name(), err)
+			return
+		}
+		done <- fn()
+	}()
+	return <-done
+}

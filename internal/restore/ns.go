@@ -18,6 +18,7 @@ import (
 	"github.com/cryo-project/cryo/internal/inject"
 	"github.com/cryo-project/cryo/internal/nsenter"
 	"github.com/cryo-project/cryo/internal/procfs"
+	"github.com/cryo-project/cryo/internal/sysvipc"
 )
 
 // Namespaces. The tree's root task's namespace ids are compared with the
@@ -30,8 +31,9 @@ import (
 //
 //   - uts: sethostname and setdomainname injected into the stub.
 //   - ipc: the namespace's sysctls (ipc_var_entry), written by cryo from a
-//     thread of its own inside the stub's new namespace (package nsenter);
-//     the next-id ones last.
+//     thread of its own inside the stub's new namespace (package nsenter),
+//     then its System V objects made there with their ids (package
+//     sysvipc, from ipcns-shm/sem/msg-ID.img), then the next-id sysctls.
 //   - time: unshare(CLONE_NEWTIME) puts the stub's children, not the stub,
 //     in the new namespace, whose offsets can be written until a task
 //     enters it: cryo writes /proc/STUB/timens_offsets, with offsets that
@@ -46,9 +48,12 @@ import (
 type nsPlan struct {
 	flags  uintptr
 	kinds  []string
+	ipcID  uint32 // the image's id of the new IPC namespace
 	uts    *utsns.UtsnsEntry
 	ipc    *ipc_var.IpcVarEntry
 	clocks *timens.TimensEntry
+	// sysv makes the System V objects, in the new IPC namespace.
+	sysv *sysvipc.Restorer
 }
 
 // loadNamespaces reads which namespaces the image's tree had of its own,
@@ -91,6 +96,7 @@ func loadNamespaces(set *imageset.Set) (*nsPlan, error) {
 			err = imageset.ReadOne(set.Dir, imageset.Utsns(*k.tree), plan.uts)
 		case "ipc":
 			plan.ipc = &ipc_var.IpcVarEntry{}
+			plan.ipcID = *k.tree
 			err = imageset.ReadOne(set.Dir, imageset.IpcVar(*k.tree), plan.ipc)
 		case "time":
 			plan.clocks = &timens.TimensEntry{}
@@ -149,7 +155,21 @@ func (n *nsPlan) make(st *inject.Stub) error {
 		}
 	}
 	if n.ipc != nil {
-		if err := nsenter.Run(pid, "ipc", func() error { return writeIpcVar(n.ipc) }); err != nil {
+		if err := nsenter.Run(pid, "ipc", func() error { return writeIpcVar(n.ipc, false) }); err != nil {
+			return fmt.Errorf("IPC namespace sysctls: %w", err)
+		}
+		// The System V objects, with their ids, in the namespace
+		// (held open until the restore ends: a failed one removes
+		// them there), then the next ids as they were.
+		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/ipc", pid))
+		if err != nil {
+			return err
+		}
+		n.sysv.Namespace(f)
+		if err := n.sysv.Create(); err != nil {
+			return err
+		}
+		if err := nsenter.Run(pid, "ipc", func() error { return writeIpcVar(n.ipc, true) }); err != nil {
 			return fmt.Errorf("IPC namespace sysctls: %w", err)
 		}
 	}
@@ -161,15 +181,16 @@ func (n *nsPlan) make(st *inject.Stub) error {
 	return nil
 }
 
-// writeIpcVar writes e's sysctls into the calling thread's IPC namespace.
-func writeIpcVar(e *ipc_var.IpcVarEntry) error {
+// writeIpcVar writes e's sysctls into the calling thread's IPC namespace:
+// the limits, or the next ids (nextIDs), which the objects' creation sets.
+func writeIpcVar(e *ipc_var.IpcVarEntry, nextIDs bool) error {
 	write := func(name, v string) error {
 		if err := os.WriteFile("/proc/sys/"+strings.ReplaceAll(name, ".", "/"), []byte(v), 0); err != nil {
 			return fmt.Errorf("%s = %s: %w", name, v, err)
 		}
 		return nil
 	}
-	if len(e.SemCtls) > 0 {
+	if len(e.SemCtls) > 0 && !nextIDs {
 		if len(e.SemCtls) != 4 {
 			return fmt.Errorf("kernel.sem of %d values, not 4: %w", len(e.SemCtls), image.ErrImageCorrupt)
 		}
@@ -183,7 +204,11 @@ func writeIpcVar(e *ipc_var.IpcVarEntry) error {
 	}
 	for _, s := range imageset.IpcVarSysctls(e) {
 		v, ok := s.Text()
-		if !ok || (v == "-1" && strings.HasSuffix(s.Name, "_next_id")) {
+		next := strings.HasSuffix(s.Name, "_next_id")
+		if next != nextIDs {
+			continue
+		}
+		if !ok || (v == "-1" && next) {
 			continue // -1 is a new namespace's (and cannot be written)
 		}
 		if _, err := os.Stat("/proc/sys/" + strings.ReplaceAll(s.Name, ".", "/")); os.IsNotExist(err) && s.Optional {

@@ -107,12 +107,21 @@ func Run(opts Options) (*Result, error) {
 	if t.ns, err = loadNamespaces(l.set); err != nil {
 		return nil, err
 	}
-	if t.sysv, err = sysvipc.Load(l.dir, l.meta.SemPids, l.meta.MsgPids); err != nil {
-		return nil, err
+	if t.ns != nil && t.ns.ipc != nil {
+		// A new namespace: nothing in it can be taken.
+		if t.sysv, err = sysvipc.LoadNamespace(l.dir, t.ns.ipcID, l.meta.SemPids, l.meta.MsgPids); err != nil {
+			return nil, err
+		}
+		t.ns.sysv = t.sysv
+	} else {
+		if t.sysv, err = sysvipc.Load(l.dir, l.meta.SemPids, l.meta.MsgPids); err != nil {
+			return nil, err
+		}
+		if err := t.sysv.Check(); err != nil {
+			return nil, err
+		}
 	}
-	if err := t.sysv.Check(); err != nil {
-		return nil, err
-	}
+	defer t.sysv.Close()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	// The stub that forks the root is killed right after; as a child
@@ -191,7 +200,12 @@ var stages = []stage{
 	{"files", (*treeRestorer).prepareFiles},
 	// sysv: the System V segments the tree attached, and its semaphore
 	// sets and message queues, with their ids.
-	{"sysv", func(t *treeRestorer) error { return t.sysv.Create() }},
+	{"sysv", func(t *treeRestorer) error {
+		if t.ns != nil && t.ns.ipc != nil {
+			return nil // made in the tree's new namespace, at the root's birth (ns.go)
+		}
+		return t.sysv.Create()
+	}},
 	// root: the tree's root, born with its pid (t.born, see birth).
 	{"root", (*treeRestorer).bornRoot},
 	// fork: every other process forked from its restored parent, parents

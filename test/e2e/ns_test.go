@@ -27,7 +27,10 @@ func requireTimeNS(t *testing.T) {
 // own comes back in new ones made as they were: every process checks its
 // host and domain name, two IPC sysctls, that its monotonic and boot-time
 // clocks kept their offsets and never went back, and the root that its
-// children are its own. Twice: the restored tree is dumped again.
+// children are its own and that the namespace's System V objects (two
+// segments, one attached by no one, a semaphore set, a queue with a
+// message) have their ids and contents. Twice: the restored tree is
+// dumped again.
 func TestNamespacesUtsIpcTime(t *testing.T) {
 	requireRoot(t)
 	requireCryo(t)
@@ -38,7 +41,7 @@ func TestNamespacesUtsIpcTime(t *testing.T) {
 	mustDump(t, tg.pid, img)
 	tg.expectKilled()
 	reapOrphans(t)
-	for _, f := range []string{"utsns-9.img", "ipcns-var-10.img", "timens-11.img", "timens-0.img"} {
+	for _, f := range []string{"utsns-9.img", "ipcns-var-10.img", "timens-11.img", "timens-0.img", "ipcns-shm-10.img", "ipcns-sem-10.img", "ipcns-msg-10.img"} {
 		if _, err := os.Stat(filepath.Join(img, f)); err != nil {
 			t.Errorf("image: %v", err)
 		}
@@ -64,7 +67,7 @@ func TestNamespacesUtsIpcTime(t *testing.T) {
 			}
 		}
 	}
-	for _, c := range []string{"child1-passed", "child2-passed"} {
+	for _, c := range []string{"child1-passed", "child2-passed", "shm-contents", "shm-id", "shm-detached", "sem-values", "msg-message"} {
 		if !strings.Contains(tg.log(), "PASS "+c+"\n") {
 			t.Errorf("check %s did not pass:\n%s", c, tg.log())
 		}
@@ -82,7 +85,6 @@ func TestNamespacesRefused(t *testing.T) {
 		want       []string
 		outsider   bool // a process outside the tree joins its UTS namespace
 	}{
-		{"sysv-objects", "sysv", []string{"1 System V shared memory segment", "IPC namespace"}, false},
 		{"time-for-children", "unshared", []string{"its children go to time:["}, false},
 		{"several-uts", "split", []string{"a tree in several uts namespaces"}, false},
 		{"shared-with-outsider", "", []string{"is also that of process", "outside the tree"}, true},

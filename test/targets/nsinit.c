@@ -13,14 +13,20 @@
  * no faster than the wall clock since start; children
  * exit with their verdict, which the root collects.
  *
- * Modes (argv[2]): "sysv" adds a System V segment in the IPC namespace;
- * "unshared" only unshares a time namespace, without entering it; "split": the
+ * In the IPC namespace the root makes, with chosen ids, a shared memory
+ * segment it and its children attach, one nobody attaches, a semaphore set
+ * and a message queue with a message; on the trigger it checks their ids,
+ * contents, values and message.
+ *
+ * Modes (argv[2]): "unshared" only unshares a time namespace, without entering it; "split": the
  * second child has a UTS namespace of its own (with the same names).
  */
 #include "common.h"
 
 #include <sched.h>
 #include <sys/ipc.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
 #include <sys/shm.h>
 #include <sys/wait.h>
 
@@ -36,7 +42,82 @@
 #define SHMMNI "1234"
 
 static struct timespec last_mono, last_boot;
+static void write_or_die(const char *path, const char *v)
+{
+	int fd = open(path, O_WRONLY);
+	if (fd < 0 || write(fd, v, strlen(v)) != (ssize_t)strlen(v))
+		die(path);
+	close(fd);
+}
+
 static struct timespec mono0, real0;
+/* The System V objects, made with chosen ids (kernel.*_next_id). */
+#define SHM_ID 77
+#define SHM_DETACHED_ID 78
+#define SEM_ID 88
+#define MSG_ID 99
+#define SHM_SIZE 8192
+static unsigned char *shm_mem;
+static const char detached_text[] = "nobody attaches me";
+static const char msg_text[] = "a message in the namespace";
+
+struct msgbuf_ns {
+	long mtype;
+	char mtext[64];
+};
+
+static void make_sysv(void)
+{
+	write_or_die("/proc/sys/kernel/shm_next_id", "77");
+	if (shmget(IPC_PRIVATE, SHM_SIZE, IPC_CREAT | 0600) != SHM_ID)
+		die("shmget 77");
+	shm_mem = shmat(SHM_ID, NULL, 0);
+	if (shm_mem == (void *)-1)
+		die("shmat");
+	fill_pattern(shm_mem, SHM_SIZE, 42);
+	write_or_die("/proc/sys/kernel/shm_next_id", "78"); /* each next_id is used once */
+	if (shmget(0x4e53, 4096, IPC_CREAT | 0640) != SHM_DETACHED_ID)
+		die("shmget 78");
+	char *d = shmat(SHM_DETACHED_ID, NULL, 0);
+	if (d == (void *)-1)
+		die("shmat 78");
+	strcpy(d, detached_text);
+	shmdt(d);
+	write_or_die("/proc/sys/kernel/sem_next_id", "88");
+	if (semget(IPC_PRIVATE, 3, IPC_CREAT | 0600) != SEM_ID)
+		die("semget");
+	for (int i = 0; i < 3; i++)
+		if (semctl(SEM_ID, i, SETVAL, 7 + i) < 0)
+			die("semctl SETVAL");
+	write_or_die("/proc/sys/kernel/msg_next_id", "99");
+	if (msgget(IPC_PRIVATE, IPC_CREAT | 0600) != MSG_ID)
+		die("msgget");
+	struct msgbuf_ns m = {.mtype = 5};
+	strcpy(m.mtext, msg_text);
+	if (msgsnd(MSG_ID, &m, sizeof(msg_text), IPC_NOWAIT) < 0)
+		die("msgsnd");
+}
+
+static void check_sysv(void)
+{
+	unsigned char want[SHM_SIZE];
+	fill_pattern(want, SHM_SIZE, 42);
+	check("shm-contents", memcmp(shm_mem, want, SHM_SIZE) == 0, "segment %d differs", SHM_ID);
+	struct shmid_ds ds;
+	check("shm-id", shmctl(SHM_ID, IPC_STAT, &ds) == 0 && ds.shm_segsz == SHM_SIZE, "IPC_STAT of %d: %s", SHM_ID, strerror(errno));
+	char *d = shmat(SHM_DETACHED_ID, NULL, SHM_RDONLY);
+	check("shm-detached", d != (void *)-1 && strcmp(d, detached_text) == 0 && shmctl(SHM_DETACHED_ID, IPC_STAT, &ds) == 0 &&
+				      ds.shm_perm.__key == 0x4e53 && (ds.shm_perm.mode & 0777) == 0640,
+	      "segment %d: %s", SHM_DETACHED_ID, d == (void *)-1 ? strerror(errno) : d);
+	int vals_ok = 1;
+	for (int i = 0; i < 3; i++)
+		vals_ok = vals_ok && semctl(SEM_ID, i, GETVAL) == 7 + i;
+	check("sem-values", vals_ok, "set %d: %d %d %d", SEM_ID, semctl(SEM_ID, 0, GETVAL), semctl(SEM_ID, 1, GETVAL), semctl(SEM_ID, 2, GETVAL));
+	struct msgbuf_ns m = {0};
+	ssize_t n = msgrcv(MSG_ID, &m, sizeof(m.mtext), 0, IPC_NOWAIT);
+	check("msg-message", n == sizeof(msg_text) && m.mtype == 5 && strcmp(m.mtext, msg_text) == 0, "msgrcv of %d: %zd %s", MSG_ID, n,
+	      n < 0 ? strerror(errno) : m.mtext);
+}
 static int went_back;
 static char went_back_detail[256];
 
@@ -101,14 +182,6 @@ static void checks(const char *who)
 	      last_mono.tv_sec - mono0.tv_sec, real.tv_sec - real0.tv_sec);
 }
 
-static void write_or_die(const char *path, const char *v)
-{
-	int fd = open(path, O_WRONLY);
-	if (fd < 0 || write(fd, v, strlen(v)) != (ssize_t)strlen(v))
-		die(path);
-	close(fd);
-}
-
 int main(int argc, char **argv)
 {
 	target_init(argc, argv);
@@ -125,8 +198,7 @@ int main(int argc, char **argv)
 		die("sethostname");
 	write_or_die("/proc/sys/kernel/msgmax", MSGMAX);
 	write_or_die("/proc/sys/kernel/shmmni", SHMMNI);
-	if (strcmp(mode, "sysv") == 0 && shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600) < 0)
-		die("shmget");
+	make_sysv();
 	if (unshare(CLONE_NEWTIME) < 0)
 		die("unshare(CLONE_NEWTIME)");
 	char offs[128];
@@ -164,6 +236,7 @@ int main(int argc, char **argv)
 	wait_trigger(sample);
 	check_identity();
 	checks("root");
+	check_sysv();
 	for (int i = 0; i < 2; i++) {
 		int st = 0;
 		pid_t w = waitpid(kids[i], &st, 0);
