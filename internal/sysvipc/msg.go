@@ -1,10 +1,10 @@
 package sysvipc
 
 import (
-	"os"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"

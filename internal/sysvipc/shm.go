@@ -51,9 +51,9 @@ type Dumper struct {
 	nsID  uint32
 	nsPid int
 	byID  map[int32][]attach
-	segs []procfs.ShmSegment // those of byID, after Check
-	sems []*semSet           // the tree's, after CheckSemMsg
-	msgs []*msgQueue         // the tree's, after CheckSemMsg
+	segs  []procfs.ShmSegment // those of byID, after Check
+	sems  []*semSet           // the tree's, after CheckSemMsg
+	msgs  []*msgQueue         // the tree's, after CheckSemMsg
 }
 
 // NewDumper returns a Dumper with nothing attached.
