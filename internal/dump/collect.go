@@ -35,9 +35,6 @@ func (p *process) collect() (*snapshot, error) {
 	s := &snapshot{}
 	var err error
 	pidDir := "/proc/" + strconv.Itoa(p.pid)
-	if err := checkNamespaces(p.pid); err != nil {
-		return nil, err
-	}
 	if p.stat, err = procfs.StatPid(p.pid); err != nil {
 		return nil, err
 	}

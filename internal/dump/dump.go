@@ -119,6 +119,7 @@ type process struct {
 	threads []*thread       // leader first
 	files   *files.Dumper   // shared by the whole tree
 	sysv    *sysvipc.Dumper // shared by the whole tree
+	ns      *treeNS         // shared by the whole tree
 	fds     []*fdinfo.FdinfoEntry
 	closers []io.Closer
 	// index is the process's place in the tree (0 for the root): its

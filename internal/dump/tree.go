@@ -40,6 +40,7 @@ type tree struct {
 	zombies []*zombie
 	files   *files.Dumper
 	sysv    *sysvipc.Dumper // the System V objects the tree uses
+	ns      *treeNS         // the tree's namespaces (ns.go)
 	snaps   map[*process]*snapshot
 	// lock holds the tree's established connections from before they
 	// are read until the restore (or until the tree goes on).
@@ -91,7 +92,7 @@ func Run(opts Options) (st *Stats, err error) {
 	netlock.SweepLogged(opts.Log)
 	t := &tree{opts: opts, log: opts.Log, sysv: sysvipc.NewDumper(), files: files.NewDumper(files.DumpOptions{Root: opts.Pid, ShellJob: opts.ShellJob, FileLocks: opts.FileLocks, GhostLimit: opts.GhostLimit, Log: opts.Log,
 		TCPEstablished: opts.TCPEstablished, TCPClose: opts.TCPClose, KeepOutside: opts.Keeper != "" && !opts.LeaveRunning}),
-		snaps: map[*process]*snapshot{}, st: &Stats{}, sc: newSeccompSet()}
+		snaps: map[*process]*snapshot{}, st: &Stats{}, sc: newSeccompSet(), ns: &treeNS{}}
 	root := t.newProcess(opts.Pid)
 	if err := root.check(); err != nil {
 		return nil, err
@@ -193,6 +194,9 @@ func (t *tree) freezeTree(root *process) error {
 // collect is the collect stage: each process read, then what the whole
 // tree must satisfy (a pipe or socket's other end in the tree).
 func (t *tree) collect() error {
+	if err := t.checkNamespaces(); err != nil {
+		return err
+	}
 	for _, p := range t.procs {
 		if err := p.aborted(); err != nil {
 			return err
@@ -354,7 +358,7 @@ func (t *tree) cure() error {
 }
 
 func (t *tree) newProcess(pid int) *process {
-	return &process{pid: pid, log: t.log, opts: t.opts, files: t.files, sysv: t.sysv, index: len(t.procs) + len(t.zombies)}
+	return &process{pid: pid, ns: t.ns, log: t.log, opts: t.opts, files: t.files, sysv: t.sysv, index: len(t.procs) + len(t.zombies)}
 }
 
 // freeze seizes the root, then its children, then theirs: a stopped
@@ -531,7 +535,7 @@ func (t *tree) write(dir *image.Dir, sc *seccomp.SeccompEntry, st *Stats) error 
 		// CRIU writes 0 for the others.
 		none := proto.Uint32(0)
 		zids := &core.TaskKobjIdsEntry{VmId: none, FilesId: none, FsId: none, SighandId: none}
-		nsIDs(zids)
+		t.ns.nsIDs(zids, false)
 		if err := imageset.Write(dir, imageset.Ids(uint32(z.pid)), zids); err != nil {
 			return err
 		}
@@ -560,7 +564,7 @@ func (t *tree) write(dir *image.Dir, sc *seccomp.SeccompEntry, st *Stats) error 
 	if err := meta.Write(dir, t.meta()); err != nil {
 		return err
 	}
-	if err := writeTimens(dir); err != nil {
+	if err := t.writeNamespaces(dir); err != nil {
 		return err
 	}
 	// root_ids are the dumper's own ids, as CRIU writes them: its restore
@@ -573,7 +577,7 @@ func (t *tree) write(dir *image.Dir, sc *seccomp.SeccompEntry, st *Stats) error 
 	}
 	self := proto.Uint32(uint32(len(t.procs) + len(t.zombies) + 1))
 	rootIDs := &core.TaskKobjIdsEntry{VmId: self, FilesId: self, FsId: self, SighandId: self}
-	nsIDs(rootIDs)
+	t.ns.nsIDs(rootIDs, true)
 	return imageset.Write(dir, imageset.Inventory, &inventory.InventoryEntry{
 		ImgVersion:  proto.Uint32(2), // CRTOOLS_IMAGES_V1_1
 		FdinfoPerId: proto.Bool(true),

@@ -48,7 +48,7 @@ const shmemPagesBase = 1 << 20
 func (p *process) ids() *core.TaskKobjIdsEntry {
 	id := proto.Uint32(p.id())
 	ids := &core.TaskKobjIdsEntry{VmId: id, FilesId: id, FsId: id, SighandId: id}
-	nsIDs(ids)
+	p.ns.nsIDs(ids, false)
 	return ids
 }
 

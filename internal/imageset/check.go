@@ -12,8 +12,9 @@ import (
 // refuse or misread: the inventory's fields it checks, an ids image for
 // every process that agrees with its core (CRIU reads the fd table and the
 // clone flags from ids, not from the core), root_ids that are not the root
-// task's own (CRIU takes an equal fd table for corruption) and whose
-// namespaces are the tree's (cryo makes no namespace), seccomp.img when a
+// task's own (CRIU takes an equal fd table for corruption), namespaces
+// that are the dumper's or, of the kinds CRIU makes from an image (uts,
+// ipc, time), the root task's with the image there, seccomp.img when a
 // thread has filters, and timens-0.img. Every image cryo writes passes it;
 // the e2e harness checks each dump with it.
 func CheckCRIU(s *Set) error {
@@ -43,6 +44,7 @@ func CheckCRIU(s *Set) error {
 		return errors.Join(errs...)
 	}
 	filters := false
+	rootTask := root
 	for i, p := range s.Procs {
 		f := Ids(p.Pid())
 		ids := &core.TaskKobjIdsEntry{}
@@ -50,8 +52,13 @@ func CheckCRIU(s *Set) error {
 			bad(f.Name, "%v", err)
 			continue
 		}
-		if !sameNamespaces(ids, root) {
-			bad(f.Name, "namespaces %v are not the dumper's %v (root_ids; -1: none)", nsShown(ids), nsShown(root))
+		if i == 0 {
+			for _, e := range madeNamespaces(s, ids, root) {
+				bad(f.Name, "%s", e)
+			}
+			rootTask = ids
+		} else if !sameNamespaces(ids, rootTask) {
+			bad(f.Name, "namespaces %v are not the root task's %v (-1: none)", nsShown(ids), nsShown(rootTask))
 		}
 		if p.Zombie {
 			continue
@@ -83,6 +90,43 @@ func CheckCRIU(s *Set) error {
 	}
 	return errors.Join(errs...)
 }
+
+// madeNamespaces lists what CRIU would not restore of the namespaces the
+// root task has and the dumper (root_ids) has not: CRIU makes such a
+// namespace of kinds uts, ipc and time from its image, which must be
+// there; cryo writes no other kind.
+func madeNamespaces(s *Set, ids, root *core.TaskKobjIdsEntry) []string {
+	var out []string
+	x, y := nsOf(ids), nsOf(root)
+	for k, name := range nsNames {
+		if (x[k] == nil) == (y[k] == nil) && (x[k] == nil || *x[k] == *y[k]) {
+			continue
+		}
+		var f File
+		if x[k] == nil {
+			out = append(out, fmt.Sprintf("no %s namespace id, the dumper's %d", name, *y[k]))
+			continue
+		}
+		switch name {
+		case "uts":
+			f = Utsns(*x[k])
+		case "ipc":
+			f = IpcVar(*x[k])
+		case "time":
+			f = Timens(*x[k])
+		}
+		switch {
+		case f.Name == "":
+			out = append(out, fmt.Sprintf("%s namespace %d is not the dumper's %v (root_ids): cryo makes none of this kind", name, *x[k], nsShown(root)))
+		case !s.Dir.Has(f.Name):
+			out = append(out, fmt.Sprintf("%s namespace %d of the tree's own, without %s", name, *x[k], f.Name))
+		}
+	}
+	return out
+}
+
+// nsNames are the kinds of nsOf, in its order.
+var nsNames = []string{"pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"}
 
 func nsOf(i *core.TaskKobjIdsEntry) []*uint32 {
 	return []*uint32{i.PidNsId, i.NetNsId, i.IpcNsId, i.UtsNsId, i.MntNsId, i.UserNsId, i.CgroupNsId, i.TimeNsId}

@@ -90,3 +90,11 @@ func Timens(id uint32) File { return File{fmt.Sprintf("timens-%d.img", id), "TIM
 // tcp_stream_entry, then the bytes of its receive queue and of its send
 // queue.
 func TCPStream(ino uint32) File { return File{fmt.Sprintf("tcp-stream-%d.img", ino), "TCP_STREAM"} }
+
+// Utsns is the host and domain name of UTS namespace id (utsns_entry),
+// written for a namespace the tree has of its own.
+func Utsns(id uint32) File { return File{fmt.Sprintf("utsns-%d.img", id), "UTSNS"} }
+
+// IpcVar is the sysctls of IPC namespace id (ipc_var_entry), written for a
+// namespace the tree has of its own.
+func IpcVar(id uint32) File { return File{fmt.Sprintf("ipcns-var-%d.img", id), "IPC_VAR"} }

@@ -122,6 +122,11 @@ func birth(ba birthArgs) (*child, error) {
 		}
 		slack = ba.slack
 	}
+	if ba.ns != nil {
+		if err := ba.ns.make(st); err != nil {
+			return nil, err
+		}
+	}
 	var tid [8]byte
 	binary.LittleEndian.PutUint64(tid[:], uint64(pid))
 	tidAddr, err := st.Mem.Put(tid[:4])

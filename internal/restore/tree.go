@@ -63,6 +63,8 @@ type treeRestorer struct {
 	forking time.Duration
 	// lock holds the restored TCP connections until the tree runs.
 	lock *netlock.Lock
+	// ns are the namespaces the tree is born in (ns.go); nil: cryo's.
+	ns *nsPlan
 }
 
 type shmOwner struct {
@@ -110,12 +112,24 @@ func Run(opts Options) (*Result, error) {
 	if err := root.preflight(); err != nil {
 		return nil, err
 	}
-	if t.sysv, err = sysvipc.Load(l.dir, l.meta.SemPids, l.meta.MsgPids); err != nil {
+	if t.ns, err = loadNamespaces(l.set); err != nil {
 		return nil, err
 	}
-	if err := t.sysv.Check(); err != nil {
-		return nil, err
+	if t.ns != nil && t.ns.ipc != nil {
+		// A new namespace: nothing in it can be taken.
+		if t.sysv, err = sysvipc.LoadNamespace(l.dir, t.ns.ipcID, l.meta.SemPids, l.meta.MsgPids); err != nil {
+			return nil, err
+		}
+		t.ns.sysv = t.sysv
+	} else {
+		if t.sysv, err = sysvipc.Load(l.dir, l.meta.SemPids, l.meta.MsgPids); err != nil {
+			return nil, err
+		}
+		if err := t.sysv.Check(); err != nil {
+			return nil, err
+		}
 	}
+	defer t.sysv.Close()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	// The stub that forks the root is killed right after; as a child
@@ -210,7 +224,12 @@ var stages = []stage{
 	{"netlock", (*treeRestorer).lockTCP},
 	// sysv: the System V segments the tree attached, and its semaphore
 	// sets and message queues, with their ids.
-	{"sysv", func(t *treeRestorer) error { return t.sysv.Create() }},
+	{"sysv", func(t *treeRestorer) error {
+		if t.ns != nil && t.ns.ipc != nil {
+			return nil // made in the tree's new namespace, at the root's birth (ns.go)
+		}
+		return t.sysv.Create()
+	}},
 	// root: the tree's root, born with its pid (t.born, see birth).
 	{"root", (*treeRestorer).bornRoot},
 	// fork: every other process forked from its restored parent, parents
@@ -267,6 +286,8 @@ type birthArgs struct {
 	exitSignal unix.Signal
 	// files are the root's fds 3, 4, ... (files.Restorer.InheritFiles).
 	files []*os.File
+	// ns are the namespaces it is born in (nil: its creator's).
+	ns *nsPlan
 }
 
 // build runs every stage, telling Options.Notify the points CRIU's action
@@ -435,9 +456,11 @@ func (t *treeRestorer) bornRoot() error {
 		born = birth
 	} else if len(inherit) > 0 {
 		return fmt.Errorf("--inherit-fd: %w with this birth", errs.ErrNotSupported)
+	} else if t.ns != nil {
+		return fmt.Errorf("a tree in namespaces of its own (%v): %w with this birth", t.ns.kinds, errs.ErrNotSupported)
 	}
 	root.inherited = len(inherit)
-	ba := birthArgs{pid: int(root.l.tree.GetPid()), base: base, log: t.log, files: inherit, exitSignal: t.l.exitSignal(root.l.tree.GetPid())}
+	ba := birthArgs{pid: int(root.l.tree.GetPid()), base: base, log: t.log, files: inherit, exitSignal: t.l.exitSignal(root.l.tree.GetPid()), ns: t.ns}
 	if _, def, ok := t.l.slackOf(root.l.tree.GetPid()); ok {
 		ba.slack = def
 	}

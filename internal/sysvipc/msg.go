@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -55,7 +56,7 @@ func (d *Dumper) checkMsgs(o *owners) error {
 	}
 	d.msgs = d.msgs[:0]
 	for _, s := range all {
-		if !o.inTree(s.LSpid) && !o.inTree(s.LRpid) && o.waiter(s.ID, unix.SYS_MSGSND, unix.SYS_MSGRCV) == 0 {
+		if !o.all && !o.inTree(s.LSpid) && !o.inTree(s.LRpid) && o.waiter(s.ID, unix.SYS_MSGSND, unix.SYS_MSGRCV) == 0 {
 			continue
 		}
 		q := &msgQueue{id: s.ID}
@@ -100,7 +101,7 @@ func (d *Dumper) writeMsgs(dir *image.Dir) error {
 	if len(d.msgs) == 0 {
 		return nil
 	}
-	f := imageset.IpcMsg(NsID)
+	f := imageset.IpcMsg(d.id())
 	w, err := dir.Create(f.Name, f.Magic)
 	if err != nil {
 		return err
@@ -151,7 +152,7 @@ func (q *msgRestore) name() string {
 }
 
 func (r *Restorer) loadMsgs(pids map[int32][2]int32) error {
-	f := imageset.IpcMsg(NsID)
+	f := imageset.IpcMsg(r.nsID)
 	if !r.dir.Has(f.Name) {
 		return nil
 	}
@@ -235,13 +236,13 @@ func (r *Restorer) checkMsgs() error {
 // create makes queue q with its key, id, creator, owner and mode, and a
 // qbytes that holds its messages (Last sends them and sets the dumped
 // qbytes, which may be lower than what they take).
-func (q *msgRestore) create() error {
+func (q *msgRestore) create(ns *os.File) error {
 	d := q.entry.GetDesc()
 	want := int(d.GetId())
 	if err := nextID("msg", d.GetId()); err != nil {
 		return err
 	}
-	if err := asCreator(d.GetCuid(), d.GetCgid(), func() error {
+	if err := asCreator(ns, d.GetCuid(), d.GetCgid(), func() error {
 		id, err := kabi.MsgGet(int32(d.GetKey()), unix.IPC_CREAT|unix.IPC_EXCL|0o600)
 		if err != nil {
 			return fmt.Errorf("msgget: %w", err)
@@ -287,7 +288,7 @@ func (q *msgRestore) setPerm(qbytes uint64) error {
 // of a type no message has and takes it back (or takes the sender's, if
 // the queue is empty), and the sender sends the last message. cryo does
 // what a process outside the tree, gone, did.
-func (q *msgRestore) last(as As) error {
+func (q *msgRestore) last(as As, ns *os.File) error {
 	id := uint64(q.entry.GetDesc().GetId())
 	used := map[int64]bool{}
 	for _, m := range q.msgs {
@@ -306,7 +307,7 @@ func (q *msgRestore) last(as As) error {
 				return err
 			}
 		}
-		return kabi.MsgSnd(int(id), buf, unix.IPC_NOWAIT)
+		return in(ns, func() error { return kabi.MsgSnd(int(id), buf, unix.IPC_NOWAIT) })
 	}
 	recv := func(pid int32) error {
 		if pid > 0 {
@@ -315,8 +316,10 @@ func (q *msgRestore) last(as As) error {
 				return err
 			}
 		}
-		_, err := kabi.MsgRcv(int(id), make([]byte, 8), dummy, unix.IPC_NOWAIT)
-		return err
+		return in(ns, func() error {
+			_, err := kabi.MsgRcv(int(id), make([]byte, 8), dummy, unix.IPC_NOWAIT)
+			return err
+		})
 	}
 	if q.lrpid != 0 {
 		from := q.lrpid
@@ -342,7 +345,7 @@ func (q *msgRestore) last(as As) error {
 			return fmt.Errorf("message %d (type %d, %d bytes): %w", i, m.typ, len(m.text), err)
 		}
 	}
-	return q.setPerm(uint64(q.entry.GetQbytes()))
+	return in(ns, func() error { return q.setPerm(uint64(q.entry.GetQbytes())) })
 }
 
 func (q *msgRestore) remove() {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -48,7 +49,7 @@ next:
 	for _, s := range all {
 		id := int(s.ID)
 		pids := make([]int32, s.Nsems)
-		ours := o.waiter(s.ID, unix.SYS_SEMOP, unix.SYS_SEMTIMEDOP) != 0
+		ours := o.all || o.waiter(s.ID, unix.SYS_SEMOP, unix.SYS_SEMTIMEDOP) != 0
 		for n := range pids {
 			pid, err := kabi.SemGetPid(id, n)
 			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EIDRM) {
@@ -108,7 +109,7 @@ func (d *Dumper) writeSems(dir *image.Dir) error {
 	if len(d.sems) == 0 {
 		return nil
 	}
-	f := imageset.IpcSem(NsID)
+	f := imageset.IpcSem(d.id())
 	w, err := dir.Create(f.Name, f.Magic)
 	if err != nil {
 		return err
@@ -155,7 +156,7 @@ func (s *semRestore) name() string {
 }
 
 func (r *Restorer) loadSems(pids map[int32][]int32) error {
-	f := imageset.IpcSem(NsID)
+	f := imageset.IpcSem(r.nsID)
 	if !r.dir.Has(f.Name) {
 		return nil
 	}
@@ -230,13 +231,13 @@ func (r *Restorer) checkSems() error {
 
 // create makes set s with its key, id, creator, owner and mode; its
 // values are set by last.
-func (s *semRestore) create() error {
+func (s *semRestore) create(ns *os.File) error {
 	d := s.entry.GetDesc()
 	want := int(d.GetId())
 	if err := nextID("sem", d.GetId()); err != nil {
 		return err
 	}
-	if err := asCreator(d.GetCuid(), d.GetCgid(), func() error {
+	if err := asCreator(ns, d.GetCuid(), d.GetCgid(), func() error {
 		id, err := kabi.SemGet(int32(d.GetKey()), int(s.entry.GetNsems()), unix.IPC_CREAT|unix.IPC_EXCL|0o600)
 		if err != nil {
 			return fmt.Errorf("semget: %w", err)
@@ -265,7 +266,7 @@ func (s *semRestore) create() error {
 // last sets every value, each by the process of the tree that did the
 // last operation on it (SETVAL records its pid as GETPID's); cryo sets
 // those last changed by a process outside the tree, which is gone.
-func (s *semRestore) last(as As) error {
+func (s *semRestore) last(as As, ns *os.File) error {
 	id := uint64(s.entry.GetDesc().GetId())
 	for n, v := range s.values {
 		pid := int32(0)
@@ -284,7 +285,10 @@ func (s *semRestore) last(as As) error {
 				continue
 			}
 		}
-		if _, err := kabi.SemCtl(int(id), n, kabi.SemSETVAL, uintptr(v)); err != nil {
+		if err := in(ns, func() error {
+			_, err := kabi.SemCtl(int(id), n, kabi.SemSETVAL, uintptr(v))
+			return err
+		}); err != nil {
 			return fmt.Errorf("semaphore %d: SETVAL: %w", n, err)
 		}
 	}

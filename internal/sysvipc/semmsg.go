@@ -11,6 +11,7 @@ import (
 
 	"github.com/cryo-project/cryo/internal/errs"
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/nsenter"
 )
 
 // Task is a thread of the tree as the semaphore and queue checks see it:
@@ -25,6 +26,7 @@ type Task struct {
 
 // owners is what decides which semaphore sets and queues are the tree's.
 type owners struct {
+	all     bool                    // every object is the tree's (its own namespace)
 	pids    map[int]bool            // the tree's processes and zombies
 	blocked map[int64][]blockedTask // by syscall
 }
@@ -80,7 +82,12 @@ func (o *owners) outsider(pid int32) bool {
 // restored exactly. tasks are every thread of the tree, zombies the pids
 // of its zombies.
 func (d *Dumper) CheckSemMsg(tasks []Task, zombies []int) error {
+	return d.in(func() error { return d.checkSemMsg(tasks, zombies) })
+}
+
+func (d *Dumper) checkSemMsg(tasks []Task, zombies []int) error {
 	o := newOwners(tasks, zombies)
+	o.all = d.nsPid != 0
 	if err := d.checkSems(o); err != nil {
 		return err
 	}
@@ -134,19 +141,38 @@ func checkUndo(tasks []Task, uses *semSet) error {
 // so that what fn creates has them as its creator's (cuid, cgid, which the
 // kernel sets from the caller's and nothing changes later). The thread is
 // then let die, never to run Go code again.
-func asCreator(uid, gid uint32, fn func() error) error {
+func asCreator(ns *os.File, uid, gid uint32, fn func() error) error {
+	return onThread(ns, func() error {
+		if uid != uint32(os.Geteuid()) || gid != uint32(os.Getegid()) {
+			if err := kabi.SetThreadCreds(uid, gid); err != nil {
+				return fmt.Errorf("take creator uid %d gid %d: %w", uid, gid, err)
+			}
+		}
+		return fn()
+	})
+}
+
+// onThread runs fn on a thread of its own, in IPC namespace ns (nil:
+// cryo's), which ends with it.
+func onThread(ns *os.File, fn func() error) error {
+	if ns != nil {
+		return nsenter.RunFile(ns, "ipc", fn)
+	}
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		if uid != uint32(os.Geteuid()) || gid != uint32(os.Getegid()) {
-			if err := kabi.SetThreadCreds(uid, gid); err != nil {
-				done <- fmt.Errorf("take creator uid %d gid %d: %w", uid, gid, err)
-				return
-			}
-		}
 		done <- fn()
 	}()
 	return <-done
+}
+
+// in runs fn in IPC namespace ns: on a thread of its own there, or, for
+// cryo's (nil), right here.
+func in(ns *os.File, fn func() error) error {
+	if ns == nil {
+		return fn()
+	}
+	return nsenter.RunFile(ns, "ipc", fn)
 }
 
 // nextID writes kernel.NAME_next_id, so that the next object of its kind

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,11 +19,12 @@ import (
 	"github.com/cryo-project/cryo/internal/image"
 	"github.com/cryo-project/cryo/internal/imageset"
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/nsenter"
 	"github.com/cryo-project/cryo/internal/procfs"
 )
 
-// NsID is the IPC namespace id cryo's images name: cryo dumps no
-// namespace ids, and the tree's objects are in one namespace.
+// NsID is the IPC namespace id cryo's images name for the objects of the
+// dumper's namespace (Namespace gives another).
 const NsID = 1
 
 const pageSize = 4096
@@ -45,14 +45,41 @@ type attach struct {
 // Dumper collects the tree's attachments while the processes are read,
 // checks them against /proc/sysvipc/shm and writes the segments.
 type Dumper struct {
-	byID map[int32][]attach
-	segs []procfs.ShmSegment // those of byID, after Check
-	sems []*semSet           // the tree's, after CheckSemMsg
-	msgs []*msgQueue         // the tree's, after CheckSemMsg
+	// nsID names the images; nsPid is a frozen process of the tree in
+	// an IPC namespace of the tree's own (0: cryo's), all of whose
+	// objects are the tree's.
+	nsID  uint32
+	nsPid int
+	byID  map[int32][]attach
+	segs  []procfs.ShmSegment // those of byID, after Check
+	sems  []*semSet           // the tree's, after CheckSemMsg
+	msgs  []*msgQueue         // the tree's, after CheckSemMsg
 }
 
 // NewDumper returns a Dumper with nothing attached.
-func NewDumper() *Dumper { return &Dumper{byID: map[int32][]attach{}} }
+func NewDumper() *Dumper { return &Dumper{nsID: NsID, byID: map[int32][]attach{}} }
+
+// Namespace makes d dump IPC namespace id, that of process pid, which is
+// the tree's own: every segment, set and queue in it is the tree's, and
+// the dump reads them from a thread inside it.
+func (d *Dumper) Namespace(id uint32, pid int) { d.nsID, d.nsPid = id, pid }
+
+// id is the namespace id the images name (NsID for a Dumper made as a
+// literal).
+func (d *Dumper) id() uint32 {
+	if d.nsID == 0 {
+		return NsID
+	}
+	return d.nsID
+}
+
+// in runs fn in the dumped namespace.
+func (d *Dumper) in(fn func() error) error {
+	if d.nsPid == 0 {
+		return fn()
+	}
+	return nsenter.Run(d.nsPid, "ipc", fn)
+}
 
 // Add records mapping m of pid, a System V attachment (IsShm), and returns
 // the segment's id for the VMA's shmid.
@@ -71,8 +98,10 @@ func name(s procfs.ShmSegment) string {
 
 // Check reads the namespace's segments and refuses what cannot be
 // restored exactly (see the package doc).
-func (d *Dumper) Check() error {
-	if len(d.byID) == 0 {
+func (d *Dumper) Check() error { return d.in(d.check) }
+
+func (d *Dumper) check() error {
+	if len(d.byID) == 0 && d.nsPid == 0 {
 		return nil
 	}
 	all, err := procfs.SysvShm()
@@ -86,6 +115,14 @@ func (d *Dumper) Check() error {
 	ids := make([]int32, 0, len(d.byID))
 	for id := range d.byID {
 		ids = append(ids, id)
+	}
+	if d.nsPid != 0 {
+		// Every segment of the namespace is the tree's, attached or not.
+		for _, s := range all {
+			if _, ok := d.byID[s.ID]; !ok {
+				ids = append(ids, s.ID)
+			}
+		}
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	d.segs = d.segs[:0]
@@ -132,7 +169,7 @@ func (d *Dumper) writeShm(dir *image.Dir) error {
 	if len(d.segs) == 0 {
 		return nil
 	}
-	f := imageset.IpcShm(NsID)
+	f := imageset.IpcShm(d.id())
 	w, err := dir.Create(f.Name, f.Magic)
 	if err != nil {
 		return err
@@ -150,6 +187,14 @@ func (d *Dumper) writeShm(dir *image.Dir) error {
 		}
 		if err := w.Write(e); err != nil {
 			return err
+		}
+		if len(d.byID[s.ID]) == 0 {
+			// Attached by no one: cryo attaches it, read-only, inside
+			// the namespace.
+			if err := d.in(func() error { return writeDetached(w, s, buf) }); err != nil {
+				return err
+			}
+			continue
 		}
 		a := d.byID[s.ID][0]
 		src, err := os.Open(fmt.Sprintf("/proc/%d/map_files/%x-%x", a.pid, a.start, a.end))
@@ -177,10 +222,36 @@ func (d *Dumper) writeShm(dir *image.Dir) error {
 	return w.Close()
 }
 
+// writeDetached writes the contents of segment s, which no process
+// attaches, as writeShm does.
+func writeDetached(w *image.Writer, s procfs.ShmSegment, buf []byte) error {
+	mem, err := unix.SysvShmAttach(int(s.ID), 0, unix.SHM_RDONLY)
+	if err != nil {
+		return fmt.Errorf("shmat %s: %w", name(s), err)
+	}
+	defer unix.SysvShmDetach(mem)
+	total := (s.Size + 3) &^ 3
+	for off := uint64(0); off < total; {
+		n := min(uint64(len(buf)), total-off)
+		b := buf[:n]
+		k := copy(b, mem[min(off, uint64(len(mem))):])
+		clear(b[k:])
+		if err := w.WriteRaw(b); err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
+}
+
 // Remove removes the dumped segments, sets and queues, once the dump has
 // killed the tree that was their only user seen (Check, CheckSemMsg): the
-// image holds them now.
+// image holds them now. Those of a namespace of the tree's own went with
+// its last process.
 func (d *Dumper) Remove() error {
+	if d.nsPid != 0 {
+		return nil
+	}
 	var first error
 	for _, s := range d.segs {
 		if s.Mode&procfs.ShmDest != 0 {
@@ -212,6 +283,10 @@ type Segment struct {
 
 // Restorer makes the image's segments, semaphore sets and queues again.
 type Restorer struct {
+	// nsID names the images; ns is the IPC namespace to make them in
+	// (nil: cryo's).
+	nsID uint32
+	ns   *os.File
 	dir  *image.Dir
 	segs map[uint32]*Segment
 	list []*Segment
@@ -223,14 +298,19 @@ type Restorer struct {
 // ipcns files). semPids and msgPids are the last users cryo-meta.json
 // records (meta.Meta.SemPids, MsgPids; nil in an image of another tool).
 func Load(dir *image.Dir, semPids map[int32][]int32, msgPids map[int32][2]int32) (*Restorer, error) {
-	r := &Restorer{dir: dir, segs: map[uint32]*Segment{}}
+	return LoadNamespace(dir, NsID, semPids, msgPids)
+}
+
+// LoadNamespace is Load for the objects of IPC namespace nsID.
+func LoadNamespace(dir *image.Dir, nsID uint32, semPids map[int32][]int32, msgPids map[int32][2]int32) (*Restorer, error) {
+	r := &Restorer{nsID: nsID, dir: dir, segs: map[uint32]*Segment{}}
 	if err := r.loadSems(semPids); err != nil {
 		return nil, err
 	}
 	if err := r.loadMsgs(msgPids); err != nil {
 		return nil, err
 	}
-	f := imageset.IpcShm(NsID)
+	f := imageset.IpcShm(r.nsID)
 	if !dir.Has(f.Name) {
 		return r, nil
 	}
@@ -282,6 +362,21 @@ func segName(e *ipc_shm.IpcShmEntry) string {
 	return fmt.Sprintf("System V shared memory segment (key %#x, id %d)", e.GetDesc().GetKey(), e.GetDesc().GetId())
 }
 
+// Namespace makes r make the objects in the IPC namespace open as ns (a
+// new one, of the tree's own), until Close.
+func (r *Restorer) Namespace(ns *os.File) { r.ns = ns }
+
+// Close lets go of the namespace (Namespace).
+func (r *Restorer) Close() {
+	if r.ns != nil {
+		r.ns.Close()
+		r.ns = nil
+	}
+}
+
+// Empty says whether the image has no segment, set or queue.
+func (r *Restorer) Empty() bool { return len(r.list)+len(r.sems)+len(r.msgs) == 0 }
+
 // Check refuses, before anything is made, a segment, set or queue whose
 // key or id is taken in cryo's IPC namespace.
 func (r *Restorer) Check() error {
@@ -315,15 +410,17 @@ func (r *Restorer) Check() error {
 // Create makes every segment with its key, id, owner, mode and contents,
 // and every set and queue with its key, id, owner and mode (Last fills
 // them). On error, what it made is removed again (Cleanup).
-func (r *Restorer) Create() error {
+func (r *Restorer) Create() error { return in(r.ns, r.createAll) }
+
+func (r *Restorer) createAll() error {
 	for _, s := range r.sems {
-		if err := s.create(); err != nil {
+		if err := s.create(r.ns); err != nil {
 			r.Cleanup()
 			return fmt.Errorf("restore %s: %w", s.name(), err)
 		}
 	}
 	for _, q := range r.msgs {
-		if err := q.create(); err != nil {
+		if err := q.create(r.ns); err != nil {
 			r.Cleanup()
 			return fmt.Errorf("restore %s: %w", q.name(), err)
 		}
@@ -331,7 +428,7 @@ func (r *Restorer) Create() error {
 	if len(r.list) == 0 {
 		return nil
 	}
-	f := imageset.IpcShm(NsID)
+	f := imageset.IpcShm(r.nsID)
 	rd, err := r.dir.Open(f.Name, f.Magic)
 	if err != nil {
 		return err
@@ -357,12 +454,7 @@ func (r *Restorer) Create() error {
 // creator's uid and gid for the shmget (the kernel sets cuid and cgid from
 // the caller's) and is then let die, never to run Go code again.
 func (r *Restorer) create(s *Segment, src io.ReaderAt) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		done <- r.createOn(s, src)
-	}()
-	return <-done
+	return onThread(r.ns, func() error { return r.createOn(s, src) })
 }
 
 func (r *Restorer) createOn(s *Segment, src io.ReaderAt) error {
@@ -426,7 +518,9 @@ func ShmatFlags(prot uint32, mayWrite bool) (flags, got uint64) {
 
 // Removed marks removed (IPC_RMID) the segments that were before the
 // dump, once every process has attached them: each lives on while attached.
-func (r *Restorer) Removed() error {
+func (r *Restorer) Removed() error { return in(r.ns, r.removed) }
+
+func (r *Restorer) removed() error {
 	for _, s := range r.list {
 		if s.entry.GetDesc().GetMode()&procfs.ShmDest == 0 {
 			continue
@@ -445,12 +539,12 @@ func (r *Restorer) Removed() error {
 // receive) as the process that did them.
 func (r *Restorer) Last(as As) error {
 	for _, s := range r.sems {
-		if err := s.last(as); err != nil {
+		if err := s.last(as, r.ns); err != nil {
 			return fmt.Errorf("restore %s: %w", s.name(), err)
 		}
 	}
 	for _, q := range r.msgs {
-		if err := q.last(as); err != nil {
+		if err := q.last(as, r.ns); err != nil {
 			return fmt.Errorf("restore %s: %w", q.name(), err)
 		}
 	}
@@ -460,6 +554,13 @@ func (r *Restorer) Last(as As) error {
 // Cleanup removes the segments, sets and queues this restore made (a
 // failed restore).
 func (r *Restorer) Cleanup() {
+	_ = in(r.ns, func() error {
+		r.cleanup()
+		return nil
+	})
+}
+
+func (r *Restorer) cleanup() {
 	for _, s := range r.sems {
 		s.remove()
 	}
