@@ -413,7 +413,7 @@ func (t *tree) add(pid, ppid, ptid int) error {
 		}
 	}
 	if err := p.check(); err != nil {
-		if now, serr := procfs.StatPid(pid); serr != nil || now.State == 'Z' || now.State == 'X' {
+		if exited(pid) {
 			// Exited since it was listed (a shell's `sleep`): now a
 			// zombie, or gone.
 			return t.add(pid, ppid, ptid)
@@ -421,8 +421,7 @@ func (t *tree) add(pid, ppid, ptid int) error {
 		return fmt.Errorf("child %d of %d: %w", pid, ppid, err)
 	}
 	if err := p.freeze(); err != nil {
-		now, serr := procfs.StatPid(pid)
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, ptrace.ErrGone) || serr != nil || now.State == 'Z' || now.State == 'X' {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, ptrace.ErrGone) || exited(pid) {
 			// Exited while being seized (PTRACE_SEIZE of an exiting
 			// task fails with EPERM): now a zombie, or gone.
 			return t.add(pid, ppid, ptid)
@@ -434,6 +433,12 @@ func (t *tree) add(pid, ppid, ptid int) error {
 		p.parent.kids = append(p.parent.kids, p)
 	}
 	return nil
+}
+
+// exited says whether pid is a zombie now, or gone.
+func exited(pid int) bool {
+	st, err := procfs.StatPid(pid)
+	return err != nil || st.State == 'Z' || st.State == 'X'
 }
 
 // kid is a child of a process and the thread of it that is the child's

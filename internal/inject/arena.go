@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"bytes"
 	"fmt"
 
 	"github.com/cryo-project/cryo/internal/ptrace"
@@ -70,6 +71,7 @@ type Stack struct {
 	rsp   uint64
 	addr  uint64 // lowest byte; 0 until first used
 	saved []byte // what the arena held before its first use
+	frame []byte // the trampoline frame written since then
 	bump
 }
 
@@ -103,13 +105,21 @@ func (s *Stack) borrow() error {
 	return nil
 }
 
-// frame returns where a trampoline frame goes: it ends where the red
-// zone begins.
-func (s *Stack) frame() (uint64, error) {
+// putFrame writes a trampoline frame where it goes, ending where the red
+// zone begins, and returns its address. The frame is the same for every
+// call of a thread (its own registers): it is written once per borrowing.
+func (s *Stack) putFrame(f []byte) (uint64, error) {
 	if err := s.borrow(); err != nil {
 		return 0, err
 	}
-	return s.rsp - redZone - frameSize, nil
+	at := s.rsp - redZone - frameSize
+	if !bytes.Equal(f, s.frame) {
+		if err := ptrace.WriteMem(s.pid, at, f); err != nil {
+			return 0, err
+		}
+		s.frame = f
+	}
+	return at, nil
 }
 
 // Alloc implements Arena. The first allocation saves the bytes it borrows.
@@ -148,7 +158,7 @@ func (s *Stack) PutBack() error {
 	if err := ptrace.WriteMem(s.pid, s.addr, s.saved); err != nil {
 		return err
 	}
-	s.addr, s.saved, s.cursor = 0, nil, 0
+	s.addr, s.saved, s.frame, s.cursor = 0, nil, nil, 0
 	return nil
 }
 

@@ -102,11 +102,8 @@ func (t *Task) Syscall(nr uintptr, args ...uint64) (int64, error) {
 		// The frame that takes the thread back where it was, were cryo
 		// to die before it does (tramp_amd64.go).
 		own := ptrace.ResumeRegs(t.Regs, true)
-		at, err := t.stack.frame()
+		at, err := t.stack.putFrame(trampFrame(&own))
 		if err != nil {
-			return 0, err
-		}
-		if err := ptrace.WriteMem(t.stack.pid, at, trampFrame(&own)); err != nil {
 			return 0, fmt.Errorf("task %d: trampoline frame: %w", t.Tid, err)
 		}
 		r.Rip, r.Rsp = t.tramp, at

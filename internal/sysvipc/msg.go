@@ -221,13 +221,8 @@ func (r *Restorer) checkMsgs() error {
 	}
 	for _, q := range r.msgs {
 		d := q.entry.GetDesc()
-		for _, o := range all {
-			if uint32(o.ID) == d.GetId() {
-				return fmt.Errorf("%s: the id is taken by message queue key %#x: %w", q.name(), uint32(o.Key), unix.EEXIST)
-			}
-			if d.GetKey() != 0 && uint32(o.Key) == d.GetKey() {
-				return fmt.Errorf("%s: the key is taken by message queue id %d: %w", q.name(), o.ID, unix.EEXIST)
-			}
+		if err := taken(q.name(), d.GetId(), d.GetKey(), "message queue", all, func(o procfs.MsgQueue) (int32, int32) { return o.ID, o.Key }); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -217,13 +217,8 @@ func (r *Restorer) checkSems() error {
 	}
 	for _, s := range r.sems {
 		d := s.entry.GetDesc()
-		for _, o := range all {
-			if uint32(o.ID) == d.GetId() {
-				return fmt.Errorf("%s: the id is taken by semaphore set key %#x: %w", s.name(), uint32(o.Key), unix.EEXIST)
-			}
-			if d.GetKey() != 0 && uint32(o.Key) == d.GetKey() {
-				return fmt.Errorf("%s: the key is taken by semaphore set id %d: %w", s.name(), o.ID, unix.EEXIST)
-			}
+		if err := taken(s.name(), d.GetId(), d.GetKey(), "semaphore set", all, func(o procfs.SemSet) (int32, int32) { return o.ID, o.Key }); err != nil {
+			return err
 		}
 	}
 	return nil

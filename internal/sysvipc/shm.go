@@ -395,13 +395,23 @@ func (r *Restorer) Check() error {
 	}
 	for _, s := range r.list {
 		d := s.entry.GetDesc()
-		for _, o := range all {
-			if uint32(o.ID) == d.GetId() {
-				return fmt.Errorf("%s: the id is taken by segment key %#x: %w", segName(s.entry), uint32(o.Key), unix.EEXIST)
-			}
-			if d.GetKey() != 0 && uint32(o.Key) == d.GetKey() {
-				return fmt.Errorf("%s: the key is taken by segment id %d: %w", segName(s.entry), o.ID, unix.EEXIST)
-			}
+		if err := taken(segName(s.entry), d.GetId(), d.GetKey(), "segment", all, func(o procfs.ShmSegment) (int32, int32) { return o.ID, o.Key }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// taken refuses an object to restore (name, with id and key) whose id or
+// key an object of the same kind the namespace lists already has.
+func taken[T any](name string, id, key uint32, kind string, live []T, idKey func(T) (id, key int32)) error {
+	for _, o := range live {
+		oid, okey := idKey(o)
+		if uint32(oid) == id {
+			return fmt.Errorf("%s: the id is taken by %s key %#x: %w", name, kind, uint32(okey), unix.EEXIST)
+		}
+		if key != 0 && uint32(okey) == key {
+			return fmt.Errorf("%s: the key is taken by %s id %d: %w", name, kind, oid, unix.EEXIST)
 		}
 	}
 	return nil

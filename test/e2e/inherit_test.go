@@ -379,26 +379,12 @@ func TestOutsidePipeProducer(t *testing.T) {
 	requireRoot(t)
 	requireCryo(t)
 	tg := startTarget(t, "pipeline-setsid")
-	producer := 0
-	for _, p := range treePids(tg.pid)[1:] {
-		if strings.HasSuffix(readCmdline(p), "\x00produce\x00") {
-			producer = p
-		}
-	}
-	if producer == 0 {
-		t.Fatalf("no producer among %v", treePids(tg.pid))
-	}
+	producer := producerOf(t, tg)
 	for round := 1; round <= 2; round++ {
 		img := filepath.Join(t.TempDir(), "img")
 		mustDump(t, producer, img)
-		// Its parent reaps it: the shell the first time, the test (a
-		// subreaper, the restored producer's parent) the second.
-		deadline := time.Now().Add(exitTimeout)
-		for !reapIfChild(producer) {
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: the producer runs on after the dump", round)
-			}
-			time.Sleep(5 * time.Millisecond)
+		if !waitDumped(producer) {
+			t.Fatalf("round %d: the producer runs on after the dump", round)
 		}
 		time.Sleep(50 * time.Millisecond) // the consumer drains what the pipe held
 		if _, done := tg.waitExit(0); done {
@@ -433,21 +419,10 @@ func TestRestoreOutsideSession(t *testing.T) {
 	requireRoot(t)
 	requireCryo(t)
 	tg := startTarget(t, "pipeline")
-	producer := 0
-	for _, p := range treePids(tg.pid)[1:] {
-		if strings.HasSuffix(readCmdline(p), "\x00produce\x00") {
-			producer = p
-		}
-	}
-	if producer == 0 {
-		t.Fatalf("no producer among %v", treePids(tg.pid))
-	}
+	producer := producerOf(t, tg)
 	img := filepath.Join(t.TempDir(), "img")
 	mustDump(t, producer, img)
-	deadline := time.Now().Add(exitTimeout)
-	for !reapIfChild(producer) && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitDumped(producer)
 	r := runCryo(t, restoreTimeout, restoreArgs(img, "-d")...)
 	if r.code == 0 || !strings.Contains(r.output, "--shell-job") || !strings.Contains(r.output, fmt.Sprint(tg.pid)) {
 		killRestored(t, producer, "pipeline")
@@ -525,4 +500,28 @@ func TestKillCryoMidDumpOutsidePipes(t *testing.T) {
 		}
 	}
 	t.Logf("%d kills of a dump of a job on outside pipes: %v", loops, outcomes)
+}
+
+// producerOf is the producer of the pipeline tg, `produce | consume`.
+func producerOf(t *testing.T, tg *target) int {
+	t.Helper()
+	for _, p := range treePids(tg.pid)[1:] {
+		if strings.HasSuffix(readCmdline(p), "\x00produce\x00") {
+			return p
+		}
+	}
+	t.Fatalf("no producer among %v", treePids(tg.pid))
+	return 0
+}
+
+// waitDumped waits, bounded, for a process the dump killed to be reaped:
+// by its parent (a shell), or by the test (a subreaper, the parent of a
+// restored one). It says whether it went.
+func waitDumped(pid int) bool {
+	for deadline := time.Now().Add(exitTimeout); !reapIfChild(pid); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
