@@ -160,9 +160,9 @@ func TestTrampolineDisassembles(t *testing.T) {
 		t.Errorf("trampoline of %d bytes (slot %d) starting % x, want a syscall first", len(code), trampSlot, code[:2])
 	}
 	r := unix.PtraceRegs{R15: 15, R14: 14, R13: 13, R12: 12, R11: 11, R10: 10, R9: 9, R8: 8, Rdi: 7, Rsi: 6, Rbp: 5, Rdx: 4, Rcx: 3, Rbx: 2, Rax: 1, Eflags: 0x246, Rip: 0x1234}
-	f := trampFrame(&r)
-	if len(f) != frameSize || binary.LittleEndian.Uint64(f[0:]) != 15 || binary.LittleEndian.Uint64(f[frameSize-8:]) != 0x1234 || binary.LittleEndian.Uint64(f[frameSize-16:]) != 0x246 {
-		t.Errorf("frame % x: want r15 first, then down to rax, rflags and rip last", f)
+	f := trampFrame(&r, 0xfeed)
+	if len(f) != frameSize || binary.LittleEndian.Uint64(f[0:]) != 0xfeed || binary.LittleEndian.Uint64(f[8:]) != 15 || binary.LittleEndian.Uint64(f[frameSize-8:]) != 0x1234 || binary.LittleEndian.Uint64(f[frameSize-16:]) != 0x246 {
+		t.Errorf("frame % x: want the mask first, r15, then down to rax, rflags and rip last", f)
 	}
 }
 

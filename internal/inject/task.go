@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cryo-project/cryo/internal/kabi"
 	"github.com/cryo-project/cryo/internal/ptrace"
 )
 
@@ -102,7 +103,11 @@ func (t *Task) Syscall(nr uintptr, args ...uint64) (int64, error) {
 		// The frame that takes the thread back where it was, were cryo
 		// to die before it does (tramp_amd64.go).
 		own := ptrace.ResumeRegs(t.Regs, true)
-		at, err := t.stack.putFrame(trampFrame(&own))
+		mask, err := kabi.GetSigmask(t.Tid)
+		if err != nil {
+			return 0, fmt.Errorf("signal mask of %d: %w", t.Tid, err)
+		}
+		at, err := t.stack.putFrame(trampFrame(&own, mask))
 		if err != nil {
 			return 0, fmt.Errorf("task %d: trampoline frame: %w", t.Tid, err)
 		}

@@ -21,32 +21,45 @@ import (
 // a few bytes of code cryo writes into the zeros that pad the last page of
 // the process's [vdso] (InstallTrampoline), through /proc/PID/mem:
 //
-//	syscall            the injected call
-//	pop r15 ... rax    the thread's own general registers
-//	popfq              its own flags
-//	ret 0x80           its own rip, and rsp back above the red zone
+//	syscall                 the injected call
+//	rt_sigprocmask(SIG_SETMASK, frame's mask, NULL, 8)
+//	pop (the mask)
+//	pop r15 ... rax         the thread's own general registers
+//	popfq                   its own flags
+//	ret 0x80                its own rip, and rsp back above the red zone
 //
 // Before each call cryo writes a frame of the thread's own registers (in
-// the form that resumes it, ptrace.ResumeRegs) just below its red zone and
-// points rsp at it. Traced, the call stops at its syscall exit, before any
-// of the pops, and cryo puts the registers back itself. Untraced, the
-// thread makes the call, pops its registers, and returns to exactly where
-// it was: the frame lies below the red zone, which the program never
-// counts on (a signal frame could land there at any instant), and `ret
-// 0x80` takes rip from just below the red zone and leaves rsp where it
-// was. A call's side effects stay, as they would had cryo lived.
+// the form that resumes it, ptrace.ResumeRegs) and signal mask just below
+// its red zone and points rsp at it. Traced, the call stops at its syscall
+// exit, before anything after it, and cryo puts the registers and the
+// mask back itself. Untraced, the thread makes the call, takes back its
+// own signal mask (cryo blocks every signal for the instants of a call,
+// ptrace.Task.QuietSignals: killing the dump's worker left 2 targets in 80
+// with every signal blocked before this), pops its registers, and returns
+// to exactly where it was: the frame lies below the red zone, which the
+// program never counts on (a signal frame could land there at any
+// instant), and `ret 0x80` takes rip from just below the red zone and
+// leaves rsp where it was. A call's side effects stay, as they would had
+// cryo lived.
 //
-// Frame, from its lowest address: r15 r14 r13 r12 r11 r10 r9 r8 rdi rsi
-// rbp rdx rcx rbx rax rflags rip, 17 words, ending at rsp-128.
+// Frame, from its lowest address: sigmask r15 r14 r13 r12 r11 r10 r9 r8
+// rdi rsi rbp rdx rcx rbx rax rflags rip, 18 words, ending at rsp-128.
 
 // frameSize is the bytes of a trampoline frame.
-const frameSize = 17 * 8
+const frameSize = 18 * 8
 
 // trampoline assembles the code above, with its listing for the test that
 // disassembles it.
 func trampoline() ([]byte, []insn) {
 	a := &asm{labels: map[string]int{}}
 	a.op("syscall", 0x0f, 0x05)
+	a.op("mov eax,0xe", 0xb8, unix.SYS_RT_SIGPROCMASK, 0, 0, 0)
+	a.op("mov edi,0x2", 0xbf, unix.SIG_SETMASK, 0, 0, 0)
+	a.op("mov rsi,rsp", 0x48, 0x89, 0xe6)
+	a.op("xor edx,edx", 0x31, 0xd2)
+	a.op("mov r10d,0x8", 0x41, 0xba, 8, 0, 0, 0)
+	a.op("syscall", 0x0f, 0x05)
+	a.op("pop rax", 0x58) // the mask, rax's own comes later
 	for _, r := range []struct {
 		name string
 		b    []byte
@@ -64,10 +77,10 @@ func trampoline() ([]byte, []insn) {
 	return b, a.listing
 }
 
-// trampFrame encodes r as the frame the trampoline pops.
-func trampFrame(r *unix.PtraceRegs) []byte {
+// trampFrame encodes r and mask as the frame the trampoline pops.
+func trampFrame(r *unix.PtraceRegs, mask uint64) []byte {
 	b := make([]byte, frameSize)
-	for i, v := range []uint64{r.R15, r.R14, r.R13, r.R12, r.R11, r.R10, r.R9, r.R8, r.Rdi, r.Rsi, r.Rbp, r.Rdx, r.Rcx, r.Rbx, r.Rax, r.Eflags, r.Rip} {
+	for i, v := range []uint64{mask, r.R15, r.R14, r.R13, r.R12, r.R11, r.R10, r.R9, r.R8, r.Rdi, r.Rsi, r.Rbp, r.Rdx, r.Rcx, r.Rbx, r.Rax, r.Eflags, r.Rip} {
 		binary.LittleEndian.PutUint64(b[8*i:], v)
 	}
 	return b

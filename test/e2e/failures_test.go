@@ -349,6 +349,7 @@ func killOnce(t *testing.T, i int, mode killMode, fail func(string, ...any)) (st
 	defer os.RemoveAll(img)
 	delay := time.Duration(rand.IntN(51)) * time.Millisecond
 	args := []string{"dump", "-t", strconv.Itoa(tg.pid), "-D", img}
+	before := snapshotTree(t, tg.pid)
 	if mode.leave {
 		args = append(args, "--leave-running")
 	}
@@ -402,6 +403,13 @@ func killOnce(t *testing.T, i int, mode killMode, fail func(string, ...any)) (st
 	}
 	if bad != "" {
 		fail("iteration %d (kill after %v): target left %s", i, delay, bad)
+		return "", false
+	}
+	// What /proc shows of every thread is as it was: a signal mask
+	// that cryo set for an injected call, for one, would not show in
+	// the target's own checks.
+	if diffs := diffSnapshots(before, snapshotTree(t, tg.pid)); len(diffs) > 0 {
+		fail("iteration %d (kill after %v): the target's /proc differs from before the dump:\n%s", i, delay, strings.Join(diffs, "\n"))
 		return "", false
 	}
 	outcome, err := killedDumpImage(t, img, r.code == 0)

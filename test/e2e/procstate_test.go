@@ -98,6 +98,13 @@ func snapshotTree(t *testing.T, root int) map[string]string {
 // names fields (the part after "pid/tid ") that may.
 func compareSnapshots(t *testing.T, what string, before, after map[string]string, skip ...string) {
 	t.Helper()
+	if diffs := diffSnapshots(before, after, skip...); len(diffs) > 0 {
+		t.Errorf("%s: /proc differs before and after:\n%s", what, strings.Join(diffs, "\n"))
+	}
+}
+
+// diffSnapshots lists the fields that differ, sorted.
+func diffSnapshots(before, after map[string]string, skip ...string) []string {
 	skipped := map[string]bool{}
 	for _, s := range skip {
 		skipped[s] = true
@@ -122,7 +129,5 @@ func compareSnapshots(t *testing.T, what string, before, after map[string]string
 		}
 	}
 	sort.Strings(diffs)
-	if len(diffs) > 0 {
-		t.Errorf("%s: /proc differs before and after:\n%s", what, strings.Join(diffs, "\n"))
-	}
+	return diffs
 }
