@@ -19,7 +19,8 @@ import (
 // take their arguments from an inject.Stack: bytes below its red zone,
 // borrowed and put back.
 type thread struct {
-	t *inject.Task
+	t      *inject.Task
+	parked bool // in an injected sleep (park.go)
 
 	xsave   []byte
 	sigmask uint64

@@ -260,7 +260,15 @@ func (t *tree) repairTCP() error {
 		return nil
 	}
 	tm := time.Now()
+	unpark, err := t.park()
+	if err != nil {
+		return err
+	}
 	if err := t.files.RepairTCP(); err != nil {
+		// Repair off before the threads may run again.
+		return errors.Join(err, t.files.EndTCP(false), unpark())
+	}
+	if err := unpark(); err != nil {
 		return err
 	}
 	t.log.Info("TCP connections read in repair mode", "connections", len(conns), "lock", lock.Name(), "method", t.opts.NetworkLock, "took", time.Since(tm))
@@ -339,11 +347,17 @@ func (t *tree) cure() error {
 			t.log.Info("network lock kept for the restore", "lock", t.lock.Name(), "held", t.st.NetworkLock)
 		}
 	}
+	// Parked (park.go) from repair mode on to the kill: were cryo to
+	// die in between, the keeper takes repair off before they run.
+	unpark, err := t.park()
+	if err != nil {
+		return errors.Join(fmt.Errorf("images are complete, but the processes could not be held for the kill, so they were left running: %w", err), t.unlockTCP(), t.release())
+	}
 	if err := t.files.SilenceTCP(); err != nil {
 		t.log.Warn("a TCP connection of the tree may send its FIN as it is killed (the network lock drops it)", "err", err)
 	}
 	if err := t.kill(); err != nil {
-		return err
+		return errors.Join(err, unpark())
 	}
 	if t.keeper != nil {
 		if err := t.keeper.Commit(); err != nil {

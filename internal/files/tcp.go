@@ -838,3 +838,24 @@ func inetChecksum(b []byte) uint16 {
 	}
 	return ^uint16(sum)
 }
+
+// TCPHolders lists the processes of the tree that have an established
+// connection open: those whose threads could use one while it is in
+// repair mode.
+func (d *Dumper) TCPHolders() []int {
+	seen := map[int]bool{}
+	var out []int
+	for _, c := range dumpHalf[*inetDump](d).conns {
+		var st unix.Stat_t
+		if err := unix.Fstat(c.fd, &st); err != nil {
+			continue
+		}
+		for _, o := range d.opened[fileIno{st.Dev, st.Ino}] {
+			if !seen[o.pid] {
+				seen[o.pid] = true
+				out = append(out, o.pid)
+			}
+		}
+	}
+	return out
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cryo-project/cryo/internal/kabi"
+	"github.com/cryo-project/cryo/internal/procfs"
 	"github.com/cryo-project/cryo/internal/ptrace"
 	"github.com/cryo-project/cryo/internal/stub"
 )
@@ -25,6 +27,9 @@ import (
 // TestMain fails the run if a test leaked a file descriptor or left a
 // child process (a stub) behind, as internal/feature's does.
 func TestMain(m *testing.M) {
+	if pid, err := strconv.Atoi(os.Getenv("CRYO_PARK_HELPER")); err == nil {
+		parkHelper(pid)
+	}
 	// Open a pollable file once, so the runtime's netpoller fds exist
 	// before the baseline is taken.
 	if f, err := os.Open(os.DevNull); err == nil {
@@ -661,4 +666,181 @@ func TestErrno(t *testing.T) {
 			t.Errorf("Errno(%d) = %v, want %v", c.ret, got, c.want)
 		}
 	}
+}
+
+// A parked thread (Park) sleeps in its injected call until Unpark, which
+// gives it back its registers and signal mask; parked again by a tracer
+// that is then SIGKILLed, it sleeps out the park, takes back its own mask
+// and registers through the trampoline, and goes on with the read it was
+// in: the shell reads the line written after the tracer died.
+func TestPark(t *testing.T) {
+	sh := exec.Command("/bin/sh", "-c", `read x; echo "got $x"`)
+	in, err := sh.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	sh.Stdout = &out
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := false
+	defer func() {
+		if !waited {
+			sh.Process.Kill()
+			sh.Wait()
+		}
+	}()
+	pid := sh.Process.Pid
+	syscallOf := func() string {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
+		return strings.SplitN(string(b), " ", 2)[0]
+	}
+	status := func() []byte {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		return b
+	}
+	for deadline := time.Now().Add(5 * time.Second); syscallOf() != "0"; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the shell is not in read: /proc/%d/syscall %q", pid, syscallOf())
+		}
+	}
+	before := status()
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		bt, tr, err := parkable(pid)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer bt.Release()
+		defer tr.Remove()
+		mask, _ := kabi.GetSigmask(pid)
+		if err := bt.Park(time.Hour); err != nil {
+			t.Error(err)
+			return
+		}
+		for deadline := time.Now().Add(5 * time.Second); syscallOf() != strconv.Itoa(unix.SYS_CLOCK_NANOSLEEP); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Errorf("parked thread in syscall %q, want clock_nanosleep", syscallOf())
+				break
+			}
+		}
+		if err := bt.Unpark(); err != nil {
+			t.Error(err)
+			return
+		}
+		var regs unix.PtraceRegs
+		if err := kabi.GetRegs(pid, &regs); err != nil {
+			t.Error(err)
+		}
+		if want := ptrace.ResumeRegs(bt.Regs, true); regs != want {
+			t.Errorf("registers after Unpark: rip %#x rax %#x, want its own (rip %#x rax %#x)", regs.Rip, regs.Rax, want.Rip, want.Rax)
+		}
+		if m, _ := kabi.GetSigmask(pid); m != mask {
+			t.Errorf("signal mask after Unpark %#x, want %#x", m, mask)
+		}
+	}()
+	<-done
+	if t.Failed() {
+		return
+	}
+
+	// The tracer that dies: this test's binary, as parkHelper.
+	helper := exec.Command(os.Args[0], "-test.run=^$")
+	helper.Env = append(os.Environ(), fmt.Sprintf("CRYO_PARK_HELPER=%d", pid))
+	hout, err := helper.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	helper.Stderr = os.Stderr
+	if err := helper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line := make([]byte, 7)
+	if _, err := io.ReadFull(hout, line); err != nil || string(line) != "parked\n" {
+		helper.Process.Kill()
+		helper.Wait()
+		t.Fatalf("park helper: %q, %v", line, err)
+	}
+	helper.Process.Kill()
+	helper.Wait()
+	for deadline := time.Now().Add(10 * time.Second); sigLine(status(), "TracerPid") != "0" || syscallOf() != "0"; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the shell, its tracer dead, is not back in its read: syscall %s, tracer %s", syscallOf(), sigLine(status(), "TracerPid"))
+		}
+	}
+	if a, b := sigLine(before, "SigBlk"), sigLine(status(), "SigBlk"); a != b {
+		t.Errorf("signal mask once the tracer died: %s, before %s", b, a)
+	}
+	if _, err := in.Write([]byte("hi\n")); err != nil {
+		t.Fatal(err)
+	}
+	in.Close()
+	waited = true
+	if err := sh.Wait(); err != nil || out.String() != "got hi\n" {
+		t.Errorf("the shell after a park its tracer died in: %v, printed %q", err, out.String())
+	}
+}
+
+// parkable seizes the one thread of process pid as a borrowed task with
+// the return trampoline in its [vdso], as dump does. Call it on a locked
+// OS thread.
+func parkable(pid int) (*Task, *Trampoline, error) {
+	pt, err := ptrace.Seize(pid, kabi.PTRACE_O_TRACESYSGOOD)
+	if err != nil {
+		return nil, nil, err
+	}
+	pt.QuietSignals = true
+	bt := Borrowed(pt, pid)
+	maps, err := procfs.SmapsPid(pid)
+	if err != nil {
+		return nil, nil, errors.Join(err, pt.Release())
+	}
+	for _, m := range maps {
+		if m.Kind != procfs.KindVdso {
+			continue
+		}
+		b := make([]byte, m.Len())
+		if err := ptrace.ReadMem(pid, m.Start, b); err != nil {
+			return nil, nil, errors.Join(err, pt.Release())
+		}
+		bt.SetSyscallIP(m.Start+uint64(bytes.Index(b, []byte{0x0f, 0x05})), false)
+		tr, err := InstallTrampoline(pid, m.Start, b)
+		if err != nil {
+			return nil, nil, errors.Join(err, pt.Release())
+		}
+		bt.UseTrampoline(tr)
+		return bt, tr, nil
+	}
+	return nil, nil, errors.Join(errors.New("no [vdso]"), pt.Release())
+}
+
+// parkHelper is the tracer TestPark kills: it parks pid for 200 ms, says
+// so, and waits for its SIGKILL.
+func parkHelper(pid int) {
+	runtime.LockOSThread()
+	bt, _, err := parkable(pid)
+	if err == nil {
+		err = bt.Park(200 * time.Millisecond)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "park helper:", err)
+		os.Exit(1)
+	}
+	os.Stdout.WriteString("parked\n")
+	select {}
+}
+
+func sigLine(status []byte, key string) string {
+	for _, l := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(l, key+":") {
+			return strings.TrimSpace(strings.TrimPrefix(l, key+":"))
+		}
+	}
+	return ""
 }

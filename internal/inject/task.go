@@ -1,8 +1,10 @@
 package inject
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -88,33 +90,11 @@ func (t *Task) Syscall(nr uintptr, args ...uint64) (int64, error) {
 	if a := t.Arena(); a != nil {
 		defer a.Reset()
 	}
-	if t.ip == 0 {
-		return 0, fmt.Errorf("task %d: no syscall instruction to inject from", t.Tid)
-	}
-	if len(args) > 6 {
-		return 0, fmt.Errorf("syscall %d: %d arguments", nr, len(args))
-	}
-	var a [6]uint64
-	copy(a[:], args)
-	r := t.Regs
-	r.Rax, r.Orig_rax, r.Rip = uint64(nr), ^uint64(0), t.ip
-	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
-	if t.tramp != 0 {
-		// The frame that takes the thread back where it was, were cryo
-		// to die before it does (tramp_amd64.go).
-		own := ptrace.ResumeRegs(t.Regs, true)
-		mask, err := kabi.GetSigmask(t.Tid)
-		if err != nil {
-			return 0, fmt.Errorf("signal mask of %d: %w", t.Tid, err)
-		}
-		at, err := t.stack.putFrame(trampFrame(&own, mask))
-		if err != nil {
-			return 0, fmt.Errorf("task %d: trampoline frame: %w", t.Tid, err)
-		}
-		r.Rip, r.Rsp = t.tramp, at
+	r, err := t.callRegs(nr, args)
+	if err != nil {
+		return 0, err
 	}
 	var out unix.PtraceRegs
-	var err error
 	if t.trap {
 		out, err = t.RunToTrap(&r, t.ip+2)
 	} else {
@@ -129,6 +109,76 @@ func (t *Task) Syscall(nr uintptr, args ...uint64) (int64, error) {
 		}
 	}
 	return int64(out.Rax), nil
+}
+
+// callRegs returns the registers that make the task call nr with args.
+func (t *Task) callRegs(nr uintptr, args []uint64) (unix.PtraceRegs, error) {
+	r := t.Regs
+	if t.ip == 0 {
+		return r, fmt.Errorf("task %d: no syscall instruction to inject from", t.Tid)
+	}
+	if len(args) > 6 {
+		return r, fmt.Errorf("syscall %d: %d arguments", nr, len(args))
+	}
+	var a [6]uint64
+	copy(a[:], args)
+	r.Rax, r.Orig_rax, r.Rip = uint64(nr), ^uint64(0), t.ip
+	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	if t.tramp != 0 {
+		// The frame that takes the thread back where it was, were cryo
+		// to die before it does (tramp_amd64.go).
+		own := ptrace.ResumeRegs(t.Regs, true)
+		mask, err := kabi.GetSigmask(t.Tid)
+		if err != nil {
+			return r, fmt.Errorf("signal mask of %d: %w", t.Tid, err)
+		}
+		at, err := t.stack.putFrame(trampFrame(&own, mask))
+		if err != nil {
+			return r, fmt.Errorf("task %d: trampoline frame: %w", t.Tid, err)
+		}
+		r.Rip, r.Rsp = t.tramp, at
+	}
+	return r, nil
+}
+
+// Park holds a borrowed thread where it cannot run its program even if
+// cryo dies: it sleeps for d in an injected clock_nanosleep, through the
+// return trampoline, with every signal blocked (QuietSignals must be on),
+// and Park returns once it is in the call. Traced, it stays there until
+// Unpark (or stops at the call's end, should d pass first). Were cryo to
+// die, the kernel would let go of a merely stopped thread at once; a
+// parked one sleeps on for d, then takes back its signal mask and
+// registers through the trampoline and runs on as it was: time for a
+// keeper to undo what cryo had begun (TCP repair mode, which fails the
+// program's reads and writes).
+func (t *Task) Park(d time.Duration) error {
+	if t.tramp == 0 || !t.QuietSignals {
+		return fmt.Errorf("task %d: parked only through a trampoline, with signals blocked", t.Tid)
+	}
+	ts := binary.LittleEndian.AppendUint64(nil, uint64(d/time.Second))
+	ts = binary.LittleEndian.AppendUint64(ts, uint64(d%time.Second))
+	at, err := t.stack.Put(ts) // until Unpark
+	if err != nil {
+		return fmt.Errorf("task %d: park: %w", t.Tid, err)
+	}
+	r, err := t.callRegs(unix.SYS_CLOCK_NANOSLEEP, []uint64{unix.CLOCK_MONOTONIC, 0, at, 0})
+	if err != nil {
+		return err
+	}
+	if err := t.StartSyscall(&r, true); err != nil {
+		return errors.Join(fmt.Errorf("task %d: park: %w", t.Tid, err), t.PutBackRegs())
+	}
+	return nil
+}
+
+// Unpark ends what Park began: the sleep is interrupted and the thread
+// stopped again with its own registers, as before Park.
+func (t *Task) Unpark() error {
+	defer t.stack.Reset()
+	if _, err := t.FinishSyscall(); err != nil {
+		return fmt.Errorf("task %d: unpark: %w", t.Tid, err)
+	}
+	return t.PutBackRegs()
 }
 
 // Call is Syscall followed by Errno, for the common case; name says what

@@ -48,7 +48,9 @@ type Task struct {
 	// it; only SIGKILL and SIGSTOP, which cannot be blocked, still come.
 	QuietSignals bool
 
-	dirty bool // registers were changed by an injection
+	dirty   bool   // registers were changed by an injection
+	ownMask uint64 // the task's signal mask, while QuietSignals blocks all
+	masked  bool
 }
 
 // Seize attaches to tid and waits until it is stopped.
@@ -264,52 +266,109 @@ func (t *Task) caught(ws unix.WaitStatus) (int, error) {
 // dump injects through [vdso], which it may not write. Events and signals
 // that come between are handled as in RunToTrap.
 func (t *Task) RunSyscall(regs *unix.PtraceRegs) (out unix.PtraceRegs, err error) {
+	if err := t.StartSyscall(regs, false); err != nil {
+		return out, err
+	}
+	return t.finishSyscall(true)
+}
+
+// StartSyscall is the first half of RunSyscall: it resumes the task from
+// regs to the entry stop of the syscall, and then, if enter, on into the
+// syscall, and returns while the task is in it (a call that blocks: see
+// FinishSyscall). Signals stay blocked until the call ends if QuietSignals.
+func (t *Task) StartSyscall(regs *unix.PtraceRegs, enter bool) error {
 	if t.QuietSignals {
 		mask, err := kabi.GetSigmask(t.Tid)
 		if err != nil {
-			return out, fmt.Errorf("signal mask of %d: %w", t.Tid, err)
+			return fmt.Errorf("signal mask of %d: %w", t.Tid, err)
 		}
 		if err := kabi.SetSigmask(t.Tid, ^uint64(0)); err != nil {
-			return out, fmt.Errorf("block signals of %d: %w", t.Tid, err)
+			return fmt.Errorf("block signals of %d: %w", t.Tid, err)
 		}
-		defer func() {
-			if merr := kabi.SetSigmask(t.Tid, mask); merr != nil && err == nil {
-				err = fmt.Errorf("restore signal mask of %d: %w", t.Tid, merr)
-			}
-		}()
+		t.ownMask, t.masked = mask, true
 	}
 	if err := kabi.SetRegs(t.Tid, regs); err != nil {
-		return out, fmt.Errorf("set registers of %d: %w", t.Tid, err)
+		return errors.Join(fmt.Errorf("set registers of %d: %w", t.Tid, err), t.unmask())
 	}
 	t.dirty = true
-	deliver := 0
-	for stops := 0; stops < 2; {
-		if err := kabi.SyscallStep(t.Tid, deliver); err != nil {
-			return out, fmt.Errorf("step %d: %w", t.Tid, err)
+	if err := t.syscallStop(true); err != nil {
+		return errors.Join(err, t.unmask())
+	}
+	if enter {
+		if err := kabi.SyscallStep(t.Tid, 0); err != nil {
+			return errors.Join(fmt.Errorf("step %d: %w", t.Tid, err), t.unmask())
 		}
-		deliver = 0
-		ws, err := wait(t.Tid)
-		if err != nil {
-			return out, err
-		}
-		if !ws.Stopped() {
-			return out, fmt.Errorf("task %d during injected syscall %d: %w", t.Tid, regs.Rax, ErrGone)
-		}
-		switch {
-		case ws.StopSignal() == unix.SIGTRAP|0x80:
-			stops++
-		case event(ws) != 0:
-			t.sawEvent(ws)
-		default:
-			if deliver, err = t.caught(ws); err != nil {
-				return out, err
-			}
-		}
+	}
+	return nil
+}
+
+// FinishSyscall ends a syscall that StartSyscall entered: PTRACE_INTERRUPT
+// makes a blocking call return (the syscall's exit stop then clears the
+// interrupt's pending stop), or the call ended by itself and the task
+// waits at its exit stop. It returns the registers there.
+func (t *Task) FinishSyscall() (unix.PtraceRegs, error) {
+	if err := kabi.Interrupt(t.Tid); err != nil {
+		return unix.PtraceRegs{}, errors.Join(fmt.Errorf("interrupt %d: %w", t.Tid, err), t.unmask())
+	}
+	return t.finishSyscall(false)
+}
+
+// finishSyscall waits for the exit stop of the syscall the task is in
+// (resuming it first if resume), then gives the task its own signal mask
+// back and reads the registers.
+func (t *Task) finishSyscall(resume bool) (out unix.PtraceRegs, err error) {
+	err = t.syscallStop(resume)
+	if err = errors.Join(err, t.unmask()); err != nil {
+		return out, err
 	}
 	if err := kabi.GetRegs(t.Tid, &out); err != nil {
 		return out, fmt.Errorf("read registers of %d: %w", t.Tid, err)
 	}
 	return out, nil
+}
+
+// syscallStop waits for the task's next syscall stop, resuming it first
+// if resume; the stops that come before it (events, signals) are handled
+// as in RunToTrap.
+func (t *Task) syscallStop(resume bool) error {
+	deliver := 0
+	for {
+		if resume {
+			if err := kabi.SyscallStep(t.Tid, deliver); err != nil {
+				return fmt.Errorf("step %d: %w", t.Tid, err)
+			}
+		}
+		resume, deliver = true, 0
+		ws, err := wait(t.Tid)
+		if err != nil {
+			return err
+		}
+		if !ws.Stopped() {
+			return fmt.Errorf("task %d during an injected syscall: %w", t.Tid, ErrGone)
+		}
+		switch {
+		case ws.StopSignal() == unix.SIGTRAP|0x80:
+			return nil
+		case event(ws) != 0:
+			t.sawEvent(ws)
+		default:
+			if deliver, err = t.caught(ws); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// unmask gives the task back the signal mask StartSyscall saved.
+func (t *Task) unmask() error {
+	if !t.masked {
+		return nil
+	}
+	t.masked = false
+	if err := kabi.SetSigmask(t.Tid, t.ownMask); err != nil {
+		return fmt.Errorf("restore signal mask of %d: %w", t.Tid, err)
+	}
+	return nil
 }
 
 // PutBackRegs gives the task its own registers again, in the form that

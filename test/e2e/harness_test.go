@@ -452,6 +452,35 @@ func stoppedThreads(pid int) string {
 	return strings.Join(bad, ", ")
 }
 
+// parkedThreads counts the threads of pid that a dump holds parked: in
+// a clock_nanosleep made from the [vdso] (the return trampoline), which
+// no program calls from there.
+func parkedThreads(pid int) int {
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return 0
+	}
+	var lo, hi uint64
+	for _, l := range strings.Split(string(maps), "\n") {
+		if strings.HasSuffix(l, "[vdso]") {
+			fmt.Sscanf(l, "%x-%x", &lo, &hi)
+		}
+	}
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	n := 0
+	for _, e := range ents {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/syscall", pid, e.Name()))
+		f := strings.Fields(string(b))
+		if err != nil || len(f) != 9 || f[0] != strconv.Itoa(unix.SYS_CLOCK_NANOSLEEP) {
+			continue
+		}
+		if pc, err := strconv.ParseUint(strings.TrimPrefix(f[8], "0x"), 16, 64); err == nil && pc >= lo && pc < hi {
+			n++
+		}
+	}
+	return n
+}
+
 func taskState(pid int, tid string) string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, tid))
 	if err != nil {

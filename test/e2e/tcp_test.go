@@ -634,7 +634,19 @@ func TestKillCryoMidDumpTCP(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		cp := startCryo(t, args...)
 		delay := time.Duration(rand.IntN(61)) * time.Millisecond
-		time.Sleep(delay)
+		if i%3 == 2 {
+			// Into the instants the connection is in repair mode,
+			// while the dump holds the target parked.
+			delay = -1
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+				if parkedThreads(tg.pid) > 0 {
+					outcomes["killed while parked"]++
+					break
+				}
+			}
+		} else {
+			time.Sleep(delay)
+		}
 		killWorkers(cp.cmd.Process.Pid)
 		_ = cp.cmd.Process.Signal(syscall.SIGKILL)
 		cp.wait(5 * time.Second)
