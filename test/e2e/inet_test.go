@@ -305,90 +305,18 @@ func countSockets(pid int) map[int]bool {
 // and ::1), holding a data set, is checkpointed, killed and restored twice;
 // each time the data set is intact and it takes new writes.
 func TestInetRedis(t *testing.T) {
-	requireCryo(t)
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CRYO_TEST_STRICT") != "" {
-			t.Fatalf("redis-server (make deps installs it): %v", err)
-		}
-		t.Skipf("redis-server is not installed (make deps installs it): %v", err)
-	}
-	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-	ln.Close()
-	logf, err := os.Create(filepath.Join(dir, "redis.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(bin, "--port", port, "--save", "", "--appendonly", "no", "--dir", dir)
-	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		select {
-		case <-done:
-		default:
-			cmd.Process.Kill()
-			<-done
-		}
-		// redis rewrites its argv to one string ("redis-server *:PORT"),
-		// which killRestored does not recognise: matched here by port.
-		if strings.Contains(readCmdline(pid), "redis-server *:"+port) {
-			syscall.Kill(pid, syscall.SIGKILL)
-			if _, err := waitReaped(pid, exitTimeout); err != nil {
-				t.Errorf("restored redis: %v", err)
-			}
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("--- redis log ---\n%s", b)
-		}
-	})
-	// redis speaks inline commands: one line each, one reply line each.
+	pid, port, done := startRedis(t)
 	talk := func(cmds ...string) ([]string, error) {
 		c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, 5*time.Second)
 		if err != nil {
 			return nil, err
 		}
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		rd := bufio.NewReader(c)
-		var out []string
-		for _, cmd := range cmds {
-			if _, err := c.Write([]byte(cmd + "\r\n")); err != nil {
-				return out, err
-			}
-			line, err := rd.ReadString('\n')
-			if err != nil {
-				return out, err
-			}
-			if strings.HasPrefix(line, "$") && line != "$-1\r\n" { // a bulk string: its line follows
-				if line, err = rd.ReadString('\n'); err != nil {
-					return out, err
-				}
-			}
-			out = append(out, strings.TrimRight(line, "\r\n"))
-		}
-		return out, nil
+		return redisTalk(c, cmds...)
 	}
 	var cmds []string
 	for i := 0; i < 100; i++ {
 		cmds = append(cmds, fmt.Sprintf("SET key%d value-%d", i, i*i))
-	}
-	for deadline := time.Now().Add(readyTimeout); ; time.Sleep(20 * time.Millisecond) {
-		if _, err = talk("PING"); err == nil || time.Now().After(deadline) {
-			break
-		}
 	}
 	if _, err := talk(cmds...); err != nil {
 		t.Fatalf("fill redis: %v", err)
@@ -419,6 +347,199 @@ func TestInetRedis(t *testing.T) {
 		want := []string{fmt.Sprintf(":%d", 100+cycle-1), "value-49", "value-9801", "+OK", "yes"}
 		if err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("restore %d: redis answered %q (%v), want %q", cycle, got, err, want)
+		}
+	}
+}
+
+// startRedis starts Debian's redis-server, as a user would, in its own
+// session on a free port, and waits until it answers. It returns its pid,
+// its port, and a channel closed when the original process is reaped; the
+// restored redis (matched by its port) is killed at the end of the test.
+func startRedis(t *testing.T) (int, string, chan struct{}) {
+	t.Helper()
+	requireCryo(t)
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CRYO_TEST_STRICT") != "" {
+			t.Fatalf("redis-server (make deps installs it): %v", err)
+		}
+		t.Skipf("redis-server is not installed (make deps installs it): %v", err)
+	}
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	logf, err := os.Create(filepath.Join(dir, "redis.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logf.Close() })
+	cmd := exec.Command(bin, "--port", port, "--save", "", "--appendonly", "no", "--dir", dir)
+	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		select {
+		case <-done:
+		default:
+			cmd.Process.Kill()
+			<-done
+		}
+		// redis rewrites its argv to one string ("redis-server *:PORT"),
+		// which killRestored does not recognise: matched here by port.
+		if strings.Contains(readCmdline(pid), "redis-server *:"+port) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			if _, err := waitReaped(pid, exitTimeout); err != nil {
+				t.Errorf("restored redis: %v", err)
+			}
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("--- redis log ---\n%s", b)
+		}
+	})
+	for deadline := time.Now().Add(readyTimeout); ; time.Sleep(20 * time.Millisecond) {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second)
+		if err == nil {
+			_, err = redisTalk(c, "PING")
+			c.Close()
+		}
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis does not answer on port %s: %v", port, err)
+		}
+	}
+	return pid, port, done
+}
+
+// redisTalk sends inline commands on c, one line each, and reads one
+// reply each (a bulk string's line too).
+func redisTalk(c net.Conn, cmds ...string) ([]string, error) {
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	rd := bufio.NewReader(c)
+	var out []string
+	for _, cmd := range cmds {
+		if _, err := c.Write([]byte(cmd + "\r\n")); err != nil {
+			return out, err
+		}
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			return out, err
+		}
+		if strings.HasPrefix(line, "$") && line != "$-1\r\n" {
+			if line, err = rd.ReadString('\n'); err != nil {
+				return out, err
+			}
+		}
+		out = append(out, strings.TrimRight(line, "\r\n"))
+	}
+	if rd.Buffered() > 0 {
+		return out, fmt.Errorf("%d bytes more than the replies", rd.Buffered())
+	}
+	return out, nil
+}
+
+// TestRedisClientsKept: Debian's redis-server, dumped with
+// --tcp-established while two clients of the test stay connected: one in
+// the middle of a MULTI transaction, one subscribed to a channel. After
+// the restore both go on on the same connections: the EXEC runs what was
+// queued before the dump, and a message published by a new client reaches
+// the subscriber. Twice (the restored redis dumped again, clients still
+// connected); the harness compares /proc before and after.
+func TestRedisClientsKept(t *testing.T) {
+	pid, port, done := startRedis(t)
+	dial := func() net.Conn {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	multi, sub := dial(), dial()
+	if got, err := redisTalk(multi, "SET counter 10"); err != nil || got[0] != "+OK" {
+		t.Fatalf("SET: %q %v", got, err)
+	}
+	subr := bufio.NewReader(sub)
+	// expect reads the lines of one reply of the subscriber.
+	expect := func(what string, want ...string) {
+		t.Helper()
+		sub.SetDeadline(time.Now().Add(10 * time.Second))
+		for _, w := range want {
+			line, err := subr.ReadString('\n')
+			if err != nil || strings.TrimRight(line, "\r\n") != w {
+				t.Fatalf("%s: subscriber read %q (%v), want %q of %q", what, line, err, w, want)
+			}
+		}
+	}
+	if _, err := sub.Write([]byte("SUBSCRIBE news\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	expect("SUBSCRIBE", "*3", "$9", "subscribe", "$4", "news", ":1")
+	for cycle := 1; cycle <= 2; cycle++ {
+		if got, err := redisTalk(multi, "MULTI", "INCR counter", fmt.Sprintf("SET during%d queued", cycle)); err != nil || !reflect.DeepEqual(got, []string{"+OK", "+QUEUED", "+QUEUED"}) {
+			t.Fatalf("cycle %d: MULTI: %q %v", cycle, got, err)
+		}
+		// The two kept clients' connections, and no other.
+		for deadline := time.Now().Add(5 * time.Second); connectedSockets(pid) != 2; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("cycle %d: redis holds %d connections, want the 2 kept ones", cycle, connectedSockets(pid))
+			}
+		}
+		img := filepath.Join(t.TempDir(), "img")
+		mustDump(t, pid, img, tcpFlags...)
+		if cycle == 1 {
+			select {
+			case <-done:
+			case <-time.After(exitTimeout):
+				t.Fatal("redis outlived its dump")
+			}
+		} else if _, err := waitReaped(pid, exitTimeout); err != nil {
+			t.Fatalf("restored redis after its dump: %v", err)
+		}
+		reapOrphans(t)
+		w := armState(t, img, "pre-resume", pid)
+		cp := startCryo(t, restoreArgs(img, append([]string{"-d"}, tcpFlags...)...)...)
+		expectSameState(t, img, w, cp.done)
+		if r := cp.wait(restoreTimeout); r.code != 0 {
+			t.Fatalf("restore -d: %v\n%s", r, readLog(img+".restore.log"))
+		}
+		// EXEC answers with an array of the two queued replies.
+		multi.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := multi.Write([]byte("EXEC\r\n")); err != nil {
+			t.Fatalf("cycle %d: EXEC on the kept connection: %v", cycle, err)
+		}
+		mr := bufio.NewReader(multi)
+		var got []string
+		for range 3 {
+			line, err := mr.ReadString('\n')
+			if err != nil {
+				t.Fatalf("cycle %d: EXEC on the kept connection: read %q: %v", cycle, got, err)
+			}
+			got = append(got, strings.TrimRight(line, "\r\n"))
+		}
+		if want := []string{"*2", fmt.Sprintf(":%d", 10+cycle), "+OK"}; !reflect.DeepEqual(got, want) {
+			t.Fatalf("cycle %d: EXEC after the restore: %q, want %q", cycle, got, want)
+		}
+		pub := dial()
+		msg := fmt.Sprintf("hello%d", cycle)
+		if got, err := redisTalk(pub, "PUBLISH news "+msg); err != nil || got[0] != ":1" {
+			t.Fatalf("cycle %d: PUBLISH after the restore: %q %v, want one subscriber", cycle, got, err)
+		}
+		pub.Close()
+		expect("the message published after the restore", "*3", "$7", "message", "$4", "news", fmt.Sprintf("$%d", len(msg)), msg)
+		if got, err := redisTalk(multi, fmt.Sprintf("GET during%d", cycle)); err != nil || got[0] != "queued" {
+			t.Fatalf("cycle %d: GET: %q %v", cycle, got, err)
 		}
 	}
 }

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/user"
@@ -237,4 +239,134 @@ func sysvShmOf(t *testing.T, pid int) []string {
 		}
 	}
 	return out
+}
+
+// TestPostgresSessionKept: a psql session of the test, connected to its
+// backend over the cluster's UNIX socket, is in the middle of a
+// transaction (a temporary table, rows inserted, nothing committed) when
+// the cluster is dumped, killed and restored. The same psql, on the same
+// connection, then sees its uncommitted rows, commits, and the rows are
+// there for a new session; its temporary table is still its own.
+func TestPostgresSessionKept(t *testing.T) {
+	env := setupPostgres(t)
+	pm := env.start(t)
+	env.psql(t, "create table kept(x int)")
+	const helpers = 4
+	waitChildren(t, pm, helpers)
+	sess := newPsqlSession(t, env)
+	sess.run(t, "begin; create temp table mine(y int); insert into mine values (7); insert into kept select generate_series(1, 50)")
+	if got := sess.run(t, "select count(*) from kept"); got != "50" {
+		t.Fatalf("in the transaction: %q, want 50", got)
+	}
+	if got := env.psql(t, "select count(*) from kept"); got != "0" {
+		t.Fatalf("another session sees %q rows before the commit, want 0", got)
+	}
+	waitChildren(t, pm, helpers+1) // and the session's backend
+	img := filepath.Join(env.dir, "img")
+	pids := treePids(pm)
+	mustDump(t, pm, img)
+	for _, pid := range pids {
+		for deadline := time.Now().Add(10 * time.Second); !reapIfChild(pid); {
+			if time.Now().After(deadline) {
+				t.Fatalf("pid %d of the postmaster's tree still there after the dump (state %s)", pid, procState(pid))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	w := armState(t, img, "pre-resume", pm)
+	cp := startCryo(t, restoreArgs(img, "-d")...)
+	if r := cp.wait(restoreTimeout); r.code != 0 {
+		t.Fatalf("restore -d: %v\n%s", r, lastLines(readLog(img+".restore.log"), 20))
+	}
+	expectSameState(t, img, w, cp.done)
+	if got := sess.run(t, "select count(*), sum(x) from kept"); got != "50|1275" {
+		t.Fatalf("the kept session after the restore: %q, want its 50 uncommitted rows", got)
+	}
+	sess.run(t, "insert into kept values (1000); commit")
+	if got := env.psql(t, "select count(*), sum(x) from kept"); got != "51|2275" {
+		t.Errorf("a new session after the kept one committed: %q, want 51|2275", got)
+	}
+	if got := sess.run(t, "select y from mine"); got != "7" {
+		t.Errorf("the session's temporary table: %q, want 7", got)
+	}
+	if _, err := env.psqlErr("select y from mine"); err == nil {
+		t.Error("another session sees the kept session's temporary table")
+	}
+	sess.close(t)
+}
+
+// psqlSession is one psql the test talks to through its stdin and stdout.
+type psqlSession struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+	n   int
+}
+
+func newPsqlSession(t *testing.T, env *pgEnv) *psqlSession {
+	t.Helper()
+	cmd := exec.Command("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=0", "-h", env.dir, "-U", "postgres", "-d", "postgres")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &psqlSession{cmd: cmd, in: in, out: bufio.NewReader(out)}
+	t.Cleanup(func() {
+		s.in.Close()
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+	})
+	return s
+}
+
+// run sends sql and returns what psql printed for it, up to a marker.
+func (s *psqlSession) run(t *testing.T, sql string) string {
+	t.Helper()
+	s.n++
+	mark := fmt.Sprintf("--mark-%d--", s.n)
+	if _, err := fmt.Fprintf(s.in, "%s;\n\\echo %s\n", sql, mark); err != nil {
+		t.Fatalf("psql %q: %v", sql, err)
+	}
+	var lines []string
+	done := make(chan error, 1)
+	go func() {
+		for {
+			l, err := s.out.ReadString('\n')
+			if err != nil {
+				done <- err
+				return
+			}
+			l = strings.TrimRight(l, "\n")
+			if l == mark {
+				done <- nil
+				return
+			}
+			lines = append(lines, l)
+		}
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("psql %q: %v (printed %q)", sql, err, lines)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("psql %q: no answer in 20 s", sql)
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (s *psqlSession) close(t *testing.T) {
+	t.Helper()
+	s.in.Close()
+	if err := s.cmd.Wait(); err != nil {
+		t.Errorf("psql at its end: %v", err)
+	}
 }
