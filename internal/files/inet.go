@@ -39,8 +39,8 @@ import (
 // that differs is refused by name. So are a listener with connections in
 // its accept queue (they cannot be taken without accept()), established
 // TCP connections without --tcp-established and every other TCP state
-// (closing ones by name), datagrams queued in a UDP
-// socket (their senders are not recorded), a socket bound to a device or
+// (closing ones by name), a UDP socket's queued datagrams when what they
+// carry is not all recorded (udp.go), a socket bound to a device or
 // to a link-local address, one with a socket filter, one with O_ASYNC,
 // and a socket of another network namespace.
 //
@@ -77,6 +77,7 @@ type inetDump struct {
 	status map[int]*procfs.Status
 	defs   map[[3]int]*sockDefaults // by family, type, protocol
 	conns  []*tcpConn               // established TCP connections (tcp.go)
+	udpq   []udpQueue               // datagrams not yet read (udp.go)
 }
 
 func (it *inetDump) match(fd *Fd) bool {
@@ -199,6 +200,7 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 		ie.DstPort = proto.Uint32(uint32(s.dst.Port()))
 		ie.DstAddr = addrWords(s.dst.Addr())
 	}
+	queued := false
 	if p == unix.IPPROTO_UDP && (s.src.Port() != 0 || s.state == kabi.TCP_ESTABLISHED) {
 		if err := it.load(); err != nil {
 			return 0, err
@@ -208,7 +210,7 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 		case d == nil:
 			return 0, refuse("not among the sockets sock_diag lists")
 		case d.RQueue != 0:
-			return 0, refuse("datagrams queued (%d bytes of receive buffer), whose senders are not recorded", d.RQueue)
+			queued = true // read once its options are known (udp.go)
 		case d.WQueue != 0:
 			return 0, refuse("data not yet sent (%d bytes; UDP_CORK or MSG_MORE)", d.WQueue)
 		}
@@ -253,7 +255,17 @@ func (it *inetDump) dump(dd *Dumper, e *Fd) (uint32, error) {
 			return 0, err
 		}
 	}
-	return dd.Add(&fdinfo.FileEntry{Type: fdinfo.FdTypes_INETSK.Enum(), Isk: ie}), nil
+	var q []udpDatagram
+	if queued {
+		if q, err = peekUDP(fd, ie); err != nil {
+			return 0, fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	id := dd.Add(&fdinfo.FileEntry{Type: fdinfo.FdTypes_INETSK.Enum(), Isk: ie})
+	if len(q) > 0 {
+		it.udpq = append(it.udpq, udpQueue{ID: id, Datagrams: q})
+	}
+	return id, nil
 }
 
 // sameNetns refuses a socket of another network namespace than cryo's:
@@ -822,7 +834,9 @@ type inetOpen struct {
 	// (tcp.go); conns those made so far, in repair mode until ResumeTCP.
 	streams map[uint32]*tcpStream
 	conns   []*restoredConn
-	r       *Restorer
+	// udpq are the datagrams each UDP socket had not read (udp.go).
+	udpq map[uint32][]udpDatagram
+	r    *Restorer
 }
 
 // loadSide refuses, before anything is made, an image with established
@@ -830,6 +844,10 @@ type inetOpen struct {
 // their queues.
 func (u *inetOpen) loadSide(r *Restorer) error {
 	u.r, u.streams = r, map[uint32]*tcpStream{}
+	var err error
+	if u.udpq, err = loadUDPQueues(r.set.Dir); err != nil {
+		return err
+	}
 	if r.set.Inventory.GetTcpClose() && !r.opts.TCPClose {
 		return fmt.Errorf("the image was dumped with --tcp-close, without its connections' state: restore it with --tcp-close: %w", errs.ErrNotSupported)
 	}
@@ -964,6 +982,14 @@ func (u *inetOpen) open(r *Restorer, p Proc, f *fdinfo.FileEntry) (uint64, error
 	// listener it came from may be bound after it.
 	if stream == nil {
 		if err := setIfDiffers(cp, sockOpt{unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR"}, boolInt(e.GetOpts().GetReuseaddr())); err != nil {
+			return 0, fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	if q := u.udpq[f.GetId()]; len(q) > 0 {
+		if pr != unix.IPPROTO_UDP {
+			return 0, corrupt("%s: datagrams queued on a socket of protocol %d", what, pr)
+		}
+		if err := queueDatagrams(cp, q); err != nil {
 			return 0, fmt.Errorf("%s: %w", what, err)
 		}
 	}

@@ -333,8 +333,12 @@ func readQueue(fd, q int, lenReq uint) ([]byte, uint32, error) {
 	}
 }
 
-// writeTCP writes tcp-stream-INO.img of every connection read.
+// writeSide writes tcp-stream-INO.img of every connection read, and the
+// datagrams UDP sockets had not read (udp.go).
 func (it *inetDump) writeSide(_ *Dumper, s *Side) error {
+	if err := it.writeUDPQueues(s); err != nil {
+		return err
+	}
 	for _, c := range it.conns {
 		if c.st == nil {
 			return fmt.Errorf("%s: not read in repair mode (RepairTCP)", c.what)

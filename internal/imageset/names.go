@@ -39,6 +39,10 @@ var (
 // CRIU ignores it.
 const StateName = "cryo-state.json"
 
+// UDPQueuesName is cryo's own record of the datagrams UDP sockets had
+// not read (package files, udp.go): CRIU has no image for them.
+const UDPQueuesName = "cryo-udp-queues.json"
+
 // StatsDumpOld is the name cryo wrote stats-dump under before it followed
 // CRIU's; images that have it are still read.
 const StatsDumpOld = "stats-dump.img"

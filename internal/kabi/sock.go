@@ -106,3 +106,7 @@ func PeerNameRaw(fd int) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// IPV6_FLOWINFO (linux/in6.h), which x/sys lacks: whether a socket gets
+// the flow label of each datagram it receives (IPV6_FLOWINFO cmsg).
+const IPV6_FLOWINFO = 11

@@ -163,7 +163,7 @@ func requireCryo(t *testing.T) {
 // targetCmd is how a target is started, without its trigger argument.
 func targetCmd(name string) []string {
 	switch name {
-	case "pyjob", "pylocks", "unlinked", "unixclient":
+	case "pyjob", "pylocks", "unlinked", "unixclient", "udpq":
 		py := "/usr/bin/python3"
 		if _, err := os.Stat(py); err != nil {
 			py = "python3"

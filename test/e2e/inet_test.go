@@ -543,3 +543,26 @@ func TestRedisClientsKept(t *testing.T) {
 		}
 	}
 }
+
+// TestUDPQueued: UDP sockets with datagrams they have not read (IPv4,
+// dual-stack IPv6 with an IPv4 sender, a connected pair; one of 60000
+// bytes) are dumped, killed, restored, dumped again and restored: the
+// target then reads from each queue exactly what was sent, in order, each
+// from its sender, and nothing more, and each socket still receives.
+func TestUDPQueued(t *testing.T) {
+	requireCryo(t)
+	tg := startTarget(t, "udpq")
+	img := filepath.Join(t.TempDir(), "img")
+	mustDump(t, tg.pid, img)
+	tg.expectKilled()
+	reapOrphans(t)
+	if _, err := os.Stat(filepath.Join(img, "cryo-udp-queues.json")); err != nil {
+		t.Fatalf("the image has no queued datagrams: %v", err)
+	}
+	restoreDetached(t, tg, img)
+	r, img2 := cycleAgain(t, tg)
+	if r.timedOut {
+		t.Fatalf("second restore: %v\n%s", r, readLog(img2+".restore.log"))
+	}
+	tg.expectPassed(r.code, "after two dumps and restores with datagrams queued")
+}

@@ -383,7 +383,7 @@ func TestDumpInetRefused(t *testing.T) {
 	}{
 		{"established", "20", `inet stream socket \(tcp 127\.0\.0\.1:\d+ to 127\.0\.0\.1:\d+ in state ESTABLISHED\): an established TCP connection`},
 		{"backlog", "10", `inet stream socket \(tcp 127\.0\.0\.1:\d+ in state LISTEN\): 1 connection\(s\) in its accept queue, not yet accepted \(from 127\.0\.0\.1:\d+\)`},
-		{"udpqueue", "12", `inet dgram socket \(udp 127\.0\.0\.1:\d+ in state CLOSE\): datagrams queued`},
+		{"udpqueue", "12", `inet dgram socket \(udp 127\.0\.0\.1:\d+ in state CLOSE\): datagrams queued on a socket with IP_PKTINFO`},
 		{"option", "10", `inet stream socket \(.*\): option TCP_USER_TIMEOUT is 4321, a new socket's is 0`},
 		{"netns", "20", `inet dgram socket \(udp 0\.0\.0\.0:0 in state CLOSE\): made in a network namespace other than its process's`},
 		{"error", "20", `inet dgram socket \(udp 127\.0\.0\.1:\d+ to 127\.0\.0\.1:\d+ in state ESTABLISHED\): a pending socket error`},

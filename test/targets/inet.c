@@ -21,7 +21,8 @@
  * trigger checks only that its sockets are as they were:
  *   established  a TCP connection to fd 10 (fd 20, accepted at fd 21)
  *   backlog      a connection waiting in fd 10's accept queue (client fd 20)
- *   udpqueue     a datagram queued on fd 12
+ *   udpqueue     a datagram queued on fd 12, which has IP_PKTINFO on (the
+ *                datagram's destination and interface are not recorded)
  *   option       TCP_USER_TIMEOUT on fd 10, which CRIU's image cannot keep
  *   raw          a raw ICMP socket (fd 20)
  *   error        a UDP socket (fd 20) connected to a port nobody has, with
@@ -206,6 +207,9 @@ int main(int argc, char **argv)
 				at(accept(t4, NULL, NULL), 21);
 			}
 		} else if (!strcmp(refuse, "udpqueue")) {
+			int on = 1;
+			if (setsockopt(ub, IPPROTO_IP, IP_PKTINFO, &on, sizeof(on)))
+				die("IP_PKTINFO");
 			if (send(uc, "queued", 6, 0) != 6 || !wait_in(ub, 5000))
 				die("udp queue");
 		} else if (!strcmp(refuse, "netns")) {
